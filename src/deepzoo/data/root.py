@@ -1,0 +1,89 @@
+"""The data root and the checksummed file fetch that every dataset uses."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+ENV_VAR = "DEEPZOO_DATA"
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are neither on disk nor downloadable."""
+
+
+class ChecksumError(ValueError):
+    """A dataset file is truncated or corrupted: its MD5 is not the published one."""
+
+
+def data_root() -> Path:
+    """`$DEEPZOO_DATA`, else `$XDG_CACHE_HOME/deepzoo`, else `~/.cache/deepzoo`."""
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser().resolve()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "deepzoo"
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def read_verified(path: Path, expected_md5: str) -> bytes:
+    """The decompressed bytes of `path` (gzip when it ends in .gz), checked against `expected_md5`."""
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as err:
+            raise ChecksumError(f"{path} is not a complete gzip file ({err})") from err
+    digest = md5(raw)
+    if digest != expected_md5:
+        raise ChecksumError(
+            f"{path}: MD5 of the decompressed bytes is {digest}, expected {expected_md5} "
+            "(the file is truncated or corrupted; delete it and provide a fresh copy)"
+        )
+    return raw
+
+
+def fetch(
+    name: str,
+    expected_md5: str,
+    directory: Path,
+    mirrors: Sequence[str],
+    download: bool = True,
+    timeout: float = 10.0,
+) -> bytes:
+    """Verified bytes of file `name` from `directory` (as NAME or NAME.gz), downloading NAME.gz from
+    the first mirror that serves a copy with the right checksum when neither is there."""
+    for candidate in (directory / name, directory / f"{name}.gz"):
+        if candidate.exists():
+            return read_verified(candidate, expected_md5)
+    errors = []
+    if download:
+        for mirror in mirrors:
+            url = f"{mirror}{name}.gz"
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    payload = response.read()
+                raw = gzip.decompress(payload)
+                if md5(raw) != expected_md5:
+                    raise ChecksumError(f"MD5 {md5(raw)} != {expected_md5}")
+            except (urllib.error.URLError, OSError, EOFError, ChecksumError) as err:
+                errors.append(f"{url}: {err}")
+                continue
+            directory.mkdir(parents=True, exist_ok=True)
+            target = directory / f"{name}.gz"
+            tmp = target.with_suffix(".gz.part")
+            tmp.write_bytes(payload)
+            os.replace(tmp, target)
+            return raw
+    raise DatasetNotFoundError(
+        f"{name} (or {name}.gz) not found in {directory}"
+        + (f" and no mirror could serve it ({'; '.join(errors)})" if errors else "")
+        + f". Put the file there, or set {ENV_VAR} to a directory holding {directory.name}/{name}.gz."
+    )

@@ -1,0 +1,1 @@
+"""Metrics: classification, Fréchet distance on classifier features."""

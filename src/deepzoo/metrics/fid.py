@@ -1,0 +1,65 @@
+"""Fréchet distance between Gaussians fitted to features (Heusel et al., 2017):
+
+    d^2 = ||mu_1 - mu_2||^2 + tr(S_1 + S_2 - 2 (S_1^{1/2} S_2 S_1^{1/2})^{1/2})
+
+On MNIST the features come from deepzoo's own shipped classifier ("classifier FID"), so the
+numbers compare across deepzoo models, not with Inception-based FIDs of other papers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def feature_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (D,) and unbiased covariance (D, D) of features (N, D), in float64."""
+    if features.ndim != 2 or features.shape[0] < 2:
+        raise ValueError(f"need features of shape (N >= 2, D), got {tuple(features.shape)}")
+    f = features.detach().double()
+    mu = f.mean(dim=0)
+    centered = f - mu
+    return mu, centered.T @ centered / (f.shape[0] - 1)
+
+
+def _sqrtm_psd(matrix: torch.Tensor) -> torch.Tensor:
+    """Square root of a symmetric positive semi-definite matrix through its eigendecomposition."""
+    eigenvalues, eigenvectors = torch.linalg.eigh((matrix + matrix.T) / 2)
+    return eigenvectors @ torch.diag(eigenvalues.clamp(min=0).sqrt()) @ eigenvectors.T
+
+
+def frechet_distance(
+    mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor
+) -> float:
+    """d^2 between N(mu1, sigma1) and N(mu2, sigma2). tr((S1 S2)^{1/2}) is computed as the sum of
+    square roots of the eigenvalues of the symmetric PSD matrix S1^{1/2} S2 S1^{1/2}."""
+    mu1, mu2, sigma1, sigma2 = (t.double() for t in (mu1, mu2, sigma1, sigma2))
+    root1 = _sqrtm_psd(sigma1)
+    middle = root1 @ sigma2 @ root1
+    trace_sqrt = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
+    distance = (mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2 * trace_sqrt
+    return float(distance.clamp(min=0))
+
+
+@torch.no_grad()
+def extract_features(net: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """net.features over images (N, C, H, W) in [0, 1], in batches: (N, D) float32."""
+    device = next(net.parameters()).device
+    return torch.cat(
+        [
+            net.features(images[i : i + batch_size].to(device).float()).float()
+            for i in range(0, len(images), batch_size)
+        ]
+    )
+
+
+def classifier_fid(images_a: torch.Tensor, images_b: torch.Tensor, net: nn.Module | None = None) -> float:
+    """Fréchet distance between two MNIST-like image sets (N, 1, 28, 28) in [0, 1], measured on the
+    shipped feature classifier (or `net`)."""
+    if net is None:
+        from deepzoo.metrics.features import mnist_feature_net
+
+        net = mnist_feature_net()
+    stats_a = feature_statistics(extract_features(net, images_a))
+    stats_b = feature_statistics(extract_features(net, images_b))
+    return frechet_distance(*stats_a, *stats_b)

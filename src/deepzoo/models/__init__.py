@@ -1,0 +1,1 @@
+"""Model families, one module each; every model follows the contract in ARCHITECTURE.md."""

@@ -1,0 +1,122 @@
+"""Image classifiers for MNIST: a plain CNN and a ResNet of basic residual blocks.
+
+Both take x: (B, 1, 28, 28) in [0, 1], standardize it with the MNIST train statistics, and return
+logits (B, K). `features(x)` is the penultimate representation (B, D) that the FID metric uses.
+Loss: L = -1/B sum_i log softmax(f(x_i))[y_i].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deepzoo.nn.residual import BasicBlock
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    """A stack of [conv3x3-BN-ReLU] x convs_per_stage + 2x2 max-pool stages, then a linear head."""
+
+    channels: tuple[int, ...] = (32, 64, 128)
+    """Output channels of each stage (each stage halves the resolution)."""
+    convs_per_stage: int = 1
+    """3x3 convolutions in each stage."""
+    feature_dim: int = 128
+    """Width of the penultimate (feature) layer."""
+    num_classes: int = 10
+    batchnorm: bool = True
+    """BatchNorm after every convolution."""
+    dropout: float = 0.0
+    """Dropout before the last layer."""
+
+
+@dataclass(frozen=True)
+class ResNetConfig:
+    """A conv stem, then stages of basic residual blocks (the first block of a stage strides 2)."""
+
+    widths: tuple[int, ...] = (32, 64, 128)
+    """Channels of each stage."""
+    blocks_per_stage: int = 2
+    """Basic blocks in each stage."""
+    num_classes: int = 10
+
+
+class Classifier(nn.Module):
+    """Shared head and loss: standardize -> body -> global average pool -> features -> logits."""
+
+    body: nn.Module
+    features_head: nn.Module
+    head: nn.Module
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 1, 28, 28) in [0, 1] -> (B, D)."""
+        h = self.body((x - MNIST_MEAN) / MNIST_STD)  # (B, C, h, w)
+        return self.features_head(h.mean(dim=(2, 3)))  # (B, D)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))  # (B, K)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        logits = self(batch["x"])
+        loss = F.cross_entropy(logits.float(), batch["y"])
+        accuracy = (logits.argmax(dim=1) == batch["y"]).float().mean()
+        return {"loss": loss, "accuracy": accuracy}
+
+
+class CNN(Classifier):
+    def __init__(self, config: CNNConfig = CNNConfig()) -> None:
+        super().__init__()
+        self.config = config
+        layers: list[nn.Module] = []
+        in_channels = 1
+        for out_channels in config.channels:
+            for _ in range(config.convs_per_stage):
+                layers += [
+                    nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=not config.batchnorm),
+                    nn.BatchNorm2d(out_channels) if config.batchnorm else nn.Identity(),
+                    nn.ReLU(inplace=True),
+                ]
+                in_channels = out_channels
+            layers.append(nn.MaxPool2d(2))
+        self.body = nn.Sequential(*layers)
+        self.features_head = nn.Sequential(
+            nn.Linear(in_channels, config.feature_dim), nn.ReLU(inplace=True)
+        )
+        self.head = nn.Sequential(
+            nn.Dropout(config.dropout), nn.Linear(config.feature_dim, config.num_classes)
+        )
+
+
+class ResNet(Classifier):
+    def __init__(self, config: ResNetConfig = ResNetConfig()) -> None:
+        super().__init__()
+        self.config = config
+        width = config.widths[0]
+        layers: list[nn.Module] = [
+            nn.Conv2d(1, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        ]
+        for stage, out_channels in enumerate(config.widths):
+            for block in range(config.blocks_per_stage):
+                stride = 2 if stage > 0 and block == 0 else 1
+                layers.append(BasicBlock(width, out_channels, stride))
+                width = out_channels
+        self.body = nn.Sequential(*layers)
+        self.features_head = nn.Identity()
+        self.head = nn.Linear(width, config.num_classes)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Kaiming-normal convolutions; the last BN of each block starts at zero so every
+        block begins as its skip path (Goyal et al., 2017)."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if isinstance(module, BasicBlock):
+                nn.init.zeros_(module.bn2.weight)

@@ -1,0 +1,34 @@
+"""The basic residual block of He et al. (2016), "Deep Residual Learning for Image Recognition"."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class BasicBlock(nn.Module):
+    """y = relu(F(x) + S(x)), F = BN(conv3x3(relu(BN(conv3x3_stride(x))))).
+
+    S is the identity when the shape is kept, else the projection BN(conv1x1_stride(x))
+    (the paper's option B). x: (B, C_in, H, W) -> y: (B, C_out, ceil(H / stride), ceil(W / stride)).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.skip: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.skip = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """F(x), the branch the block learns."""
+        return self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.residual(x) + self.skip(x))

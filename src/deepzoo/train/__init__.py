@@ -1,0 +1,5 @@
+"""The trainer (the one training loop), checkpoints, logs, schedules and DDP glue."""
+
+from deepzoo.train.trainer import NonFiniteLossError, Trainer, TrainConfig, TrainResult
+
+__all__ = ["NonFiniteLossError", "TrainConfig", "TrainResult", "Trainer"]

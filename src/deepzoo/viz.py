@@ -1,0 +1,94 @@
+"""Pictures: image grids, loss curves and confusion matrices, written as PNG atomically."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deepzoo.train.checkpoint import write_bytes
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> np.ndarray:
+    """Images (N, C, H, W) in [0, 1] tiled into one (rows*(H+pad)+pad, cols*(W+pad)+pad, C) uint8 array."""
+    if images.ndim != 4:
+        raise ValueError(f"expected images of shape (N, C, H, W), got {tuple(images.shape)}")
+    n, c, h, w = images.shape
+    cols = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = torch.ones(c, rows * (h + pad) + pad, cols * (w + pad) + pad)
+    for i, image in enumerate(images.detach().float().clamp(0, 1).cpu()):
+        r, col = divmod(i, cols)
+        top, left = pad + r * (h + pad), pad + col * (w + pad)
+        grid[:, top : top + h, left : left + w] = image
+    return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> None:
+    """Write images (N, C, H, W) in [0, 1] as one PNG grid (C = 1 gray, C = 3 RGB)."""
+    grid = image_grid(images, nrow)
+    plt = _figure()
+    buffer = io.BytesIO()
+    plt.imsave(buffer, grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", format="png")
+    write_bytes(Path(path), buffer.getvalue())
+
+
+def plot_curves(records: list[dict], path: str | Path) -> None:
+    """Every numeric term of metrics.jsonl records against the step, one panel per term."""
+    series: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for rec in records:
+        split = rec.get("split", "train")
+        for key, value in rec.items():
+            if key in ("step", "split", "time", "lr") or not isinstance(value, (int, float)):
+                continue
+            series[key][split].append((rec["step"], value))
+    if not series:
+        return
+    plt = _figure()
+    cols = min(3, len(series))
+    rows = math.ceil(len(series) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
+    for ax, (key, splits) in zip(axes.flat, sorted(series.items())):
+        for split, points in splits.items():
+            steps, values = zip(*points)
+            ax.plot(steps, values, marker="." if len(points) < 30 else None, label=split)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.legend()
+    for ax in list(axes.flat)[len(series) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    write_bytes(Path(path), buffer.getvalue())
+
+
+def plot_confusion(matrix: torch.Tensor, path: str | Path) -> None:
+    """A (K, K) confusion matrix (rows: true class, columns: predicted) as a heat map."""
+    plt = _figure()
+    counts = matrix.cpu().numpy()
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.imshow(np.log1p(counts), cmap="Blues")
+    for (i, j), value in np.ndenumerate(counts):
+        ax.text(j, i, str(int(value)), ha="center", va="center", fontsize=6)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    write_bytes(Path(path), buffer.getvalue())
