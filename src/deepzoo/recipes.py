@@ -204,10 +204,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     run_dir = Path(run_dir)
     recipe, config = read_run_config(run_dir)
     model = recipe.build(config)
+    ckpt.recover_checkpoint(run_dir)
     weights = run_dir / ckpt.EMA_WEIGHTS
     if not weights.exists():
         weights = run_dir / ckpt.WEIGHTS
     if not weights.exists():
         raise FileNotFoundError(f"{run_dir} holds no weights ({ckpt.WEIGHTS})")
     ckpt.load_weights(weights, model)
-    return LoadedRun(recipe, config, model.to(device).eval(), ckpt.weights_step(weights))
+    return LoadedRun(recipe, config, model.to(device).eval(), ckpt.file_step(weights))

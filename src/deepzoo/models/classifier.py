@@ -20,7 +20,8 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 @dataclass(frozen=True)
 class CNNConfig:
-    """A stack of [conv3x3-BN-ReLU] x convs_per_stage + 2x2 max-pool stages, then a linear head."""
+    """[conv3x3-BN-ReLU] x convs_per_stage + 2x2 max-pool stages, flattened into a ReLU feature
+    layer, then a linear classifier."""
 
     channels: tuple[int, ...] = (32, 64, 128)
     """Output channels of each stage (each stage halves the resolution)."""
@@ -47,7 +48,11 @@ class ResNetConfig:
 
 
 class Classifier(nn.Module):
-    """Shared head and loss: standardize -> body -> global average pool -> features -> logits."""
+    """Shared head and loss: standardize -> body -> features head -> features -> logits.
+
+    Activations and kernels are kept channels-last (NHWC): about 1.5x faster convolutions on
+    CPU (oneDNN) and GPU (tensor cores) than NCHW, measured in benchmarks/.
+    """
 
     body: nn.Module
     features_head: nn.Module
@@ -55,8 +60,8 @@ class Classifier(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 1, 28, 28) in [0, 1] -> (B, D)."""
-        h = self.body((x - MNIST_MEAN) / MNIST_STD)  # (B, C, h, w)
-        return self.features_head(h.mean(dim=(2, 3)))  # (B, D)
+        x = ((x - MNIST_MEAN) / MNIST_STD).contiguous(memory_format=torch.channels_last)
+        return self.features_head(self.body(x))  # (B, C, h, w) -> (B, D)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))  # (B, K)
@@ -84,12 +89,14 @@ class CNN(Classifier):
                 in_channels = out_channels
             layers.append(nn.MaxPool2d(2))
         self.body = nn.Sequential(*layers)
-        self.features_head = nn.Sequential(
-            nn.Linear(in_channels, config.feature_dim), nn.ReLU(inplace=True)
+        side = 28 // 2 ** len(config.channels)
+        self.features_head = nn.Sequential(  # flattening keeps where strokes are, unlike pooling
+            nn.Flatten(), nn.Linear(in_channels * side**2, config.feature_dim), nn.ReLU(inplace=True)
         )
         self.head = nn.Sequential(
             nn.Dropout(config.dropout), nn.Linear(config.feature_dim, config.num_classes)
         )
+        self.to(memory_format=torch.channels_last)
 
 
 class ResNet(Classifier):
@@ -108,9 +115,10 @@ class ResNet(Classifier):
                 layers.append(BasicBlock(width, out_channels, stride))
                 width = out_channels
         self.body = nn.Sequential(*layers)
-        self.features_head = nn.Identity()
+        self.features_head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(width, config.num_classes)
         self.init_weights()
+        self.to(memory_format=torch.channels_last)
 
     def init_weights(self) -> None:
         """Kaiming-normal convolutions; the last BN of each block starts at zero so every

@@ -357,16 +357,17 @@ class Trainer:
         else:
             rng_states = [rng]
         if self.dist.is_main:
-            ckpt.save_weights(self.run_dir / ckpt.WEIGHTS, self.model, self.step)
+            files = {ckpt.WEIGHTS: ckpt.weights_bytes(self.model, self.step)}
             if self.ema is not None:
-                ckpt.save_weights(self.run_dir / ckpt.EMA_WEIGHTS, self.ema.module, self.step)
+                files[ckpt.EMA_WEIGHTS] = ckpt.weights_bytes(self.ema.module, self.step)
             state = {
                 "step": self.step,
                 "elapsed": self.elapsed,
                 "optimizer": self.optimizer.state_dict(),
                 "rng": rng_states,
             }
-            ckpt.save_state(self.run_dir / ckpt.STATE, state)
+            files[ckpt.STATE] = ckpt.state_bytes(state)
+            ckpt.save_checkpoint(self.run_dir, files)
             if self.log is not None and self.log.records:
                 from deepzoo.viz import plot_curves
 
@@ -376,13 +377,16 @@ class Trainer:
 
     def _load_checkpoint(self) -> None:
         state_path, weights_path = self.run_dir / ckpt.STATE, self.run_dir / ckpt.WEIGHTS
+        if self.dist.is_main:
+            ckpt.recover_checkpoint(self.run_dir)
+        distributed.barrier(self.dist)
         if not state_path.exists() or not weights_path.exists():
             raise FileNotFoundError(f"{self.run_dir} holds no checkpoint to resume from")
         state = ckpt.load_state(state_path)
-        if ckpt.weights_step(weights_path) != state["step"]:
+        if ckpt.file_step(weights_path) != state["step"]:
             raise RuntimeError(
-                f"{weights_path} is from step {ckpt.weights_step(weights_path)} but {state_path} "
-                f"from step {state['step']}: the run was stopped between the two writes"
+                f"{weights_path} is from step {ckpt.file_step(weights_path)} but {state_path} "
+                f"from step {state['step']}: the checkpoint is inconsistent"
             )
         ckpt.load_weights(weights_path, self.model)
         if self.ema is not None:

@@ -1,0 +1,205 @@
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from deepzoo.train import NonFiniteLossError, Trainer, TrainConfig
+from deepzoo.train import checkpoint as ckpt
+from deepzoo.train.logging import read_metrics
+from deepzoo.train.trainer import batch_indices, parse_target, use_bf16
+from tests.conftest import REPO, TinyNet
+
+FAST = dict(batch_size=50, lr=0.05, optimizer="adamw", log_every=5, progress=False, precision="fp32")
+
+
+def _weights(run_dir):
+    return load_file(run_dir / ckpt.WEIGHTS)
+
+
+def _evaluate(model, step, run_dir):
+    return {"step_seen": float(step)}
+
+
+def test_batches_cover_each_epoch_once_and_depend_only_on_the_step():
+    n, batch = 100, 10
+    epoch = torch.cat([batch_indices(step, n, batch, seed=3) for step in range(10)])
+    assert sorted(epoch.tolist()) == list(range(n))
+    assert torch.equal(batch_indices(12, n, batch, 3), batch_indices(12, n, batch, 3))
+    assert not torch.equal(batch_indices(0, n, batch, 3), batch_indices(10, n, batch, 3))
+
+
+def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path, mnist_small):
+    cfg = TrainConfig(steps=30, checkpoint_every=10, eval_every=10, ema_decay=0.9, **FAST)
+    torch.manual_seed(0)
+    Trainer(TinyNet(), mnist_small, cfg, tmp_path / "a", evaluate=_evaluate).fit()
+
+    class Crash(Exception):
+        pass
+
+    torch.manual_seed(0)
+    interrupted = Trainer(TinyNet(), mnist_small, cfg, tmp_path / "b", evaluate=_evaluate)
+    original_step = interrupted._train_step
+
+    def crash_after_step_14():
+        if interrupted.step == 14:
+            raise Crash
+        return original_step()
+
+    interrupted._train_step = crash_after_step_14
+    with pytest.raises(Crash):
+        interrupted.fit()
+    assert ckpt.file_step(tmp_path / "b" / ckpt.STATE) == 10
+
+    torch.manual_seed(123)  # a different fresh initialisation: resume must overwrite it
+    Trainer(TinyNet(), mnist_small, cfg, tmp_path / "b", evaluate=_evaluate, resume=True).fit()
+    for name in (ckpt.WEIGHTS, ckpt.EMA_WEIGHTS):
+        a, b = load_file(tmp_path / "a" / name), load_file(tmp_path / "b" / name)
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    records = read_metrics(tmp_path / "b" / "metrics.jsonl")
+    keys = [(r["split"], r["step"]) for r in records]
+    assert len(keys) == len(set(keys))  # the steps redone after the crash are logged once
+    assert [r["step"] for r in records if r["split"] == "eval"] == [10, 20, 30]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, mnist_small):
+    class ExplodesAtStep13(TinyNet):
+        calls = 0
+
+        def loss(self, batch):
+            out = super().loss(batch)
+            self.calls += 1
+            if self.calls == 13:
+                out["loss"] = out["loss"] * float("nan")
+            return out
+
+    cfg = TrainConfig(steps=30, checkpoint_every=10, eval_every=100, **FAST)
+    torch.manual_seed(0)
+    trainer = Trainer(ExplodesAtStep13(), mnist_small, cfg, tmp_path)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 13.*step 10"):
+        trainer.fit()
+    weights = _weights(tmp_path)
+    assert ckpt.file_step(tmp_path / ckpt.WEIGHTS) == 10
+    assert all(torch.isfinite(t).all() for t in weights.values())
+    assert ckpt.file_step(tmp_path / ckpt.STATE) == 10
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys, torch
+    sys.path.insert(0, {repo!r})
+    from tests.conftest import TinyNet
+    from deepzoo.data import load_mnist, TensorData
+    from deepzoo.train import Trainer, TrainConfig
+    import deepzoo.train.checkpoint as ckpt
+
+    calls, real = [0], {patched}
+    def killing(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == {kill_at}:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+    ckpt.{where} = killing
+    data = TensorData(load_mnist("test")[slice(0, 500)])
+    cfg = TrainConfig(steps=10, batch_size=50, checkpoint_every=5, eval_every=100,
+                      ema_decay=0.5, progress=False, precision="fp32")
+    torch.manual_seed(0)
+    Trainer(TinyNet(), data, cfg, sys.argv[1]).fit()
+    """
+)
+
+
+# Writes in order: the step-0 checkpoint (temporaries 1-3, renames 1-3), then the step-5
+# checkpoint (temporaries 4-6, renames 4-6: weights, EMA, state).
+@pytest.mark.parametrize(
+    "where,patched,kill_at,expected_step",
+    [
+        ("_write_synced", "ckpt._write_synced", 5, 0),  # while writing the step-5 temporaries
+        ("os.replace", "os.replace", 4, 0),  # temporaries complete, nothing renamed yet
+        ("os.replace", "os.replace", 5, 5),  # step-5 weights renamed, EMA and state not
+        ("os.replace", "os.replace", 6, 5),  # weights and EMA renamed, state not
+    ],
+)
+def test_a_kill_during_save_leaves_a_loadable_resumable_run(
+    tmp_path, where, patched, kill_at, expected_step
+):
+    run_dir = tmp_path / "run"
+    script = KILL_SCRIPT.format(repo=str(REPO), patched=patched, kill_at=kill_at, where=where)
+    env = os.environ | {"PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run([sys.executable, "-c", script, str(run_dir)], env=env, timeout=120)
+    assert proc.returncode == -9  # really killed mid-save
+
+    ckpt.recover_checkpoint(run_dir)
+    step = ckpt.file_step(run_dir / ckpt.WEIGHTS)
+    assert step == expected_step
+    assert ckpt.file_step(run_dir / ckpt.EMA_WEIGHTS) == step
+    assert ckpt.file_step(run_dir / ckpt.STATE) == step
+    assert not list(run_dir.glob(".*.tmp"))
+    model = TinyNet()
+    ckpt.load_weights(run_dir / ckpt.WEIGHTS, model)
+    from deepzoo.data import TensorData, load_mnist
+
+    data = TensorData(load_mnist("test")[slice(0, 500)])
+    cfg = TrainConfig(steps=10, batch_size=50, checkpoint_every=5, eval_every=100,
+                      ema_decay=0.5, progress=False, precision="fp32")
+    result = Trainer(TinyNet(), data, cfg, run_dir, resume=True).fit()
+    assert result.step == 10
+
+
+def test_grad_clip_bounds_the_update(tmp_path, mnist_small):
+    cfg = TrainConfig(steps=1, grad_clip=1e-3, checkpoint_every=100, eval_every=100,
+                      **(FAST | {"optimizer": "sgd", "lr": 1.0, "momentum": 0.0}))
+    torch.manual_seed(0)
+    model = TinyNet(dropout=0.0)
+    before = [p.detach().clone() for p in model.parameters()]
+    Trainer(model, mnist_small, cfg, tmp_path).fit()
+    step = torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)])
+    assert step.norm().item() == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_schedule_and_lr_are_logged(tmp_path, mnist_small):
+    cfg = TrainConfig(steps=20, schedule="linear", warmup_steps=5, checkpoint_every=100,
+                      eval_every=100, **(FAST | {"log_every": 1}))
+    Trainer(TinyNet(), mnist_small, cfg, tmp_path).fit()
+    records = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["split"] == "train"]
+    lrs = [r["lr"] for r in records]
+    assert lrs[0] == pytest.approx(0.05 / 5) and lrs[4] == pytest.approx(0.05)
+    assert lrs[-1] == pytest.approx(0.05 * 1 / 15)
+    assert all(math.isfinite(r["loss"]) and "grad_norm" in r for r in records)
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_target_stops_at_the_first_evaluation_that_meets_it(tmp_path, mnist_small):
+    cfg = TrainConfig(steps=100, eval_every=5, target="step_seen>=15", **FAST)
+    result = Trainer(TinyNet(), mnist_small, cfg, tmp_path, evaluate=_evaluate).fit()
+    assert result.reached_target and result.step == 15
+    assert parse_target("loss<=1.5")({"loss": 1.4}) and not parse_target("loss<=1.5")({"loss": 2})
+    with pytest.raises(ValueError, match="target"):
+        parse_target("accuracy=0.9")
+
+
+def test_short_bf16_run_learns(tmp_path, mnist_small):
+    cfg = TrainConfig(steps=60, eval_every=60, **(FAST | {"precision": "bf16", "lr": 3e-3}))
+    from deepzoo.metrics.classification import classification_metrics
+
+    result = Trainer(
+        TinyNet(), mnist_small, cfg, tmp_path,
+        evaluate=lambda m, s, d: classification_metrics(m, mnist_small)[0],
+    ).fit()
+    assert result.metrics["accuracy"] > 0.8
+
+
+def test_precision_choice():
+    assert use_bf16("fp32", torch.device("cpu")) is False
+    assert use_bf16("bf16", torch.device("cpu")) is True
+    assert use_bf16("auto", torch.device("cpu")) == torch.cpu._is_amx_tile_supported()
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path, mnist_small):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        Trainer(TinyNet(), mnist_small, TrainConfig(**FAST), tmp_path, resume=True)
