@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from deepzoo.metrics.fid import feature_statistics, frechet_distance
+
+
+def _reference_fid(a: np.ndarray, b: np.ndarray) -> float:
+    """The textbook computation with scipy's general matrix square root."""
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+
+def test_frechet_distance_equals_the_scipy_computation():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(500, 16)) @ rng.normal(size=(16, 16))
+    b = rng.normal(loc=0.3, size=(400, 16)) @ rng.normal(size=(16, 16))
+    ours = frechet_distance(*feature_statistics(torch.from_numpy(a)),
+                            *feature_statistics(torch.from_numpy(b)))
+    assert ours == pytest.approx(_reference_fid(a, b), rel=1e-6)
+
+
+def test_identical_sets_are_at_distance_zero():
+    features = torch.randn(300, 32, generator=torch.Generator().manual_seed(1))
+    stats = feature_statistics(features)
+    assert frechet_distance(*stats, *stats) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_mean_shift_adds_its_squared_norm():
+    features = torch.randn(300, 8, generator=torch.Generator().manual_seed(2))
+    mu, sigma = feature_statistics(features)
+    shift = torch.full((8,), 0.5, dtype=torch.float64)
+    assert frechet_distance(mu, sigma, mu + shift, sigma) == pytest.approx(8 * 0.25)
+
+
+def test_statistics_need_at_least_two_samples():
+    with pytest.raises(ValueError, match="N >= 2"):
+        feature_statistics(torch.randn(1, 4))
