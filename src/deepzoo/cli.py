@@ -56,9 +56,7 @@ def parse_overrides(recipe_name: str, default: Any, args: list[str]) -> Any:
     except SystemExit as exit_:
         text = re.sub(r"[│╭╮╰╯─]+", " ", captured.getvalue())
         lines = [line.strip() for line in text.splitlines() if line.strip()]
-        reason = next(
-            (line for line in lines if "parsing" in line or "rror:" in line), " ".join(args)
-        )
+        reason = next((line for line in lines if "parsing" in line or "rror:" in line), " ".join(args))
         raise UsageError(f"{prog}: {reason} (see `{prog} --help`)") from exit_
 
 
@@ -82,9 +80,11 @@ def cmd_train(ns: argparse.Namespace, overrides: list[str]) -> None:
         result = resume_recipe(ns.resume)
     else:
         if not ns.recipe and {"-h", "--help"} & set(overrides):
-            print("usage: deepzoo train RECIPE [--section.field value ...] [--run-dir DIR]\n"
-                  "       deepzoo train --resume RUN_DIR\n"
-                  "`deepzoo list` names the recipes; `deepzoo train RECIPE --help` their flags.")
+            print(
+                "usage: deepzoo train RECIPE [--section.field value ...] [--run-dir DIR]\n"
+                "       deepzoo train --resume RUN_DIR\n"
+                "`deepzoo list` names the recipes; `deepzoo train RECIPE --help` their flags."
+            )
             return
         if not ns.recipe:
             raise UsageError("deepzoo train: name a recipe (see `deepzoo list`) or --resume RUN_DIR")
@@ -102,12 +102,14 @@ def cmd_eval(ns: argparse.Namespace) -> None:
     from deepzoo.recipes import load_run
     from deepzoo.train import checkpoint as ckpt
     from deepzoo.train.distributed import pick_device
+    from deepzoo.train.trainer import use_bf16
 
     _require_run_dir(ns.run_dir)
     device = pick_device(ns.device)
     run = load_run(ns.run_dir, device)
     _, eval_data = run.recipe.data(run.config, device)
-    with torch.no_grad():
+    bf16 = use_bf16(run.config.train.precision, device)  # as the trainer evaluated it
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         metrics = run.recipe.evaluate(run.model, eval_data, Path(ns.run_dir))
     metrics = {"step": run.step} | metrics
     ckpt.write_json(Path(ns.run_dir) / "eval.json", metrics)
@@ -199,9 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         elif rest:
             raise UsageError(f"deepzoo {ns.command}: unrecognized arguments: {' '.join(rest)}")
         else:
-            {"list": cmd_list, "eval": cmd_eval, "sample": cmd_sample, "bench": cmd_bench}[
-                ns.command
-            ](ns)
+            {"list": cmd_list, "eval": cmd_eval, "sample": cmd_sample, "bench": cmd_bench}[ns.command](ns)
     except UsageError as err:
         print(f"deepzoo: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

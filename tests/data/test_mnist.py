@@ -106,9 +106,7 @@ def test_download_rejects_a_mirror_serving_corrupted_files(tmp_path):
         (bad_mirror / f"{name}.gz").write_bytes(gzip.compress(bytes(raw)))
     with pytest.raises(DatasetNotFoundError, match="could not be downloaded"):
         read_mnist("test", root=tmp_path / "root", mirrors=[bad_mirror.as_uri() + "/"])
-    assert not (tmp_path / "root" / "mnist").exists() or not any(
-        (tmp_path / "root" / "mnist").iterdir()
-    )
+    assert not (tmp_path / "root" / "mnist").exists() or not any((tmp_path / "root" / "mnist").iterdir())
 
 
 def test_idx_header_must_match_the_data():

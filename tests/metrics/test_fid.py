@@ -18,8 +18,9 @@ def test_frechet_distance_equals_the_scipy_computation():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(500, 16)) @ rng.normal(size=(16, 16))
     b = rng.normal(loc=0.3, size=(400, 16)) @ rng.normal(size=(16, 16))
-    ours = frechet_distance(*feature_statistics(torch.from_numpy(a)),
-                            *feature_statistics(torch.from_numpy(b)))
+    ours = frechet_distance(
+        *feature_statistics(torch.from_numpy(a)), *feature_statistics(torch.from_numpy(b))
+    )
     assert ours == pytest.approx(_reference_fid(a, b), rel=1e-6)
 
 

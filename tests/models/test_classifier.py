@@ -4,7 +4,7 @@ import torch
 from deepzoo.data import TensorData
 from deepzoo.metrics.classification import classification_metrics
 from deepzoo.models.classifier import CNN, CNNConfig, ResNet, ResNetConfig
-from deepzoo.train import Trainer, TrainConfig
+from deepzoo.train import TrainConfig, Trainer
 
 
 @pytest.mark.parametrize(
@@ -44,8 +44,9 @@ def test_resnet_stages_halve_the_resolution():
 def test_short_training_run_is_clearly_above_chance(tmp_path, mnist_test, model):
     train = TensorData(mnist_test[slice(0, 5000)])
     held_out = TensorData(mnist_test[slice(5000, 7000)])
-    cfg = TrainConfig(steps=100, batch_size=64, lr=1e-2, warmup_steps=10, eval_every=100,
-                      progress=False, precision="fp32")
+    cfg = TrainConfig(
+        steps=100, batch_size=64, lr=1e-2, warmup_steps=10, eval_every=100, progress=False, precision="fp32"
+    )
     torch.manual_seed(0)
     result = Trainer(
         model(), train, cfg, tmp_path, evaluate=lambda m, s, d: classification_metrics(m, held_out)[0]

@@ -30,9 +30,7 @@ def test_linear_warmup_then_linear_decay_equals_torch_linear_lr():
 def test_inverse_sqrt_matches_the_transformer_paper_after_warmup():
     warmup = 16
     for step in range(warmup, 200):
-        assert lr_factor(step, 1000, "inverse-sqrt", warmup) == pytest.approx(
-            (warmup / (step + 1)) ** 0.5
-        )
+        assert lr_factor(step, 1000, "inverse-sqrt", warmup) == pytest.approx((warmup / (step + 1)) ** 0.5)
 
 
 def test_unknown_schedule_is_rejected():

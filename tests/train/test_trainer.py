@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from deepzoo.train import NonFiniteLossError, Trainer, TrainConfig
+from deepzoo.train import NonFiniteLossError, TrainConfig, Trainer
 from deepzoo.train import checkpoint as ckpt
 from deepzoo.train.logging import read_metrics
 from deepzoo.train.trainer import batch_indices, parse_target, use_bf16
@@ -125,9 +125,7 @@ KILL_SCRIPT = textwrap.dedent(
         ("os.replace", "os.replace", 6, 5),  # weights and EMA renamed, state not
     ],
 )
-def test_a_kill_during_save_leaves_a_loadable_resumable_run(
-    tmp_path, where, patched, kill_at, expected_step
-):
+def test_a_kill_during_save_leaves_a_loadable_resumable_run(tmp_path, where, patched, kill_at, expected_step):
     run_dir = tmp_path / "run"
     script = KILL_SCRIPT.format(repo=str(REPO), patched=patched, kill_at=kill_at, where=where)
     env = os.environ | {"PYTHONPATH": str(REPO / "src")}
@@ -145,15 +143,27 @@ def test_a_kill_during_save_leaves_a_loadable_resumable_run(
     from deepzoo.data import TensorData, load_mnist
 
     data = TensorData(load_mnist("test")[slice(0, 500)])
-    cfg = TrainConfig(steps=10, batch_size=50, checkpoint_every=5, eval_every=100,
-                      ema_decay=0.5, progress=False, precision="fp32")
+    cfg = TrainConfig(
+        steps=10,
+        batch_size=50,
+        checkpoint_every=5,
+        eval_every=100,
+        ema_decay=0.5,
+        progress=False,
+        precision="fp32",
+    )
     result = Trainer(TinyNet(), data, cfg, run_dir, resume=True).fit()
     assert result.step == 10
 
 
 def test_grad_clip_bounds_the_update(tmp_path, mnist_small):
-    cfg = TrainConfig(steps=1, grad_clip=1e-3, checkpoint_every=100, eval_every=100,
-                      **(FAST | {"optimizer": "sgd", "lr": 1.0, "momentum": 0.0}))
+    cfg = TrainConfig(
+        steps=1,
+        grad_clip=1e-3,
+        checkpoint_every=100,
+        eval_every=100,
+        **(FAST | {"optimizer": "sgd", "lr": 1.0, "momentum": 0.0}),
+    )
     torch.manual_seed(0)
     model = TinyNet(dropout=0.0)
     before = [p.detach().clone() for p in model.parameters()]
@@ -163,8 +173,14 @@ def test_grad_clip_bounds_the_update(tmp_path, mnist_small):
 
 
 def test_schedule_and_lr_are_logged(tmp_path, mnist_small):
-    cfg = TrainConfig(steps=20, schedule="linear", warmup_steps=5, checkpoint_every=100,
-                      eval_every=100, **(FAST | {"log_every": 1}))
+    cfg = TrainConfig(
+        steps=20,
+        schedule="linear",
+        warmup_steps=5,
+        checkpoint_every=100,
+        eval_every=100,
+        **(FAST | {"log_every": 1}),
+    )
     Trainer(TinyNet(), mnist_small, cfg, tmp_path).fit()
     records = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["split"] == "train"]
     lrs = [r["lr"] for r in records]
@@ -188,7 +204,10 @@ def test_short_bf16_run_learns(tmp_path, mnist_small):
     from deepzoo.metrics.classification import classification_metrics
 
     result = Trainer(
-        TinyNet(), mnist_small, cfg, tmp_path,
+        TinyNet(),
+        mnist_small,
+        cfg,
+        tmp_path,
         evaluate=lambda m, s, d: classification_metrics(m, mnist_small)[0],
     ).fit()
     assert result.metrics["accuracy"] > 0.8

@@ -1,5 +1,5 @@
 """The trainer (the one training loop), checkpoints, logs, schedules and DDP glue."""
 
-from deepzoo.train.trainer import NonFiniteLossError, Trainer, TrainConfig, TrainResult
+from deepzoo.train.trainer import NonFiniteLossError, TrainConfig, Trainer, TrainResult
 
 __all__ = ["NonFiniteLossError", "TrainConfig", "TrainResult", "Trainer"]

@@ -113,9 +113,7 @@ def parse_target(target: str) -> Callable[[dict[str, float]], bool] | None:
         if symbol in target:
             name, value = target.split(symbol)
             threshold = float(value)
-            return lambda metrics: name.strip() in metrics and compare(
-                metrics[name.strip()], threshold
-            )
+            return lambda metrics: name.strip() in metrics and compare(metrics[name.strip()], threshold)
     raise ValueError(f"target must look like 'accuracy>=0.99' or 'loss<=1.5', got {target!r}")
 
 
@@ -207,9 +205,7 @@ class Trainer:
         self.evaluate_fn = evaluate
         self.target = parse_target(cfg.target)
         if cfg.batch_size % self.dist.world_size:
-            raise ValueError(
-                f"batch size {cfg.batch_size} is not divisible by {self.dist.world_size} ranks"
-            )
+            raise ValueError(f"batch size {cfg.batch_size} is not divisible by {self.dist.world_size} ranks")
         self.model = model.to(self.device)
         self.data = data.to(self.device)
         self.optimizer = build_optimizer(self.model, cfg)
@@ -286,9 +282,7 @@ class Trainer:
 
     def _train_step(self) -> dict[str, float]:
         cfg = self.cfg
-        factor = lr_factor(
-            self.step, cfg.steps, cfg.schedule, cfg.warmup_steps, cfg.min_lr_ratio
-        )
+        factor = lr_factor(self.step, cfg.steps, cfg.schedule, cfg.warmup_steps, cfg.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr * factor
         index = batch_indices(self.step, len(self.data), cfg.batch_size, cfg.seed)

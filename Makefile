@@ -1,0 +1,37 @@
+# Each target sets up .venv itself on a fresh machine, then runs.
+# TORCH picks the PyTorch build; CI sets TORCH=torch==2.13.0 (a local CPU wheel).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH ?= torch>=2.3
+# The shared datasets beside the repo, unless the caller points elsewhere.
+ifneq ($(wildcard ../shared/data),)
+export DEEPZOO_DATA ?= $(abspath ../shared/data)
+endif
+
+.PHONY: demo test bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/deepzoo list
+	$(BIN)/deepzoo train cnn-mnist --run-dir runs/demo/cnn-mnist
+	$(BIN)/deepzoo eval runs/demo/cnn-mnist
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.installed
+	$(BIN)/deepzoo bench
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,246 @@
+"""Time-to-quality and speed benchmarks (`deepzoo bench`, `make bench`); never run in CI.
+
+Each benchmark returns a JSON-ready dict with its measurements, targets and whether it met them;
+results go to benchmarks/results/NAME.json and one markdown table, which README.md also shows
+between its `<!-- results -->` markers. Times are medians of repeated runs, and speeds are given
+as fractions of this machine's matmul peak measured in the same run, because the machine is shared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deepzoo.train import checkpoint as ckpt
+from deepzoo.train.logging import read_metrics
+
+
+def matmul_peak(size: int = 2048, repeats: int = 7) -> dict[str, float]:
+    """Median GFLOP/s of a (size x size) @ (size x size) torch.mm in fp32 and bf16 (2 n^3 flops)."""
+    peak = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        for _ in range(2):
+            torch.mm(a, b)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.mm(a, b)
+            times.append(time.perf_counter() - start)
+        peak[name] = 2 * size**3 / statistics.median(times) / 1e9
+    return peak
+
+
+def first_time_at(records: list[dict], metric: str, bar: float) -> float | None:
+    """Training wall time of the first evaluation with `metric` >= bar (None if never)."""
+    for record in records:
+        if record.get("split") == "eval" and record.get(metric, -1) >= bar:
+            return record["time"]
+    return None
+
+
+def train_flops_per_example(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> float:
+    """Forward + backward FLOPs of one example, counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model.loss(batch)["loss"].backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / len(next(iter(batch.values())))
+
+
+def training_throughput(recipe_name: str, precision: str, steps: int) -> float:
+    """Examples per second of `steps` training steps of a recipe (no evaluation, no warm-up)."""
+    from deepzoo.recipes import get_recipe, train_recipe
+
+    recipe = get_recipe(recipe_name)
+    train = replace(
+        recipe.default.train,
+        steps=steps,
+        precision=precision,
+        eval_every=10**9,
+        checkpoint_every=10**9,
+        progress=False,
+        target="",
+    )
+    config = replace(recipe.default, train=train)
+    with tempfile.TemporaryDirectory() as tmp:
+        train_recipe(recipe_name, config, Path(tmp) / "run", evaluate=False)
+        records = read_metrics(Path(tmp) / "run" / "metrics.jsonl")
+    logs = [r for r in records if r["split"] == "train"]
+    # Skip the first logging window: it holds one-off start-up costs.
+    examples = (logs[-1]["step"] - logs[0]["step"]) * train.batch_size
+    return examples / (logs[-1]["time"] - logs[0]["time"])
+
+
+def time_to_accuracy(
+    recipe_name: str, bars: tuple[float, ...], repeats: int, max_seconds: float
+) -> dict[str, Any]:
+    """Train `repeats` times (seeds 0..), each until the highest bar or `max_seconds`."""
+    from deepzoo.recipes import get_recipe, train_recipe
+
+    recipe = get_recipe(recipe_name)
+    runs = []
+    for seed in range(repeats):
+        train = replace(
+            recipe.default.train,
+            seed=seed,
+            target=f"accuracy>={max(bars)}",
+            max_seconds=max_seconds,
+            progress=False,
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            result = train_recipe(recipe_name, replace(recipe.default, train=train), Path(tmp) / "r")
+            records = read_metrics(Path(tmp) / "r" / "metrics.jsonl")
+        evals = [r for r in records if r["split"] == "eval"]
+        runs.append(
+            {
+                "seed": seed,
+                "steps": result.step,
+                "best_accuracy": max(r["accuracy"] for r in evals),
+                "curve": [(r["step"], r["time"], r["accuracy"]) for r in evals],
+            }
+            | {f"seconds_to_{bar}": first_time_at(records, "accuracy", bar) for bar in bars}
+        )
+    summary = {}
+    for bar in bars:
+        times = [run[f"seconds_to_{bar}"] for run in runs]
+        summary[f"median_seconds_to_{bar}"] = (
+            statistics.median(times) if all(t is not None for t in times) else None
+        )
+    return {"recipe": recipe_name, "runs": runs} | summary
+
+
+def bench_mnist_classifier(quick: bool = False) -> dict[str, Any]:
+    """Issue #2: wall seconds to 99.0% and 99.5% MNIST test accuracy (median of 3), training
+    throughput in bf16 and fp32, and the fraction of the bf16 matmul peak it reaches."""
+    from deepzoo.data.mnist import load_mnist
+    from deepzoo.recipes import get_recipe
+
+    recipe_name, targets = "cnn-mnist", {0.99: 15.0, 0.995: 60.0}
+    peak = matmul_peak()
+    repeats, budget = (1, 20.0) if quick else (3, 90.0)
+    speed = {p: training_throughput(recipe_name, p, 60 if quick else 300) for p in ("fp32", "bf16")}
+    recipe = get_recipe(recipe_name)
+    torch.manual_seed(0)
+    model = recipe.build(recipe.default)
+    batch = load_mnist("test")[slice(0, 64)]
+    flops = train_flops_per_example(model, batch)
+    accuracy = time_to_accuracy(recipe_name, tuple(targets), repeats, budget)
+    met = all(
+        accuracy[f"median_seconds_to_{bar}"] is not None and accuracy[f"median_seconds_to_{bar}"] <= limit
+        for bar, limit in targets.items()
+    )
+    return {
+        "benchmark": "mnist-classifier",
+        "recipe": recipe_name,
+        "targets_seconds": {str(bar): limit for bar, limit in targets.items()},
+        "met_targets": met,
+        "matmul_peak_gflops": peak,
+        "train_gflop_per_image": flops / 1e9,
+        "throughput_images_per_s": speed,
+        "bf16_speedup": speed["bf16"] / speed["fp32"],
+        "fraction_of_bf16_peak": speed["bf16"] * flops / 1e9 / peak["bf16"],
+        "fraction_of_fp32_peak_in_fp32": speed["fp32"] * flops / 1e9 / peak["fp32"],
+    } | accuracy
+
+
+def bench_resnet_mnist(quick: bool = False) -> dict[str, Any]:
+    """The ResNet recipe's time to 99.0% / 99.5% test accuracy (median of 3) and its best accuracy."""
+    return {"benchmark": "resnet-mnist"} | time_to_accuracy(
+        "resnet-mnist", (0.99, 0.995), 1 if quick else 3, 30.0 if quick else 150.0
+    )
+
+
+BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
+    "mnist-classifier": bench_mnist_classifier,
+    "resnet-mnist": bench_resnet_mnist,
+}
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "processor": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "amx": bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def _seconds(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:.1f} s"
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    """The markdown results table of every benchmark result."""
+    rows = ["| benchmark | measured (median of runs) | target |", "| --- | --- | --- |"]
+    classifier = results.get("mnist-classifier")
+    if classifier:
+        for bar, limit in classifier["targets_seconds"].items():
+            key = f"median_seconds_to_{bar}"
+            rows.append(
+                f"| `{classifier['recipe']}`: time to {float(bar):.1%} MNIST test accuracy "
+                f"| {_seconds(classifier[key])} | <= {limit:.0f} s |"
+            )
+        best = statistics.median(run["best_accuracy"] for run in classifier["runs"])
+        rows.append(f"| `{classifier['recipe']}`: best test accuracy | {best:.2%} | |")
+        speed = classifier["throughput_images_per_s"]
+        rows.append(
+            f"| `{classifier['recipe']}`: training throughput bf16 / fp32 | "
+            f"{speed['bf16']:.0f} / {speed['fp32']:.0f} images/s "
+            f"({classifier['bf16_speedup']:.2f}x) | |"
+        )
+        rows.append(
+            f"| `{classifier['recipe']}`: fraction of matmul peak (bf16 / fp32) | "
+            f"{classifier['fraction_of_bf16_peak']:.1%} of "
+            f"{classifier['matmul_peak_gflops']['bf16']:.0f} GFLOP/s / "
+            f"{classifier['fraction_of_fp32_peak_in_fp32']:.1%} of "
+            f"{classifier['matmul_peak_gflops']['fp32']:.0f} GFLOP/s | |"
+        )
+    resnet = results.get("resnet-mnist")
+    if resnet:
+        for bar in (0.99, 0.995):
+            rows.append(
+                f"| `resnet-mnist`: time to {bar:.1%} MNIST test accuracy | "
+                f"{_seconds(resnet[f'median_seconds_to_{bar}'])} | |"
+            )
+        best = statistics.median(run["best_accuracy"] for run in resnet["runs"])
+        rows.append(f"| `resnet-mnist`: best test accuracy | {best:.2%} | |")
+    return "\n".join(rows) + "\n"
+
+
+def run_benchmarks(names: list[str], results_dir: Path, quick: bool = False) -> None:
+    """Run `names`, write results_dir/NAME.json, the table, and README.md's results section."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        result = BENCHMARKS[name](quick) | {"machine": machine(), "quick": quick}
+        ckpt.write_json(results_dir / f"{name}.json", result)
+        print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1))
+    results = {
+        path.stem: json.loads(path.read_text())
+        for path in sorted(results_dir.glob("*.json"))
+        if path.stem in BENCHMARKS
+    }
+    markdown = table(results)
+    ckpt.write_bytes(results_dir / "README.md", ("# Benchmark results\n\n" + markdown).encode())
+    readme = Path("README.md")
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    if readme.exists() and start in readme.read_text():
+        text = readme.read_text()
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1]
+        ckpt.write_bytes(readme, f"{head}{start}\n{markdown}{end}{tail}".encode())
+    print(markdown)
