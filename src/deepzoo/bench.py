@@ -68,6 +68,7 @@ def training_throughput(recipe_name: str, precision: str, steps: int) -> float:
     train = replace(
         recipe.default.train,
         steps=steps,
+        log_every=max(1, steps // 4),
         precision=precision,
         eval_every=10**9,
         checkpoint_every=10**9,
@@ -122,38 +123,54 @@ def time_to_accuracy(
     return {"recipe": recipe_name, "runs": runs} | summary
 
 
-def bench_mnist_classifier(quick: bool = False) -> dict[str, Any]:
-    """Issue #2: wall seconds to 99.0% and 99.5% MNIST test accuracy (median of 3), training
-    throughput in bf16 and fp32, and the fraction of the bf16 matmul peak it reaches."""
+def classifier_report(
+    recipe_name: str, bars: tuple[float, ...], peak: dict[str, float], quick: bool
+) -> dict[str, Any]:
+    """Time to each accuracy bar (median of 3 runs), bf16/fp32 throughput and share of the peak."""
     from deepzoo.data.mnist import load_mnist
     from deepzoo.recipes import get_recipe
 
-    recipe_name, targets = "cnn-mnist", {0.99: 15.0, 0.995: 60.0}
-    peak = matmul_peak()
-    repeats, budget = (1, 20.0) if quick else (3, 90.0)
-    speed = {p: training_throughput(recipe_name, p, 60 if quick else 300) for p in ("fp32", "bf16")}
     recipe = get_recipe(recipe_name)
+    speed = {p: training_throughput(recipe_name, p, 40 if quick else 200) for p in ("fp32", "bf16")}
     torch.manual_seed(0)
-    model = recipe.build(recipe.default)
-    batch = load_mnist("test")[slice(0, 64)]
-    flops = train_flops_per_example(model, batch)
-    accuracy = time_to_accuracy(recipe_name, tuple(targets), repeats, budget)
-    met = all(
-        accuracy[f"median_seconds_to_{bar}"] is not None and accuracy[f"median_seconds_to_{bar}"] <= limit
-        for bar, limit in targets.items()
-    )
+    flops = train_flops_per_example(recipe.build(recipe.default), load_mnist("test")[slice(0, 64)])
+    repeats, budget = (1, 20.0) if quick else (3, 90.0)
     return {
-        "benchmark": "mnist-classifier",
-        "recipe": recipe_name,
-        "targets_seconds": {str(bar): limit for bar, limit in targets.items()},
-        "met_targets": met,
-        "matmul_peak_gflops": peak,
         "train_gflop_per_image": flops / 1e9,
         "throughput_images_per_s": speed,
         "bf16_speedup": speed["bf16"] / speed["fp32"],
         "fraction_of_bf16_peak": speed["bf16"] * flops / 1e9 / peak["bf16"],
         "fraction_of_fp32_peak_in_fp32": speed["fp32"] * flops / 1e9 / peak["fp32"],
-    } | accuracy
+    } | time_to_accuracy(recipe_name, bars, repeats, budget)
+
+
+# (recipe, accuracy bar, seconds allowed): issue #2's time-to-accuracy goals on a 2-core CPU.
+CLASSIFIER_GOALS = (("cnn-mnist", 0.99, 15.0), ("cnn-mnist-wide", 0.995, 60.0))
+
+
+def bench_mnist_classifier(quick: bool = False) -> dict[str, Any]:
+    """Wall seconds from the start of training to the first evaluation at or above 99.0% and
+    99.5% MNIST test accuracy (full test set, median of 3 runs), training throughput in bf16 and
+    fp32, and the fraction of the machine's matmul peak, measured in the same run."""
+    peak = matmul_peak()
+    recipes = {name: classifier_report(name, (0.99, 0.995), peak, quick) for name, _, _ in CLASSIFIER_GOALS}
+    goals = [
+        {
+            "recipe": name,
+            "accuracy": bar,
+            "max_seconds": limit,
+            "median_seconds": recipes[name][f"median_seconds_to_{bar}"],
+        }
+        for name, bar, limit in CLASSIFIER_GOALS
+    ]
+    for goal in goals:
+        goal["met"] = goal["median_seconds"] is not None and goal["median_seconds"] <= goal["max_seconds"]
+    return {
+        "benchmark": "mnist-classifier",
+        "matmul_peak_gflops": peak,
+        "goals": goals,
+        "recipes": recipes,
+    }
 
 
 def bench_resnet_mnist(quick: bool = False) -> dict[str, Any]:
@@ -184,41 +201,41 @@ def _seconds(value: float | None) -> str:
     return "not reached" if value is None else f"{value:.1f} s"
 
 
+def _accuracy_rows(name: str, result: dict[str, Any], limits: dict[float, float]) -> list[str]:
+    rows = []
+    for bar in (0.99, 0.995):
+        limit = f"<= {limits[bar]:.0f} s" if bar in limits else ""
+        rows.append(
+            f"| `{name}`: time to {bar:.1%} MNIST test accuracy "
+            f"| {_seconds(result[f'median_seconds_to_{bar}'])} | {limit} |"
+        )
+    best = statistics.median(run["best_accuracy"] for run in result["runs"])
+    rows.append(f"| `{name}`: best test accuracy in the run | {best:.2%} | |")
+    return rows
+
+
 def table(results: dict[str, dict[str, Any]]) -> str:
     """The markdown results table of every benchmark result."""
-    rows = ["| benchmark | measured (median of runs) | target |", "| --- | --- | --- |"]
+    rows = ["| benchmark | measured (median of runs) | goal |", "| --- | --- | --- |"]
     classifier = results.get("mnist-classifier")
     if classifier:
-        for bar, limit in classifier["targets_seconds"].items():
-            key = f"median_seconds_to_{bar}"
+        peak = classifier["matmul_peak_gflops"]
+        for name, report in classifier["recipes"].items():
+            limits = {g["accuracy"]: g["max_seconds"] for g in classifier["goals"] if g["recipe"] == name}
+            rows += _accuracy_rows(name, report, limits)
+            speed = report["throughput_images_per_s"]
             rows.append(
-                f"| `{classifier['recipe']}`: time to {float(bar):.1%} MNIST test accuracy "
-                f"| {_seconds(classifier[key])} | <= {limit:.0f} s |"
+                f"| `{name}`: training images/s, bf16 / fp32 | {speed['bf16']:.0f} / "
+                f"{speed['fp32']:.0f} ({report['bf16_speedup']:.2f}x) | |"
             )
-        best = statistics.median(run["best_accuracy"] for run in classifier["runs"])
-        rows.append(f"| `{classifier['recipe']}`: best test accuracy | {best:.2%} | |")
-        speed = classifier["throughput_images_per_s"]
-        rows.append(
-            f"| `{classifier['recipe']}`: training throughput bf16 / fp32 | "
-            f"{speed['bf16']:.0f} / {speed['fp32']:.0f} images/s "
-            f"({classifier['bf16_speedup']:.2f}x) | |"
-        )
-        rows.append(
-            f"| `{classifier['recipe']}`: fraction of matmul peak (bf16 / fp32) | "
-            f"{classifier['fraction_of_bf16_peak']:.1%} of "
-            f"{classifier['matmul_peak_gflops']['bf16']:.0f} GFLOP/s / "
-            f"{classifier['fraction_of_fp32_peak_in_fp32']:.1%} of "
-            f"{classifier['matmul_peak_gflops']['fp32']:.0f} GFLOP/s | |"
-        )
+            rows.append(
+                f"| `{name}`: share of the matmul peak, bf16 / fp32 | "
+                f"{report['fraction_of_bf16_peak']:.1%} of {peak['bf16']:.0f} GFLOP/s / "
+                f"{report['fraction_of_fp32_peak_in_fp32']:.1%} of {peak['fp32']:.0f} GFLOP/s | |"
+            )
     resnet = results.get("resnet-mnist")
     if resnet:
-        for bar in (0.99, 0.995):
-            rows.append(
-                f"| `resnet-mnist`: time to {bar:.1%} MNIST test accuracy | "
-                f"{_seconds(resnet[f'median_seconds_to_{bar}'])} | |"
-            )
-        best = statistics.median(run["best_accuracy"] for run in resnet["runs"])
-        rows.append(f"| `resnet-mnist`: best test accuracy | {best:.2%} | |")
+        rows += _accuracy_rows("resnet-mnist", resnet, {})
     return "\n".join(rows) + "\n"
 
 

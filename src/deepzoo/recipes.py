@@ -16,6 +16,7 @@ from torch import nn
 from deepzoo.config import from_dict, to_dict
 from deepzoo.data.mnist import load_mnist
 from deepzoo.data.tensors import TensorData
+from deepzoo.metrics.features import FEATURE_CONFIG
 from deepzoo.models.classifier import CNN, CNNConfig, ResNet, ResNetConfig
 from deepzoo.train import checkpoint as ckpt
 from deepzoo.train import distributed
@@ -91,7 +92,7 @@ def register(recipe: Recipe) -> Recipe:
     return recipe
 
 
-WIDE_CNN = CNNConfig(channels=(32, 64, 128), convs_per_stage=2)
+WIDE_CNN = FEATURE_CONFIG  # the feature classifier is the wide CNN, trained longer
 
 register(
     Recipe(

@@ -1,0 +1,32 @@
+import numpy as np
+import pytest
+import torch
+
+from deepzoo.viz import image_grid, plot_confusion, plot_curves, save_image_grid
+
+
+def test_image_grid_places_image_i_at_row_i_div_cols_and_column_i_mod_cols():
+    images = torch.stack([torch.full((1, 3, 4), i / 10) for i in range(5)])
+    grid = image_grid(images, nrow=3, pad=1)
+    assert grid.shape == (2 * (3 + 1) + 1, 3 * (4 + 1) + 1, 1)
+    for i in range(5):
+        row, col = divmod(i, 3)
+        top, left = 1 + row * 4, 1 + col * 5
+        assert (grid[top : top + 3, left : left + 4] == round(i / 10 * 255)).all()
+    assert (grid[5:8, 11:15] == 255).all()  # the sixth cell is empty background
+
+
+def test_image_grid_rejects_non_image_batches():
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        image_grid(torch.rand(3, 28, 28))
+
+
+def test_pictures_are_written_as_png(tmp_path):
+    save_image_grid(torch.rand(6, 1, 8, 8), tmp_path / "grid.png")
+    plot_curves([{"step": s, "split": "train", "loss": 1 / (s + 1)} for s in range(5)], tmp_path / "c.png")
+    plot_confusion(torch.eye(3, dtype=torch.int64) * 5, tmp_path / "m.png")
+    for name in ("grid.png", "c.png", "m.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    assert np.asarray(matplotlib.image.imread(tmp_path / "grid.png")).shape[:2] == (2 * 10 + 2, 3 * 10 + 2)
