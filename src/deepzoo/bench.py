@@ -9,6 +9,7 @@ as fractions of this machine's matmul peak measured in the same run, because the
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -116,10 +117,12 @@ def time_to_accuracy(
         )
     summary = {}
     for bar in bars:
-        times = [run[f"seconds_to_{bar}"] for run in runs]
-        summary[f"median_seconds_to_{bar}"] = (
-            statistics.median(times) if all(t is not None for t in times) else None
-        )
+        # A run that never reaches the bar counts as infinitely slow; the median is finite
+        # when most runs reach it.
+        times = [math.inf if run[f"seconds_to_{bar}"] is None else run[f"seconds_to_{bar}"] for run in runs]
+        median = statistics.median(times)
+        summary[f"median_seconds_to_{bar}"] = None if math.isinf(median) else median
+        summary[f"runs_reaching_{bar}"] = sum(math.isfinite(t) for t in times)
     return {"recipe": recipe_name, "runs": runs} | summary
 
 

@@ -110,7 +110,7 @@ register(
     Recipe(
         name="cnn-mnist-wide",
         summary="wider CNN, two convs per stage, tuned for time to 99.5% on a CPU",
-        default=CNNRun(WIDE_CNN, _adamw(480, 256, 5e-3, 30, 120)),
+        default=CNNRun(WIDE_CNN, _adamw(540, 256, 5e-3, 30, 135)),
         build=lambda c: CNN(c.model),
         data=_mnist_splits,
         evaluate=_evaluate_classifier,

@@ -45,7 +45,14 @@ def test_short_training_run_is_clearly_above_chance(tmp_path, mnist_test, model)
     train = TensorData(mnist_test[slice(0, 5000)])
     held_out = TensorData(mnist_test[slice(5000, 7000)])
     cfg = TrainConfig(
-        steps=100, batch_size=64, lr=1e-2, warmup_steps=10, eval_every=100, progress=False, precision="fp32"
+        steps=100,
+        batch_size=64,
+        lr=1e-2,
+        warmup_steps=10,
+        eval_every=100,
+        progress=False,
+        precision="fp32",
+        device="cpu",
     )
     torch.manual_seed(0)
     result = Trainer(

@@ -34,7 +34,10 @@ ARGS = [
 
 
 def _run(cmd, run_dir, *extra):
-    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    env = os.environ | {
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
     proc = subprocess.run(
         [*cmd, *ARGS, *extra, "--run-dir", str(run_dir)],
         env=env,

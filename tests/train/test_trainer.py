@@ -14,7 +14,10 @@ from deepzoo.train.logging import read_metrics
 from deepzoo.train.trainer import batch_indices, parse_target, use_bf16
 from tests.conftest import REPO, TinyNet
 
-FAST = dict(batch_size=50, lr=0.05, optimizer="adamw", log_every=5, progress=False, precision="fp32")
+# These tests pin the CPU: bit-exact resume and the kill points are CPU properties.
+FAST = dict(
+    batch_size=50, lr=0.05, optimizer="adamw", log_every=5, progress=False, precision="fp32", device="cpu"
+)
 
 
 def _weights(run_dir):
@@ -107,7 +110,7 @@ KILL_SCRIPT = textwrap.dedent(
     ckpt.{where} = killing
     data = TensorData(load_mnist("test")[slice(0, 500)])
     cfg = TrainConfig(steps=10, batch_size=50, checkpoint_every=5, eval_every=100,
-                      ema_decay=0.5, progress=False, precision="fp32")
+                      ema_decay=0.5, progress=False, precision="fp32", device="cpu")
     torch.manual_seed(0)
     Trainer(TinyNet(), data, cfg, sys.argv[1]).fit()
     """
@@ -128,7 +131,7 @@ KILL_SCRIPT = textwrap.dedent(
 def test_a_kill_during_save_leaves_a_loadable_resumable_run(tmp_path, where, patched, kill_at, expected_step):
     run_dir = tmp_path / "run"
     script = KILL_SCRIPT.format(repo=str(REPO), patched=patched, kill_at=kill_at, where=where)
-    env = os.environ | {"PYTHONPATH": str(REPO / "src")}
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-c", script, str(run_dir)], env=env, timeout=120)
     assert proc.returncode == -9  # really killed mid-save
 
@@ -143,15 +146,7 @@ def test_a_kill_during_save_leaves_a_loadable_resumable_run(tmp_path, where, pat
     from deepzoo.data import TensorData, load_mnist
 
     data = TensorData(load_mnist("test")[slice(0, 500)])
-    cfg = TrainConfig(
-        steps=10,
-        batch_size=50,
-        checkpoint_every=5,
-        eval_every=100,
-        ema_decay=0.5,
-        progress=False,
-        precision="fp32",
-    )
+    cfg = TrainConfig(steps=10, checkpoint_every=5, eval_every=100, ema_decay=0.5, **(FAST | {"lr": 1e-3}))
     result = Trainer(TinyNet(), data, cfg, run_dir, resume=True).fit()
     assert result.step == 10
 

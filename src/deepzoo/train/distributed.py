@@ -22,7 +22,8 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        """Whether a process group is up (under torchrun, even with one process)."""
+        return dist.is_available() and dist.is_initialized()
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -38,11 +39,11 @@ def pick_device(name: str = "auto") -> torch.device:
 
 def setup(device: str = "auto") -> DistInfo:
     """Join the process group that torchrun describes in WORLD_SIZE/RANK/LOCAL_RANK, if any."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     chosen = pick_device(device)
-    if world_size == 1:
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return DistInfo(0, 1, chosen)
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    world_size, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if chosen.type == "cuda":
         chosen = torch.device("cuda", local_rank)
         torch.cuda.set_device(chosen)
