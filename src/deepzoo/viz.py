@@ -22,6 +22,14 @@ def _figure():
     return plt
 
 
+def _save_figure(fig, path: str | Path) -> None:
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    _figure().close(fig)
+    write_bytes(Path(path), buffer.getvalue())
+
+
 def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> np.ndarray:
     """Images (N, C, H, W) in [0, 1] tiled into one (rows*(H+pad)+pad, cols*(W+pad)+pad, C) uint8 array."""
     if images.ndim != 4:
@@ -70,11 +78,7 @@ def plot_curves(records: list[dict], path: str | Path) -> None:
         ax.legend()
     for ax in list(axes.flat)[len(series) :]:
         ax.axis("off")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    write_bytes(Path(path), buffer.getvalue())
+    _save_figure(fig, path)
 
 
 def plot_confusion(matrix: torch.Tensor, path: str | Path) -> None:
@@ -87,8 +91,4 @@ def plot_confusion(matrix: torch.Tensor, path: str | Path) -> None:
         ax.text(j, i, str(int(value)), ha="center", va="center", fontsize=6)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    write_bytes(Path(path), buffer.getvalue())
+    _save_figure(fig, path)
