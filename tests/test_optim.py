@@ -1,0 +1,128 @@
+import pytest
+import torch
+
+from deepzoo import optim
+
+CASES = [
+    ("sgd", lambda p: optim.SGD(p, lr=0.1), lambda p: torch.optim.SGD(p, lr=0.1)),
+    (
+        "sgd-momentum-wd",
+        lambda p: optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-2),
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-2),
+    ),
+    (
+        "nesterov-wd",
+        lambda p: optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-2),
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-2),
+    ),
+    (
+        "adagrad-wd",
+        lambda p: optim.AdaGrad(p, lr=0.1, weight_decay=1e-2),
+        lambda p: torch.optim.Adagrad(p, lr=0.1, weight_decay=1e-2),
+    ),
+    (
+        "rmsprop-wd",
+        lambda p: optim.RMSProp(p, lr=1e-2, rho=0.9, weight_decay=1e-2),
+        lambda p: torch.optim.RMSprop(p, lr=1e-2, alpha=0.9, weight_decay=1e-2),
+    ),
+    (
+        "adam-wd",
+        lambda p: optim.Adam(p, lr=1e-2, betas=(0.8, 0.99), weight_decay=1e-2),
+        lambda p: torch.optim.Adam(p, lr=1e-2, betas=(0.8, 0.99), weight_decay=1e-2),
+    ),
+    (
+        "adamw",
+        lambda p: optim.AdamW(p, lr=1e-2, weight_decay=0.1),
+        lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1, foreach=False),
+    ),
+]
+
+
+def _problem():
+    """A small MLP on fixed random data: a non-convex loss with gradients in every parameter."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 10, generator=generator)
+    y = torch.randint(0, 3, (64,), generator=generator)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    return model, lambda m: torch.nn.functional.cross_entropy(m(x), y)
+
+
+@pytest.mark.parametrize("name,ours,reference", CASES, ids=[c[0] for c in CASES])
+def test_optimizer_follows_torch_optim_for_100_steps(name, ours, reference):
+    model_a, loss_fn = _problem()
+    model_b, _ = _problem()
+    opt_a, opt_b = ours(model_a.parameters()), reference(model_b.parameters())
+    start = [p.detach().clone() for p in model_a.parameters()]
+    for _ in range(100):
+        for model, opt in ((model_a, opt_a), (model_b, opt_b)):
+            opt.zero_grad()
+            loss_fn(model).backward()
+            opt.step()
+        for a, b in zip(model_a.parameters(), model_b.parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    moved = sum((p.detach() - s).abs().sum() for p, s in zip(model_a.parameters(), start))
+    assert moved > 0.1  # the comparison is not between two parameter sets that never moved
+
+
+def test_momentum_buffer_form_equals_the_notes_velocity_form():
+    """Notes: v <- rho v - lr g; x <- x + v. Ours: b <- rho b + g; x <- x - lr b (v = -lr b)."""
+    model, loss_fn = _problem()
+    reference, _ = _problem()
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    velocity = [torch.zeros_like(p) for p in reference.parameters()]
+    for _ in range(50):
+        opt.zero_grad()
+        loss_fn(model).backward()
+        opt.step()
+        grads = torch.autograd.grad(loss_fn(reference), list(reference.parameters()))
+        with torch.no_grad():
+            for p, v, g in zip(reference.parameters(), velocity, grads):
+                v.mul_(0.9).sub_(0.05 * g)
+                p.add_(v)
+    for a, b in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_nesterov_equals_the_look_ahead_form_at_the_shifted_point():
+    """Notes: v <- rho v - lr grad f(x + rho v); x <- x + v. Our parameters track x~ = x + rho v."""
+    rho, lr = 0.9, 0.05
+    model, loss_fn = _problem()
+    reference, _ = _problem()  # holds x; the gradient is taken at x + rho v
+    opt = optim.SGD(model.parameters(), lr=lr, momentum=rho, nesterov=True)
+    velocity = [torch.zeros_like(p) for p in reference.parameters()]
+    for _ in range(50):
+        opt.zero_grad()
+        loss_fn(model).backward()
+        opt.step()
+        with torch.no_grad():
+            for p, v in zip(reference.parameters(), velocity):
+                p.add_(rho * v)  # move to the look-ahead point
+        grads = torch.autograd.grad(loss_fn(reference), list(reference.parameters()))
+        with torch.no_grad():
+            for p, v, g in zip(reference.parameters(), velocity, grads):
+                p.sub_(rho * v)  # back to x
+                v.mul_(rho).sub_(lr * g)
+                p.add_(v)
+    with torch.no_grad():
+        for a, p, v in zip(model.parameters(), reference.parameters(), velocity):
+            torch.testing.assert_close(a, p + rho * v, rtol=1e-5, atol=1e-6)
+
+
+def test_adam_first_step_moves_each_coordinate_by_lr():
+    """With bias correction, step 1 is lr * g / (|g| + eps): lr in every coordinate's direction."""
+    p = torch.nn.Parameter(torch.tensor([3.0, -0.02, 500.0]))
+    opt = optim.Adam([p], lr=0.1)
+    p.grad = torch.tensor([2.0, -1e-3, 7.0])
+    opt.step()
+    torch.testing.assert_close(p.detach(), torch.tensor([2.9, -0.02 + 0.1, 499.9]), rtol=0, atol=1e-6)
+
+
+def test_bad_hyper_parameters_are_rejected():
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    with pytest.raises(ValueError, match="learning rate"):
+        optim.SGD(p, lr=-1)
+    with pytest.raises(ValueError, match="Nesterov"):
+        optim.SGD(p, lr=0.1, nesterov=True)
+    with pytest.raises(ValueError, match="betas"):
+        optim.Adam(p, betas=(0.9, 1.0))
