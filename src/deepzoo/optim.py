@@ -76,7 +76,7 @@ class SGD(_Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay))
 
     def update(self, p, grad, state, group):
-        g = grad + group["weight_decay"] * p if group["weight_decay"] else grad
+        g = grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else grad
         rho = group["momentum"]
         if rho:
             if "momentum_buffer" not in state:
@@ -96,7 +96,7 @@ class AdaGrad(_Optimizer):
         super().__init__(params, dict(lr=lr, eps=eps, weight_decay=weight_decay))
 
     def update(self, p, grad, state, group):
-        g = grad + group["weight_decay"] * p if group["weight_decay"] else grad
+        g = grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else grad
         S = state.setdefault("sum", torch.zeros_like(p))
         S.addcmul_(g, g)
         p.addcdiv_(g, S.sqrt().add_(group["eps"]), value=-group["lr"])
@@ -112,7 +112,7 @@ class RMSProp(_Optimizer):
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay))
 
     def update(self, p, grad, state, group):
-        g = grad + group["weight_decay"] * p if group["weight_decay"] else grad
+        g = grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else grad
         S = state.setdefault("square_avg", torch.zeros_like(p))
         S.mul_(group["rho"]).addcmul_(g, g, value=1 - group["rho"])
         p.addcdiv_(g, S.sqrt().add_(group["eps"]), value=-group["lr"])
@@ -148,7 +148,7 @@ class Adam(_Optimizer):
         if wd and group["decoupled"]:
             p.mul_(1 - lr * wd)
         elif wd:
-            g = grad + wd * p
+            g = grad.add(p, alpha=wd)
         m = state.setdefault("exp_avg", torch.zeros_like(p))
         v = state.setdefault("exp_avg_sq", torch.zeros_like(p))
         m.lerp_(g, 1 - b1)

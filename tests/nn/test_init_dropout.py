@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from deepzoo.nn.dropout import Dropout, dropout
+from deepzoo.nn.init import fans, kaiming_normal_, xavier_normal_
+
+
+def _depth_profile(init, activation, depth=40, width=256):
+    generator = torch.Generator().manual_seed(0)
+    h = torch.randn(2048, width, generator=generator)
+    second_moments = []
+    for _ in range(depth):
+        w = torch.empty(width, width)
+        init(w, generator=generator)
+        h = activation(h @ w.T)
+        second_moments.append(h.pow(2).mean().item())
+    return second_moments
+
+
+def test_kaiming_keeps_relu_activations_at_scale_through_40_layers():
+    moments = _depth_profile(kaiming_normal_, torch.relu)
+    assert 0.3 < moments[-1] / moments[0] < 3
+    shrinking = _depth_profile(lambda w, generator: w.normal_(0, 0.01, generator=generator), torch.relu)
+    assert shrinking[-1] < 1e-30  # the notes' "small random numbers" vanish
+
+
+def test_xavier_keeps_tanh_activations_alive_through_40_layers():
+    moments = _depth_profile(xavier_normal_, torch.tanh)
+    # tanh shrinks the second moment slowly (about 1/depth), never geometrically
+    assert moments[-1] > 5e-3 and moments[-1] / moments[-2] > 0.95
+    too_small = _depth_profile(lambda w, generator: w.normal_(0, 0.01, generator=generator), torch.tanh)
+    assert too_small[-1] < 1e-20
+
+
+def test_init_variances_match_their_formulas():
+    w = torch.empty(400, 100, 3, 3)
+    fan_in, fan_out = fans(w)
+    assert (fan_in, fan_out) == (900, 3600)
+    assert kaiming_normal_(w).var().item() == pytest.approx(2 / fan_in, rel=0.02)
+    assert xavier_normal_(w).var().item() == pytest.approx(2 / (fan_in + fan_out), rel=0.02)
+    torch.nn.init.kaiming_normal_(w, nonlinearity="relu")
+    assert w.var().item() == pytest.approx(2 / fan_in, rel=0.02)  # torch's agrees
+
+
+def test_inverted_dropout_keeps_the_expectation_and_drops_a_fraction_p():
+    x = torch.full((200_000,), 3.0)
+    y = dropout(x, 0.3, training=True, generator=torch.Generator().manual_seed(0))
+    assert (y == 0).float().mean().item() == pytest.approx(0.3, abs=0.005)
+    assert torch.allclose(y[y != 0], torch.tensor(3.0 / 0.7))
+    assert y.mean().item() == pytest.approx(3.0, rel=0.01)
+
+
+def test_dropout_is_the_identity_in_eval_and_rejects_bad_p():
+    layer = Dropout(0.5).eval()
+    x = torch.randn(10)
+    assert torch.equal(layer(x), x)
+    with pytest.raises(ValueError, match="dropout probability"):
+        Dropout(1.0)
