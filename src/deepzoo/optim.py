@@ -91,7 +91,9 @@ class SGD(_Optimizer):
 class AdaGrad(_Optimizer):
     """g <- g + wd x;  S <- S + g^2;  x <- x - lr g / (sqrt(S) + eps)."""
 
-    def __init__(self, params: Params, lr: float = 1e-2, eps: float = 1e-10, weight_decay: float = 0.0) -> None:
+    def __init__(
+        self, params: Params, lr: float = 1e-2, eps: float = 1e-10, weight_decay: float = 0.0
+    ) -> None:
         _check(lr, weight_decay)
         super().__init__(params, dict(lr=lr, eps=eps, weight_decay=weight_decay))
 
@@ -106,7 +108,12 @@ class RMSProp(_Optimizer):
     """g <- g + wd x;  S <- rho S + (1 - rho) g^2;  x <- x - lr g / (sqrt(S) + eps)."""
 
     def __init__(
-        self, params: Params, lr: float = 1e-2, rho: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0
+        self,
+        params: Params,
+        lr: float = 1e-2,
+        rho: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
     ) -> None:
         _check(lr, weight_decay)
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay))
@@ -140,7 +147,9 @@ class Adam(_Optimizer):
         _check(lr, weight_decay)
         if not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"betas must lie in [0, 1), got {betas}")
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled=decoupled))
+        super().__init__(
+            params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, decoupled=decoupled)
+        )
 
     def update(self, p, grad, state, group):
         lr, (b1, b2), wd, t = group["lr"], group["betas"], group["weight_decay"], state["step"]

@@ -18,6 +18,8 @@ from deepzoo.data.mnist import load_mnist
 from deepzoo.data.tensors import TensorData
 from deepzoo.metrics.features import FEATURE_CONFIG
 from deepzoo.models.classifier import CNN, CNNConfig, ResNet, ResNetConfig
+from deepzoo.models.knn import KNN, KNNConfig
+from deepzoo.models.linear import LinearClassifier, LinearConfig, TwoLayerConfig, TwoLayerNet
 from deepzoo.train import checkpoint as ckpt
 from deepzoo.train import distributed
 from deepzoo.train.trainer import TrainConfig, Trainer, TrainResult
@@ -39,6 +41,9 @@ class Recipe:
     """The headline metric, as the evaluation names it."""
     reference: str
     """Published or peer numbers to compare with."""
+    prepare: Callable[[nn.Module, TensorData], None] | None = None
+    """Fits what is not learned by gradient steps (a kNN's memory) from the train split; also
+    called when a run is loaded."""
 
 
 # ------------------------------------------------------------------ image classifiers
@@ -54,6 +59,24 @@ class ResNetRun:
     train: TrainConfig = TrainConfig()
 
 
+@dataclass(frozen=True)
+class LinearRun:
+    model: LinearConfig = LinearConfig()
+    train: TrainConfig = TrainConfig()
+
+
+@dataclass(frozen=True)
+class TwoLayerRun:
+    model: TwoLayerConfig = TwoLayerConfig()
+    train: TrainConfig = TrainConfig()
+
+
+@dataclass(frozen=True)
+class KNNRun:
+    model: KNNConfig = KNNConfig()
+    train: TrainConfig = TrainConfig(steps=0)
+
+
 def _mnist_splits(config: Any, device: torch.device) -> tuple[TensorData, TensorData]:
     return load_mnist("train", device), load_mnist("test", device)
 
@@ -64,6 +87,8 @@ def _evaluate_classifier(model: nn.Module, data: TensorData, run_dir: Path) -> d
 
     metrics, matrix = classification_metrics(model, data)
     ckpt.write_json(run_dir / "confusion.json", matrix.tolist())
+    if isinstance(model, KNN):
+        metrics["k"] = float(model.k)
     return metrics
 
 
@@ -95,9 +120,19 @@ def register(recipe: Recipe) -> Recipe:
 WIDE_CNN = FEATURE_CONFIG  # the feature classifier is the wide CNN, trained longer
 
 
-def _classifier(name: str, summary: str, default: Any, reference: str) -> Recipe:
-    """An MNIST classifier recipe: a CNN or ResNet run config, evaluated on the full test set."""
-    build = CNN if isinstance(default.model, CNNConfig) else ResNet
+BUILDERS: dict[type, Callable[[Any], nn.Module]] = {
+    CNNConfig: CNN,
+    ResNetConfig: ResNet,
+    LinearConfig: LinearClassifier,
+    TwoLayerConfig: TwoLayerNet,
+    KNNConfig: KNN,
+}
+
+
+def _classifier(name: str, summary: str, default: Any, reference: str, **kw: Any) -> Recipe:
+    """An MNIST classifier recipe, evaluated on the full test set; the model class follows from
+    the type of the model config."""
+    build = BUILDERS[type(default.model)]
     return register(
         Recipe(
             name=name,
@@ -108,8 +143,13 @@ def _classifier(name: str, summary: str, default: Any, reference: str) -> Recipe
             evaluate=_evaluate_classifier,
             metric="accuracy",
             reference=reference,
+            **kw,
         )
     )
+
+
+def _fit_knn(model: nn.Module, train: TensorData) -> None:
+    model.fit(train.tensors["x"], train.tensors["y"])
 
 
 _classifier(
@@ -135,6 +175,33 @@ _classifier(
     "the feature classifier behind classifier-FID (fixed seed; weights ship in the package)",
     CNNRun(WIDE_CNN, _adamw(1400, 256, 5e-3, 30, 350, seed=1234)),
     "the shipped weights: 99.6% test accuracy, see docs/classifiers.md",
+)
+
+
+_classifier(
+    "knn-mnist",
+    "k-nearest neighbours on raw pixels (L2), k by 5-fold cross-validation",
+    KNNRun(KNNConfig(distance="l2")),
+    "CS231n-style kNN on MNIST: about 96.9% (L2)",
+    prepare=_fit_knn,
+)
+_classifier(
+    "linear-svm-mnist",
+    "linear classifier, multiclass SVM loss (margin 1) + L2, hand-written backward",
+    LinearRun(LinearConfig(loss="svm", reg_strength=1e-4), _adamw(2000, 256, 1e-3, 0, 500)),
+    "linear classifiers reach about 92% on MNIST",
+)
+_classifier(
+    "linear-softmax-mnist",
+    "linear classifier, softmax cross-entropy + L2, hand-written backward",
+    LinearRun(LinearConfig(loss="softmax", reg_strength=1e-4), _adamw(2000, 256, 1e-3, 0, 500)),
+    "linear classifiers reach about 92% on MNIST",
+)
+_classifier(
+    "two-layer-mnist",
+    "two-layer ReLU network (784-512-10) with a hand-written backward pass",
+    TwoLayerRun(TwoLayerConfig(hidden=512), _adamw(4000, 128, 1e-3, 100, 500)),
+    "a 784-512-10 MLP reaches about 98% on MNIST",
 )
 
 
@@ -180,6 +247,8 @@ def _fit(recipe: Recipe, config: Any, run_dir: Path, resume: bool, evaluate: boo
     torch.manual_seed(config.train.seed)
     model = recipe.build(config)
     train_data, eval_data = recipe.data(config, info.device)
+    if recipe.prepare is not None:
+        recipe.prepare(model.to(info.device), train_data)
     trainer = Trainer(
         model,
         train_data,
@@ -211,15 +280,18 @@ class LoadedRun:
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
-    """The trained model of `run_dir` (EMA weights when present), in eval mode on `device`."""
+    """The trained model of `run_dir`, in eval mode on `device`: the best evaluation's weights when
+    the run kept them, else the EMA weights, else the last ones."""
     run_dir = Path(run_dir)
     recipe, config = read_run_config(run_dir)
     model = recipe.build(config)
     ckpt.recover_checkpoint(run_dir)
-    weights = run_dir / ckpt.EMA_WEIGHTS
-    if not weights.exists():
-        weights = run_dir / ckpt.WEIGHTS
-    if not weights.exists():
+    candidates = [run_dir / name for name in (ckpt.BEST_WEIGHTS, ckpt.EMA_WEIGHTS, ckpt.WEIGHTS)]
+    weights = next((path for path in candidates if path.exists()), None)
+    if weights is None:
         raise FileNotFoundError(f"{run_dir} holds no weights ({ckpt.WEIGHTS})")
     ckpt.load_weights(weights, model)
-    return LoadedRun(recipe, config, model.to(device).eval(), ckpt.file_step(weights))
+    model = model.to(device)
+    if recipe.prepare is not None:
+        recipe.prepare(model, recipe.data(config, torch.device(device))[0])
+    return LoadedRun(recipe, config, model.eval(), ckpt.file_step(weights))

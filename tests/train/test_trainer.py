@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import pytest
 import torch
@@ -217,3 +218,31 @@ def test_precision_choice():
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, mnist_small):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         Trainer(TinyNet(), mnist_small, TrainConfig(**FAST), tmp_path, resume=True)
+
+
+def test_early_stopping_keeps_the_best_evaluation_weights(tmp_path, mnist_small):
+    scores = iter([0.5, 0.7, 0.6, 0.65, 0.4, 0.9])
+
+    def scripted(model, step, run_dir):
+        return {"accuracy": next(scores)}
+
+    cfg = TrainConfig(
+        steps=100, eval_every=5, keep_best="accuracy:max", patience=3, schedule="constant", **FAST
+    )
+    torch.manual_seed(0)
+    result = Trainer(TinyNet(), mnist_small, cfg, tmp_path / "run", evaluate=scripted).fit()
+    assert result.stopped_early and result.step == 25  # best at step 10, then 3 evaluations without
+    assert result.best["value"] == 0.7 and result.best["step"] == 10
+    assert ckpt.file_step(tmp_path / "run" / ckpt.BEST_WEIGHTS) == 10
+
+    torch.manual_seed(0)
+    Trainer(TinyNet(), mnist_small, replace(cfg, steps=10, keep_best="", patience=0), tmp_path / "ten").fit()
+    best, at_ten = load_file(tmp_path / "run" / ckpt.BEST_WEIGHTS), _weights(tmp_path / "ten")
+    assert all(torch.equal(best[k], at_ten[k]) for k in best)
+
+
+def test_early_stopping_needs_a_watched_metric(tmp_path, mnist_small):
+    with pytest.raises(ValueError, match="needs keep_best"):
+        Trainer(TinyNet(), mnist_small, TrainConfig(patience=2, **FAST), tmp_path)
+    with pytest.raises(ValueError, match="keep_best must look like"):
+        Trainer(TinyNet(), mnist_small, TrainConfig(keep_best="accuracy", **FAST), tmp_path)

@@ -6,7 +6,9 @@ import torch
 from torch import nn
 
 
-def dropout(x: torch.Tensor, p: float, training: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+def dropout(
+    x: torch.Tensor, p: float, training: bool, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Training: y = x * m / (1 - p), m_i ~ Bernoulli(1 - p), so E[y] = x; eval: y = x."""
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")

@@ -25,7 +25,9 @@ def fans(weight: torch.Tensor) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def xavier_normal_(weight: torch.Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+def xavier_normal_(
+    weight: torch.Tensor, gain: float = 1.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """W ~ N(0, gain^2 * 2 / (fan_in + fan_out))."""
     fan_in, fan_out = fans(weight)
     return weight.normal_(0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), generator=generator)

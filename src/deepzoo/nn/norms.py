@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 
-def _normalize(x: torch.Tensor, dims: tuple[int, ...], eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _normalize(
+    x: torch.Tensor, dims: tuple[int, ...], eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     mean = x.mean(dim=dims, keepdim=True)
     var = x.var(dim=dims, keepdim=True, unbiased=False)
     return (x - mean) * torch.rsqrt(var + eps), mean, var
@@ -28,7 +30,9 @@ def _channel_shape(x: torch.Tensor) -> tuple[int, ...]:
 class BatchNorm(nn.Module):
     """x: (N, C) or (N, C, *spatial). Batch statistics in training, running ones in eval."""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True) -> None:
+    def __init__(
+        self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True
+    ) -> None:
         super().__init__()
         self.eps, self.momentum = eps, momentum
         self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
@@ -57,7 +61,9 @@ class BatchNorm(nn.Module):
 class LayerNorm(nn.Module):
     """Normalizes over the trailing `normalized_shape` axes of each example; same in train and eval."""
 
-    def __init__(self, normalized_shape: int | tuple[int, ...], eps: float = 1e-5, affine: bool = True) -> None:
+    def __init__(
+        self, normalized_shape: int | tuple[int, ...], eps: float = 1e-5, affine: bool = True
+    ) -> None:
         super().__init__()
         shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.normalized_shape, self.eps = shape, eps

@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save
 
 WEIGHTS, EMA_WEIGHTS, STATE, CONFIG = "model.safetensors", "ema.safetensors", "state.pt", "config.json"
+BEST_WEIGHTS = "best.safetensors"
 
 
 def _tmp(path: Path) -> Path:

@@ -78,6 +78,10 @@ class TrainConfig:
     """Stop after this much training wall time (0: no limit)."""
     target: str = ""
     """Stop at the first evaluation that meets this, e.g. 'accuracy>=0.99'."""
+    keep_best: str = ""
+    """Keep the weights of the best evaluation as best.safetensors, e.g. 'accuracy:max' or 'val_loss:min'."""
+    patience: int = 0
+    """Early stopping: stop after this many evaluations without a new best (0: never; needs keep_best)."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -92,6 +96,8 @@ class TrainResult:
     step: int
     metrics: dict[str, float] = field(default_factory=dict)
     reached_target: bool = False
+    stopped_early: bool = False
+    best: dict[str, Any] = field(default_factory=dict)
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
@@ -115,6 +121,16 @@ def parse_target(target: str) -> Callable[[dict[str, float]], bool] | None:
             threshold = float(value)
             return lambda metrics: name.strip() in metrics and compare(metrics[name.strip()], threshold)
     raise ValueError(f"target must look like 'accuracy>=0.99' or 'loss<=1.5', got {target!r}")
+
+
+def parse_keep_best(keep_best: str) -> tuple[str, str] | None:
+    """'name:max' or 'name:min' -> (name, mode)."""
+    if not keep_best:
+        return None
+    name, _, mode = keep_best.rpartition(":")
+    if not name or mode not in ("max", "min"):
+        raise ValueError(f"keep_best must look like 'accuracy:max' or 'val_loss:min', got {keep_best!r}")
+    return name, mode
 
 
 def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
@@ -204,11 +220,18 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.evaluate_fn = evaluate
         self.target = parse_target(cfg.target)
+        self.keep_best = parse_keep_best(cfg.keep_best)
+        if cfg.patience and not self.keep_best:
+            raise ValueError("early stopping (patience) needs keep_best, e.g. 'accuracy:max'")
+        self.best: dict[str, Any] = {"value": None, "step": None, "bad_evals": 0}
         if cfg.batch_size % self.dist.world_size:
             raise ValueError(f"batch size {cfg.batch_size} is not divisible by {self.dist.world_size} ranks")
         self.model = model.to(self.device)
         self.data = data.to(self.device)
-        self.optimizer = build_optimizer(self.model, cfg)
+        trainable = any(p.requires_grad for p in self.model.parameters())
+        self.optimizer = build_optimizer(self.model, cfg) if trainable else None
+        if self.optimizer is None and cfg.steps > 0:
+            raise ValueError("this model has no trainable parameters: train it with --train.steps 0")
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
         self.step, self.elapsed = 0, 0.0
         if self.dist.is_main:
@@ -239,6 +262,10 @@ class Trainer:
         result = TrainResult(self.run_dir, self.step)
         if self.step == 0:
             self._save_checkpoint()  # a run directory is loadable from its first moment
+        if cfg.steps == 0:  # nothing to optimize (a kNN): evaluate what was fitted
+            result.metrics = self._evaluate()
+            self._save_checkpoint()
+            return result
         bar = tqdm(
             total=cfg.steps,
             initial=self.step,
@@ -271,6 +298,8 @@ class Trainer:
                     started = time.perf_counter() - self.elapsed  # evaluation time counts
                     if self.target and self.target(result.metrics):
                         result.reached_target = last = True
+                    if self._track_best(result.metrics):
+                        result.stopped_early = last = True
                 if self.step % cfg.checkpoint_every == 0 or last:
                     self._save_checkpoint()
                 if last:
@@ -278,6 +307,7 @@ class Trainer:
         finally:
             bar.close()
         result.step = self.step
+        result.best = dict(self.best)
         return result
 
     def _train_step(self) -> dict[str, float]:
@@ -332,6 +362,24 @@ class Trainer:
         metrics = distributed.broadcast_object(metrics, self.dist)
         return metrics
 
+    def _track_best(self, metrics: dict[str, float]) -> bool:
+        """Save best.safetensors when the watched metric improves; True when patience runs out."""
+        if self.keep_best is None:
+            return False
+        name, mode = self.keep_best
+        if name not in metrics:
+            raise ValueError(f"keep_best watches {name!r}, but the evaluation gives {sorted(metrics)}")
+        value, best = metrics[name], self.best["value"]
+        if best is None or (value > best if mode == "max" else value < best):
+            self.best = {"value": value, "step": self.step, "bad_evals": 0}
+            if self.dist.is_main:
+                ckpt.write_bytes(
+                    self.run_dir / ckpt.BEST_WEIGHTS, ckpt.weights_bytes(self.eval_model, self.step)
+                )
+            return False
+        self.best["bad_evals"] += 1
+        return self.cfg.patience > 0 and self.best["bad_evals"] >= self.cfg.patience
+
     def _record(self, split: str, terms: dict[str, float]) -> None:
         if self.log is not None:
             record = {"step": self.step, "split": split, "time": round(self.elapsed, 4)}
@@ -357,8 +405,9 @@ class Trainer:
             state = {
                 "step": self.step,
                 "elapsed": self.elapsed,
-                "optimizer": self.optimizer.state_dict(),
+                "optimizer": self.optimizer.state_dict() if self.optimizer else {},
                 "rng": rng_states,
+                "best": self.best,
             }
             files[ckpt.STATE] = ckpt.state_bytes(state)
             ckpt.save_checkpoint(self.run_dir, files)
@@ -385,7 +434,8 @@ class Trainer:
         ckpt.load_weights(weights_path, self.model)
         if self.ema is not None:
             ckpt.load_weights(self.run_dir / ckpt.EMA_WEIGHTS, self.ema.module)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
         rng_states = state["rng"]
         if len(rng_states) != self.dist.world_size:
             raise ValueError(
@@ -394,4 +444,5 @@ class Trainer:
             )
         _set_rng_state(rng_states[self.dist.rank], self.device)
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+        self.best = state.get("best", self.best)
         self.saved_step = self.step

@@ -1,0 +1,128 @@
+"""k-nearest-neighbour classification with k chosen by k-fold cross-validation (the notes' recipe).
+
+Distances are computed fully vectorized, a chunk of queries at a time:
+    L2: ||q - t||^2 = ||q||^2 + ||t||^2 - 2 q.t   (one matrix product per chunk)
+    L1: sum_d |q_d - t_d|                         (torch.cdist with p = 1)
+Prediction is a majority vote among the k nearest training points; a tie between classes goes
+to the tied class whose nearest member is closest (a deterministic rule).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class KNNConfig:
+    k: int = 0
+    """Neighbours voting; 0 chooses k by cross-validation over `candidates`."""
+    distance: Literal["l2", "l1"] = "l2"
+    candidates: tuple[int, ...] = (1, 3, 5, 7, 9)
+    """k values tried by cross-validation."""
+    folds: int = 5
+    """Cross-validation folds (contiguous blocks of the training set)."""
+    chunk: int = 1000
+    """Queries per distance computation (bounds memory: chunk x N_train floats)."""
+    num_classes: int = 10
+
+
+def pairwise_distances(queries: torch.Tensor, train: torch.Tensor, distance: str) -> torch.Tensor:
+    """(Q, D), (N, D) -> (Q, N) L2 (squared) or L1 distances, always in float32."""
+    with torch.autocast(queries.device.type, enabled=False):
+        if distance == "l2":
+            sq = queries.pow(2).sum(1, keepdim=True) + train.pow(2).sum(1) - 2 * queries @ train.T
+            return sq.clamp(min=0)
+        if distance == "l1":
+            return torch.cdist(queries, train, p=1)
+    raise ValueError(f"distance must be 'l2' or 'l1', got {distance!r}")
+
+
+def nearest_neighbours(
+    queries: torch.Tensor, train: torch.Tensor, k: int, distance: str, chunk: int
+) -> torch.Tensor:
+    """Indices (Q, k) of the k nearest training rows of each query, nearest first."""
+    out = []
+    for start in range(0, len(queries), chunk):
+        d = pairwise_distances(queries[start : start + chunk], train, distance)
+        out.append(d.topk(k, dim=1, largest=False, sorted=True).indices)
+    return torch.cat(out)
+
+
+def vote(neighbour_labels: torch.Tensor, k: int, num_classes: int) -> torch.Tensor:
+    """Scores (Q, C) whose argmax is the majority label of the first k neighbours (nearest first);
+    ties go to the tied class that appears first. Score = votes * (k + 1) + (k - first position)."""
+    labels = neighbour_labels[:, :k]
+    votes = torch.zeros(len(labels), num_classes, device=labels.device)
+    votes.scatter_add_(1, labels, torch.ones_like(labels, dtype=votes.dtype))
+    position = torch.arange(k, device=labels.device).expand_as(labels).float()
+    first = torch.full_like(votes, float(k))
+    first.scatter_reduce_(1, labels, position, reduce="amin")
+    return votes * (k + 1) + (k - first)
+
+
+def cross_validate(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    candidates: tuple[int, ...],
+    folds: int,
+    distance: str,
+    chunk: int,
+    num_classes: int,
+) -> dict[int, float]:
+    """Mean validation accuracy of each candidate k over `folds` contiguous folds."""
+    n = len(x)
+    bounds = [round(i * n / folds) for i in range(folds + 1)]
+    k_max = max(candidates)
+    accuracy = {k: 0.0 for k in candidates}
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        rest = torch.cat([torch.arange(0, lo), torch.arange(hi, n)]).to(x.device)
+        neighbours = nearest_neighbours(x[lo:hi], x[rest], k_max, distance, chunk)
+        labels = y[rest][neighbours]
+        for k in candidates:
+            predicted = vote(labels, k, num_classes).argmax(1)
+            accuracy[k] += (predicted == y[lo:hi]).float().mean().item() / folds
+    return accuracy
+
+
+class KNN(nn.Module):
+    """Memorizes a training set (`fit`) and classifies by the k nearest of it.
+    x: (B, *) -> vote scores (B, C); the training set is not saved in checkpoints, only k."""
+
+    def __init__(self, config: KNNConfig = KNNConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.register_buffer("k", torch.tensor(config.k))
+        self.register_buffer("train_x", torch.empty(0), persistent=False)
+        self.register_buffer("train_y", torch.empty(0, dtype=torch.long), persistent=False)
+        self.cv_accuracy: dict[int, float] = {}
+
+    def fit(self, x: torch.Tensor, y: torch.Tensor) -> KNN:
+        """Store the training set; choose k by cross-validation if it is not set yet."""
+        cfg = self.config
+        self.train_x, self.train_y = x.flatten(1).float(), y.long()
+        if int(self.k) == 0:
+            self.cv_accuracy = cross_validate(
+                self.train_x,
+                self.train_y,
+                cfg.candidates,
+                cfg.folds,
+                cfg.distance,
+                cfg.chunk,
+                cfg.num_classes,
+            )
+            best = max(self.cv_accuracy.values())
+            self.k.fill_(min(k for k, acc in self.cv_accuracy.items() if acc == best))
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.train_x.numel() == 0:
+            raise RuntimeError("KNN.fit(x, y) must be called before classifying")
+        k = int(self.k)
+        neighbours = nearest_neighbours(
+            x.flatten(1).float(), self.train_x, k, self.config.distance, self.config.chunk
+        )
+        return vote(self.train_y[neighbours], k, self.config.num_classes)

@@ -1,0 +1,106 @@
+import pytest
+import torch
+
+from deepzoo.data import TensorData
+from deepzoo.gradcheck import check_gradients
+from deepzoo.metrics.classification import classification_metrics
+from deepzoo.models.knn import KNN, KNNConfig, cross_validate, pairwise_distances, vote
+from deepzoo.models.linear import LinearClassifier, LinearConfig, TwoLayerFunction, TwoLayerNet
+from deepzoo.train import TrainConfig, Trainer
+
+
+def test_two_layer_backward_passes_gradcheck():
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(5, 4), (6, 4), (6,), (3, 6), (3,)]
+    inputs = [torch.randn(*s, generator=generator, dtype=torch.float64, requires_grad=True) for s in shapes]
+    check_gradients(TwoLayerFunction.apply, inputs)
+
+
+def test_two_layer_net_equals_the_same_net_through_autograd():
+    torch.manual_seed(0)
+    net = TwoLayerNet()
+    x = torch.rand(8, 1, 28, 28)
+    flat = ((x - 0.1307) / 0.3081).flatten(1)
+    reference = torch.relu(flat @ net.w1.T + net.b1) @ net.w2.T + net.b2
+    torch.testing.assert_close(net(x), reference)
+    net(x).square().sum().backward()
+    grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    reference.square().sum().backward()
+    for ours, theirs in zip(grads, [p.grad for p in net.parameters()]):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_linear_loss_adds_the_weighted_penalty():
+    model = LinearClassifier(LinearConfig(loss="svm", regularization="l1", reg_strength=0.5))
+    batch = {"x": torch.rand(4, 1, 28, 28), "y": torch.tensor([0, 1, 2, 3])}
+    out = model.loss(batch)
+    torch.testing.assert_close(out["loss"], out["data_loss"] + 0.5 * model.weight.abs().sum())
+
+
+@pytest.mark.parametrize("loss", ["svm", "softmax"])
+def test_linear_classifiers_learn(tmp_path, mnist_test, loss):
+    train, held_out = TensorData(mnist_test[slice(0, 5000)]), TensorData(mnist_test[slice(5000, 7000)])
+    cfg = TrainConfig(
+        steps=150, batch_size=100, lr=1e-3, progress=False, precision="fp32", device="cpu", eval_every=150
+    )
+    torch.manual_seed(0)
+    result = Trainer(
+        LinearClassifier(LinearConfig(loss=loss)),
+        train,
+        cfg,
+        tmp_path,
+        evaluate=lambda m, s, d: classification_metrics(m, held_out)[0],
+    ).fit()
+    assert result.metrics["accuracy"] > 0.8
+
+
+def _brute_force_knn(train_x, train_y, query, k, distance):
+    """One query at a time, Python sorting; ties broken towards the class seen first."""
+    predictions = []
+    for q in query:
+        d = [float(((q - t) ** 2).sum() if distance == "l2" else (q - t).abs().sum()) for t in train_x]
+        order = sorted(range(len(d)), key=lambda i: (d[i], i))[:k]
+        labels = [int(train_y[i]) for i in order]
+        counts = {c: labels.count(c) for c in labels}
+        best = max(counts.values())
+        predictions.append(next(c for c in labels if counts[c] == best))
+    return torch.tensor(predictions)
+
+
+@pytest.mark.parametrize("distance", ["l2", "l1"])
+@pytest.mark.parametrize("k", [1, 4, 5])
+def test_knn_equals_brute_force(mnist_test, distance, k):
+    x, y = mnist_test.tensors["x"][:300].flatten(1), mnist_test.tensors["y"][:300]
+    model = KNN(KNNConfig(k=k, distance=distance, chunk=37)).fit(x[:250], y[:250])
+    predicted = model(x[250:]).argmax(1)
+    assert torch.equal(predicted, _brute_force_knn(x[:250], y[:250], x[250:], k, distance))
+
+
+def test_vectorized_distances_equal_torch_cdist():
+    a, b = torch.rand(7, 20), torch.rand(9, 20)
+    torch.testing.assert_close(
+        pairwise_distances(a, b, "l2"), torch.cdist(a, b).square(), rtol=1e-4, atol=1e-5
+    )
+    torch.testing.assert_close(pairwise_distances(a, b, "l1"), torch.cdist(a, b, p=1))
+
+
+def test_vote_tie_goes_to_the_class_seen_first():
+    neighbours = torch.tensor([[3, 1, 1, 3], [2, 5, 5, 2]])  # nearest first, 2-2 ties
+    assert vote(neighbours, 4, 6).argmax(1).tolist() == [3, 2]
+    assert vote(torch.tensor([[4, 1, 1]]), 3, 6).argmax(1).tolist() == [1]  # a clear majority wins
+
+
+def test_cross_validation_uses_contiguous_folds_and_picks_the_best_k():
+    # Two well separated clusters, except one mislabelled point per cluster: k = 1 copies the
+    # mislabel into its neighbours' predictions, larger k votes it away.
+    generator = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(50, 2, generator=generator), torch.randn(50, 2, generator=generator) + 20])
+    y = torch.cat([torch.zeros(50, dtype=torch.long), torch.ones(50, dtype=torch.long)])
+    perm = torch.randperm(100, generator=generator)
+    x, y = x[perm], y[perm]
+    y[0], y[1] = 1 - y[0], 1 - y[1]
+    accuracy = cross_validate(x, y, (1, 5), folds=5, distance="l2", chunk=50, num_classes=2)
+    assert accuracy[5] > accuracy[1]
+    model = KNN(KNNConfig(candidates=(1, 5), folds=5)).fit(x, y)
+    assert int(model.k) == 5 and model.cv_accuracy == accuracy
