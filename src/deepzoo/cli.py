@@ -134,6 +134,9 @@ def cmd_sample(ns: argparse.Namespace) -> None:
     generator = torch.Generator(pick_device(ns.device)).manual_seed(ns.seed)
     with torch.no_grad():
         samples = run.model.sample(ns.n, generator=generator)
+    if isinstance(samples, list):  # text
+        print("\n\n".join(samples))
+        return
     out = Path(ns.out) if ns.out else Path(ns.run_dir) / "samples" / "sample.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     from deepzoo.viz import save_image_grid

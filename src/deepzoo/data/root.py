@@ -57,28 +57,30 @@ def fetch(
     mirrors: Sequence[str],
     download: bool = True,
     timeout: float = 10.0,
+    gzipped: bool = True,
 ) -> bytes:
-    """Verified bytes of file `name` from `directory` (as NAME or NAME.gz), downloading NAME.gz from
-    the first mirror that serves a copy with the right checksum when neither is there."""
+    """Verified bytes of file `name` from `directory` (as NAME or NAME.gz), downloading from the
+    first mirror that serves a copy with the right checksum when neither is there: MIRROR/NAME.gz
+    (stored as NAME.gz), or MIRROR/NAME when the mirrors serve it uncompressed (`gzipped=False`)."""
     for candidate in (directory / name, directory / f"{name}.gz"):
         if candidate.exists():
             return read_verified(candidate, expected_md5)
     errors = []
     if download:
         for mirror in mirrors:
-            url = f"{mirror}{name}.gz"
+            url = f"{mirror}{name}.gz" if gzipped else f"{mirror}{name}"
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as response:
                     payload = response.read()
-                raw = gzip.decompress(payload)
+                raw = gzip.decompress(payload) if gzipped else payload
                 if md5(raw) != expected_md5:
                     raise ChecksumError(f"MD5 {md5(raw)} != {expected_md5}")
             except (urllib.error.URLError, OSError, EOFError, ChecksumError) as err:
                 errors.append(f"{url}: {err}")
                 continue
             directory.mkdir(parents=True, exist_ok=True)
-            target = directory / f"{name}.gz"
-            tmp = target.with_suffix(".gz.part")
+            target = directory / (f"{name}.gz" if gzipped else name)
+            tmp = target.with_name(target.name + ".part")
             tmp.write_bytes(payload)
             os.replace(tmp, target)
             return raw

@@ -1,0 +1,60 @@
+import torch
+import torch.nn.functional as F
+
+from deepzoo.data import TensorData
+from deepzoo.data.shakespeare import load_shakespeare
+from deepzoo.models.char_lstm import CharLSTM, CharLSTMConfig
+from deepzoo.train import TrainConfig, Trainer
+
+
+def _batch():
+    return {"tokens": torch.randint(0, 65, (3, 21), generator=torch.Generator().manual_seed(0))}
+
+
+def test_loss_is_next_character_cross_entropy_and_tbptt_keeps_the_value():
+    torch.manual_seed(0)
+    model = CharLSTM(CharLSTMConfig(hidden=16, embed_dim=8, tbptt=0)).eval()
+    batch = _batch()
+    logits, _ = model(batch["tokens"][:, :-1])
+    expected = F.cross_entropy(logits.flatten(0, 1), batch["tokens"][:, 1:].flatten())
+    torch.testing.assert_close(model.loss(batch)["loss"], expected)
+    truncated = CharLSTM(CharLSTMConfig(hidden=16, embed_dim=8, tbptt=6)).eval()
+    truncated.load_state_dict(model.state_dict())
+    torch.testing.assert_close(truncated.loss(batch)["loss"], expected)  # same forward value
+
+
+def test_tbptt_changes_the_gradient_of_early_weights():
+    torch.manual_seed(0)
+    full = CharLSTM(CharLSTMConfig(hidden=16, embed_dim=8, tbptt=0))
+    cut = CharLSTM(CharLSTMConfig(hidden=16, embed_dim=8, tbptt=5))
+    cut.load_state_dict(full.state_dict())
+    batch = _batch()
+    full.loss(batch)["loss"].backward()
+    cut.loss(batch)["loss"].backward()
+    assert not torch.allclose(full.embed.weight.grad, cut.embed.weight.grad)
+
+
+def test_deepzoo_and_torch_lstm_backends_agree():
+    torch.manual_seed(0)
+    a = CharLSTM(CharLSTMConfig(hidden=16, embed_dim=8, backend="torch"))
+    b = CharLSTM(CharLSTMConfig(hidden=16, embed_dim=8, backend="deepzoo"))
+    b.load_state_dict(a.state_dict())
+    torch.testing.assert_close(a.loss(_batch())["loss"], b.loss(_batch())["loss"])
+
+
+def test_short_training_lowers_validation_loss_and_samples_text(tmp_path):
+    train = TensorData(load_shakespeare("train", 64)[slice(0, 2000)])
+    val = TensorData(load_shakespeare("val", 64)[slice(0, 100)])
+    torch.manual_seed(0)
+    model = CharLSTM(CharLSTMConfig(hidden=64, embed_dim=16, layers=1, tbptt=32))
+    with torch.no_grad():
+        before = model.loss(val.tensors)["loss"].item()  # about log 65 = 4.17
+    cfg = TrainConfig(
+        steps=150, batch_size=32, lr=5e-3, progress=False, precision="fp32", device="cpu", eval_every=150
+    )
+    result = Trainer(
+        model, train, cfg, tmp_path, evaluate=lambda m, s, d: {"val_loss": m.loss(val.tensors)["loss"].item()}
+    ).fit()
+    assert before > 4.0 and result.metrics["val_loss"] < 2.8
+    texts = model.eval().sample(2, generator=torch.Generator().manual_seed(0), length=50)
+    assert len(texts) == 2 and all(len(t) == 50 for t in texts)
