@@ -108,3 +108,37 @@ def test_the_console_script_runs_as_a_module():
         timeout=120,
     )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "unknown recipe" in proc.stderr
+
+
+def test_knn_recipe_trains_without_steps_and_reloads_its_memory(tmp_path, capsys):
+    run_dir = tmp_path / "knn"
+    main(["train", "knn-mnist", "--model.k", "1", "--run-dir", str(run_dir), "--train.no-progress"])
+    trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert trained["step"] == 0 and trained["k"] == 1 and trained["accuracy"] > 0.96
+    main(["eval", str(run_dir)])
+    assert json.loads(capsys.readouterr().out)["accuracy"] == trained["accuracy"]
+
+
+def test_sampling_a_language_model_prints_text(tmp_path, capsys):
+    tiny = [
+        "--model.hidden",
+        "16",
+        "--model.embed-dim",
+        "8",
+        "--model.layers",
+        "1",
+        "--data.block-size",
+        "32",
+        "--data.stride",
+        "512",
+        "--train.steps",
+        "2",
+        "--train.eval-every",
+        "2",
+        "--train.no-progress",
+    ]
+    main(["train", "char-lstm-shakespeare", *tiny, "--run-dir", str(tmp_path / "lm")])
+    capsys.readouterr()
+    main(["sample", str(tmp_path / "lm"), "--n", "2"])
+    out = capsys.readouterr().out
+    assert len(out) >= 2 * 300

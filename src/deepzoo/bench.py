@@ -183,7 +183,45 @@ def bench_resnet_mnist(quick: bool = False) -> dict[str, Any]:
     )
 
 
+# (recipe, headline metric, the number issue #3 expects)
+FOUNDATION_GOALS = (
+    ("knn-mnist", "accuracy", "about 96.9%"),
+    ("linear-svm-mnist", "accuracy", "about 92%"),
+    ("linear-softmax-mnist", "accuracy", "about 92%"),
+    ("two-layer-mnist", "accuracy", "at least 98%"),
+    ("char-lstm-shakespeare", "val_loss", "validation loss reported"),
+)
+
+
+def bench_foundations(quick: bool = False) -> dict[str, Any]:
+    """Issue #3: each course-foundation recipe trained once with its defaults: the final test metric
+    (full MNIST test set; tiny-shakespeare validation split, nats/char) and the wall time of the
+    whole `train` call (data loading and kNN cross-validation included)."""
+    from deepzoo.recipes import get_recipe, train_recipe
+
+    results = {}
+    for name, metric, expected in FOUNDATION_GOALS:
+        recipe = get_recipe(name)
+        train = replace(recipe.default.train, progress=False)
+        if quick:
+            train = replace(train, steps=min(train.steps, 20), eval_every=20)
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            result = train_recipe(name, replace(recipe.default, train=train), Path(tmp) / "r")
+        results[name] = {
+            "metric": metric,
+            "value": result.metrics[metric],
+            "best": result.best.get("value"),
+            "extra": {k: v for k, v in result.metrics.items() if k not in (metric, "error")},
+            "steps": result.step,
+            "wall_seconds": time.perf_counter() - start,
+            "expected": expected,
+        }
+    return {"benchmark": "foundations", "recipes": results}
+
+
 BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
+    "foundations": bench_foundations,
     "mnist-classifier": bench_mnist_classifier,
     "resnet-mnist": bench_resnet_mnist,
 }
@@ -239,6 +277,15 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     resnet = results.get("resnet-mnist")
     if resnet:
         rows += _accuracy_rows("resnet-mnist", resnet, {})
+    foundations = results.get("foundations")
+    if foundations:
+        for name, row in foundations["recipes"].items():
+            value = f"{row['value']:.2%}" if row["metric"] == "accuracy" else f"{row['value']:.3f} nats/char"
+            extra = ", ".join(f"{k} = {v:g}" for k, v in row["extra"].items())
+            rows.append(
+                f"| `{name}`: {row['metric']} ({row['steps']} steps, {row['wall_seconds']:.0f} s wall"
+                f"{'; ' + extra if extra else ''}) | {value} | {row['expected']} |"
+            )
     return "\n".join(rows) + "\n"
 
 

@@ -250,7 +250,7 @@ register(
         default=CharLSTMRun(
             CharLSTMConfig(),
             TextWindows(),
-            _adamw(1500, 32, 2e-3, 50, 250, grad_clip=1.0, keep_best="val_loss:min"),
+            _adamw(600, 32, 3e-3, 30, 150, grad_clip=1.0, keep_best="val_loss:min"),
         ),
         build=lambda c: CharLSTM(c.model),
         data=_shakespeare_splits,
