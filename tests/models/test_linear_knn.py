@@ -4,7 +4,7 @@ import torch
 from deepzoo.data import TensorData
 from deepzoo.gradcheck import check_gradients
 from deepzoo.metrics.classification import classification_metrics
-from deepzoo.models.knn import KNN, KNNConfig, cross_validate, pairwise_distances, vote
+from deepzoo.models.knn import KNN, KNNConfig, cross_validate, fold_bounds, pairwise_distances, vote
 from deepzoo.models.linear import LinearClassifier, LinearConfig, TwoLayerFunction, TwoLayerNet
 from deepzoo.train import TrainConfig, Trainer
 
@@ -104,3 +104,12 @@ def test_cross_validation_uses_contiguous_folds_and_picks_the_best_k():
     assert accuracy[5] > accuracy[1]
     model = KNN(KNNConfig(candidates=(1, 5), folds=5)).fit(x, y)
     assert int(model.k) == 5 and model.cv_accuracy == accuracy
+
+
+def test_folds_partition_the_training_set():
+    bounds = fold_bounds(103, 5)
+    covered = [i for lo, hi in bounds for i in range(lo, hi)]
+    assert covered == list(range(103))
+    assert {hi - lo for lo, hi in bounds} <= {20, 21}
+    with pytest.raises(ValueError, match="folds"):
+        fold_bounds(3, 5)

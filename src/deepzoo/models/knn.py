@@ -64,6 +64,14 @@ def vote(neighbour_labels: torch.Tensor, k: int, num_classes: int) -> torch.Tens
     return votes * (k + 1) + (k - first)
 
 
+def fold_bounds(n: int, folds: int) -> list[tuple[int, int]]:
+    """[lo, hi) of each of `folds` contiguous folds covering range(n), sizes differing by at most 1."""
+    if not 2 <= folds <= n:
+        raise ValueError(f"need 2 <= folds <= {n} examples, got {folds}")
+    edges = [round(i * n / folds) for i in range(folds + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
 def cross_validate(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -75,10 +83,9 @@ def cross_validate(
 ) -> dict[int, float]:
     """Mean validation accuracy of each candidate k over `folds` contiguous folds."""
     n = len(x)
-    bounds = [round(i * n / folds) for i in range(folds + 1)]
     k_max = max(candidates)
     accuracy = {k: 0.0 for k in candidates}
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
+    for lo, hi in fold_bounds(n, folds):
         rest = torch.cat([torch.arange(0, lo), torch.arange(hi, n)]).to(x.device)
         neighbours = nearest_neighbours(x[lo:hi], x[rest], k_max, distance, chunk)
         labels = y[rest][neighbours]
