@@ -1,0 +1,139 @@
+"""A decoder-only Transformer language model (GPT; Radford et al., 2018/2019), nanoGPT-style.
+
+tokens (B, T) -> e = E[tokens] (+ additive positions) -> N pre-norm causal blocks -> LN ->
+logits = e_out E^T (the output layer is tied to the embedding). Loss: next-token cross-entropy in
+nats. Generation samples from softmax(logits / temperature) restricted to the top-k tokens, feeding
+one token at a time through per-layer key/value caches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deepzoo.nn.attention import KVCache
+from deepzoo.nn.positions import LearnedPositions, RotaryEmbedding, SinusoidalPositions
+from deepzoo.nn.transformer import DecoderBlock
+
+Positions = Literal["learned", "sinusoidal", "rope", "alibi"]
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = 65
+    block_size: int = 64
+    """Longest context the model is trained on (and the learned table's length)."""
+    layers: int = 4
+    heads: int = 4
+    dim: int = 128
+    dropout: float = 0.0
+    positions: Positions = "rope"
+    """learned or sinusoidal (added to the embedding), rope (rotary) or alibi (score bias)."""
+    bias: bool = False
+    """Biases in Linear and LayerNorm layers."""
+    charset: str = ""
+    """Characters of the token ids, for `sample` to return text ("" returns token ids)."""
+
+
+def sample_next(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """One token per row of logits (B, V): softmax(logits / temperature) over the top_k largest
+    (all when 0); temperature 0 is greedy argmax. Returns (B, 1)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig = GPTConfig()) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.embed = nn.Embedding(c.vocab_size, c.dim)
+        self.positions: nn.Module | None = {
+            "learned": lambda: LearnedPositions(c.dim, c.block_size),
+            "sinusoidal": lambda: SinusoidalPositions(c.dim),
+        }.get(c.positions, lambda: None)()
+        self.rope = RotaryEmbedding(c.dim // c.heads) if c.positions == "rope" else None
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(
+            DecoderBlock(c.dim, c.heads, dropout=c.dropout, bias=c.bias) for _ in range(c.layers)
+        )
+        self.ln_f = nn.LayerNorm(c.dim, bias=c.bias)
+        self.head = nn.Linear(c.dim, c.vocab_size, bias=False)
+        self.init_weights()
+        self.head.weight = self.embed.weight  # weight tying (Press & Wolf, 2017)
+
+    def init_weights(self) -> None:
+        """N(0, 0.02) weights; residual output projections scaled by 1/sqrt(2 N) (GPT-2)."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        for block in self.blocks:
+            for proj in (block.attn.out_proj, block.mlp.proj):
+                nn.init.normal_(proj.weight, std=0.02 / (2 * self.config.layers) ** 0.5)
+
+    def forward(self, tokens: torch.Tensor, caches: list[dict[str, KVCache]] | None = None) -> torch.Tensor:
+        """tokens (B, T) -> logits (B, T, V). With caches, tokens continue the cached sequence."""
+        offset = 0 if caches is None else caches[0]["self"].length
+        x = self.embed(tokens)  # (B, T, D)
+        if self.positions is not None:
+            x = self.positions(x, offset)
+        x = self.drop(x)
+        alibi = self.config.positions == "alibi"
+        for i, block in enumerate(self.blocks):
+            x = block(x, rope=self.rope, alibi=alibi, caches=None if caches is None else caches[i])
+        return self.head(self.ln_f(x))
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        tokens = batch["tokens"]  # (B, T + 1)
+        logits = self(tokens[:, :-1])
+        return {"loss": F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten())}
+
+    def new_caches(self) -> list[dict[str, KVCache]]:
+        return [{"self": KVCache()} for _ in self.blocks]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: torch.Tensor,
+        new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
+        """prompt (B, T0) -> (B, T0 + new_tokens). Without the cache each step re-reads the last
+        block_size tokens (so with learned positions the two agree while T0 + new <= block_size)."""
+        tokens = prompt
+        caches = self.new_caches() if use_cache else None
+        logits = self(prompt[:, -self.config.block_size :], caches)[:, -1]
+        for _ in range(new_tokens):
+            token = sample_next(logits, temperature, top_k, generator)
+            tokens = torch.cat([tokens, token], dim=1)
+            if caches is not None:
+                logits = self(token, caches)[:, -1]
+            else:
+                logits = self(tokens[:, -self.config.block_size :])[:, -1]
+        return tokens
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None, length: int = 300, top_k: int = 0):
+        """n generated sequences of `length` tokens, started from token 0 (a newline in the
+        tiny-shakespeare charset); text when the config names a charset."""
+        device = self.embed.weight.device
+        prompt = torch.zeros(n, 1, dtype=torch.long, device=device)
+        out = self.generate(prompt, length, top_k=top_k, generator=generator)[:, 1:]
+        if self.config.charset:
+            return ["".join(self.config.charset[int(t)] for t in row) for row in out]
+        return out

@@ -1,0 +1,108 @@
+"""Positional encodings: sinusoidal and learned (added to the input), rotary (applied to queries and
+keys) and ALiBi (a bias on the attention scores).
+
+- Sinusoidal (Vaswani et al., 2017): P[t, 2i] = sin(t w_i), P[t, 2i + 1] = cos(t w_i),
+  w_i = 10000^(-2i / D).
+- RoPE (Su et al., 2021, RoFormer): each pair (x_2i, x_2i+1) of a query or key at position m is
+  rotated by the angle m theta_i, theta_i = base^(-2i / d). Then <R_m q, R_n k> = <q, R_{n-m} k>:
+  the score depends on positions only through n - m, and rotations keep norms.
+- ALiBi (Press et al., 2022): score(i, j) += -s_h |i - j| with head slopes s_h = 2^(-8h / H).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
+    """(length, dim) table of sin/cos features, dim even."""
+    if dim % 2:
+        raise ValueError(f"sinusoidal positions need an even width, got {dim}")
+    t = torch.arange(length, dtype=torch.float32)[:, None]
+    w = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(t * w)
+    table[:, 1::2] = torch.cos(t * w)
+    return table
+
+
+class SinusoidalPositions(nn.Module):
+    """x: (B, T, D) -> x + P[offset : offset + T]."""
+
+    def __init__(self, dim: int, max_len: int = 4096) -> None:
+        super().__init__()
+        self.register_buffer("table", sinusoidal_table(max_len, dim), persistent=False)
+
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        if offset + x.shape[1] > len(self.table):
+            self.table = sinusoidal_table(2 * (offset + x.shape[1]), x.shape[-1]).to(self.table.device)
+        return x + self.table[offset : offset + x.shape[1]].to(x.dtype)
+
+
+class LearnedPositions(nn.Module):
+    """x: (B, T, D) -> x + E[offset : offset + T], a learned table of max_len rows."""
+
+    def __init__(self, dim: int, max_len: int) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.embedding = nn.Embedding(max_len, dim)
+        nn.init.normal_(self.embedding.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        if offset + x.shape[1] > self.max_len:
+            raise ValueError(f"learned positions cover {self.max_len} steps, asked for {offset + x.shape[1]}")
+        positions = torch.arange(offset, offset + x.shape[1], device=x.device)
+        return x + self.embedding(positions)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotates (B, H, T, d) queries or keys by their positions offset .. offset + T - 1 (d even).
+    cos/sin tables are cached and grown on demand."""
+
+    def __init__(self, head_dim: int, base: float = 10000.0, max_len: int = 2048) -> None:
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"RoPE needs an even head dimension, got {head_dim}")
+        self.head_dim, self.base = head_dim, base
+        self._build(max_len)
+
+    def _build(self, length: int, device: torch.device | None = None) -> None:
+        theta = self.base ** (
+            -torch.arange(0, self.head_dim, 2, dtype=torch.float64, device=device) / self.head_dim
+        )
+        angles = torch.arange(length, dtype=torch.float64, device=device)[:, None] * theta  # (L, d/2)
+        angles = angles.repeat_interleave(2, dim=-1)  # each pair shares its angle: (L, d)
+        self.register_buffer("cos", angles.cos().float(), persistent=False)
+        self.register_buffer("sin", angles.sin().float(), persistent=False)
+
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        T = x.shape[-2]
+        if offset + T > len(self.cos):
+            self._build(2 * (offset + T), self.cos.device)
+        cos, sin = self.cos[offset : offset + T].to(x.dtype), self.sin[offset : offset + T].to(x.dtype)
+        pairs = x.unflatten(-1, (-1, 2))  # (..., d/2, 2)
+        rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)  # (-x_2i+1, x_2i)
+        return x * cos + rotated * sin
+
+
+def alibi_slopes(heads: int) -> torch.Tensor:
+    """The geometric slopes 2^(-8h/H), h = 1..H (for H not a power of two, Press et al.'s
+    interleaving of the next power of two's slopes)."""
+
+    def power_of_two(n: int) -> list[float]:
+        return [2 ** (-8 * h / n) for h in range(1, n + 1)]
+
+    if math.log2(heads).is_integer():
+        return torch.tensor(power_of_two(heads))
+    closest = 2 ** math.floor(math.log2(heads))
+    return torch.tensor(power_of_two(closest) + power_of_two(2 * closest)[0::2][: heads - closest])
+
+
+def alibi_bias(heads: int, query_len: int, key_len: int, offset: int = 0) -> torch.Tensor:
+    """(H, T, S) bias -s_h |i - j| for query positions offset .. offset + T - 1 and keys 0 .. S - 1."""
+    i = torch.arange(offset, offset + query_len)[:, None]
+    j = torch.arange(key_len)[None, :]
+    return -alibi_slopes(heads)[:, None, None] * (i - j).abs()

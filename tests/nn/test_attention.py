@@ -1,0 +1,135 @@
+import pytest
+import torch
+from torch import nn
+
+from deepzoo.nn.attention import KVCache, MultiHeadAttention, attention_bias, attention_reference
+from deepzoo.nn.positions import RotaryEmbedding, alibi_bias, alibi_slopes, sinusoidal_table
+
+
+def _mha(dim=16, heads=4, seed=0):
+    torch.manual_seed(seed)
+    return MultiHeadAttention(dim, heads)
+
+
+def test_reference_attention_is_the_notes_equation_for_one_query():
+    q, k, v = torch.randn(1, 1, 1, 4), torch.randn(1, 1, 5, 4), torch.randn(1, 1, 5, 3)
+    e = (k[0, 0] @ q[0, 0, 0]) / 2.0  # e_i = q . k_i / sqrt(D_Q)
+    a = torch.softmax(e, dim=0)
+    expected = (a[:, None] * v[0, 0]).sum(0)
+    torch.testing.assert_close(attention_reference(q, k, v)[0, 0, 0], expected)
+
+
+def test_equals_torch_multihead_attention_with_copied_weights():
+    ours = _mha(16, 4)
+    theirs = nn.MultiheadAttention(16, 4, batch_first=True)
+    with torch.no_grad():
+        theirs.in_proj_weight.copy_(torch.cat([ours.q_proj.weight, ours.k_proj.weight, ours.v_proj.weight]))
+        theirs.in_proj_bias.copy_(torch.cat([ours.q_proj.bias, ours.k_proj.bias, ours.v_proj.bias]))
+        theirs.out_proj.weight.copy_(ours.out_proj.weight)
+        theirs.out_proj.bias.copy_(ours.out_proj.bias)
+    x, context = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    padding = torch.tensor([[False] * 7, [False] * 4 + [True] * 3])
+    torch.testing.assert_close(ours(x), theirs(x, x, x, need_weights=False)[0], rtol=1e-5, atol=1e-5)
+    causal = torch.triu(torch.ones(5, 5, dtype=torch.bool), 1)
+    torch.testing.assert_close(
+        ours(x, causal=True), theirs(x, x, x, attn_mask=causal, need_weights=False)[0], rtol=1e-5, atol=1e-5
+    )
+    torch.testing.assert_close(
+        ours(x, context, key_padding_mask=padding),
+        theirs(x, context, context, key_padding_mask=padding, need_weights=False)[0],
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("positions", ["none", "rope", "alibi"])
+def test_sdpa_path_equals_reference_path_with_masks(causal, positions):
+    attn = _mha()
+    x = torch.randn(3, 6, 16)
+    padding = torch.zeros(3, 6, dtype=torch.bool)
+    padding[1, 4:] = True
+    kw = dict(
+        causal=causal,
+        key_padding_mask=padding,
+        alibi=positions == "alibi",
+        rope=RotaryEmbedding(4) if positions == "rope" else None,
+    )
+    torch.testing.assert_close(attn(x, **kw), attn(x, reference=True, **kw), rtol=1e-5, atol=1e-5)
+
+
+def test_causal_attention_ignores_future_tokens():
+    attn = _mha()
+    x = torch.randn(2, 8, 16)
+    changed = x.clone()
+    changed[:, 5:] = torch.randn(2, 3, 16)
+    torch.testing.assert_close(attn(x, causal=True)[:, :5], attn(changed, causal=True)[:, :5])
+    assert not torch.allclose(attn(x)[:, :5], attn(changed)[:, :5])  # without the mask it would look
+
+
+def test_padding_mask_ignores_padded_keys():
+    attn = _mha()
+    x, context = torch.randn(1, 3, 16), torch.randn(1, 6, 16)
+    padded = torch.cat([context[:, :4], torch.randn(1, 2, 16) * 100], dim=1)
+    mask = torch.tensor([[False] * 4 + [True] * 2])
+    torch.testing.assert_close(attn(x, padded, key_padding_mask=mask), attn(x, context[:, :4]))
+
+
+def test_rope_scores_depend_only_on_relative_position_and_keep_norms():
+    rope = RotaryEmbedding(8)
+    q, k = torch.randn(8), torch.randn(8)
+
+    def score(m, n):
+        qm = rope(q.view(1, 1, 1, 8).expand(1, 1, m + 1, 8))[0, 0, m]
+        kn = rope(k.view(1, 1, 1, 8).expand(1, 1, n + 1, 8))[0, 0, n]
+        return qm @ kn
+
+    for shift in (1, 5, 37):
+        torch.testing.assert_close(score(3, 7), score(3 + shift, 7 + shift), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(score(9, 2), score(9 + shift, 2 + shift), rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(score(3, 7), score(3, 8))
+    x = torch.randn(2, 3, 50, 8)
+    torch.testing.assert_close(rope(x).norm(dim=-1), x.norm(dim=-1))
+    torch.testing.assert_close(rope(x[:, :, 10:], offset=10), rope(x)[:, :, 10:])
+    with pytest.raises(ValueError, match="even"):
+        RotaryEmbedding(7)
+
+
+def test_rope_rotates_pairs_by_position_times_frequency():
+    rope = RotaryEmbedding(4, base=100.0)
+    x = torch.tensor([1.0, 0.0, 1.0, 0.0]).view(1, 1, 1, 4).expand(1, 1, 3, 4)
+    out = rope(x)[0, 0, 2]  # position 2: angles 2 * theta_i, theta = (1, 100^-0.5)
+    angles = torch.tensor([2.0, 2.0 * 0.1])
+    torch.testing.assert_close(out, torch.stack([angles.cos(), angles.sin()], dim=1).flatten())
+
+
+def test_alibi_and_sinusoidal_tables():
+    assert torch.allclose(alibi_slopes(8), 2.0 ** (-torch.arange(1, 9.0)))
+    bias = alibi_bias(2, 3, 3)
+    assert bias[0, 2, 0] == -2 * 2**-4 and bias[1, 1, 1] == 0
+    table = sinusoidal_table(10, 6)
+    assert table[3, 0] == torch.sin(torch.tensor(3.0)) and table[3, 1] == torch.cos(torch.tensor(3.0))
+
+
+def test_kv_cache_gives_the_same_outputs_as_full_causal_attention():
+    attn = _mha()
+    rope = RotaryEmbedding(4)
+    x = torch.randn(2, 7, 16)
+    full = attn(x, causal=True, rope=rope)
+    cache = KVCache()
+    steps = [attn(x[:, :3], causal=True, rope=rope, cache=cache)]
+    steps += [attn(x[:, t : t + 1], causal=True, rope=rope, cache=cache) for t in range(3, 7)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_bias_marks_causal_and_padding():
+    bias = attention_bias(
+        2, 4, causal=True, offset=2, key_padding_mask=torch.tensor([[False, True, False, False]])
+    )
+    allowed = torch.isfinite(bias[0, 0])
+    assert allowed.tolist() == [[True, False, True, False], [True, False, True, True]]
+
+
+def test_width_must_split_into_heads():
+    with pytest.raises(ValueError, match="divisible"):
+        MultiHeadAttention(10, 3)
