@@ -15,11 +15,12 @@ from torch import nn
 
 from deepzoo.config import from_dict, to_dict
 from deepzoo.data.mnist import load_mnist
-from deepzoo.data.shakespeare import load_shakespeare
+from deepzoo.data.shakespeare import VOCAB, load_shakespeare
 from deepzoo.data.tensors import TensorData
 from deepzoo.metrics.features import FEATURE_CONFIG
 from deepzoo.models.char_lstm import CharLSTM, CharLSTMConfig
 from deepzoo.models.classifier import CNN, CNNConfig, ResNet, ResNetConfig
+from deepzoo.models.gpt import GPT, GPTConfig
 from deepzoo.models.knn import KNN, KNNConfig
 from deepzoo.models.linear import LinearClassifier, LinearConfig, TwoLayerConfig, TwoLayerNet
 from deepzoo.train import checkpoint as ckpt
@@ -257,6 +258,31 @@ register(
         evaluate=_evaluate_language_model,
         metric="val_loss (nats/char)",
         reference="char-rnn LSTMs reach about 1.5 nats/char trained long; measured here 1.753 in 3.5 min",
+    )
+)
+
+
+@dataclass(frozen=True)
+class GPTRun:
+    model: GPTConfig = GPTConfig()
+    data: TextWindows = TextWindows()
+    train: TrainConfig = TrainConfig()
+
+
+register(
+    Recipe(
+        name="gpt-shakespeare",
+        summary="character-level GPT (4 layers, 4 heads, 128 wide, RoPE) on tiny-shakespeare",
+        default=GPTRun(
+            GPTConfig(vocab_size=len(VOCAB), block_size=64, charset=VOCAB),
+            TextWindows(block_size=64, stride=16),
+            _adamw(2000, 12, 1e-3, 100, 250, grad_clip=1.0, keep_best="val_loss:min"),
+        ),
+        build=lambda c: GPT(c.model),
+        data=_shakespeare_splits,
+        evaluate=_evaluate_language_model,
+        metric="val_loss (nats/char)",
+        reference="nanoGPT's CPU config (4x4x128, block 64, batch 12, 2000 iters): 1.886 in 72 s here",
     )
 )
 

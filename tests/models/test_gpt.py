@@ -51,3 +51,17 @@ def test_gpt_learns_a_repeating_sequence():
         loss.backward()
         optimizer.step()
     assert loss.item() < 0.3  # chance: log 11 = 2.4
+
+
+def test_tied_weights_survive_a_checkpoint_round_trip(tmp_path):
+    from deepzoo.train import checkpoint as ckpt
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**SMALL))
+    ckpt.write_bytes(tmp_path / "w.safetensors", ckpt.weights_bytes(model, 3))
+    torch.manual_seed(1)
+    loaded = GPT(GPTConfig(**SMALL))
+    ckpt.load_weights(tmp_path / "w.safetensors", loaded)
+    assert loaded.head.weight is loaded.embed.weight
+    tokens = torch.randint(0, 11, (2, 5))
+    torch.testing.assert_close(loaded(tokens), model(tokens))

@@ -54,9 +54,23 @@ def write_json(path: Path, obj: Any) -> None:
     write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
+def _aliases(state: dict[str, torch.Tensor]) -> set[str]:
+    """Names whose tensor shares storage with an earlier name (tied weights)."""
+    seen, aliases = set(), set()
+    for name, tensor in state.items():
+        key = (tensor.data_ptr(), tuple(tensor.shape), tensor.dtype)
+        if tensor.numel() and key in seen:
+            aliases.add(name)
+        seen.add(key)
+    return aliases
+
+
 def weights_bytes(module: torch.nn.Module, step: int) -> bytes:
-    """Weights and buffers as safetensors, the step in the header's metadata."""
-    tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    """Weights and buffers as safetensors, the step in the header's metadata; a tied tensor is
+    stored once, under its first name."""
+    state = module.state_dict()
+    skip = _aliases(state)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items() if k not in skip}
     return save(tensors, metadata={"step": str(step)})
 
 
@@ -67,7 +81,13 @@ def state_bytes(state: dict[str, Any]) -> bytes:
 
 
 def load_weights(path: Path, module: torch.nn.Module) -> None:
-    module.load_state_dict(load_file(path, device="cpu"))
+    """Load a `weights_bytes` file; only tied aliases may be absent from it."""
+    missing, unexpected = module.load_state_dict(load_file(path, device="cpu"), strict=False)
+    untied = set(missing) - _aliases(module.state_dict())
+    if untied or unexpected:
+        raise RuntimeError(
+            f"{path} does not match the model: missing {sorted(untied)}, unexpected {unexpected}"
+        )
 
 
 def load_state(path: Path) -> dict[str, Any]:
