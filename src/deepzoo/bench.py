@@ -42,11 +42,14 @@ def matmul_peak(size: int = 2048, repeats: int = 7) -> dict[str, float]:
     return peak
 
 
-def first_time_at(records: list[dict], metric: str, bar: float) -> float | None:
-    """Training wall time of the first evaluation with `metric` >= bar (None if never)."""
+def first_time_at(
+    records: list[dict], metric: str, bar: float, higher_is_better: bool = True
+) -> float | None:
+    """Training wall time of the first evaluation with `metric` at or past `bar` (None if never)."""
     for record in records:
-        if record.get("split") == "eval" and record.get(metric, -1) >= bar:
-            return record["time"]
+        if record.get("split") == "eval" and metric in record:
+            if (record[metric] >= bar) if higher_is_better else (record[metric] <= bar):
+                return record["time"]
     return None
 
 
@@ -87,9 +90,14 @@ def training_throughput(recipe_name: str, precision: str, steps: int) -> float:
 
 
 def time_to_accuracy(
-    recipe_name: str, bars: tuple[float, ...], repeats: int, max_seconds: float
+    recipe_name: str,
+    bars: tuple[float, ...],
+    repeats: int,
+    max_seconds: float,
+    metric: str = "accuracy",
+    higher_is_better: bool = True,
 ) -> dict[str, Any]:
-    """Train `repeats` times (seeds 0..), each until the highest bar or `max_seconds`."""
+    """Train `repeats` times (seeds 0..), each until the hardest bar of `metric` or `max_seconds`."""
     from deepzoo.recipes import get_recipe, train_recipe
 
     recipe = get_recipe(recipe_name)
@@ -98,7 +106,7 @@ def time_to_accuracy(
         train = replace(
             recipe.default.train,
             seed=seed,
-            target=f"accuracy>={max(bars)}",
+            target=f"{metric}>={max(bars)}" if higher_is_better else f"{metric}<={min(bars)}",
             max_seconds=max_seconds,
             progress=False,
         )
@@ -110,10 +118,10 @@ def time_to_accuracy(
             {
                 "seed": seed,
                 "steps": result.step,
-                "best_accuracy": max(r["accuracy"] for r in evals),
-                "curve": [(r["step"], r["time"], r["accuracy"]) for r in evals],
+                f"best_{metric}": (max if higher_is_better else min)(r[metric] for r in evals),
+                "curve": [(r["step"], r["time"], r[metric]) for r in evals],
             }
-            | {f"seconds_to_{bar}": first_time_at(records, "accuracy", bar) for bar in bars}
+            | {f"seconds_to_{bar}": first_time_at(records, metric, bar, higher_is_better) for bar in bars}
         )
     summary = {}
     for bar in bars:
@@ -220,7 +228,77 @@ def bench_foundations(quick: bool = False) -> dict[str, Any]:
     return {"benchmark": "foundations", "recipes": results}
 
 
+def bench_gpt_shakespeare(quick: bool = False) -> dict[str, Any]:
+    """Issue #4: wall seconds to validation loss 1.88 nats/char (median of 3), and the best
+    validation loss of one 5-minute run of the same recipe."""
+    from deepzoo.recipes import get_recipe, train_recipe
+
+    report = time_to_accuracy(
+        "gpt-shakespeare", (1.88,), 1 if quick else 3, 20.0 if quick else 60.0, "val_loss", False
+    )
+    recipe = get_recipe("gpt-shakespeare")
+    long = replace(
+        recipe.default.train,
+        steps=1 if quick else 9000,
+        max_seconds=10.0 if quick else 300.0,
+        eval_every=500,
+        progress=False,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train_recipe("gpt-shakespeare", replace(recipe.default, train=long), Path(tmp) / "r")
+    return (
+        {"benchmark": "gpt-shakespeare", "goal_seconds": 30.0}
+        | report
+        | {"five_minute_run": {"steps": result.step, "best_val_loss": result.best.get("value")}}
+    )
+
+
+def attention_throughput(
+    dtype: torch.dtype, seq: int = 256, dim: int = 256, heads: int = 4, batch: int = 8
+) -> float:
+    """Tokens/s of forward+backward through one pre-norm Transformer block (median of 7)."""
+    from deepzoo.nn.transformer import EncoderBlock
+
+    torch.manual_seed(0)
+    block = EncoderBlock(dim, heads)
+    x = torch.randn(batch, seq, dim, requires_grad=True)
+    times = []
+    for i in range(10):
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            y = block(x)
+        y.float().sum().backward()
+        if i >= 3:
+            times.append(time.perf_counter() - start)
+    return batch * seq / statistics.median(times)
+
+
+def bench_attention(quick: bool = False) -> dict[str, Any]:
+    """Issue #4: forward+backward throughput of an attention block (sequence 256, width 256,
+    4 heads) in fp32 and bf16, and the share of the matmul peak measured in the same run."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from deepzoo.nn.transformer import EncoderBlock
+
+    peak = matmul_peak()
+    block, x = EncoderBlock(256, 4), torch.randn(8, 256, 256, requires_grad=True)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        block(x).sum().backward()
+    flops_per_token = counter.get_total_flops() / (8 * 256)
+    speed = {"fp32": attention_throughput(torch.float32), "bf16": attention_throughput(torch.bfloat16)}
+    return {
+        "benchmark": "attention",
+        "matmul_peak_gflops": peak,
+        "tokens_per_s": speed,
+        "gflop_per_token": flops_per_token / 1e9,
+        "fraction_of_peak": {k: v * flops_per_token / 1e9 / peak[k] for k, v in speed.items()},
+    }
+
+
 BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
+    "gpt-shakespeare": bench_gpt_shakespeare,
+    "attention": bench_attention,
     "foundations": bench_foundations,
     "mnist-classifier": bench_mnist_classifier,
     "resnet-mnist": bench_resnet_mnist,
@@ -277,6 +355,26 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     resnet = results.get("resnet-mnist")
     if resnet:
         rows += _accuracy_rows("resnet-mnist", resnet, {})
+    gpt = results.get("gpt-shakespeare")
+    if gpt:
+        rows.append(
+            f"| `gpt-shakespeare`: time to validation loss 1.88 nats/char "
+            f"({gpt['runs_reaching_1.88']}/{len(gpt['runs'])} runs reach it) "
+            f"| {_seconds(gpt['median_seconds_to_1.88'])} | <= {gpt['goal_seconds']:.0f} s |"
+        )
+        five = gpt["five_minute_run"]
+        rows.append(
+            f"| `gpt-shakespeare`: best validation loss in 5 minutes ({five['steps']} steps) "
+            f"| {five['best_val_loss']:.3f} nats/char | |"
+        )
+    attention = results.get("attention")
+    if attention:
+        speed, share = attention["tokens_per_s"], attention["fraction_of_peak"]
+        rows.append(
+            f"| attention block fwd+bwd (seq 256, width 256, 4 heads), fp32 / bf16 | "
+            f"{speed['fp32']:.0f} / {speed['bf16']:.0f} tokens/s ({share['fp32']:.1%} / "
+            f"{share['bf16']:.1%} of the matmul peak) | |"
+        )
     foundations = results.get("foundations")
     if foundations:
         for name, row in foundations["recipes"].items():
