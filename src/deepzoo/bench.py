@@ -234,7 +234,7 @@ def bench_gpt_shakespeare(quick: bool = False) -> dict[str, Any]:
     from deepzoo.recipes import get_recipe, train_recipe
 
     report = time_to_accuracy(
-        "gpt-shakespeare", (1.88,), 1 if quick else 3, 20.0 if quick else 60.0, "val_loss", False
+        "gpt-shakespeare", (1.88,), 1 if quick else 3, 20.0 if quick else 150.0, "val_loss", False
     )
     recipe = get_recipe("gpt-shakespeare")
     long = replace(
