@@ -142,3 +142,45 @@ def test_sampling_a_language_model_prints_text(tmp_path, capsys):
     main(["sample", str(tmp_path / "lm"), "--n", "2"])
     out = capsys.readouterr().out
     assert len(out) >= 2 * 300
+
+
+def test_gpt_and_seq2seq_recipes_run_end_to_end(tmp_path, capsys):
+    gpt = [
+        "--model.layers",
+        "1",
+        "--model.dim",
+        "16",
+        "--model.heads",
+        "2",
+        "--data.block-size",
+        "16",
+        "--data.stride",
+        "4096",
+        "--train.steps",
+        "2",
+        "--train.eval-every",
+        "2",
+        "--train.no-progress",
+    ]
+    main(["train", "gpt-shakespeare", *gpt, "--run-dir", str(tmp_path / "gpt")])
+    assert "val_loss" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    main(["sample", str(tmp_path / "gpt"), "--n", "1"])
+    assert len(capsys.readouterr().out) >= 300
+    s2s = [
+        "--model.dim",
+        "16",
+        "--model.heads",
+        "2",
+        "--model.encoder-layers",
+        "1",
+        "--model.decoder-layers",
+        "1",
+        "--train.steps",
+        "2",
+        "--train.eval-every",
+        "2",
+        "--train.no-progress",
+    ]
+    main(["train", "sort-digits", *s2s, "--run-dir", str(tmp_path / "s2s")])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0 <= summary["exact_match"] <= 1
