@@ -6,9 +6,9 @@ from deepzoo.nn.attention import KVCache, MultiHeadAttention, attention_bias, at
 from deepzoo.nn.positions import RotaryEmbedding, alibi_bias, alibi_slopes, sinusoidal_table
 
 
-def _mha(dim=16, heads=4, seed=0):
+def _mha(dim=16, heads=4, seed=0, kernel="sdpa"):
     torch.manual_seed(seed)
-    return MultiHeadAttention(dim, heads)
+    return MultiHeadAttention(dim, heads, kernel=kernel)
 
 
 def test_reference_attention_is_the_notes_equation_for_one_query():
@@ -128,6 +128,14 @@ def test_bias_marks_causal_and_padding():
     )
     allowed = torch.isfinite(bias[0, 0])
     assert allowed.tolist() == [[True, False, True, False], [True, False, True, True]]
+
+
+def test_math_kernel_equals_sdpa_kernel():
+    x = torch.randn(2, 6, 16)
+    sdpa, math = _mha(kernel="sdpa"), _mha(kernel="math")
+    torch.testing.assert_close(math(x, causal=True), sdpa(x, causal=True), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="kernel"):
+        MultiHeadAttention(16, 4, kernel="flash")
 
 
 def test_width_must_split_into_heads():

@@ -35,6 +35,8 @@ class GPTConfig:
     """learned or sinusoidal (added to the embedding), rope (rotary) or alibi (score bias)."""
     bias: bool = False
     """Biases in Linear and LayerNorm layers."""
+    attention_kernel: Literal["auto", "sdpa", "math"] = "auto"
+    """auto: the explicit softmax(QK^T/sqrt d)V on CPU (faster there for short contexts), SDPA on GPU."""
     charset: str = ""
     """Characters of the token ids, for `sample` to return text ("" returns token ids)."""
 
@@ -66,7 +68,8 @@ class GPT(nn.Module):
         self.rope = RotaryEmbedding(c.dim // c.heads) if c.positions == "rope" else None
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(
-            DecoderBlock(c.dim, c.heads, dropout=c.dropout, bias=c.bias) for _ in range(c.layers)
+            DecoderBlock(c.dim, c.heads, dropout=c.dropout, bias=c.bias, kernel=c.attention_kernel)
+            for _ in range(c.layers)
         )
         self.ln_f = nn.LayerNorm(c.dim, bias=c.bias)
         self.head = nn.Linear(c.dim, c.vocab_size, bias=False)

@@ -4,8 +4,10 @@ padding masks, rotary or ALiBi positions and a key/value cache.
 Per head, with queries Q: (T, d), keys K and values V: (S, d):
     E = Q K^T / sqrt(d) + bias,   A = softmax(E) over keys,   Y = A V
 Masked scores are -inf before the softmax. Heads are concatenated and projected: out = W_o [Y_1..Y_H].
-The fast path is torch's `scaled_dot_product_attention`; `attention_reference` is the equation
-above written out, which the tests compare it with.
+Two kernels compute it: torch's `scaled_dot_product_attention`, and `attention_reference`, the
+equation above written out (the tests check they agree). `kernel="auto"` uses the explicit one on
+CPU, where for short sequences under bf16 it measured 1.75x faster than SDPA's CPU flash kernel
+(GPT of issue #4, T = 64), and SDPA elsewhere.
 """
 
 from __future__ import annotations
@@ -82,12 +84,21 @@ class MultiHeadAttention(nn.Module):
     Returns (B, T, D)."""
 
     def __init__(
-        self, dim: int, heads: int, *, kv_dim: int | None = None, bias: bool = True, dropout: float = 0.0
+        self,
+        dim: int,
+        heads: int,
+        *,
+        kv_dim: int | None = None,
+        bias: bool = True,
+        dropout: float = 0.0,
+        kernel: str = "auto",
     ) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"width {dim} is not divisible by {heads} heads")
-        self.heads, self.dropout = heads, dropout
+        if kernel not in ("auto", "sdpa", "math"):
+            raise ValueError(f"attention kernel must be auto, sdpa or math, got {kernel!r}")
+        self.heads, self.dropout, self.kernel = heads, dropout, kernel
         self.q_proj = nn.Linear(dim, dim, bias=bias)
         self.k_proj = nn.Linear(kv_dim or dim, dim, bias=bias)
         self.v_proj = nn.Linear(kv_dim or dim, dim, bias=bias)
@@ -128,7 +139,8 @@ class MultiHeadAttention(nn.Module):
             alibi_heads=self.heads if alibi else 0,
             device=x.device,
         )
-        if reference:
+        math = self.kernel == "math" or (self.kernel == "auto" and x.device.type == "cpu")
+        if reference or (math and not (self.training and self.dropout)):
             y = attention_reference(q, k, v, None if bias is None else bias.to(q.dtype))
         else:
             y = F.scaled_dot_product_attention(

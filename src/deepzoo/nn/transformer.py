@@ -31,11 +31,17 @@ class EncoderBlock(nn.Module):
     """x: (B, T, D); padding: (B, T) True at padded tokens (they are never attended to)."""
 
     def __init__(
-        self, dim: int, heads: int, mlp_ratio: int = 4, dropout: float = 0.0, bias: bool = True
+        self,
+        dim: int,
+        heads: int,
+        mlp_ratio: int = 4,
+        dropout: float = 0.0,
+        bias: bool = True,
+        kernel: str = "auto",
     ) -> None:
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(dim, bias=bias), nn.LayerNorm(dim, bias=bias)
-        self.attn = MultiHeadAttention(dim, heads, bias=bias, dropout=dropout)
+        self.attn = MultiHeadAttention(dim, heads, bias=bias, dropout=dropout, kernel=kernel)
         self.mlp = MLP(dim, mlp_ratio * dim, dropout, bias)
         self.drop = nn.Dropout(dropout)
 
@@ -62,11 +68,14 @@ class DecoderBlock(nn.Module):
         mlp_ratio: int = 4,
         dropout: float = 0.0,
         bias: bool = True,
+        kernel: str = "auto",
     ) -> None:
         super().__init__()
         self.ln1, self.ln3 = nn.LayerNorm(dim, bias=bias), nn.LayerNorm(dim, bias=bias)
-        self.attn = MultiHeadAttention(dim, heads, bias=bias, dropout=dropout)
-        self.cross = MultiHeadAttention(dim, heads, bias=bias, dropout=dropout) if cross else None
+        self.attn = MultiHeadAttention(dim, heads, bias=bias, dropout=dropout, kernel=kernel)
+        self.cross = (
+            MultiHeadAttention(dim, heads, bias=bias, dropout=dropout, kernel=kernel) if cross else None
+        )
         self.ln2 = nn.LayerNorm(dim, bias=bias) if cross else None
         self.mlp = MLP(dim, mlp_ratio * dim, dropout, bias)
         self.drop = nn.Dropout(dropout)
