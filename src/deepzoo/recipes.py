@@ -278,7 +278,7 @@ register(
         default=GPTRun(
             GPTConfig(vocab_size=len(VOCAB), block_size=64, charset=VOCAB),
             TextWindows(block_size=64, stride=16),
-            _adamw(1500, 32, 2e-3, 50, 250, grad_clip=1.0, keep_best="val_loss:min"),
+            _adamw(650, 32, 3e-3, 30, 130, grad_clip=1.0, keep_best="val_loss:min"),
         ),
         build=lambda c: GPT(c.model),
         data=_shakespeare_splits,
