@@ -284,7 +284,7 @@ register(
         data=_shakespeare_splits,
         evaluate=_evaluate_language_model,
         metric="val_loss (nats/char)",
-        reference="nanoGPT's CPU config (4x4x128, block 64, batch 12, 2000 iters): 1.886 in 72 s here",
+        reference="nanoGPT CPU config: 1.886 in 72 s here; measured 1.88 in 28.1 s, 1.537 in 5 min",
     )
 )
 
@@ -318,7 +318,7 @@ register(
         data=_sorting_splits,
         evaluate=_evaluate_seq2seq,
         metric="exact_match",
-        reference="exact-match accuracy of greedy decoding on 2,000 held-out sequences",
+        reference="greedy exact match on 2,000 held-out sequences; measured here 100% (1500 steps, 74 s)",
     )
 )
 
