@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 
 
 def load(run_dir: str | Path) -> torch.nn.Module:
-    """Rebuild the trained model of a run directory (EMA weights when the run kept them), in eval mode."""
+    """The trained model of a run directory in eval mode: its best evaluation's weights when the
+    run kept them, else its EMA weights, else its last ones."""
     from deepzoo.recipes import load_run
 
     return load_run(run_dir).model

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepzoo.data.mnist import MEAN as MNIST_MEAN
+from deepzoo.data.mnist import STD as MNIST_STD
 from deepzoo.nn.residual import BasicBlock
-
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from typing import Literal
 import torch
 from torch import nn
 
+from deepzoo.data.mnist import MEAN as MNIST_MEAN
+from deepzoo.data.mnist import STD as MNIST_STD
 from deepzoo.nn.init import kaiming_normal_
 from deepzoo.nn.losses import multiclass_svm_loss, regularization, softmax_cross_entropy
-
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
 @dataclass(frozen=True)

@@ -56,9 +56,9 @@ class EncoderBlock(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-class DecoderBlock(nn.Module):
-    """Causal self-attention, then (if `cross`) cross-attention to an encoder memory (B, S, D).
-    caches: {"self": KVCache, "cross": KVCache} for step-by-step generation."""
+class DecoderBlock(EncoderBlock):
+    """Causal self-attention, then (if `cross`) cross-attention to an encoder memory (B, S, D),
+    then the MLP. caches: {"self": KVCache, "cross": KVCache} for step-by-step generation."""
 
     def __init__(
         self,
@@ -70,15 +70,11 @@ class DecoderBlock(nn.Module):
         bias: bool = True,
         kernel: str = "auto",
     ) -> None:
-        super().__init__()
-        self.ln1, self.ln3 = nn.LayerNorm(dim, bias=bias), nn.LayerNorm(dim, bias=bias)
-        self.attn = MultiHeadAttention(dim, heads, bias=bias, dropout=dropout, kernel=kernel)
+        super().__init__(dim, heads, mlp_ratio, dropout, bias, kernel)
         self.cross = (
             MultiHeadAttention(dim, heads, bias=bias, dropout=dropout, kernel=kernel) if cross else None
         )
-        self.ln2 = nn.LayerNorm(dim, bias=bias) if cross else None
-        self.mlp = MLP(dim, mlp_ratio * dim, dropout, bias)
-        self.drop = nn.Dropout(dropout)
+        self.ln_cross = nn.LayerNorm(dim, bias=bias) if cross else None
 
     def forward(
         self,
@@ -95,7 +91,7 @@ class DecoderBlock(nn.Module):
         )
         if self.cross is not None:
             attended = self.cross(
-                self.ln2(x), memory, key_padding_mask=memory_padding, cache=caches.get("cross")
+                self.ln_cross(x), memory, key_padding_mask=memory_padding, cache=caches.get("cross")
             )
             x = x + self.drop(attended)
-        return x + self.mlp(self.ln3(x))
+        return x + self.mlp(self.ln2(x))
