@@ -110,7 +110,7 @@ def cmd_eval(ns: argparse.Namespace) -> None:
     _, eval_data = run.recipe.data(run.config, device)
     bf16 = use_bf16(run.config.train.precision, device)  # as the trainer evaluated it
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        metrics = run.recipe.evaluate(run.model, eval_data, Path(ns.run_dir))
+        metrics = run.recipe.evaluate(run.model, eval_data, Path(ns.run_dir), run.config)
     metrics = {"step": run.step} | metrics
     ckpt.write_json(Path(ns.run_dir) / "eval.json", metrics)
     confusion = Path(ns.run_dir) / "confusion.json"

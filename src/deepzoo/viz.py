@@ -51,6 +51,7 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = N
     plt = _figure()
     buffer = io.BytesIO()
     plt.imsave(buffer, grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", format="png")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_bytes(Path(path), buffer.getvalue())
 
 

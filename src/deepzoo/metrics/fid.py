@@ -63,3 +63,28 @@ def classifier_fid(images_a: torch.Tensor, images_b: torch.Tensor, net: nn.Modul
     stats_a = feature_statistics(extract_features(net, images_a))
     stats_b = feature_statistics(extract_features(net, images_b))
     return frechet_distance(*stats_a, *stats_b)
+
+
+@torch.no_grad()
+def sample_quality(
+    samples: torch.Tensor,
+    reference: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    net: nn.Module | None = None,
+) -> dict[str, float]:
+    """{"fid": classifier-FID between samples and reference images (N, 1, 28, 28) in [0, 1]} and,
+    for class-conditional samples, {"label_accuracy": share the feature classifier labels as asked}."""
+    if net is None:
+        from deepzoo.metrics.features import mnist_feature_net
+
+        net = mnist_feature_net()
+    features = extract_features(net, samples)
+    out = {
+        "fid": frechet_distance(
+            *feature_statistics(features), *feature_statistics(extract_features(net, reference))
+        )
+    }
+    if labels is not None:
+        predicted = net.head(features.to(next(net.parameters()).device)).argmax(dim=1).cpu()
+        out["label_accuracy"] = (predicted == labels.cpu()).float().mean().item()
+    return out

@@ -116,14 +116,16 @@ class GPT(nn.Module):
         top_k: int = 0,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
+        max_token: int | None = None,
     ) -> torch.Tensor:
         """prompt (B, T0) -> (B, T0 + new_tokens). Without the cache each step re-reads the last
-        block_size tokens (so with learned positions the two agree while T0 + new <= block_size)."""
+        block_size tokens (so with learned positions the two agree while T0 + new <= block_size).
+        With max_token, only ids below it are drawn (a vocabulary whose top ids are prompts only)."""
         tokens = prompt
         caches = self.new_caches() if use_cache else None
         logits = self(prompt[:, -self.config.block_size :], caches)[:, -1]
         for _ in range(new_tokens):
-            token = sample_next(logits, temperature, top_k, generator)
+            token = sample_next(logits[:, :max_token], temperature, top_k, generator)
             tokens = torch.cat([tokens, token], dim=1)
             if caches is not None:
                 logits = self(token, caches)[:, -1]

@@ -1,4 +1,5 @@
-"""The basic residual block of He et al. (2016), "Deep Residual Learning for Image Recognition"."""
+"""Residual blocks: the basic block of He et al. (2016), "Deep Residual Learning for Image
+Recognition", and the bottleneck-free stack of the VQ-VAE (van den Oord et al., 2017)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,22 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.residual(x) + self.skip(x))
+
+
+class ResidualStack(nn.Module):
+    """The VQ-VAE's stack: x <- x + conv1x1(relu(conv3x3(relu(x)))) `layers` times, then relu.
+    x: (B, C, H, W) -> (B, C, H, W); the 3x3 conv narrows to `hidden` channels."""
+
+    def __init__(self, channels: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.ReLU(), nn.Conv2d(channels, hidden, 3, 1, 1), nn.ReLU(), nn.Conv2d(hidden, channels, 1)
+            )
+            for _ in range(layers)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = x + block(x)
+        return torch.relu(x)

@@ -41,7 +41,8 @@ class Recipe:
     build: Callable[[Any], nn.Module]
     data: Callable[[Any, torch.device], tuple[TensorData, TensorData]]
     """(train split, evaluation split) on the device."""
-    evaluate: Callable[[nn.Module, TensorData, Path], dict[str, float]]
+    evaluate: Callable[[nn.Module, TensorData, Path, Any], dict[str, float]]
+    """(model, evaluation split, run directory, run config) -> metrics; may write PNGs to the run."""
     metric: str
     """The headline metric, as the evaluation names it."""
     reference: str
@@ -86,7 +87,9 @@ def _mnist_splits(config: Any, device: torch.device) -> tuple[TensorData, Tensor
     return load_mnist("train", device), load_mnist("test", device)
 
 
-def _evaluate_classifier(model: nn.Module, data: TensorData, run_dir: Path) -> dict[str, float]:
+def _evaluate_classifier(
+    model: nn.Module, data: TensorData, run_dir: Path, config: Any = None
+) -> dict[str, float]:
     """Accuracy on all of `data`; the confusion matrix goes to run_dir/confusion.json."""
     from deepzoo.metrics.classification import classification_metrics
 
@@ -236,7 +239,9 @@ def _shakespeare_splits(config: Any, device: torch.device) -> tuple[TensorData, 
     )
 
 
-def _evaluate_language_model(model: nn.Module, data: TensorData, run_dir: Path) -> dict[str, float]:
+def _evaluate_language_model(
+    model: nn.Module, data: TensorData, run_dir: Path, config: Any = None
+) -> dict[str, float]:
     """Validation cross-entropy in nats per character over every validation window."""
     total, count = 0.0, 0
     for batch in data.batches(256):
@@ -299,7 +304,9 @@ def _sorting_splits(config: Any, device: torch.device) -> tuple[TensorData, Tens
     return sorting_pairs(50_000, seed=0).to(device), sorting_pairs(2_000, seed=1).to(device)
 
 
-def _evaluate_seq2seq(model: nn.Module, data: TensorData, run_dir: Path) -> dict[str, float]:
+def _evaluate_seq2seq(
+    model: nn.Module, data: TensorData, run_dir: Path, config: Any = None
+) -> dict[str, float]:
     """Exact match: the greedy output equals the whole target (tokens after BOS, EOS included)."""
     correct = 0
     for batch in data.batches(500):
@@ -372,7 +379,7 @@ def _fit(recipe: Recipe, config: Any, run_dir: Path, resume: bool, evaluate: boo
         train_data,
         config.train,
         run_dir,
-        evaluate=(lambda m, step, d: recipe.evaluate(m, eval_data, d)) if evaluate else None,
+        evaluate=(lambda m, step, d: recipe.evaluate(m, eval_data, d, config)) if evaluate else None,
         config_record={"recipe": recipe.name, "config": to_dict(config)},
         resume=resume,
     )
@@ -413,3 +420,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     if recipe.prepare is not None:
         recipe.prepare(model, recipe.data(config, torch.device(device))[0])
     return LoadedRun(recipe, config, model.eval(), ckpt.file_step(weights))
+
+
+# ------------------------------------------------------------------ the other families register here
+from deepzoo.recipes import autoencoders  # noqa: E402, F401

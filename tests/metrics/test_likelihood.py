@@ -1,0 +1,59 @@
+import math
+
+import pytest
+import torch
+
+from deepzoo.metrics.likelihood import bits_per_dim, importance_weighted_bound
+
+
+def _linear_gaussian(q_mean_scale: float, q_var: float):
+    """z ~ N(0, 1), x | z ~ N(z, 1), so p(x) = N(0, 2) exactly; q(z|x) = N(q_mean_scale x, q_var).
+    The true posterior is N(x / 2, 1 / 2)."""
+
+    def log_weights(x, k, y=None):
+        z = q_mean_scale * x + math.sqrt(q_var) * torch.randn(k, len(x), dtype=torch.float64)
+        log_n = lambda v, mean, var: -0.5 * (math.log(2 * math.pi * var) + (v - mean) ** 2 / var)  # noqa: E731
+        return log_n(z, 0.0, 1.0) + log_n(x, z, 1.0) - log_n(z, q_mean_scale * x, q_var)
+
+    return log_weights
+
+
+def _log_px(x):
+    return -0.5 * (math.log(2 * math.pi * 2) + x**2 / 2)
+
+
+def test_exact_posterior_gives_the_exact_likelihood_for_every_k():
+    x = torch.linspace(-3, 3, 7, dtype=torch.float64)
+    bound, elbo = importance_weighted_bound(_linear_gaussian(0.5, 0.5), x, k=5)
+    torch.testing.assert_close(bound, _log_px(x))
+    torch.testing.assert_close(elbo, _log_px(x))
+
+
+def test_bound_is_above_the_elbo_tightens_with_k_and_stays_below_log_px():
+    torch.manual_seed(0)
+    x = torch.linspace(-2, 2, 50, dtype=torch.float64)
+    log_weights = _linear_gaussian(0.0, 1.0)  # the prior as proposal: a poor q
+    bounds = {}
+    for k in (1, 10, 100, 2000):
+        bound, elbo = importance_weighted_bound(log_weights, x, k, chunk=64)
+        assert (bound >= elbo - 1e-12).all()  # Jensen, sample by sample
+        bounds[k] = bound.mean().item()
+    assert bounds[1] < bounds[10] < bounds[100] < bounds[2000]
+    assert bounds[2000] <= _log_px(x).mean().item() + 1e-3
+    assert bounds[2000] == pytest.approx(_log_px(x).mean().item(), abs=0.02)
+
+
+def test_chunking_accumulates_logsumexp_exactly():
+    weights = torch.randn(37, 5, dtype=torch.float64) * 30
+    served = iter(weights.split(8))
+
+    def log_weights(x, k, y=None):
+        return next(served)[:k]
+
+    bound, elbo = importance_weighted_bound(log_weights, torch.zeros(5), k=37, chunk=8)
+    torch.testing.assert_close(bound, torch.logsumexp(weights, 0) - math.log(37))
+    torch.testing.assert_close(elbo, weights.mean(0))
+
+
+def test_bits_per_dim():
+    assert bits_per_dim(784 * math.log(2), 784) == pytest.approx(1.0)

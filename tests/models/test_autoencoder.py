@@ -1,0 +1,107 @@
+import pytest
+import torch
+
+from deepzoo.metrics.likelihood import importance_weighted_bound
+from deepzoo.models.autoencoder import Autoencoder, AutoencoderConfig, gaussian_kl, gaussian_log_prob
+from deepzoo.train.trainer import TrainConfig, Trainer
+
+
+def _model(**kw) -> Autoencoder:
+    torch.manual_seed(0)
+    return Autoencoder(AutoencoderConfig(**({"latent": 8, "hidden": 64} | kw)))
+
+
+def test_kl_equals_torch_closed_form_and_its_monte_carlo_estimate():
+    torch.manual_seed(0)
+    mu, logvar = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+    p = torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(mu))
+    torch.testing.assert_close(gaussian_kl(mu, logvar), torch.distributions.kl_divergence(q, p).sum(-1))
+    z = q.sample((200_000,))
+    monte_carlo = (gaussian_log_prob(z, mu, logvar) - gaussian_log_prob(z, 0 * mu, 0 * logvar)).mean(0)
+    torch.testing.assert_close(monte_carlo, gaussian_kl(mu, logvar), atol=0.02, rtol=0.01)
+    torch.testing.assert_close(gaussian_log_prob(z[:3], mu, logvar), q.log_prob(z[:3]).sum(-1))
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_loss_is_reconstruction_plus_kl_in_nats_per_image(arch, mnist_small):
+    model = _model(arch=arch).eval()
+    batch = mnist_small[slice(0, 16)]
+    batch["x"] = torch.bernoulli(batch["x"], generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    out = model.loss(batch)
+    assert out["loss"].item() == pytest.approx(out["recon"].item() + out["kl"].item(), rel=1e-6)
+    torch.manual_seed(1)
+    mu, logvar = model.encode(batch["x"])
+    z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(model.decode(z), batch["x"], reduction="sum")
+    assert out["recon"].item() == pytest.approx(bce.item() / 16, rel=1e-5)
+    assert out["kl"].item() == pytest.approx(gaussian_kl(mu, logvar).mean().item(), rel=1e-6)
+
+
+def test_training_binarizes_dynamically_and_evaluation_does_not(mnist_small):
+    model = _model()
+    batch = mnist_small[slice(0, 8)]
+    torch.manual_seed(0)
+    model.train()
+    a = model.loss(batch)["recon"].item()
+    model.eval()
+    torch.manual_seed(0)
+    b = model.loss(batch)["recon"].item()
+    assert a != b  # the same noise, but binary targets in training
+
+
+def test_gaussian_likelihood_is_the_normal_density():
+    model = _model(likelihood="gaussian")
+    with torch.no_grad():
+        model.log_scale.fill_(-1.0)
+    x, mean = torch.rand(2, 1, 28, 28), torch.rand(2, 1, 28, 28)
+    expected = torch.distributions.Normal(mean, torch.tensor(-1.0).exp()).log_prob(x).sum((1, 2, 3))
+    torch.testing.assert_close(model.log_likelihood(x, mean), expected)
+
+
+def test_iwae_bound_is_above_the_elbo_and_tightens_with_k(mnist_small):
+    model = _model().eval()
+    x = torch.bernoulli(mnist_small.tensors["x"][:20], generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    means = {}
+    with torch.no_grad():
+        for k in (1, 10, 200):
+            bound, elbo = importance_weighted_bound(model.log_importance_weights, x, k, chunk=50)
+            assert (bound >= elbo - 1e-9).all()
+            means[k] = bound.mean().item()
+    assert means[1] < means[10] < means[200]
+
+
+def test_cvae_needs_labels_and_samples_the_asked_digits():
+    model = _model(kind="cvae").eval()
+    with pytest.raises(ValueError, match="labels"):
+        model.encode(torch.rand(2, 1, 28, 28))
+    samples = model.sample(12, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (12, 1, 28, 28) and 0 <= samples.min() and samples.max() <= 1
+    labels = torch.tensor([3, 3])
+    torch.manual_seed(0)
+    a = model.sample(2, labels=labels, generator=torch.Generator().manual_seed(0))
+    b = model.sample(2, labels=torch.tensor([4, 4]), generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(a, b)  # the same z, another digit
+
+
+def test_ae_samples_from_the_gaussian_of_its_training_codes(mnist_small):
+    model = _model(kind="ae", arch="conv")
+    with pytest.raises(ValueError, match="no likelihood"):
+        model.log_importance_weights(torch.rand(2, 1, 28, 28), 2)
+    model.train().loss(mnist_small[slice(0, 64)])
+    assert not torch.equal(model.code_mean, torch.zeros(8))
+    assert model.sample(4).shape == (4, 1, 28, 28)
+
+
+@pytest.mark.parametrize("kind", ["vae", "cvae"])
+def test_a_short_run_lowers_the_negative_elbo(kind, mnist_small, tmp_path):
+    model = _model(kind=kind, hidden=128)
+    batch = mnist_small[slice(0, 500)]
+    batch["x"] = torch.bernoulli(batch["x"], generator=torch.Generator().manual_seed(0))
+    before = model.eval().loss(batch)["loss"].item()
+    cfg = TrainConfig(steps=150, batch_size=64, lr=2e-3, device="cpu", progress=False, eval_every=1000)
+    Trainer(model, mnist_small, cfg, tmp_path).fit()
+    after = model.eval().loss(batch)["loss"].item()
+    assert after < before - 200  # from ~545 nats (random) to well below 345

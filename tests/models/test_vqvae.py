@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from deepzoo.data.mnist import STD
+from deepzoo.models.gpt import GPT, GPTConfig
+from deepzoo.models.vqvae import VQVAE, CodePrior, CodePriorConfig, VQVAEConfig
+from deepzoo.train.trainer import TrainConfig, Trainer
+
+SMALL = VQVAEConfig(hidden=32, res_hidden=16, res_layers=1, num_codes=32, code_dim=8, dead_threshold=1.0)
+
+
+def test_loss_is_scaled_reconstruction_plus_the_quantizer_terms(mnist_small):
+    torch.manual_seed(0)
+    model = VQVAE(SMALL).eval()
+    x = mnist_small.tensors["x"][:16]
+    out = model.loss({"x": x})
+    q = model.quantizer(model.encoder(x))
+    recon = ((model.decoder(q.z_q) - x) ** 2).mean() / STD**2
+    assert out["recon"].item() == pytest.approx(recon.item(), rel=1e-5)
+    assert out["loss"].item() == pytest.approx((recon + 0.25 * q.commit).item(), rel=1e-5)
+    assert {"vq", "commit", "perplexity", "usage"} <= out.keys()
+    assert model.encode(x).shape == (16, 7, 7)
+    assert model.decode(model.encode(x)).shape == x.shape
+
+
+@pytest.mark.parametrize("ema", [True, False])
+def test_a_short_run_learns_to_reconstruct_and_uses_many_codes(ema, mnist_small, tmp_path):
+    torch.manual_seed(0)
+    model = VQVAE(SMALL.__class__(**{**SMALL.__dict__, "ema": ema}))
+    x = mnist_small.tensors["x"][:500]
+    before = ((model.eval().reconstruct(x) - x) ** 2).mean().item()
+    cfg = TrainConfig(steps=150, batch_size=64, lr=2e-3, device="cpu", progress=False, eval_every=1000)
+    Trainer(model, mnist_small, cfg, tmp_path).fit()
+    after = ((model.eval().reconstruct(x) - x) ** 2).mean().item()
+    assert after < 0.6 * before
+    assert model.encode(x).unique().numel() >= 16  # dead-code restart keeps the codebook in use
+
+
+def test_prior_reads_class_token_then_codes_and_samples_only_codes():
+    torch.manual_seed(0)
+    config = CodePriorConfig(
+        vqvae=SMALL, gpt=GPTConfig(vocab_size=0, block_size=49, layers=1, heads=2, dim=16)
+    )
+    prior = CodePrior(config)
+    assert prior.gpt.config.vocab_size == 32 + 10
+    codes = torch.randint(0, 32, (3, 7, 7))
+    y = torch.tensor([0, 5, 9])
+    tokens = prior.tokens(codes, y)
+    assert tokens[:, 0].tolist() == [32, 37, 41] and torch.equal(tokens[:, 1:], codes.flatten(1))
+    assert prior.loss({"codes": codes, "y": y})["loss"].item() == pytest.approx(
+        prior.gpt.loss({"tokens": tokens})["loss"].item()
+    )
+    prior.train()
+    assert not prior.vqvae.training and not any(p.requires_grad for p in prior.vqvae.parameters())
+    images = prior.eval().sample(4, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (4, 1, 28, 28) and 0 <= images.min() and images.max() <= 1
+
+
+def test_generate_draws_only_ids_below_max_token():
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(vocab_size=12, block_size=16, layers=1, heads=2, dim=16))
+    with torch.no_grad():
+        gpt.embed.weight[10:] += 5.0  # make the forbidden ids the likeliest
+    out = gpt.generate(torch.full((64, 1), 10), 15, max_token=10)
+    assert out[:, 1:].max() < 10
+    assert gpt.generate(torch.full((64, 1), 10), 15)[:, 1:].max() >= 10

@@ -1,0 +1,158 @@
+import math
+
+import pytest
+import torch
+
+from deepzoo.nn.quantize import VectorQuantizer, kmeans, nearest_code, perplexity
+
+
+def _quantizer(**kw) -> VectorQuantizer:
+    torch.manual_seed(0)
+    return VectorQuantizer(**({"num_codes": 16, "dim": 4} | kw))
+
+
+def test_nearest_code_equals_brute_force_cdist():
+    torch.manual_seed(0)
+    x, codebook = torch.randn(3000, 8), torch.randn(100, 8)
+    expected = torch.cdist(x.double(), codebook.double()).argmin(dim=1)
+    assert torch.equal(nearest_code(x, codebook), expected)
+
+
+def test_codes_are_the_same_under_bf16_autocast():
+    vq = _quantizer(num_codes=64, dim=16).eval()
+    z = torch.randn(4, 16, 5, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = vq(z.bfloat16())
+    assert torch.equal(out.codes, vq(z.bfloat16().float()).codes)
+    assert out.z_q.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 3, 5), (2, 7, 4), (9, 4)])
+def test_layouts_quantize_each_vector_to_its_code(shape):
+    vq = _quantizer().eval()
+    z = torch.randn(shape)
+    out = vq(z)
+    vectors = z.permute(0, 2, 3, 1).reshape(-1, 4) if z.ndim == 4 else z.reshape(-1, 4)
+    assert torch.equal(out.codes.flatten(), nearest_code(vectors, vq.codebook))
+    assert out.z_q.shape == z.shape
+    torch.testing.assert_close(vq.lookup(out.codes), out.z_q)  # z + sg[e - z] = e up to rounding
+
+
+def test_wrong_channel_count_is_a_clear_error():
+    with pytest.raises(ValueError, match="expected 4 channels"):
+        _quantizer()(torch.randn(2, 5, 3, 3))
+
+
+def test_straight_through_gradient_reaches_the_encoder_unchanged():
+    vq = _quantizer(ema=False).eval()
+    z = torch.randn(2, 4, 3, 3, requires_grad=True)
+    upstream = torch.randn(2, 4, 3, 3)
+    (vq(z).z_q * upstream).sum().backward()
+    assert torch.equal(z.grad, upstream)
+
+
+@pytest.mark.parametrize("beta", [0.25, 2.0])
+def test_beta_weights_the_commitment_and_never_the_codebook_term(beta):
+    """dL/dz = beta * 2 (z - e) / n (commitment only); dL/de = 2 (e - z) / n summed per code
+    (codebook term only, whatever beta)."""
+    vq = _quantizer(ema=False, beta=beta).eval()
+    z = torch.randn(30, 4, requires_grad=True)
+    out = vq(z)
+    out.loss.backward()
+    e = vq.codebook.detach()[out.codes]
+    n = z.numel()
+    torch.testing.assert_close(z.grad, beta * 2 * (z.detach() - e) / n)
+    expected = torch.zeros_like(vq.codebook).index_add_(0, out.codes, 2 * (e - z.detach()) / n)
+    torch.testing.assert_close(vq.codebook.grad, expected)
+
+
+def test_each_term_sends_its_gradient_to_one_side_only():
+    vq = _quantizer(ema=False).eval()
+    z = torch.randn(30, 4, requires_grad=True)
+    vq(z).codebook.backward()
+    assert z.grad is None and vq.codebook.grad.abs().sum() > 0
+    vq.codebook.grad = None
+    vq(z).commit.backward()
+    assert vq.codebook.grad is None and z.grad.abs().sum() > 0
+
+
+def test_ema_codebook_gets_no_gradient_and_its_loss_is_beta_commit():
+    vq = _quantizer(ema=True, beta=0.5).eval()
+    z = torch.randn(30, 4, requires_grad=True)
+    out = vq(z)
+    assert not vq.codebook.requires_grad
+    torch.testing.assert_close(out.loss, 0.5 * out.commit)
+
+
+def test_ema_update_equals_a_hand_computation():
+    decay, eps = 0.5, 0.1
+    vq = VectorQuantizer(2, 1, ema=True, decay=decay, eps=eps)
+    vq.codebook.copy_(torch.tensor([[0.0], [10.0]]))
+    vq.code_sum.copy_(vq.codebook)
+    vq.code_count.fill_(1.0)
+    vq.train()(torch.tensor([[1.0], [2.0], [3.0], [12.0]]))
+    # code 0 takes 1, 2, 3 (n=3, sum 6); code 1 takes 12 (n=1, sum 12)
+    counts = torch.tensor([0.5 * 1 + 0.5 * 3, 0.5 * 1 + 0.5 * 1])  # [2, 1]
+    sums = torch.tensor([0.5 * 0 + 0.5 * 6, 0.5 * 10 + 0.5 * 12])  # [3, 11]
+    total = counts.sum()
+    smoothed = (counts + eps) / (total + 2 * eps) * total
+    torch.testing.assert_close(vq.code_count, counts)
+    torch.testing.assert_close(vq.codebook.squeeze(1), sums / smoothed)
+
+
+def test_unused_code_is_restarted_from_an_encoder_output():
+    vq = VectorQuantizer(3, 2, decay=0.9, dead_threshold=0.95)
+    vq.codebook.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0], [1e3, 1e3]]))  # code 2 is never nearest
+    vq.code_sum.copy_(vq.codebook)
+    z = torch.rand(64, 2)
+    out = vq.train()(z)
+    assert (out.codes != 2).all()
+    fresh = vq.codebook[2]
+    assert torch.isclose(z, fresh).all(dim=1).any(), "the dead code should now be one of the batch's vectors"
+    assert vq.code_count[2] == pytest.approx(0.95)
+    live = _quantizer(dead_threshold=0.0).train()
+    before = live.codebook.clone()
+    live(torch.full((8, 4), 50.0))  # every vector takes one code; no restart without a threshold
+    assert torch.isclose(live.codebook, before).all(dim=1).sum() == 15
+
+
+def test_loss_mode_restarts_too_and_keeps_its_parameter():
+    vq = VectorQuantizer(3, 2, ema=False, decay=0.9, dead_threshold=0.95)
+    with torch.no_grad():
+        vq.codebook.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0], [1e3, 1e3]]))
+    vq.train()(torch.rand(64, 2))
+    assert vq.codebook[2].abs().max() <= 1.0
+    assert isinstance(vq.codebook, torch.nn.Parameter)
+
+
+def test_perplexity_is_exp_entropy_of_usage():
+    codes = torch.tensor([0, 0, 1, 2])
+    p = torch.tensor([0.5, 0.25, 0.25])
+    assert perplexity(codes, 8).item() == pytest.approx(math.exp(-(p * p.log()).sum().item()))
+    assert perplexity(torch.arange(16), 16).item() == pytest.approx(16.0)
+    assert perplexity(torch.zeros(10, dtype=torch.long), 16).item() == pytest.approx(1.0)
+    vq = _quantizer().eval()
+    out = vq(torch.randn(200, 4))
+    assert out.perplexity.item() == pytest.approx(perplexity(out.codes, 16).item())
+    assert out.usage.item() == pytest.approx(out.codes.unique().numel() / 16)
+
+
+def test_kmeans_lowers_inertia_to_a_fixed_point_and_initializes_the_codebook():
+    torch.manual_seed(0)
+    centers = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = (centers[:, None] + 0.1 * torch.randn(3, 100, 2)).reshape(-1, 2)
+
+    def inertia(centroids):
+        return torch.cdist(x, centroids).min(dim=1).values.square().sum()
+
+    start = kmeans(x, 3, iters=0, generator=torch.Generator().manual_seed(3))
+    found = kmeans(x, 3, iters=20, generator=torch.Generator().manual_seed(3))
+    assert inertia(found) <= inertia(start)
+    assign = nearest_code(x, found)  # a fixed point of Lloyd's step: each centroid is its cluster's mean
+    for k in range(3):
+        torch.testing.assert_close(found[k], x[assign == k].mean(dim=0))
+    vq = VectorQuantizer(3, 2, kmeans_init=True, kmeans_iters=20).train()
+    assert not bool(vq.initialized)
+    vq(x)
+    assert bool(vq.initialized)
+    assert torch.cdist(vq.codebook, x).min(dim=1).values.max() < 1.0  # codes sit on the data

@@ -1,0 +1,73 @@
+"""End-to-end runs of the generative recipes at toy sizes: training, grids, metrics, loading, sampling."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from deepzoo.cli import main
+from deepzoo.models.gpt import GPTConfig
+from deepzoo.models.vqvae import CodePriorConfig
+from deepzoo.recipes import get_recipe, load_run, train_recipe
+from deepzoo.recipes.autoencoders import SampleEval
+
+FAST = dict(steps=4, batch_size=32, eval_every=4, checkpoint_every=4, progress=False, device="cpu")
+FEW = SampleEval(samples=30, iwae_k=3, iwae_examples=20)
+
+
+def _config(name, **kw):
+    default = get_recipe(name).default
+    return replace(default, train=replace(default.train, **FAST), **kw)
+
+
+def _eval_record(run_dir):
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in lines if r["split"] == "eval"][-1]
+
+
+@pytest.mark.parametrize("name", ["ae-mnist", "vae-mnist", "cvae-mnist"])
+def test_autoencoder_recipes_write_grids_and_metrics(name, tmp_path):
+    default = get_recipe(name).default
+    config = _config(name, eval=FEW, model=replace(default.model, hidden=32))
+    result = train_recipe(name, config, tmp_path / name)
+    assert (result.run_dir / "samples" / "samples.png").exists()
+    assert (result.run_dir / "samples" / "reconstructions.png").exists()
+    record = _eval_record(result.run_dir)
+    assert record["fid"] > 0
+    if name != "ae-mnist":
+        assert (
+            record["nll_iwae3"] <= record["loss"] + 5
+        )  # the bound is tighter than one-sample ELBO, up to noise
+    if name == "cvae-mnist":
+        assert 0 <= record["label_accuracy"] <= 1
+
+
+def test_vqvae_then_its_prior_then_sampling_from_the_command_line(tmp_path):
+    small = replace(
+        get_recipe("vqvae-mnist").default.model, hidden=16, res_hidden=8, num_codes=16, code_dim=4
+    )
+    vq_run = train_recipe("vqvae-mnist", _config("vqvae-mnist", model=small), tmp_path / "vq").run_dir
+    assert {"mse", "perplexity", "usage"} <= _eval_record(vq_run).keys()
+    assert (vq_run / "samples" / "reconstructions.png").exists()
+
+    prior = CodePriorConfig(gpt=GPTConfig(vocab_size=0, block_size=49, layers=1, heads=2, dim=16))
+    config = _config("vqvae-prior-mnist", vqvae_run=str(vq_run), model=prior, eval=FEW)
+    prior_run = train_recipe("vqvae-prior-mnist", config, tmp_path / "prior").run_dir
+    record = _eval_record(prior_run)
+    assert record["fid"] > 0 and 0 <= record["label_accuracy"] <= 1
+    loaded = load_run(prior_run)
+    assert loaded.model.config.vqvae == small  # the VQ-VAE's config comes from its run
+    vq = load_run(vq_run).model
+    for a, b in zip(vq.state_dict().values(), loaded.model.vqvae.state_dict().values()):
+        assert torch.equal(a, b)
+    out = tmp_path / "sample.png"
+    assert main(["sample", str(prior_run), "--n", "10", "--out", str(out), "--device", "cpu"]) in (0, None)
+    assert out.exists()
+
+
+def test_prior_without_a_vqvae_run_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "vqvae-prior-mnist", "--train.steps", "1"])
+    assert exit_info.value.code == 2
+    assert "--vqvae-run must name a trained vqvae-mnist run" in capsys.readouterr().err
