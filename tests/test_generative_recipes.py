@@ -71,3 +71,31 @@ def test_prior_without_a_vqvae_run_is_a_clear_error(capsys):
         main(["train", "vqvae-prior-mnist", "--train.steps", "1"])
     assert exit_info.value.code == 2
     assert "--vqvae-run must name a trained vqvae-mnist run" in capsys.readouterr().err
+
+
+TINY_NET = {"channels": (8, 16, 16), "heads": 2}
+
+
+@pytest.mark.parametrize("name", ["ddpm-mnist", "edm-mnist"])
+def test_diffusion_recipes_write_grids_and_sample_quality(name, tmp_path):
+    default = get_recipe(name).default
+    model = replace(default.model, net=replace(default.model.net, **TINY_NET), steps=2)
+    result = train_recipe(name, _config(name, model=model, eval=FEW), tmp_path / name)
+    assert (result.run_dir / "samples" / "samples.png").exists()
+    record = _eval_record(result.run_dir)
+    assert record["fid"] > 0 and 0 <= record["label_accuracy"] <= 1
+
+
+def test_flow_matching_then_reflow_then_sampling(tmp_path):
+    default = get_recipe("flow-matching-mnist").default
+    model = replace(default.model, net=replace(default.model.net, **TINY_NET), steps=2)
+    flow_run = train_recipe("flow-matching-mnist", _config("flow-matching-mnist", model=model, eval=FEW),
+                            tmp_path / "flow").run_dir  # fmt: skip
+    config = _config("rectified-flow-mnist", flow_run=str(flow_run), pairs=40, teacher_steps=2, eval=FEW)
+    reflow_run = train_recipe("rectified-flow-mnist", config, tmp_path / "reflow").run_dir
+    assert (flow_run / "reflow-40-heun-2.safetensors").exists()  # the couplings are cached
+    loaded = load_run(reflow_run)
+    assert loaded.model.config.net == model.net and loaded.model.config.sampler == "rectified_flow_euler"
+    out = tmp_path / "sample.png"
+    assert main(["sample", str(reflow_run), "--n", "10", "--out", str(out), "--device", "cpu"]) in (0, None)
+    assert out.exists()

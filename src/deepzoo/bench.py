@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from deepzoo import bench_generative
 from deepzoo.train import checkpoint as ckpt
 from deepzoo.train.logging import read_metrics
 
@@ -304,6 +305,8 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "resnet-mnist": bench_resnet_mnist,
 }
 
+BENCHMARKS |= bench_generative.BENCHMARKS
+
 
 def machine() -> dict[str, Any]:
     return {
@@ -384,6 +387,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 f"| `{name}`: {row['metric']} ({row['steps']} steps, {row['wall_seconds']:.0f} s wall"
                 f"{'; ' + extra if extra else ''}) | {value} | {row['expected']} |"
             )
+    rows += bench_generative.table_rows(results)
     return "\n".join(rows) + "\n"
 
 

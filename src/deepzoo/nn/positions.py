@@ -17,16 +17,21 @@ import torch
 from torch import nn
 
 
-def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
-    """(length, dim) table of sin/cos features, dim even."""
+def sinusoidal_features(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Positions (...) (integers or real, e.g. diffusion times) -> (..., dim) features
+    [sin(p w_0), cos(p w_0), sin(p w_1), ...] with w_i = 10000^(-2i/dim), dim even."""
     if dim % 2:
         raise ValueError(f"sinusoidal positions need an even width, got {dim}")
-    t = torch.arange(length, dtype=torch.float32)[:, None]
-    w = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float32) / dim)
-    table = torch.zeros(length, dim)
-    table[:, 0::2] = torch.sin(t * w)
-    table[:, 1::2] = torch.cos(t * w)
-    return table
+    w = torch.exp(
+        -math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float32, device=positions.device) / dim
+    )
+    angles = positions.float()[..., None] * w
+    return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(-2)
+
+
+def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
+    """(length, dim) table of sin/cos features for positions 0..length-1, dim even."""
+    return sinusoidal_features(torch.arange(length), dim)
 
 
 class SinusoidalPositions(nn.Module):

@@ -423,4 +423,4 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
 
 
 # ------------------------------------------------------------------ the other families register here
-from deepzoo.recipes import autoencoders  # noqa: E402, F401
+from deepzoo.recipes import autoencoders, diffusion  # noqa: E402, F401

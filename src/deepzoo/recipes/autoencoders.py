@@ -134,7 +134,7 @@ _autoencoder(
     "VAE (MLP 784-512-512-32, Bernoulli decoder) on dynamically binarized MNIST, IWAE test NLL",
     AutoencoderRun(
         AutoencoderConfig(kind="vae", arch="mlp", latent=32, hidden=512),
-        train=_adamw(75_000, 128, 1e-3, 500, 15_000, max_seconds=600.0),
+        train=_adamw(70_000, 128, 1e-3, 500, 14_000, max_seconds=600.0),
     ),
     "nll_iwae100 (nats)",
     "one-stochastic-layer VAE: 86.76 nats (IWAE k=5000, Burda et al., 2016); goal here 95 in 10 minutes",
@@ -254,7 +254,7 @@ register(
     Recipe(
         name="vqvae-prior-mnist",
         summary="class-conditional GPT over a trained VQ-VAE's 7x7 codes; samples decode to digits",
-        default=CodePriorRun(train=_adamw(3000, 128, 2e-3, 100, 1000, keep_best="val_loss:min")),
+        default=CodePriorRun(train=_adamw(1500, 128, 2e-3, 100, 500, keep_best="val_loss:min")),
         build=_build_prior,
         data=_prior_splits,
         evaluate=_evaluate_prior,

@@ -1,0 +1,102 @@
+import pytest
+import torch
+
+from deepzoo.diffusion.losses import DDPMLoss, EDMLoss, FlowMatchingLoss, weighted_denoising_loss
+from deepzoo.diffusion.preconditioning import Denoiser, Preconditioning
+from deepzoo.diffusion.schedules import FlowSchedule, VPSchedule
+
+KINDS = ["epsilon", "x0", "v", "edm", "velocity"]
+
+
+class Oracle(torch.nn.Module):
+    """A network that outputs the exact target for the (x0, eps) it was given, plus `offset`."""
+
+    def __init__(self, precond, x0, eps, sigma, offset=0.0):
+        super().__init__()
+        self.precond, self.x0, self.eps, self.sigma, self.offset = precond, x0, eps, sigma, offset
+
+    def forward(self, x_in, c_noise, labels=None):
+        c_skip, c_out, c_in = (c.reshape(-1, 1) for c in self.precond.coefficients(self.sigma))
+        x_hat = self.x0 + self.sigma.reshape(-1, 1) * self.eps
+        torch.testing.assert_close(
+            x_in.double(), (c_in * x_hat).to(x_in.dtype).double()
+        )  # D's input is c_in x_hat
+        return ((self.x0 - c_skip * x_hat) / c_out + self.offset).float()
+
+
+def _setup(kind, sigma_data=0.5):
+    torch.manual_seed(0)
+    x0, eps = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    sigma = torch.tensor([0.01, 0.3, 1.0, 5.0, 50.0], dtype=torch.float64)
+    return Preconditioning(kind, sigma_data), x0, eps, sigma
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_denoiser_with_the_ideal_target_returns_x0_and_the_loss_is_zero(kind):
+    precond, x0, eps, sigma = _setup(kind)
+    denoiser = Denoiser(Oracle(precond, x0, eps, sigma), precond)
+    torch.testing.assert_close(denoiser(x0 + sigma[:, None] * eps, sigma).double(), x0, atol=1e-4, rtol=1e-4)
+    loss = weighted_denoising_loss(denoiser, x0.float(), sigma, torch.ones(5), eps=eps.float())
+    assert loss.abs().max().item() < 1e-6
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_loss_has_the_stated_weighting(kind):
+    """An error delta in F is an error c_out delta in D: loss = lambda c_out^2 delta^2."""
+    precond, x0, eps, sigma = _setup(kind)
+    denoiser = Denoiser(Oracle(precond, x0, eps, sigma, offset=0.1), precond)
+    weight = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0], dtype=torch.float64)
+    loss = weighted_denoising_loss(denoiser, x0.float(), sigma, weight, eps=eps.float())
+    _, c_out, _ = precond.coefficients(sigma)
+    torch.testing.assert_close(loss.double(), weight * c_out.square() * 0.01, rtol=1e-4, atol=1e-9)
+
+
+def test_ddpm_loss_is_the_epsilon_mse_and_flow_loss_the_velocity_mse():
+    torch.manual_seed(0)
+    x0, eps = torch.randn(4, 6), torch.randn(4, 6)
+    net = lambda x, c, labels=None: torch.tanh(x) * 0.3  # noqa: E731 (any network)
+
+    vp = VPSchedule()
+    eps_denoiser = Denoiser(net, Preconditioning("epsilon"), vp)
+    sigma = vp.sigmas[torch.tensor([3, 100, 500, 999])]
+    loss = weighted_denoising_loss(eps_denoiser, x0, sigma, DDPMLoss.weight(sigma), eps=eps)
+    x_t = vp.noised(x0.double(), eps.double(), vp.t_of_sigma(sigma)).float()
+    torch.testing.assert_close(loss, (net(x_t, None) - eps).square().mean(1), rtol=1e-4, atol=1e-6)
+
+    flow = Denoiser(net, Preconditioning("velocity"), FlowSchedule())
+    t = torch.tensor([0.1, 0.4, 0.7, 0.95], dtype=torch.float64)
+    sigma = t / (1 - t)
+    loss = weighted_denoising_loss(flow, x0, sigma, FlowMatchingLoss.weight(sigma), eps=eps)
+    x_t = ((1 - t[:, None]) * x0 + t[:, None] * eps).float()
+    torch.testing.assert_close(loss, (net(x_t, None) - (eps - x0)).square().mean(1), rtol=1e-4, atol=1e-6)
+
+
+def test_edm_weighting_makes_the_effective_weight_one():
+    sigma = torch.logspace(-2, 2, 9, dtype=torch.float64)
+    _, c_out, _ = Preconditioning("edm", 0.5).coefficients(sigma)
+    torch.testing.assert_close(
+        EDMLoss(sigma_data=0.5).weight(sigma) * c_out.square(), torch.ones(9, dtype=torch.float64)
+    )
+
+
+def test_noise_level_distributions():
+    torch.manual_seed(0)
+    log_sigma = EDMLoss(p_mean=-1.2, p_std=1.2).sample_sigma(100_000, torch.device("cpu")).log()
+    assert log_sigma.mean().item() == pytest.approx(-1.2, abs=0.02)
+    assert log_sigma.std().item() == pytest.approx(1.2, abs=0.02)
+    vp = VPSchedule()
+    sigma = DDPMLoss(vp).sample_sigma(1000, torch.device("cpu"))
+    assert torch.isin(sigma, vp.sigmas).all()
+    t = FlowMatchingLoss(t_max=0.999).sample_t(100_000, torch.device("cpu"))
+    assert 0 < t.min() and t.max() <= 0.999 and t.mean().item() == pytest.approx(0.4995, abs=0.01)
+
+
+def test_preconditioned_inputs_are_the_native_states():
+    """epsilon: the network sees the VP state sqrt(abar) x_hat; velocity: (1 - t) x0 + t eps."""
+    _, x0, eps, sigma = _setup("epsilon")
+    x_hat = x0 + sigma[:, None] * eps
+    _, _, c_in = Preconditioning("epsilon").coefficients(sigma)
+    torch.testing.assert_close(c_in[:, None] * x_hat, x_hat / (1 + sigma[:, None] ** 2).sqrt())
+    _, _, c_in = Preconditioning("velocity").coefficients(sigma)
+    t = (sigma / (1 + sigma))[:, None]
+    torch.testing.assert_close(c_in[:, None] * x_hat, (1 - t) * x0 + t * eps)

@@ -1,0 +1,167 @@
+"""Samplers driven by closed-form ideal denoisers: their outputs must follow the target law."""
+
+import math
+
+import pytest
+import torch
+
+from deepzoo.diffusion.samplers import (
+    SAMPLERS,
+    ddim,
+    ddpm,
+    dpmpp_2m,
+    euler,
+    guided,
+    heun,
+    nfe,
+    rectified_flow_euler,
+)
+from deepzoo.diffusion.schedules import VPSchedule, flow_sigmas, karras_sigmas
+
+MEAN = torch.tensor([1.0, -0.5], dtype=torch.float64)
+COV = torch.tensor([[0.5, 0.3], [0.3, 0.4]], dtype=torch.float64)
+
+
+def gaussian_denoiser(x, sigma):
+    """E[x_0 | x_0 + sigma eps = x] for x_0 ~ N(MEAN, COV): MEAN + COV (COV + sigma^2 I)^-1 (x - MEAN)."""
+    gain = COV @ torch.linalg.inv(COV + sigma.double() ** 2 * torch.eye(2, dtype=torch.float64))
+    return MEAN + (x.double() - MEAN) @ gain.T
+
+
+MIX_MEANS = torch.tensor([-2.0, 1.0, 3.0], dtype=torch.float64)
+MIX_WEIGHTS = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+MIX_STD = 0.2
+
+
+def mixture_denoiser(x, sigma):
+    """1-d mixture of N(m_k, s^2): D = sum_k w_k(x) (m_k + s^2 / (s^2 + sigma^2) (x - m_k)),
+    w_k(x) proportional to pi_k N(x; m_k, s^2 + sigma^2)."""
+    var = MIX_STD**2 + sigma.double() ** 2
+    log_w = MIX_WEIGHTS.log() - 0.5 * (x.double() - MIX_MEANS) ** 2 / var
+    w = torch.softmax(log_w, dim=-1)
+    return (w * (MIX_MEANS + MIX_STD**2 / var * (x.double() - MIX_MEANS))).sum(-1, keepdim=True)
+
+
+def _grid(sampler, steps):
+    if sampler == "rectified_flow_euler":
+        return flow_sigmas(steps, t_max=0.9999)
+    return karras_sigmas(steps, 0.002, 80.0)
+
+
+CASES = [
+    ("euler", {}), ("heun", {}), ("heun", {"s_churn": 10.0}), ("ddim", {}), ("ddim", {"eta": 0.5}),
+    ("ddpm", {}), ("dpmpp_2m", {}), ("rectified_flow_euler", {}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name,options", CASES)
+def test_samplers_reproduce_a_gaussian_mean_and_covariance(name, options):
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(100_000, 2, generator=generator, dtype=torch.float64)
+    steps = 1000 if name == "ddpm" else 256  # plugging D into the posterior is first order in the step
+    x = SAMPLERS[name](gaussian_denoiser, noise, _grid(name, steps), generator, **options)
+    torch.testing.assert_close(x.mean(0), MEAN, atol=0.02, rtol=0)  # Monte Carlo sd ~ 0.002
+    torch.testing.assert_close(torch.cov(x.T), COV, atol=0.02, rtol=0)
+
+
+@pytest.mark.parametrize("name,options", CASES)
+def test_samplers_reproduce_mixture_weights(name, options):
+    generator = torch.Generator().manual_seed(1)
+    noise = torch.randn(20_000, 1, generator=generator, dtype=torch.float64)
+    x = SAMPLERS[name](mixture_denoiser, noise, _grid(name, 96), generator, **options)
+    component = (x - MIX_MEANS).abs().argmin(dim=1)
+    weights = torch.bincount(component, minlength=3).double() / len(x)
+    torch.testing.assert_close(weights, MIX_WEIGHTS, atol=0.02, rtol=0)
+    within = (x - MIX_MEANS[component, None]).abs().squeeze(1) < 4 * MIX_STD
+    assert within.double().mean() > 0.98  # samples land on the components, not between them
+
+
+def test_error_shrinks_as_steps_grow():
+    noise = torch.randn(20_000, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+
+    def covariance_error(sampler, steps):
+        x = sampler(gaussian_denoiser, noise, karras_sigmas(steps))
+        return (torch.cov(x.T) - COV).abs().max().item()
+
+    for sampler in (euler, heun, dpmpp_2m):
+        errors = [covariance_error(sampler, n) for n in (8, 16, 32)]
+        assert errors[0] > errors[1] > errors[2]
+    for second_order in (heun, dpmpp_2m):  # second order beats first on a fine enough grid
+        assert covariance_error(second_order, 32) < 0.2 * covariance_error(euler, 32)
+
+
+def test_ddim_eta_zero_is_the_euler_step_of_the_probability_flow_ode():
+    noise = torch.randn(100, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    for sigmas in (karras_sigmas(10), VPSchedule().sampling_sigmas(10, "trailing")):
+        torch.testing.assert_close(
+            ddim(gaussian_denoiser, noise, sigmas), euler(gaussian_denoiser, noise, sigmas)
+        )
+
+
+def test_rectified_flow_euler_equals_euler_on_the_same_grid():
+    noise = torch.randn(100, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    sigmas = flow_sigmas(6, t_max=0.999)
+    torch.testing.assert_close(
+        rectified_flow_euler(gaussian_denoiser, noise, sigmas), euler(gaussian_denoiser, noise, sigmas)
+    )
+
+
+def test_ancestral_step_equals_the_ddpm_update():
+    """x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t) eps_hat) / sqrt(alpha_t) + sqrt(beta_tilde_t) z,
+    beta_tilde_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t, on the VP state x_t = sqrt(abar_t) x_hat."""
+    vp = VPSchedule()
+    t = 500
+    sigmas = torch.tensor([vp.sigmas[t].item(), vp.sigmas[t - 1].item(), 0.0], dtype=torch.float64)
+    noise = torch.randn(50, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    seen = []
+
+    def recording(x, sigma):
+        seen.append(x.clone())
+        return gaussian_denoiser(x, sigma)
+
+    ddpm(recording, noise, sigmas, torch.Generator().manual_seed(6))
+    x_hat = noise * sigmas[0]
+    abar, abar_prev, beta = vp.alpha_bar[t], vp.alpha_bar[t - 1], vp.betas[t]
+    x_t = abar.sqrt() * x_hat
+    eps_hat = (x_hat - gaussian_denoiser(x_hat, sigmas[0])) / sigmas[0]
+    z = torch.randn(50, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    beta_tilde = (1 - abar_prev) / (1 - abar) * beta
+    expected = (x_t - beta / (1 - abar).sqrt() * eps_hat) / (1 - beta).sqrt() + beta_tilde.sqrt() * z
+    torch.testing.assert_close(abar_prev.sqrt() * seen[1], expected)
+
+
+def test_each_step_goes_to_the_next_grid_entry_whatever_the_spacing():
+    vp = VPSchedule()
+    for spacing in ("linspace", "leading", "trailing"):
+        sigmas = vp.sampling_sigmas(7, spacing)
+        for sampler in (ddim, ddpm, euler):
+            seen = []
+            sampler(lambda x, s: seen.append(s.item()) or x * 0, torch.zeros(1, 1), sigmas)  # noqa: B023
+            assert seen == pytest.approx(sigmas[:-1].tolist())
+
+
+def test_network_evaluations():
+    calls = []
+    counting = lambda x, s: calls.append(1) or gaussian_denoiser(x, s)  # noqa: E731
+    for name in SAMPLERS:
+        calls.clear()
+        SAMPLERS[name](counting, torch.zeros(3, 2, dtype=torch.float64), karras_sigmas(8))
+        assert len(calls) == nfe(name, 8), name
+
+
+def test_bad_grids_are_clear_errors():
+    for bad in (torch.tensor([1.0, 2.0, 0.0]), torch.tensor([5.0, 1.0]), torch.tensor([math.inf, 1.0, 0.0])):
+        with pytest.raises(ValueError, match="sigmas"):
+            heun(gaussian_denoiser, torch.zeros(1, 2), bad)
+
+
+def test_guidance_scale_zero_and_one_are_the_unconditional_and_conditional_predictions():
+    def denoise(x, sigma, labels):
+        return x * 0 + labels[:, None].double()
+
+    labels, null = torch.tensor([3, 5]), 10
+    x, sigma = torch.zeros(2, 1, dtype=torch.float64), torch.tensor(1.0)
+    assert guided(denoise, labels, null, 1.0)(x, sigma).squeeze(1).tolist() == [3, 5]
+    assert guided(denoise, labels, null, 0.0)(x, sigma).squeeze(1).tolist() == [10, 10]
+    # w = 2: D(null) + 2 (D(y) - D(null))
+    assert guided(denoise, labels, null, 2.0)(x, sigma).squeeze(1).tolist() == [-4, 0]
