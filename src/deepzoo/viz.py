@@ -93,3 +93,23 @@ def plot_confusion(matrix: torch.Tensor, path: str | Path) -> None:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     _save_figure(fig, path)
+
+
+def plot_lines(
+    panels: dict[str, dict[str, tuple[list[float], list[float]]]],
+    path: str | Path,
+    xlabel: str,
+    log_x: bool = False,
+) -> None:
+    """One panel per entry of `panels` (its title -> {line label: (xs, ys)}), side by side."""
+    plt = _figure()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (title, lines) in zip(axes.flat, panels.items()):
+        for label, (xs, ys) in lines.items():
+            ax.plot(xs, ys, marker="o", label=label)
+        if log_x:
+            ax.set_xscale("log", base=2)
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.legend(fontsize=7)
+    _save_figure(fig, path)

@@ -46,11 +46,12 @@ def nfe(sampler: str, steps: int) -> int:
 
 @torch.no_grad()
 def euler(denoise: Denoise, noise: torch.Tensor, sigmas: torch.Tensor, generator=None) -> torch.Tensor:
+    """x + (sigma' - sigma) (x - D) / sigma, computed as D + (sigma' / sigma) (x - D), one lerp."""
     sigmas = _check(sigmas)
-    x = noise * sigmas[0].item()
-    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
-        d = (x - denoise(x, sigma)) / sigma.item()
-        x = x + (sigma_next - sigma).item() * d
+    values = sigmas.tolist()
+    x = noise * values[0]
+    for i, sigma in enumerate(sigmas[:-1].unbind()):
+        x = torch.lerp(denoise(x, sigma).to(x.dtype), x, values[i + 1] / values[i])
     return x
 
 
@@ -88,15 +89,16 @@ def heun(
 def ddim(
     denoise: Denoise, noise: torch.Tensor, sigmas: torch.Tensor, generator=None, eta: float = 0.0
 ) -> torch.Tensor:
-    """Song et al. (2021) in sigma form: eta = 0 deterministic (the Euler step), eta = 1 DDPM."""
+    """Song et al. (2021) in sigma form: eta = 0 deterministic (the Euler step), eta = 1 DDPM.
+    x' = D + sqrt(sigma'^2 - c^2) eps_hat + c z with eps_hat = (x - D) / sigma, i.e.
+    lerp(D, x, sqrt(sigma'^2 - c^2) / sigma) + c z."""
     sigmas = _check(sigmas)
-    x = noise * sigmas[0].item()
-    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
-        s, s_next = sigma.item(), sigma_next.item()
-        x0 = denoise(x, sigma)
-        eps = (x - x0) / s
+    values = sigmas.tolist()
+    x = noise * values[0]
+    for i, sigma in enumerate(sigmas[:-1].unbind()):
+        s, s_next = values[i], values[i + 1]
         c = eta * s_next * math.sqrt(max(0.0, 1 - s_next**2 / s**2))
-        x = x0 + math.sqrt(max(0.0, s_next**2 - c**2)) * eps
+        x = torch.lerp(denoise(x, sigma).to(x.dtype), x, math.sqrt(max(0.0, s_next**2 - c**2)) / s)
         if c > 0:
             x = x + c * _randn(x, generator)
     return x
@@ -136,14 +138,15 @@ def dpmpp_2m(denoise: Denoise, noise: torch.Tensor, sigmas: torch.Tensor, genera
 def rectified_flow_euler(
     denoise: Denoise, noise: torch.Tensor, sigmas: torch.Tensor, generator=None
 ) -> torch.Tensor:
-    """Euler on the flow state x_t = (1 - t) x_0 + t eps with velocity u = (x_t - D) / t,
-    t = sigma / (1 + sigma); starts at x_{t_0} = t_0 noise. Equal to `euler` up to rounding."""
+    """Euler on the flow state x_t = (1 - t) x_0 + t eps, t = sigma / (1 + sigma), with velocity
+    u = (x_t - D) / t: x_t' = x_t + (t' - t) u = lerp(D, x_t, t' / t); starts at x_{t_0} = t_0 noise.
+    Equal to `euler` on the same grid (x_t = (1 - t) x_hat), which skips the rescaling."""
     sigmas = _check(sigmas)
     ts = (sigmas / (1 + sigmas)).tolist()
     x = noise * ts[0]
-    for sigma, t, t_next in zip(sigmas[:-1], ts[:-1], ts[1:]):
-        velocity = (x - denoise(x / (1 - t), sigma)) / t
-        x = x + (t_next - t) * velocity
+    for i, sigma in enumerate(sigmas[:-1].unbind()):
+        t = ts[i]
+        x = torch.lerp(denoise(x * (1 / (1 - t)), sigma).to(x.dtype), x, ts[i + 1] / t)
     return x
 
 
