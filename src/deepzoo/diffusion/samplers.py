@@ -23,11 +23,13 @@ from collections.abc import Callable
 
 import torch
 
+from deepzoo.rng import randn
+
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _randn(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(like.shape, generator=generator, dtype=like.dtype, device="cpu").to(like.device)
+    return randn(like.shape, generator, like.device, like.dtype)
 
 
 def _check(sigmas: torch.Tensor) -> torch.Tensor:

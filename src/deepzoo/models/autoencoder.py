@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepzoo.rng import randn
+
 IMAGE_SHAPE = (1, 28, 28)
 PIXELS = 28 * 28
 LOG_2PI = math.log(2 * math.pi)
@@ -216,7 +218,7 @@ class Autoencoder(nn.Module):
         """n images E[x|z], z ~ p(z) (the AE: the Gaussian fitted to its training codes), in [0, 1].
         The CVAE draws the digits `labels` (default 0, 1, ..., 9, 0, ...)."""
         device = next(self.parameters()).device
-        z = torch.randn(n, self.config.latent, generator=generator, device="cpu").to(device)
+        z = randn((n, self.config.latent), generator, device)
         if self.config.kind == "ae":
             z = self.code_mean + z * self.code_var.sqrt()
         y = None

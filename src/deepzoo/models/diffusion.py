@@ -26,6 +26,7 @@ from deepzoo.diffusion.schedules import (
     karras_sigmas,
 )
 from deepzoo.nn.unet import UNet, UNetConfig
+from deepzoo.rng import randn
 
 Process = Literal["vp", "ve", "edm", "flow"]
 T_SCALE = {"vp": 1.0, "ve": 1000.0, "edm": 250.0, "flow": 1000.0}
@@ -156,7 +157,7 @@ class Diffusion(nn.Module):
         options: sampler, steps, guidance (defaults from the config)."""
         device = next(self.parameters()).device
         shape = (n, self.config.net.in_channels, self.config.image_size, self.config.image_size)
-        noise = torch.randn(shape, generator=generator).to(device)
+        noise = randn(shape, generator, device)
         if labels is None and self.config.net.num_classes:
             labels = torch.arange(n, device=device) % self.config.net.num_classes
         x0 = self.generate(noise, labels, generator=generator, **options)
