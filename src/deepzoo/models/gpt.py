@@ -53,7 +53,7 @@ def sample_next(
         kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
-    if generator is not None and generator.device != probs.device:  # a CPU generator for CUDA logits
+    if generator is not None and generator.device.type != probs.device.type:  # CPU generator, CUDA logits
         return torch.multinomial(probs.cpu(), 1, generator=generator).to(probs.device)
     return torch.multinomial(probs, 1, generator=generator)
 
@@ -127,9 +127,11 @@ class GPT(nn.Module):
         tokens = prompt
         caches = self.new_caches() if use_cache else None
         logits = self(prompt[:, -self.config.block_size :], caches)[:, -1]
-        for _ in range(new_tokens):
+        for i in range(new_tokens):
             token = sample_next(logits[:, :max_token], temperature, top_k, generator)
             tokens = torch.cat([tokens, token], dim=1)
+            if i == new_tokens - 1:
+                break  # the last token needs no logits (and may sit at position block_size)
             if caches is not None:
                 logits = self(token, caches)[:, -1]
             else:
