@@ -143,7 +143,7 @@ _autoencoder(
     "cvae-mnist",
     "conditional VAE (label one-hot into encoder and decoder), class-conditional samples",
     AutoencoderRun(
-        AutoencoderConfig(kind="cvae", arch="mlp", latent=16, hidden=512),
+        AutoencoderConfig(kind="cvae", arch="mlp", latent=4, hidden=512),
         train=_adamw(6000, 128, 1e-3, 200, 2000),
     ),
     "label_accuracy",
