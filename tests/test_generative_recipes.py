@@ -93,7 +93,7 @@ def test_flow_matching_then_reflow_then_sampling(tmp_path):
                             tmp_path / "flow").run_dir  # fmt: skip
     config = _config("rectified-flow-mnist", flow_run=str(flow_run), pairs=40, teacher_steps=2, eval=FEW)
     reflow_run = train_recipe("rectified-flow-mnist", config, tmp_path / "reflow").run_dir
-    assert (flow_run / "reflow-40-heun-2.safetensors").exists()  # the couplings are cached
+    assert (flow_run / "reflow-40-dpmpp_2m-2.safetensors").exists()  # the couplings are cached
     loaded = load_run(reflow_run)
     assert loaded.model.config.net == model.net and loaded.model.config.sampler == "rectified_flow_euler"
     out = tmp_path / "sample.png"

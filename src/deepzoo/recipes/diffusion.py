@@ -90,7 +90,7 @@ class ReflowRun:
     """The trained `flow-matching-mnist` run to straighten (its weights initialize this model)."""
     pairs: int = 10_000
     """(noise, sample) couplings drawn from it, cached in the flow run's directory."""
-    teacher_sampler: str = "heun"
+    teacher_sampler: str = "dpmpp_2m"
     teacher_steps: int = 8
     model: DiffusionConfig = DiffusionConfig(
         process="flow", parameterization="velocity", objective="flow", sampler="rectified_flow_euler", steps=4
