@@ -9,8 +9,7 @@ import torch
 from deepzoo.cli import main
 from deepzoo.models.gpt import GPTConfig
 from deepzoo.models.vqvae import CodePriorConfig
-from deepzoo.recipes import get_recipe, load_run, train_recipe
-from deepzoo.recipes.autoencoders import SampleEval
+from deepzoo.recipes import SampleEval, get_recipe, load_run, train_recipe
 
 FAST = dict(steps=4, batch_size=32, eval_every=4, checkpoint_every=4, progress=False, device="cpu")
 FEW = SampleEval(samples=30, iwae_k=3, iwae_examples=20)

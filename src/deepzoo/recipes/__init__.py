@@ -52,6 +52,32 @@ class Recipe:
     called when a run is loaded."""
 
 
+# ------------------------------------------------------------------ shared by generative recipes
+@dataclass(frozen=True)
+class SampleEval:
+    """What each evaluation of a generative recipe measures."""
+
+    samples: int = 1000
+    """Samples drawn for classifier-FID (against the whole test split) and label accuracy."""
+    iwae_k: int = 100
+    """Likelihood models: importance samples of the bound during training (the benchmark uses 1000)."""
+    iwae_examples: int = 1000
+    """Likelihood models: test images the bound is averaged over during training (the benchmark: all)."""
+
+
+def _sample_grid(model: nn.Module, run_dir: Path, n: int, **kw: Any) -> torch.Tensor:
+    """n samples of `model.sample` (labels 0..9 repeating for conditional models), drawn 500 at a
+    time from a seeded generator; the first 100 go to run_dir/samples/samples.png, 10 wide."""
+    from deepzoo.viz import save_image_grid
+
+    generator = torch.Generator().manual_seed(0)
+    samples = torch.cat(
+        [model.sample(min(500, n - i), generator=generator, **kw).cpu() for i in range(0, n, 500)]
+    )
+    save_image_grid(samples[:100], run_dir / "samples" / "samples.png", nrow=10)
+    return samples
+
+
 # ------------------------------------------------------------------ image classifiers
 @dataclass(frozen=True)
 class CNNRun:

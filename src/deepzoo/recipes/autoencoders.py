@@ -18,33 +18,10 @@ from deepzoo.metrics.likelihood import iwae_nll
 from deepzoo.models.autoencoder import Autoencoder, AutoencoderConfig
 from deepzoo.models.vqvae import VQVAE, CodePrior, CodePriorConfig, VQVAEConfig
 from deepzoo.nn.quantize import perplexity
-from deepzoo.recipes import Recipe, _adamw, register
+from deepzoo.recipes import Recipe, SampleEval, _adamw, _sample_grid, register
 from deepzoo.train import checkpoint as ckpt
 from deepzoo.train.trainer import TrainConfig
 from deepzoo.viz import save_image_grid
-
-
-@dataclass(frozen=True)
-class SampleEval:
-    """What each evaluation of a generative recipe measures."""
-
-    samples: int = 1000
-    """Samples drawn for classifier-FID (against the whole test split) and label accuracy."""
-    iwae_k: int = 100
-    """Importance samples of the likelihood bound during training (the benchmark uses 1000)."""
-    iwae_examples: int = 1000
-    """Test images the bound is averaged over during training (the benchmark uses all)."""
-
-
-def _sample_grid(model: nn.Module, run_dir: Path, n: int, **kw: Any) -> torch.Tensor:
-    """n samples (labels 0..9 repeating for conditional models) and the first 100 as a 10-wide grid
-    in run_dir/samples/samples.png."""
-    generator = torch.Generator().manual_seed(0)
-    samples = torch.cat(
-        [model.sample(min(500, n - i), generator=generator, **kw).cpu() for i in range(0, n, 500)]
-    )
-    save_image_grid(samples[:100], run_dir / "samples" / "samples.png", nrow=10)
-    return samples
 
 
 def _reconstruction_grid(x: torch.Tensor, recon: torch.Tensor, run_dir: Path) -> None:

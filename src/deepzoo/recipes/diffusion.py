@@ -16,8 +16,7 @@ from deepzoo.data.tensors import TensorData
 from deepzoo.diffusion.samplers import reflow_pairs
 from deepzoo.metrics.fid import sample_quality
 from deepzoo.models.diffusion import Diffusion, DiffusionConfig
-from deepzoo.recipes import Recipe, _adamw, register
-from deepzoo.recipes.autoencoders import SampleEval, _sample_grid
+from deepzoo.recipes import Recipe, SampleEval, _adamw, _sample_grid, register
 from deepzoo.train import checkpoint as ckpt
 from deepzoo.train.trainer import TrainConfig, use_bf16
 
