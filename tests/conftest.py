@@ -54,3 +54,36 @@ class TinyNet(nn.Module):
 def tiny_net():
     torch.manual_seed(0)
     return TinyNet()
+
+
+class TwoPlayer(nn.Module):
+    """A minimal GAN-shaped model for the step contract: generator g (noise -> 2-d points) and
+    discriminator d (points -> logit) in their own parameter groups; d is updated every step,
+    g every other step (alternating updates, a term logged on half the steps)."""
+
+    def __init__(self, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.g = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 2))
+        self.d = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 1))
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"g": list(self.g.parameters()), "d": list(self.d.parameters())}
+
+    def train_step(self, batch, step, opt):
+        softplus = nn.functional.softplus
+        fake = self.g(batch["z"])
+        loss_d = softplus(-self.d(batch["x"])).mean() + softplus(self.d(fake.detach())).mean()
+        out = {"loss_d": loss_d, **opt.update("d", loss_d)}
+        if step % 2 == 1:
+            loss_g = softplus(-self.d(fake)).mean()
+            out |= {"loss_g": loss_g, **opt.update("g", loss_g)}
+        return out
+
+
+def two_player_data(n: int = 512, seed: int = 0):
+    """Real points x ~ N((2, -1), 0.5^2 I) and generator noise z ~ N(0, I_4), as fixed pairs."""
+    from deepzoo.data import TensorData
+
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 2, generator=generator) * 0.5 + torch.tensor([2.0, -1.0])
+    return TensorData({"x": x, "z": torch.randn(n, 4, generator=generator)})

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepzoo.train.checkpoint import write_bytes
+from deepzoo.files import write_bytes
 
 
 def _figure():

@@ -123,7 +123,7 @@ KILL_SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize(
     "where,patched,kill_at,expected_step",
     [
-        ("_write_synced", "ckpt._write_synced", 5, 0),  # while writing the step-5 temporaries
+        ("write_synced", "ckpt.write_synced", 5, 0),  # while writing the step-5 temporaries
         ("os.replace", "os.replace", 4, 0),  # temporaries complete, nothing renamed yet
         ("os.replace", "os.replace", 5, 5),  # step-5 weights renamed, EMA and state not
         ("os.replace", "os.replace", 6, 5),  # weights and EMA renamed, state not
@@ -242,7 +242,7 @@ def test_early_stopping_keeps_the_best_evaluation_weights(tmp_path, mnist_small)
 
 
 def test_early_stopping_needs_a_watched_metric(tmp_path, mnist_small):
-    with pytest.raises(ValueError, match="needs keep_best"):
+    with pytest.raises(ValueError, match="needs train.keep_best"):
         Trainer(TinyNet(), mnist_small, TrainConfig(patience=2, **FAST), tmp_path)
     with pytest.raises(ValueError, match="keep_best must look like"):
         Trainer(TinyNet(), mnist_small, TrainConfig(keep_best="accuracy", **FAST), tmp_path)

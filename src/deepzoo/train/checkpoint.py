@@ -11,9 +11,7 @@ records its step, so a mixed checkpoint is detected instead of silently loaded.
 from __future__ import annotations
 
 import io
-import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,37 +19,24 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 
+from deepzoo.files import atomic_write, tmp_path, write_bytes, write_json, write_synced
+
+__all__ = ["atomic_write", "write_bytes", "write_json"]
+
 WEIGHTS, EMA_WEIGHTS, STATE, CONFIG = "model.safetensors", "ema.safetensors", "state.pt", "config.json"
 BEST_WEIGHTS = "best.safetensors"
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
+class DamagedRunFile(ValueError):
+    """A run file that cannot be read (cut short, corrupted, or not what its name says)."""
 
 
-def _write_synced(path: Path, write: Callable[[io.BufferedWriter], Any]) -> None:
-    with open(path, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
+def damaged(path: Path, err: BaseException, what_to_do: str) -> DamagedRunFile:
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return DamagedRunFile(f"{path} is damaged ({reason[:200]}): {what_to_do}")
 
 
-def atomic_write(path: Path, write: Callable[[io.BufferedWriter], Any]) -> None:
-    """Write `path` through `write(file)`; readers see the old file or the whole new one."""
-    tmp = _tmp(path)
-    try:
-        _write_synced(tmp, write)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
-
-
-def write_json(path: Path, obj: Any) -> None:
-    write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+_REDO = "train the run again, or resume it from an intact copy of the run directory"
 
 
 def _aliases(state: dict[str, torch.Tensor]) -> set[str]:
@@ -82,24 +67,42 @@ def state_bytes(state: dict[str, Any]) -> bytes:
 
 def load_weights(path: Path, module: torch.nn.Module) -> None:
     """Load a `weights_bytes` file; only tied aliases may be absent from it."""
-    missing, unexpected = module.load_state_dict(load_file(path, device="cpu"), strict=False)
+    try:
+        tensors = load_file(path, device="cpu")
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # safetensors raises its own error types for a cut or corrupt file
+        raise damaged(path, err, _REDO) from err
+    missing, unexpected = module.load_state_dict(tensors, strict=False)
     untied = set(missing) - _aliases(module.state_dict())
     if untied or unexpected:
-        raise RuntimeError(
+        raise DamagedRunFile(
             f"{path} does not match the model: missing {sorted(untied)}, unexpected {unexpected}"
         )
 
 
 def load_state(path: Path) -> dict[str, Any]:
     """Optimizer, step and RNG states; loaded without unpickling code."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # a cut zip archive, or not a torch file at all
+        raise damaged(
+            path, err, "it cannot be resumed; its weights still load with `deepzoo eval`, or " + _REDO
+        ) from err
 
 
 def file_step(path: Path) -> int:
     """The step a checkpoint file records (safetensors metadata, or the state's "step")."""
     if path.name.endswith(".safetensors") or path.name.endswith(".safetensors.tmp"):
-        with safe_open(path, framework="pt") as f:
-            return int((f.metadata() or {}).get("step", -1))
+        try:
+            with safe_open(path, framework="pt") as f:
+                return int((f.metadata() or {}).get("step", -1))
+        except FileNotFoundError:
+            raise
+        except Exception as err:
+            raise damaged(path, err, _REDO) from err
     return int(load_state(path)["step"])
 
 
@@ -108,25 +111,25 @@ def save_checkpoint(run_dir: Path, files: dict[str, bytes]) -> None:
     checkpoint, possibly after `recover_checkpoint`. STATE, if present, is renamed last."""
     names = sorted(files, key=lambda name: name == STATE)
     for name in names:
-        _write_synced(_tmp(run_dir / name), lambda f, data=files[name]: f.write(data))
+        write_synced(tmp_path(run_dir / name), lambda f, data=files[name]: f.write(data))
     for name in names:
-        os.replace(_tmp(run_dir / name), run_dir / name)
+        os.replace(tmp_path(run_dir / name), run_dir / name)
 
 
 def recover_checkpoint(run_dir: Path) -> None:
     """Finish a save interrupted between its renames; drop temporaries of an unfinished one."""
     weights = run_dir / WEIGHTS
-    leftover = [run_dir / name for name in (WEIGHTS, EMA_WEIGHTS, STATE) if _tmp(run_dir / name).exists()]
+    leftover = [run_dir / name for name in (WEIGHTS, EMA_WEIGHTS, STATE) if tmp_path(run_dir / name).exists()]
     if not leftover:
         return
-    if weights.exists() and not _tmp(weights).exists():
+    if weights.exists() and not tmp_path(weights).exists():
         step = file_step(weights)
         for path in leftover:
             try:
-                complete = file_step(_tmp(path)) == step
+                complete = file_step(tmp_path(path)) == step
             except Exception:  # a temporary cut short by the crash: the old file stands
                 complete = False
             if complete:
-                os.replace(_tmp(path), path)
+                os.replace(tmp_path(path), path)
     for path in leftover:
-        _tmp(path).unlink(missing_ok=True)
+        tmp_path(path).unlink(missing_ok=True)

@@ -37,8 +37,18 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+_current: DistInfo | None = None
+
+
 def setup(device: str = "auto") -> DistInfo:
-    """Join the process group that torchrun describes in WORLD_SIZE/RANK/LOCAL_RANK, if any."""
+    """Join the process group that torchrun describes in WORLD_SIZE/RANK/LOCAL_RANK, if any.
+
+    The one owner of process-group set-up: the first call joins the group, later calls (from the
+    CLI, the recipe runner, the trainer) return the same DistInfo. Outside torchrun it only picks
+    the device."""
+    global _current
+    if _current is not None and dist.is_available() and dist.is_initialized():
+        return _current
     chosen = pick_device(device)
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return DistInfo(0, 1, chosen)
@@ -49,12 +59,20 @@ def setup(device: str = "auto") -> DistInfo:
         torch.cuda.set_device(chosen)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")
-    return DistInfo(rank, world_size, chosen)
+    _current = DistInfo(rank, world_size, chosen)
+    return _current
+
+
+def is_main_process() -> bool:
+    """Rank 0, or no process group at all (what may print and write)."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def teardown() -> None:
+    global _current
     if dist.is_initialized():
         dist.destroy_process_group()
+    _current = None
 
 
 def broadcast_object(obj: Any, info: DistInfo) -> Any:
@@ -69,3 +87,12 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def any_rank(flag: bool, info: DistInfo) -> bool:
+    """True on every rank when `flag` is true on any (one all-reduce)."""
+    if not info.enabled:
+        return flag
+    value = torch.tensor([float(flag)], device=info.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())

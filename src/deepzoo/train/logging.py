@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from deepzoo.train.checkpoint import write_bytes
+from deepzoo.files import write_bytes
 
 
 class MetricsLog:

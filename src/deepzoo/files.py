@@ -1,0 +1,40 @@
+"""Files a crash cannot corrupt: each is written whole to a hidden temporary beside it, flushed to
+disk, then renamed over the old one (an atomic replace). Used by checkpoints, logs and pictures."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+def write_synced(path: Path, write: Callable[[io.BufferedWriter], Any]) -> None:
+    with open(path, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write(path: Path, write: Callable[[io.BufferedWriter], Any]) -> None:
+    """Write `path` through `write(file)`; readers see the old file or the whole new one."""
+    tmp = tmp_path(path)
+    try:
+        write_synced(tmp, write)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())

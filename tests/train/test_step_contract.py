@@ -1,0 +1,406 @@
+"""The step contract (ARCHITECTURE.md): named parameter groups with their own optimizers,
+`train_step(batch, step, opt)` with `opt.update`, batch sources, EMA of a submodule, and what
+resume, DDP, non-finite values, divergence and interrupts guarantee, proven on a two-optimizer
+toy model that alternates updates."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from deepzoo.train import (
+    DivergedError,
+    GeneratedBatches,
+    NonFiniteLossError,
+    OptimConfig,
+    ShuffledBatches,
+    TrainConfig,
+    Trainer,
+    TrainingInterrupted,
+    TrainingStopped,
+    distributed,
+)
+from deepzoo.train import checkpoint as ckpt
+from deepzoo.train.batches import batch_indices
+from deepzoo.train.logging import read_metrics
+from deepzoo.train.rundir import RunDirError
+from deepzoo.train.schedules import lr_factor
+from deepzoo.train.step import Optimizers, named_groups
+from tests.conftest import REPO, TinyNet, TwoPlayer, two_player_data
+
+CPU = dict(progress=False, precision="fp32", device="cpu", log_every=5, eval_every=1000)
+TWO_GROUPS = {
+    "g": OptimConfig(optimizer="adamw", lr=0.01, schedule="linear"),
+    "d": OptimConfig(optimizer="sgd", lr=0.1, schedule="constant"),
+}
+
+
+def _opt(model, **cfg):
+    return Optimizers(named_groups(model), TrainConfig(**cfg), distributed.setup("cpu"))
+
+
+def test_an_update_changes_only_its_groups_and_discards_the_others_gradients():
+    torch.manual_seed(0)
+    model = TwoPlayer()
+    opt = _opt(model, optim=TWO_GROUPS)
+    g_before = [p.detach().clone() for p in model.g.parameters()]
+    d_before = [p.detach().clone() for p in model.d.parameters()]
+    loss = model.d(model.g(torch.randn(8, 4))).mean()  # reaches both groups
+    norms = opt.update("d", loss)
+    assert set(norms) == {"grad_norm_d"} and norms["grad_norm_d"] > 0
+    assert all(torch.equal(p, b) for p, b in zip(model.g.parameters(), g_before))
+    assert not all(torch.equal(p, b) for p, b in zip(model.d.parameters(), d_before))
+    assert all(p.grad is None for p in model.parameters())  # g's gradient is never applied later
+    # SGD without momentum: the step is exactly -lr * grad
+    model2 = TwoPlayer()
+    model2.load_state_dict({k: v for k, v in zip(model.state_dict(), [*g_before, *d_before])})
+    loss2 = model2.d(model2.g(torch.randn(8, 4, generator=torch.Generator().manual_seed(1)))).mean()
+    grads = torch.autograd.grad(loss2, list(model2.d.parameters()))
+    opt2 = _opt(model2, optim=TWO_GROUPS | {"d": OptimConfig(optimizer="sgd", lr=0.1, momentum=0.0)})
+    before2 = [p.detach().clone() for p in model2.d.parameters()]
+    loss2 = model2.d(model2.g(torch.randn(8, 4, generator=torch.Generator().manual_seed(1)))).mean()
+    opt2.update("d", loss2)
+    for p, b, g in zip(model2.d.parameters(), before2, grads):
+        torch.testing.assert_close(p.detach(), b - 0.1 * g)
+
+
+def test_groups_must_partition_the_trainable_parameters_and_overrides_must_name_groups():
+    class Overlapping(TwoPlayer):
+        def param_groups(self):
+            return {"g": list(self.g.parameters()), "all": list(self.parameters())}
+
+    class Partial(TwoPlayer):
+        def param_groups(self):
+            return {"g": list(self.g.parameters())}
+
+    with pytest.raises(ValueError, match="both group"):
+        named_groups(Overlapping())
+    with pytest.raises(ValueError, match="cover every trainable"):
+        named_groups(Partial())
+    with pytest.raises(ValueError, match=r"train.optim names \['gen'\]"):
+        _opt(TwoPlayer(), optim={"gen": OptimConfig(lr=1e-3)})
+    assert list(named_groups(TinyNet())) == ["model"]
+
+
+def test_group_settings_fall_back_to_the_train_defaults():
+    cfg = TrainConfig(lr=3e-4, betas=(0.5, 0.9), grad_clip=1.0, optim={"d": OptimConfig(lr=1e-3)})
+    assert (
+        cfg.group("d").lr == 1e-3 and cfg.group("d").betas == (0.5, 0.9) and cfg.group("d").grad_clip == 1.0
+    )
+    assert cfg.group("g").lr == 3e-4
+    assert cfg.with_group("g", lr=5e-5).group("g").lr == 5e-5
+    opt = _opt(TwoPlayer(), optim={"d": OptimConfig(optimizer="rmsprop", lr=5e-5)})
+    assert isinstance(opt.optimizers["d"], torch.optim.RMSprop)
+    assert isinstance(opt.optimizers["g"], torch.optim.AdamW)
+    assert opt.optimizers["d"].defaults["momentum"] == 0  # plain RMSProp, as WGAN uses it
+
+
+def test_each_group_follows_its_own_schedule_and_alternating_terms_average_over_their_steps(tmp_path):
+    cfg = TrainConfig(steps=10, batch_size=32, optim=TWO_GROUPS, **(CPU | {"log_every": 2}))
+    torch.manual_seed(0)
+    Trainer(TwoPlayer(), two_player_data(), cfg, tmp_path).fit()
+    records = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["split"] == "train"]
+    assert [r["step"] for r in records] == [2, 4, 6, 8, 10]
+    for r in records:  # the lr logged is the one of the window's last step
+        assert r["lr_d"] == pytest.approx(0.1)
+        assert r["lr_g"] == pytest.approx(0.01 * lr_factor(r["step"] - 1, 10, "linear"))
+        assert {"loss_d", "loss_g", "grad_norm_d", "grad_norm_g"} <= r.keys()
+
+
+def test_the_default_step_equals_a_plain_adamw_loop(tmp_path, mnist_small):
+    """A model with only loss() trains exactly as the textbook loop: same batches, AdamW over
+    weights (decayed) and biases (not), the cosine schedule."""
+    cfg = TrainConfig(steps=12, batch_size=50, lr=0.01, weight_decay=0.1, warmup_steps=3, **CPU)
+    torch.manual_seed(0)
+    model = TinyNet(dropout=0.0)
+    reference = TinyNet(dropout=0.0)
+    reference.load_state_dict(model.state_dict())
+    Trainer(model, mnist_small, cfg, tmp_path).fit()
+
+    params = list(reference.parameters())
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": 0.1},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ],
+        lr=0.01,
+    )
+    for step in range(12):
+        for group in optimizer.param_groups:
+            group["lr"] = 0.01 * lr_factor(step, 12, "cosine", 3)
+        batch = mnist_small[batch_indices(step, len(mnist_small), 50, seed=0)]
+        reference.loss(batch)["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    for a, b in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_resume_of_a_two_optimizer_model_is_bit_exact(tmp_path):
+    cfg = TrainConfig(
+        steps=20, batch_size=32, optim=TWO_GROUPS, ema_decay=0.8, ema_of="g", checkpoint_every=5, **CPU
+    )
+    data = two_player_data()
+    torch.manual_seed(0)
+    Trainer(TwoPlayer(dropout=0.3), data, cfg, tmp_path / "a").fit()
+
+    class Crash(Exception):
+        pass
+
+    class CrashesAtStep8(TwoPlayer):
+        def train_step(self, batch, step, opt):
+            if step == 8:
+                raise Crash
+            return super().train_step(batch, step, opt)
+
+    torch.manual_seed(0)
+    with pytest.raises(Crash):
+        Trainer(CrashesAtStep8(dropout=0.3), data, cfg, tmp_path / "b").fit()
+    assert ckpt.file_step(tmp_path / "b" / ckpt.STATE) == 5
+    torch.manual_seed(1)  # another initialisation: resume must replace it
+    Trainer(TwoPlayer(dropout=0.3), data, cfg, tmp_path / "b", resume=True).fit()
+    for name in (ckpt.WEIGHTS, ckpt.EMA_WEIGHTS):
+        a, b = load_file(tmp_path / "a" / name), load_file(tmp_path / "b" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    state_a = ckpt.load_state(tmp_path / "a" / ckpt.STATE)["optimizers"]
+    state_b = ckpt.load_state(tmp_path / "b" / ckpt.STATE)["optimizers"]
+    assert set(state_a) == {"g", "d"}
+    for group in state_a:
+        for slot, values in state_a[group]["state"].items():
+            for key, value in values.items():
+                assert torch.equal(
+                    torch.as_tensor(value), torch.as_tensor(state_b[group]["state"][slot][key])
+                )
+
+
+def test_ema_of_a_submodule_averages_it_and_copies_the_rest(tmp_path):
+    decay, steps = 0.7, 9
+    cfg = TrainConfig(steps=steps, batch_size=32, optim=TWO_GROUPS, ema_decay=decay, ema_of="g", **CPU)
+    torch.manual_seed(0)
+    model = TwoPlayer()
+    history = [{k: v.double().clone() for k, v in model.g.state_dict().items()}]
+    step_fn = model.train_step
+
+    def recording(batch, step, opt):
+        out = step_fn(batch, step, opt)
+        history.append({k: v.double().clone() for k, v in model.g.state_dict().items()})
+        return out
+
+    model.train_step = recording
+    Trainer(model, two_player_data(), cfg, tmp_path).fit()
+    ema = load_file(tmp_path / ckpt.EMA_WEIGHTS)
+    for name in history[0]:
+        expected = history[0][name]
+        for weights in history[1:]:  # theta_ema <- d theta_ema + (1 - d) theta
+            expected = decay * expected + (1 - decay) * weights[name]
+        torch.testing.assert_close(ema[f"g.{name}"].double(), expected, rtol=0, atol=1e-6)
+        assert not torch.allclose(ema[f"g.{name}"], model.g.state_dict()[name])
+    for name, live in model.d.state_dict().items():
+        assert torch.equal(ema[f"d.{name}"], live)  # the discriminator is not averaged
+
+
+def test_a_non_finite_generator_loss_stops_at_the_next_log_point_keeping_the_last_good_checkpoint(tmp_path):
+    class NaNAtStep14(TwoPlayer):
+        def train_step(self, batch, step, opt):
+            if step != 13:
+                return super().train_step(batch, step, opt)
+            fake = self.g(batch["z"])
+            loss_g = nn.functional.softplus(-self.d(fake)).mean() * float("nan")
+            return {"loss_g": loss_g, **opt.update("g", loss_g)}
+
+    cfg = TrainConfig(steps=30, batch_size=32, optim=TWO_GROUPS, checkpoint_every=10, **CPU)
+    torch.manual_seed(0)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 14 \(group 'g'\).*step 10"):
+        Trainer(NaNAtStep14(), two_player_data(), cfg, tmp_path).fit()
+    assert ckpt.file_step(tmp_path / ckpt.WEIGHTS) == ckpt.file_step(tmp_path / ckpt.STATE) == 10
+    assert all(torch.isfinite(t).all() for t in load_file(tmp_path / ckpt.WEIGHTS).values())
+    assert max(r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")) == 10
+
+
+def test_a_diverging_loss_stops_the_run(tmp_path):
+    class Growing(nn.Module):
+        """loss = 1, 2, 3, ... (a run whose loss climbs without becoming infinite)."""
+
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+            self.calls = 0
+
+        def loss(self, batch):
+            self.calls += 1
+            return {"loss": (self.w * 0).sum() + float(self.calls)}
+
+    data = two_player_data(64)
+    cfg = TrainConfig(steps=400, batch_size=32, checkpoint_every=50, diverge_factor=100, **CPU)
+    with pytest.raises(DivergedError, match=r"more than 100 times the first step's \|loss\| 1.*step 100"):
+        Trainer(Growing(), data, cfg, tmp_path / "a").fit()
+    assert ckpt.file_step(tmp_path / "a" / ckpt.WEIGHTS) == 100  # the window 101-105 crossed 100
+    Trainer(Growing(), data, TrainConfig(**(vars(cfg) | {"diverge_factor": 0.0})), tmp_path / "b").fit()
+
+
+def test_a_huge_learning_rate_ends_in_a_clear_stop_not_a_finished_run(tmp_path, mnist_small):
+    cfg = TrainConfig(steps=60, batch_size=50, optimizer="sgd", lr=1e6, checkpoint_every=100, **CPU)
+    torch.manual_seed(0)
+    with pytest.raises(TrainingStopped, match="last good checkpoint \\(step 0\\)"):
+        Trainer(TinyNet(dropout=0.0), mnist_small, cfg, tmp_path).fit()
+
+
+def test_an_interrupt_saves_the_step_and_resuming_equals_the_uninterrupted_run(tmp_path):
+    cfg = TrainConfig(steps=16, batch_size=32, optim=TWO_GROUPS, checkpoint_every=100, **CPU)
+    data = two_player_data()
+    torch.manual_seed(0)
+    Trainer(TwoPlayer(dropout=0.3), data, cfg, tmp_path / "a").fit()
+
+    class CtrlCAtStep7(TwoPlayer):
+        def train_step(self, batch, step, opt):
+            if step == 6:
+                signal.raise_signal(signal.SIGINT)  # the step in flight still completes
+            return super().train_step(batch, step, opt)
+
+    torch.manual_seed(0)
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(TrainingInterrupted, match=r"SIGINT at step 7.*--resume"):
+        Trainer(CtrlCAtStep7(dropout=0.3), data, cfg, tmp_path / "b").fit()
+    assert ckpt.file_step(tmp_path / "b" / ckpt.STATE) == 7
+    assert signal.getsignal(signal.SIGINT) is handler  # the caller's handler is restored
+    Trainer(TwoPlayer(dropout=0.3), data, cfg, tmp_path / "b", resume=True).fit()
+    a, b = load_file(tmp_path / "a" / ckpt.WEIGHTS), load_file(tmp_path / "b" / ckpt.WEIGHTS)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_directory_has_one_writer_and_is_not_overwritten_silently(tmp_path):
+    cfg = TrainConfig(steps=4, batch_size=32, optim=TWO_GROUPS, **CPU)
+    data = two_player_data()
+    first = Trainer(TwoPlayer(), data, cfg, tmp_path / "run")  # holds the lock until fit() ends
+    with pytest.raises(RunDirError, match="is in use"):
+        Trainer(TwoPlayer(), data, cfg, tmp_path / "run", resume=True)
+    first.fit()
+    with pytest.raises(RunDirError, match="already holds a run.*--resume.*--overwrite"):
+        Trainer(TwoPlayer(), data, cfg, tmp_path / "run")
+    Trainer(
+        TwoPlayer(), data, TrainConfig(**(vars(cfg) | {"steps": 2})), tmp_path / "run", overwrite=True
+    ).fit()
+    assert max(r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")) == 2
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "thesis.tex").write_text("precious")
+    with pytest.raises(RunDirError, match="holds no deepzoo run"):
+        Trainer(TwoPlayer(), data, cfg, tmp_path / "notes", overwrite=True)
+    assert (tmp_path / "notes" / "thesis.tex").read_text() == "precious"
+
+
+def test_shuffled_batches_shard_the_global_batch_and_generated_batches_depend_only_on_the_step():
+    data = two_player_data(100)
+    whole = ShuffledBatches(data, 20, seed=3).next(7)
+    ranks = [ShuffledBatches(data, 20, seed=3, rank=r, world_size=2).next(7) for r in range(2)]
+    assert torch.equal(torch.cat([ranks[0]["x"], ranks[1]["x"]]).sort(0).values, whole["x"].sort(0).values)
+    assert torch.equal(whole["x"], data[batch_indices(7, 100, 20, 3)]["x"])
+
+    def draw(n, generator):
+        return {"x": torch.randn(n, 2, generator=generator)}
+
+    source = GeneratedBatches(draw, 16, seed=0)
+    assert torch.equal(source.next(5)["x"], GeneratedBatches(draw, 16, seed=0).next(5)["x"])
+    assert not torch.equal(source.next(5)["x"], source.next(6)["x"])
+    with pytest.raises(ValueError, match="not divisible"):
+        GeneratedBatches(draw, 15, seed=0, rank=0, world_size=2)
+
+
+def test_the_trainer_reads_a_generated_batch_source(tmp_path):
+    def draw(n, generator):
+        x = torch.randn(n, 2, generator=generator) * 0.5 + torch.tensor([2.0, -1.0])
+        return {"x": x, "z": torch.randn(n, 4, generator=generator)}
+
+    cfg = TrainConfig(steps=6, batch_size=16, optim=TWO_GROUPS, **CPU)
+    result = Trainer(TwoPlayer(), GeneratedBatches(draw, 16, seed=0), cfg, tmp_path).fit()
+    assert result.step == 6
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("steps", -5, "train.steps must be >= 0"),
+        ("batch_size", 0, "train.batch_size must be >= 1"),
+        ("lr", 0.0, "train.lr must be a finite number > 0"),
+        ("lr", float("nan"), "train.lr must be a finite number > 0"),
+        ("ema_decay", 1.0, r"train.ema_decay must be in \[0, 1\)"),
+        ("log_every", 0, "train.log_every must be >= 1"),
+        ("betas", (0.9, 1.5), "train.betas must be two numbers"),
+    ],
+)
+def test_bad_train_settings_are_refused_naming_the_field(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**{field: value})
+
+
+def test_bad_group_settings_are_refused_naming_the_field():
+    with pytest.raises(ValueError, match=r"train.optim.GROUP.lr must be a finite number > 0"):
+        OptimConfig(lr=-1.0)
+
+
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    sys.path.insert(0, {repo!r})
+    from tests.conftest import TwoPlayer, two_player_data
+    from deepzoo.train import OptimConfig, TrainConfig, Trainer
+    from deepzoo.train import distributed
+
+    groups = {{"g": OptimConfig(lr=0.05), "d": OptimConfig(lr=0.1)}}
+    cfg = TrainConfig(steps=12, batch_size=int(sys.argv[2]), optimizer="sgd", optim=groups,
+                      checkpoint_every=6, progress=False, precision="fp32", device="cpu")
+    torch.manual_seed(0)
+    Trainer(TwoPlayer(), two_player_data(), cfg, sys.argv[1]).fit()
+    distributed.teardown()
+    """
+)
+
+
+def _ddp_run(run_dir, nproc, batch_size):
+    script = run_dir.parent / f"{run_dir.name}.py"
+    script.write_text(DDP_SCRIPT.format(repo=str(REPO)))
+    launcher = [sys.executable] if nproc == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)
+    ]  # fmt: skip
+    env = os.environ | {
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [*launcher, str(script), str(run_dir), str(batch_size)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return load_file(run_dir / ckpt.WEIGHTS)
+
+
+def test_two_gloo_processes_train_a_two_optimizer_model_like_one(tmp_path):
+    single = _ddp_run(tmp_path / "one", 1, 64)
+    double = _ddp_run(tmp_path / "two", 2, 64)
+    for name in single:
+        torch.testing.assert_close(double[name], single[name], rtol=1e-5, atol=1e-6)
+    half = _ddp_run(tmp_path / "half", 1, 32)  # one rank's shard alone is visibly different
+    assert max((half[k] - double[k]).abs().max().item() for k in double) > 1e-3
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_weight_decay_shrinks_weight_matrices_only_never_biases_or_norms(optimizer):
+    """A zero-gradient step: AdamW's decoupled decay multiplies a matrix by 1 - lr wd; SGD's L2
+    term gives the same first step. Biases and LayerNorm weights must not move."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 2))
+    model.loss = lambda batch: {"loss": sum((p * 0).sum() for p in model.parameters())}
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    opt = _opt(model, optimizer=optimizer, lr=0.1, weight_decay=0.5, momentum=0.0)
+    opt.update("model", model.loss(None)["loss"])
+    for name, p in model.named_parameters():
+        expected = before[name] * (1 - 0.1 * 0.5) if p.ndim >= 2 else before[name]
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-6, atol=0, msg=name)
