@@ -66,7 +66,7 @@ def test_train_eval_load_and_resume_round_trip(tmp_path, capsys):
     run_dir = tmp_path / "run"
     main(["train", "cnn-mnist", *TINY, "--run-dir", str(run_dir)])
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["step"] == 6 and 0 <= summary["accuracy"] <= 1
+    assert summary["step"] == 6 and summary["split"] == "test"
     for name in (
         "config.json",
         "metrics.jsonl",
@@ -119,7 +119,7 @@ def test_knn_recipe_trains_without_steps_and_reloads_its_memory(tmp_path, capsys
     assert json.loads(capsys.readouterr().out)["accuracy"] == trained["accuracy"]
 
 
-def test_sampling_a_language_model_prints_text(tmp_path, capsys):
+def test_sampling_a_language_model_prints_and_saves_text(tmp_path, capsys):
     tiny = [
         "--model.hidden",
         "16",
@@ -141,7 +141,11 @@ def test_sampling_a_language_model_prints_text(tmp_path, capsys):
     capsys.readouterr()
     main(["sample", str(tmp_path / "lm"), "--n", "2"])
     out = capsys.readouterr().out
-    assert len(out) >= 2 * 300
+    saved = tmp_path / "lm" / "samples" / "sample-seed0.txt"
+    assert out.splitlines()[-1] == str(saved)  # the text is saved in the run, then its path printed
+    text = saved.read_text()
+    assert text.startswith("=== sample 1 ===\n") and "\n=== sample 2 ===\n" in text
+    assert out.startswith(text) and len(text) >= 2 * 300
 
 
 def test_gpt_and_seq2seq_recipes_run_end_to_end(tmp_path, capsys):
@@ -184,3 +188,82 @@ def test_gpt_and_seq2seq_recipes_run_end_to_end(tmp_path, capsys):
     main(["train", "sort-digits", *s2s, "--run-dir", str(tmp_path / "s2s")])
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert 0 <= summary["exact_match"] <= 1
+
+
+def _run_cli(*args, env_extra=None, **kw):
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO / "src"), **(env_extra or {})}
+    command = [sys.executable, "-m", "deepzoo", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300, env=env, **kw)
+
+
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("--train.steps", "-5", "train.steps must be >= 0, got -5"),
+        ("--train.batch-size", "0", "train.batch_size must be >= 1, got 0"),
+        ("--train.lr", "-1", "train.lr must be a finite number > 0"),
+    ],
+)
+def test_bad_values_are_one_line_naming_the_field(capsys, flag, value, message):
+    code, err = _error_of(capsys, ["train", "cnn-mnist", flag, value])
+    assert code == 2 and message in err and err.count("\n") == 0
+
+
+def test_an_existing_run_is_refused_unless_overwritten_and_the_summary_names_its_files(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    argv = ["train", "cnn-mnist", *TINY, "--train.steps", "3", "--run-dir", str(run_dir)]
+    main(argv)
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["split"] == "test" and "accuracy" in summary
+    assert {"config.json", "metrics.jsonl", "model.safetensors", "state.pt", "confusion.png"} <= set(
+        summary["files"]
+    )
+    code, err = _error_of(capsys, argv)
+    assert code == 2 and "already holds a run" in err and "--overwrite" in err and "--resume" in err
+    main([*argv, "--overwrite"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 3
+
+
+def test_damaged_run_files_are_one_line_naming_the_file(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    main(["train", "cnn-mnist", *TINY, "--train.steps", "2", "--run-dir", str(run_dir)])
+    capsys.readouterr()
+    weights = (run_dir / "model.safetensors").read_bytes()
+    (run_dir / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    code, err = _error_of(capsys, ["eval", str(run_dir)])
+    assert code == 2 and "model.safetensors is damaged" in err and err.count("\n") == 0
+    (run_dir / "model.safetensors").write_bytes(weights)
+    state = (run_dir / "state.pt").read_bytes()
+    (run_dir / "state.pt").write_bytes(state[:100])
+    code, err = _error_of(capsys, ["train", "--resume", str(run_dir)])
+    assert code == 2 and "state.pt is damaged" in err and "deepzoo eval" in err
+    (run_dir / "config.json").write_text('{"recipe": "cnn-mnist",\n')
+    code, err = _error_of(capsys, ["eval", str(run_dir)])
+    assert code == 2 and "config.json is damaged" in err
+
+
+def test_debug_shows_the_traceback_of_an_error(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    plain = _run_cli("eval", str(tmp_path))
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr and "--debug" in plain.stderr
+    assert plain.stderr.count("\n") == 1 and "config.json is damaged" in plain.stderr
+    debug = _run_cli("--debug", "eval", str(tmp_path))
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "DamagedRunFile" in debug.stderr
+    env = _run_cli("eval", str(tmp_path), env_extra={"DEEPZOO_DEBUG": "1"})
+    assert "Traceback" in env.stderr
+
+
+def test_help_lists_run_options_and_benchmarks_and_a_closed_pipe_is_quiet():
+    train_help = _run_cli("train", "cnn-mnist", "--help")
+    assert train_help.returncode == 0 and "--run-dir" in train_help.stdout and "--resume" in train_help.stdout
+    assert "--overwrite" in train_help.stdout
+    bench_help = _run_cli("bench", "--help")
+    assert "vq-speed" in bench_help.stdout and "gpu" in bench_help.stdout
+    sample_help = _run_cli("sample", "--help")
+    assert "how many samples" in sample_help.stdout
+    piped = subprocess.run(
+        f"{sys.executable} -m deepzoo train cnn-mnist --help | head -1",
+        shell=True, capture_output=True, text=True, cwd=REPO, timeout=120,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO / "src")},
+    )  # fmt: skip
+    assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr

@@ -1,7 +1,9 @@
 """deepzoo list | train | eval | sample | bench.
 
-Errors a user can cause (an unknown recipe, a bad flag, a directory that is not a run) end with
-one line on stderr and exit status 2; a run stopped by a non-finite loss exits with 1.
+Errors a user can cause (an unknown recipe, a bad flag or value, a directory that is not a run or
+is damaged) end with one line on stderr and exit status 2; `--debug` (or DEEPZOO_DEBUG=1) shows
+the traceback instead. A run that stops on a non-finite or diverging loss exits with 1, an
+interrupted one (checkpoint saved) with 130.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -42,7 +45,10 @@ def parse_overrides(recipe_name: str, default: Any, args: list[str]) -> Any:
 
     prog = f"deepzoo train {recipe_name}"
     if "-h" in args or "--help" in args:
-        tyro.cli(type(default), default=default, args=args, prog=prog)
+        try:
+            tyro.cli(type(default), default=default, args=args, prog=prog)
+        finally:
+            print(TRAIN_RUN_OPTIONS)
     valid = _flag_names(default)
     for token in args:
         if token.startswith("--"):
@@ -69,19 +75,30 @@ def cmd_list(_: argparse.Namespace) -> None:
         print(f"{'':<{width}}  metric: {recipe.metric}; reference: {recipe.reference}")
 
 
+TRAIN_RUN_OPTIONS = """
+run options:
+  --run-dir DIR      where to write the run (default runs/RECIPE/TIME); an existing run is refused
+  --overwrite        replace the run already in --run-dir
+  deepzoo train --resume RUN_DIR    continue a run from its last checkpoint (Ctrl-C saves one)
+
+The final line is JSON: the run directory, the step, the evaluation split and its metrics, and
+the files written. The progress bar shows the training batches' terms."""
+
+
 def cmd_train(ns: argparse.Namespace, overrides: list[str]) -> None:
     from deepzoo.recipes import get_recipe, resume_recipe, train_recipe
     from deepzoo.train import distributed
 
     if ns.resume:
-        if ns.recipe or overrides:
-            raise UsageError("deepzoo train --resume RUN_DIR takes no recipe or overrides")
+        if ns.recipe or overrides or ns.overwrite:
+            raise UsageError("deepzoo train --resume RUN_DIR takes no recipe, overrides or --overwrite")
         _require_run_dir(ns.resume)
+        recipe = _recipe_of_run(ns.resume)
         result = resume_recipe(ns.resume)
     else:
         if not ns.recipe and {"-h", "--help"} & set(overrides):
             print(
-                "usage: deepzoo train RECIPE [--section.field value ...] [--run-dir DIR]\n"
+                "usage: deepzoo train RECIPE [--section.field value ...] [--run-dir DIR] [--overwrite]\n"
                 "       deepzoo train --resume RUN_DIR\n"
                 "`deepzoo list` names the recipes; `deepzoo train RECIPE --help` their flags."
             )
@@ -90,59 +107,61 @@ def cmd_train(ns: argparse.Namespace, overrides: list[str]) -> None:
             raise UsageError("deepzoo train: name a recipe (see `deepzoo list`) or --resume RUN_DIR")
         recipe = _recipe_or_error(ns.recipe, get_recipe)
         config = parse_overrides(recipe.name, recipe.default, overrides)
-        result = train_recipe(recipe.name, config, ns.run_dir)
-    if distributed.setup("cpu").is_main:
-        print(json.dumps({"run_dir": str(result.run_dir), "step": result.step} | result.metrics))
+        result = train_recipe(recipe.name, config, ns.run_dir, overwrite=ns.overwrite)
+    if distributed.is_main_process():
+        summary = {"run_dir": str(result.run_dir), "step": result.step, "split": recipe.eval_split}
+        print(json.dumps(summary | result.metrics | {"files": _files_of(result.run_dir)}))
     distributed.teardown()
 
 
-def cmd_eval(ns: argparse.Namespace) -> None:
-    import torch
+def _files_of(run_dir: Path) -> list[str]:
+    """What a run wrote, relative to its directory (the lock and temporaries left out)."""
+    return sorted(
+        str(path.relative_to(run_dir))
+        for path in Path(run_dir).rglob("*")
+        if path.is_file() and not path.name.startswith(".")
+    )
 
+
+def cmd_eval(ns: argparse.Namespace) -> None:
     from deepzoo.recipes import load_run
     from deepzoo.train import checkpoint as ckpt
     from deepzoo.train.distributed import pick_device
-    from deepzoo.train.trainer import use_bf16
+    from deepzoo.train.trainer import evaluation_mode, use_bf16
 
     _require_run_dir(ns.run_dir)
     device = pick_device(ns.device)
     run = load_run(ns.run_dir, device)
     _, eval_data = run.recipe.data(run.config, device)
     bf16 = use_bf16(run.config.train.precision, device)  # as the trainer evaluated it
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        metrics = run.recipe.evaluate(run.model, eval_data, Path(ns.run_dir), run.config)
-    metrics = {"step": run.step} | metrics
+    with evaluation_mode(run.model, device, bf16) as model:
+        metrics = run.recipe.evaluate(model, eval_data, Path(ns.run_dir), run.config)
+    metrics = {"step": run.step, "split": run.recipe.eval_split} | metrics
     ckpt.write_json(Path(ns.run_dir) / "eval.json", metrics)
-    confusion = Path(ns.run_dir) / "confusion.json"
-    if confusion.exists():
-        from deepzoo.viz import plot_confusion
-
-        plot_confusion(torch.tensor(json.loads(confusion.read_text())), confusion.with_suffix(".png"))
     print(json.dumps(metrics))
 
 
 def cmd_sample(ns: argparse.Namespace) -> None:
     import torch
 
-    from deepzoo.recipes import load_run
+    from deepzoo.recipes import load_run, write_samples
     from deepzoo.train.distributed import pick_device
 
     _require_run_dir(ns.run_dir)
-    run = load_run(ns.run_dir, pick_device(ns.device))
-    if not hasattr(run.model, "sample"):
+    if ns.n < 1:
+        raise UsageError(f"deepzoo sample: --n must be >= 1, got {ns.n}")
+    device = pick_device(ns.device)
+    run = load_run(ns.run_dir, device)
+    if run.recipe.samples is None:
         raise UsageError(f"recipe {run.recipe.name!r} trains a model that does not sample")
-    generator = torch.Generator(pick_device(ns.device)).manual_seed(ns.seed)
+    generator = torch.Generator(device).manual_seed(ns.seed)
     with torch.no_grad():
         samples = run.model.sample(ns.n, generator=generator)
-    if isinstance(samples, list):  # text
-        print("\n\n".join(samples))
-        return
-    out = Path(ns.out) if ns.out else Path(ns.run_dir) / "samples" / "sample.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from deepzoo.viz import save_image_grid
-
-    save_image_grid(samples, out)
-    print(out)
+    out = Path(ns.out) if ns.out else Path(ns.run_dir) / "samples" / f"sample-seed{ns.seed}.png"
+    written = write_samples(run.recipe.samples, run.model, samples, out)
+    if run.recipe.samples == "text":
+        print(written.read_text(), end="")
+    print(written)
 
 
 def cmd_bench(ns: argparse.Namespace) -> None:
@@ -161,6 +180,12 @@ def _recipe_or_error(name: str, get_recipe):
         raise UsageError(err.args[0]) from err
 
 
+def _recipe_of_run(run_dir: str):
+    from deepzoo.recipes import read_run_config
+
+    return read_run_config(run_dir)[0]
+
+
 def _require_run_dir(path: str) -> None:
     if not (Path(path) / "config.json").is_file():
         raise UsageError(f"{path} is not a deepzoo run directory (it has no config.json)")
@@ -168,6 +193,7 @@ def _require_run_dir(path: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepzoo", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (also DEEPZOO_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="recipes with their metric and reference numbers")
     train = sub.add_parser(
@@ -177,25 +203,51 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("recipe", nargs="?")
     train.add_argument("--run-dir", help="where to write the run (default runs/RECIPE/TIME)")
+    train.add_argument("--overwrite", action="store_true", help="replace the run already in --run-dir")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
-    evaluate = sub.add_parser("eval", help="evaluate a trained run on its test split")
-    evaluate.add_argument("run_dir")
-    evaluate.add_argument("--device", default="auto")
+    evaluate = sub.add_parser("eval", help="evaluate a trained run on its evaluation split")
+    evaluate.add_argument("run_dir", help="a run directory written by `deepzoo train`")
+    evaluate.add_argument("--device", default="auto", help="auto (cuda > mps > cpu) or a torch device")
     sample = sub.add_parser("sample", help="draw samples from a trained generative run")
-    sample.add_argument("run_dir")
-    sample.add_argument("--n", type=int, default=64)
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--out", help="PNG path (default RUN_DIR/samples/sample.png)")
-    sample.add_argument("--device", default="auto")
-    bench = sub.add_parser("bench", help="time-to-quality benchmarks -> benchmarks/results")
-    bench.add_argument("names", nargs="*")
-    bench.add_argument("--results", default="benchmarks/results")
+    sample.add_argument("run_dir", help="a run directory written by `deepzoo train`")
+    sample.add_argument("--n", type=int, default=64, help="how many samples (default 64)")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the sampling generator (default 0)")
+    sample.add_argument(
+        "--out", help="file to write (default RUN_DIR/samples/sample-seedSEED.png, or .txt for text)"
+    )
+    sample.add_argument("--device", default="auto", help="auto (cuda > mps > cpu) or a torch device")
+    from deepzoo.bench import BENCHMARK_SUMMARIES
+
+    bench = sub.add_parser(
+        "bench",
+        help="time-to-quality and speed benchmarks -> benchmarks/results",
+        description="Runs benchmarks and writes benchmarks/results/*.json, plots and the README table.",
+        epilog="benchmarks:\n"
+        + "\n".join(f"  {name:<18} {summary}" for name, summary in BENCHMARK_SUMMARIES.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
+    bench.add_argument("--results", default="benchmarks/results", help="where results are written")
     bench.add_argument("--quick", action="store_true", help="one short repeat (a smoke test)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("DEEPZOO_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        _main(argv, debug)
+    except BrokenPipeError:  # `deepzoo ... | head` closed the pipe: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise SystemExit(0) from None
+
+
+def _main(argv: list[str], debug: bool) -> None:
+    from deepzoo.train.checkpoint import DamagedRunFile
+    from deepzoo.train.errors import TrainingInterrupted, TrainingStopped
+
     parser = build_parser()
     try:
         ns, rest = _parse(parser, argv)
@@ -206,21 +258,24 @@ def main(argv: list[str] | None = None) -> None:
         else:
             {"list": cmd_list, "eval": cmd_eval, "sample": cmd_sample, "bench": cmd_bench}[ns.command](ns)
     except UsageError as err:
-        print(f"deepzoo: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (FileNotFoundError, ValueError) as err:
-        print(f"deepzoo: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _fail(f"error: {err}", 2, debug)
+    except (FileNotFoundError, ValueError, DamagedRunFile) as err:
+        _fail(f"error: {err}", 2, debug, hint=True)
+    except TrainingInterrupted as err:
+        _fail(str(err), 130, debug)
+    except TrainingStopped as err:
+        _fail(str(err), 1, debug)
     except KeyboardInterrupt:
-        print("deepzoo: interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
-    except Exception as err:
-        from deepzoo.train.trainer import NonFiniteLossError
+        _fail("interrupted", 130, debug)
 
-        if isinstance(err, NonFiniteLossError):
-            print(f"deepzoo: {err}", file=sys.stderr)
-            raise SystemExit(1) from None
+
+def _fail(message: str, status: int, debug: bool, hint: bool = False) -> None:
+    """One line on stderr and the exit status; with --debug the traceback instead."""
+    if debug:
         raise
+    suffix = " (--debug shows the traceback)" if hint else ""
+    print(f"deepzoo: {message}{suffix}", file=sys.stderr)
+    raise SystemExit(status) from None
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str]):

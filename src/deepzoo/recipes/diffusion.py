@@ -3,20 +3,20 @@ all class-conditional with the same U-Net, trained under the same budget."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from deepzoo.config import from_dict
 from deepzoo.data.mnist import load_mnist
 from deepzoo.data.tensors import TensorData
 from deepzoo.diffusion.samplers import reflow_pairs
 from deepzoo.metrics.fid import sample_quality
 from deepzoo.models.diffusion import Diffusion, DiffusionConfig
-from deepzoo.recipes import Recipe, SampleEval, _adamw, _sample_grid, register
+from deepzoo.recipes.common import SampleEval, adamw_linear, mnist_splits, sample_grid
+from deepzoo.recipes.registry import Recipe, register
+from deepzoo.recipes.runs import load_parent
 from deepzoo.train import checkpoint as ckpt
 from deepzoo.train.trainer import TrainConfig, use_bf16
 
@@ -25,7 +25,9 @@ BUDGET_SECONDS = 300.0
 
 
 def _diffusion_train(steps: int) -> TrainConfig:
-    return _adamw(steps, 128, 2e-3, 100, steps, grad_clip=1.0, ema_decay=0.995, max_seconds=BUDGET_SECONDS)
+    return adamw_linear(
+        steps, 128, 2e-3, 100, steps, grad_clip=1.0, ema_decay=0.995, max_seconds=BUDGET_SECONDS
+    )
 
 
 @dataclass(frozen=True)
@@ -35,15 +37,11 @@ class DiffusionRun:
     train: TrainConfig = TrainConfig()
 
 
-def _mnist(config: Any, device: torch.device) -> tuple[TensorData, TensorData]:
-    return load_mnist("train", device), load_mnist("test", device)
-
-
 def _evaluate_diffusion(model: Diffusion, data: TensorData, run_dir: Path, config: Any) -> dict[str, float]:
     """classifier-FID and label accuracy of `eval.samples` samples from the default sampler, and
     the grid of the first 100 (one digit per column)."""
     n = config.eval.samples
-    samples = _sample_grid(model, run_dir, n)
+    samples = sample_grid(model, run_dir, n)
     return sample_quality(samples, data.tensors["x"].cpu(), torch.arange(n) % 10)
 
 
@@ -54,8 +52,9 @@ def _diffusion(name: str, summary: str, model: DiffusionConfig, reference: str, 
             summary=summary,
             default=DiffusionRun(model, train=_diffusion_train(steps)),
             build=lambda c: Diffusion(c.model),
-            data=_mnist,
+            data=mnist_splits,
             evaluate=_evaluate_diffusion,
+            samples="images",
             metric="fid",
             reference=reference,
         )
@@ -98,29 +97,15 @@ class ReflowRun:
     train: TrainConfig = TrainConfig()
 
 
-def _flow_run(config: ReflowRun) -> tuple[Path, Any]:
-    run = Path(config.flow_run)
-    if not config.flow_run or not (run / ckpt.CONFIG).is_file():
-        raise FileNotFoundError(
-            f"--flow-run must name a trained flow-matching-mnist run directory (got {config.flow_run!r}); "
-            "train one with `deepzoo train flow-matching-mnist`"
-        )
-    record = json.loads((run / ckpt.CONFIG).read_text())
-    if record["recipe"] not in ("flow-matching-mnist", "rectified-flow-mnist"):
-        raise ValueError(f"{run} is a {record['recipe']!r} run, not a flow-matching-mnist run")
-    return run, record
+def _teacher(config: ReflowRun, device: torch.device | str = "cpu"):
+    return load_parent(config.flow_run, ("flow-matching-mnist", "rectified-flow-mnist"), "flow-run", device)
 
 
 def _build_reflow(config: ReflowRun) -> Diffusion:
     """The student: the reflow config's sampler settings around the teacher's network and weights."""
-    from deepzoo.recipes import load_run
-
-    run, record = _flow_run(config)
-    teacher = from_dict(
-        DiffusionRun if record["recipe"] == "flow-matching-mnist" else ReflowRun, record["config"]
-    )
-    model = Diffusion(replace(config.model, net=teacher.model.net))
-    model.load_state_dict(load_run(run).model.state_dict())
+    teacher = _teacher(config)
+    model = Diffusion(replace(config.model, net=teacher.config.model.net))
+    model.load_state_dict(teacher.model.state_dict())
     return model
 
 
@@ -129,14 +114,12 @@ def _reflow_splits(config: ReflowRun, device: torch.device) -> tuple[TensorData,
     The pairs are cached as reflow-N-SAMPLER-STEPS.safetensors in the flow run."""
     from safetensors.torch import load_file, save
 
-    from deepzoo.recipes import load_run
-
-    run, _ = _flow_run(config)
+    run = Path(config.flow_run)
     cache = run / f"reflow-{config.pairs}-{config.teacher_sampler}-{config.teacher_steps}.safetensors"
     if cache.exists():
         tensors = load_file(cache)
     else:
-        teacher = load_run(run, device).model
+        teacher = _teacher(config, device).model
         generator = torch.Generator().manual_seed(0)
         chunks = []
         bf16 = use_bf16("auto", torch.device(device))
@@ -163,6 +146,7 @@ register(
         build=_build_reflow,
         data=_reflow_splits,
         evaluate=_evaluate_diffusion,
+        samples="images",
         metric="fid",
         reference="Liu et al. (2023): 2-rectified flow samples well in 1-4 Euler steps",
     )

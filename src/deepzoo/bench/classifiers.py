@@ -1,0 +1,241 @@
+"""Benchmarks of the classifier family and the course foundations (issues #2 and #3)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deepzoo.bench.registry import register, seconds
+from deepzoo.bench.timing import first_time_at, matmul_peak, train_flops_per_example, train_variant
+from deepzoo.train.logging import read_metrics
+
+
+def training_throughput(recipe_name: str, precision: str, steps: int, **train: Any) -> float:
+    """Examples per second of `steps` training steps of a recipe (no evaluation; the first quarter
+    of the steps is a warm-up that is not timed); `train` overrides more train fields."""
+    from deepzoo.recipes import get_recipe
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        train_variant(
+            recipe_name,
+            run_dir,
+            evaluate=False,
+            steps=steps,
+            log_every=max(1, steps // 4),
+            precision=precision,
+            eval_every=10**9,
+            checkpoint_every=10**9,
+            progress=False,
+            target="",
+            **train,
+        )
+        records = read_metrics(run_dir / "metrics.jsonl")
+    logs = [r for r in records if r["split"] == "train"]
+    # Skip the first logging window: it holds one-off start-up costs.
+    batch_size = train.get("batch_size", get_recipe(recipe_name).default.train.batch_size)
+    examples = (logs[-1]["step"] - logs[0]["step"]) * batch_size
+    return examples / (logs[-1]["time"] - logs[0]["time"])
+
+
+def time_to_accuracy(
+    recipe_name: str,
+    bars: tuple[float, ...],
+    repeats: int,
+    max_seconds: float,
+    metric: str = "accuracy",
+    higher_is_better: bool = True,
+) -> dict[str, Any]:
+    """Train `repeats` times (seeds 0..), each until the hardest bar of `metric` or `max_seconds`."""
+    runs = []
+    for seed in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            result, _ = train_variant(
+                recipe_name,
+                Path(tmp) / "r",
+                seed=seed,
+                target=f"{metric}>={max(bars)}" if higher_is_better else f"{metric}<={min(bars)}",
+                max_seconds=max_seconds,
+                progress=False,
+            )
+            records = read_metrics(Path(tmp) / "r" / "metrics.jsonl")
+        evals = [r for r in records if r["split"] == "eval"]
+        runs.append(
+            {
+                "seed": seed,
+                "steps": result.step,
+                f"best_{metric}": (max if higher_is_better else min)(r[metric] for r in evals),
+                "curve": [(r["step"], r["time"], r[metric]) for r in evals],
+            }
+            | {f"seconds_to_{bar}": first_time_at(records, metric, bar, higher_is_better) for bar in bars}
+        )
+    summary = {}
+    for bar in bars:
+        # A run that never reaches the bar counts as infinitely slow; the median is finite
+        # when most runs reach it.
+        times = [math.inf if run[f"seconds_to_{bar}"] is None else run[f"seconds_to_{bar}"] for run in runs]
+        median = statistics.median(times)
+        summary[f"median_seconds_to_{bar}"] = None if math.isinf(median) else median
+        summary[f"runs_reaching_{bar}"] = sum(math.isfinite(t) for t in times)
+    return {"recipe": recipe_name, "runs": runs} | summary
+
+
+def classifier_report(
+    recipe_name: str, bars: tuple[float, ...], peak: dict[str, float], quick: bool
+) -> dict[str, Any]:
+    """Time to each accuracy bar (median of 3 runs), bf16/fp32 throughput and share of the peak."""
+    from deepzoo.data.mnist import load_mnist
+    from deepzoo.recipes import get_recipe
+
+    recipe = get_recipe(recipe_name)
+    speed = {p: training_throughput(recipe_name, p, 40 if quick else 200) for p in ("fp32", "bf16")}
+    torch.manual_seed(0)
+    flops = train_flops_per_example(recipe.build(recipe.default), load_mnist("test")[slice(0, 64)])
+    repeats, budget = (1, 20.0) if quick else (3, 90.0)
+    return {
+        "train_gflop_per_image": flops / 1e9,
+        "throughput_images_per_s": speed,
+        "bf16_speedup": speed["bf16"] / speed["fp32"],
+        "fraction_of_bf16_peak": speed["bf16"] * flops / 1e9 / peak["bf16"],
+        "fraction_of_fp32_peak_in_fp32": speed["fp32"] * flops / 1e9 / peak["fp32"],
+    } | time_to_accuracy(recipe_name, bars, repeats, budget)
+
+
+# (recipe, accuracy bar, seconds allowed): issue #2's time-to-accuracy goals on a 2-core CPU.
+CLASSIFIER_GOALS = (("cnn-mnist", 0.99, 15.0), ("cnn-mnist-wide", 0.995, 60.0))
+
+
+def bench_mnist_classifier(quick: bool, results: Path) -> dict[str, Any]:
+    """Wall seconds from the start of training to the first evaluation at or above 99.0% and
+    99.5% MNIST test accuracy (full test set, median of 3 runs), training throughput in bf16 and
+    fp32, and the fraction of the machine's matmul peak, measured in the same run."""
+    peak = matmul_peak()
+    recipes = {name: classifier_report(name, (0.99, 0.995), peak, quick) for name, _, _ in CLASSIFIER_GOALS}
+    goals = [
+        {
+            "recipe": name,
+            "accuracy": bar,
+            "max_seconds": limit,
+            "median_seconds": recipes[name][f"median_seconds_to_{bar}"],
+        }
+        for name, bar, limit in CLASSIFIER_GOALS
+    ]
+    for goal in goals:
+        goal["met"] = goal["median_seconds"] is not None and goal["median_seconds"] <= goal["max_seconds"]
+    return {
+        "benchmark": "mnist-classifier",
+        "matmul_peak_gflops": peak,
+        "goals": goals,
+        "recipes": recipes,
+    }
+
+
+def bench_resnet_mnist(quick: bool, results: Path) -> dict[str, Any]:
+    """The ResNet recipe's time to 99.0% / 99.5% test accuracy (median of 3) and its best accuracy."""
+    return {"benchmark": "resnet-mnist"} | time_to_accuracy(
+        "resnet-mnist", (0.99, 0.995), 1 if quick else 3, 30.0 if quick else 150.0
+    )
+
+
+# (recipe, headline metric, the number issue #3 expects)
+FOUNDATION_GOALS = (
+    ("knn-mnist", "accuracy", "about 96.9%"),
+    ("linear-svm-mnist", "accuracy", "about 92%"),
+    ("linear-softmax-mnist", "accuracy", "about 92%"),
+    ("two-layer-mnist", "accuracy", "at least 98%"),
+    ("char-lstm-shakespeare", "val_loss", "validation loss reported"),
+)
+
+
+def bench_foundations(quick: bool, results: Path) -> dict[str, Any]:
+    """Issue #3: each course-foundation recipe trained once with its defaults: the final test metric
+    (full MNIST test set; tiny-shakespeare validation split, nats/char) and the wall time of the
+    whole `train` call (data loading and kNN cross-validation included)."""
+    from deepzoo.recipes import get_recipe
+
+    results = {}
+    for name, metric, expected in FOUNDATION_GOALS:
+        train: dict[str, Any] = {"progress": False}
+        if quick:
+            train |= {"steps": min(get_recipe(name).default.train.steps, 20), "eval_every": 20}
+        with tempfile.TemporaryDirectory() as tmp:
+            result, wall = train_variant(name, Path(tmp) / "r", **train)
+        results[name] = {
+            "metric": metric,
+            "value": result.metrics[metric],
+            "best": result.best.get("value"),
+            "extra": {k: v for k, v in result.metrics.items() if k not in (metric, "error")},
+            "steps": result.step,
+            "wall_seconds": wall,
+            "expected": expected,
+        }
+    return {"benchmark": "foundations", "recipes": results}
+
+
+def _accuracy_rows(name: str, result: dict[str, Any], limits: dict[float, float]) -> list[str]:
+    rows = []
+    for bar in (0.99, 0.995):
+        limit = f"<= {limits[bar]:.0f} s" if bar in limits else ""
+        rows.append(
+            f"| `{name}`: time to {bar:.1%} MNIST test accuracy "
+            f"| {seconds(result[f'median_seconds_to_{bar}'])} | {limit} |"
+        )
+    best = statistics.median(run["best_accuracy"] for run in result["runs"])
+    rows.append(f"| `{name}`: best test accuracy in the run | {best:.2%} | |")
+    return rows
+
+
+def _classifier_rows(classifier: dict[str, Any]) -> list[str]:
+    rows = []
+    peak = classifier["matmul_peak_gflops"]
+    for name, report in classifier["recipes"].items():
+        limits = {g["accuracy"]: g["max_seconds"] for g in classifier["goals"] if g["recipe"] == name}
+        rows += _accuracy_rows(name, report, limits)
+        speed = report["throughput_images_per_s"]
+        rows.append(
+            f"| `{name}`: training images/s, bf16 / fp32 | {speed['bf16']:.0f} / "
+            f"{speed['fp32']:.0f} ({report['bf16_speedup']:.2f}x) | |"
+        )
+        rows.append(
+            f"| `{name}`: share of the matmul peak, bf16 / fp32 | "
+            f"{report['fraction_of_bf16_peak']:.1%} of {peak['bf16']:.0f} GFLOP/s / "
+            f"{report['fraction_of_fp32_peak_in_fp32']:.1%} of {peak['fp32']:.0f} GFLOP/s | |"
+        )
+    return rows
+
+
+def _foundation_rows(foundations: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, row in foundations["recipes"].items():
+        value = f"{row['value']:.2%}" if row["metric"] == "accuracy" else f"{row['value']:.3f} nats/char"
+        extra = ", ".join(f"{k} = {v:g}" for k, v in row["extra"].items())
+        rows.append(
+            f"| `{name}`: {row['metric']} ({row['steps']} steps, {row['wall_seconds']:.0f} s wall"
+            f"{'; ' + extra if extra else ''}) | {value} | {row['expected']} |"
+        )
+    return rows
+
+
+register(
+    "mnist-classifier",
+    "cnn-mnist and cnn-mnist-wide: time to 99% / 99.5%, images/s, share of the matmul peak",
+    bench_mnist_classifier,
+    _classifier_rows,
+)
+register(
+    "resnet-mnist",
+    "resnet-mnist: time to 99% / 99.5% and best test accuracy",
+    bench_resnet_mnist,
+    lambda result: _accuracy_rows("resnet-mnist", result, {}),
+)
+register(
+    "foundations",
+    "kNN, linear SVM/softmax, two-layer net, char-LSTM: final metrics with their defaults",
+    bench_foundations,
+    _foundation_rows,
+)

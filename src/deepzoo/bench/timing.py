@@ -1,0 +1,98 @@
+"""Shared measuring helpers: the machine, its matmul peak, medians of repeated timings, FLOP
+counts, and training a recipe variant into a directory."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deepzoo.train.logging import read_metrics
+
+
+def matmul_peak(size: int = 2048, repeats: int = 7) -> dict[str, float]:
+    """Median GFLOP/s of a (size x size) @ (size x size) torch.mm in fp32 and bf16 (2 n^3 flops)."""
+    peak = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        for _ in range(2):
+            torch.mm(a, b)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.mm(a, b)
+            times.append(time.perf_counter() - start)
+        peak[name] = 2 * size**3 / statistics.median(times) / 1e9
+    return peak
+
+
+def first_time_at(
+    records: list[dict], metric: str, bar: float, higher_is_better: bool = True
+) -> float | None:
+    """Training wall time of the first evaluation with `metric` at or past `bar` (None if never)."""
+    for record in records:
+        if record.get("split") == "eval" and metric in record:
+            if (record[metric] >= bar) if higher_is_better else (record[metric] <= bar):
+                return record["time"]
+    return None
+
+
+def train_flops_per_example(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> float:
+    """Forward + backward FLOPs of one example, counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model.loss(batch)["loss"].backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / len(next(iter(batch.values())))
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "processor": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "amx": bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    """Median wall time of `repeats` calls of fn, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def last_eval(run_dir: Path) -> dict[str, float]:
+    return [r for r in read_metrics(run_dir / "metrics.jsonl") if r["split"] == "eval"][-1]
+
+
+def train_variant(
+    name: str, run_dir: Path, *, quick: bool = False, config: Any = None, evaluate: bool = True, **train: Any
+):
+    """Train recipe `name` (its default config, or `config`) with the train fields `train`
+    replaced, into run_dir; `quick` shortens it to 50 steps. Returns (TrainResult, wall seconds)."""
+    from deepzoo.recipes import get_recipe, train_recipe
+
+    config = config if config is not None else get_recipe(name).default
+    if quick:
+        train = {"steps": 50, "eval_every": 50, "checkpoint_every": 50} | train
+    if train:
+        config = replace(config, train=replace(config.train, **train))
+    start = time.perf_counter()
+    result = train_recipe(name, config, run_dir, evaluate=evaluate)
+    return result, time.perf_counter() - start

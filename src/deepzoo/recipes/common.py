@@ -1,0 +1,89 @@
+"""Pieces several recipe families share: training schedules, sample grids and sample files,
+the mean of a model's loss terms, MNIST splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from deepzoo.data.mnist import load_mnist
+from deepzoo.data.tensors import TensorData
+from deepzoo.train.config import TrainConfig
+
+
+def adamw_linear(
+    steps: int, batch_size: int, lr: float, warmup: int, eval_every: int, **kw: Any
+) -> TrainConfig:
+    """AdamW with linear warm-up and linear decay to zero, checkpoints every 4 evaluations."""
+    return TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        optimizer="adamw",
+        lr=lr,
+        schedule="linear",
+        warmup_steps=warmup,
+        eval_every=eval_every,
+        checkpoint_every=eval_every * 4,
+        **kw,
+    )
+
+
+@dataclass(frozen=True)
+class SampleEval:
+    """What each evaluation of a generative recipe measures."""
+
+    samples: int = 1000
+    """Samples drawn for classifier-FID (against the whole test split) and label accuracy."""
+    iwae_k: int = 100
+    """Likelihood models: importance samples of the bound during training (the benchmark uses 1000)."""
+    iwae_examples: int = 1000
+    """Likelihood models: test images the bound is averaged over during training (the benchmark: all)."""
+
+
+def mnist_splits(config: Any, device: torch.device) -> tuple[TensorData, TensorData]:
+    return load_mnist("train", device), load_mnist("test", device)
+
+
+def sample_grid(model: nn.Module, run_dir: Path, n: int, **kw: Any) -> torch.Tensor:
+    """n samples of `model.sample` (labels 0..9 repeating for conditional models), drawn 500 at a
+    time from a seeded generator; the first 100 go to run_dir/samples/samples.png, 10 wide."""
+    from deepzoo.viz import save_image_grid
+
+    generator = torch.Generator().manual_seed(0)
+    samples = torch.cat(
+        [model.sample(min(500, n - i), generator=generator, **kw).cpu() for i in range(0, n, 500)]
+    )
+    save_image_grid(samples[:100], run_dir / "samples" / "samples.png", nrow=10)
+    return samples
+
+
+def write_samples(kind: str, model: nn.Module, samples: torch.Tensor, out: Path) -> Path:
+    """Images -> a PNG grid at out; token ids -> model.to_text, one sample after a header line
+    '=== sample i ===' each, at out with the suffix .txt. Returns the file written."""
+    from deepzoo.files import write_bytes
+
+    if kind == "text":
+        out = out.with_suffix(".txt")
+        texts = model.to_text(samples)
+        body = "".join(f"=== sample {i + 1} ===\n{text}\n" for i, text in enumerate(texts))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(out, body.encode())
+        return out
+    from deepzoo.viz import save_image_grid
+
+    save_image_grid(samples, out)
+    return out
+
+
+def mean_terms(model: nn.Module, data: TensorData, batch_size: int = 1000) -> dict[str, float]:
+    """The model's loss terms averaged over all of `data`."""
+    sums: dict[str, float] = {}
+    for batch in data.batches(batch_size):
+        size = len(next(iter(batch.values())))
+        for key, value in model.loss(batch).items():
+            sums[key] = sums.get(key, 0.0) + float(value) * size
+    return {k: v / len(data) for k, v in sums.items()}

@@ -1,0 +1,55 @@
+"""The recipe registry: name -> what `deepzoo train NAME` runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from deepzoo.data.tensors import TensorData
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A default config, a model factory, data and evaluation."""
+
+    name: str
+    summary: str
+    default: Any
+    """The run config: a frozen dataclass with fields `model` and `train` (and maybe more)."""
+    build: Callable[[Any], nn.Module]
+    data: Callable[[Any, torch.device], tuple[TensorData, TensorData]]
+    """(train split, evaluation split) on the device."""
+    evaluate: Callable[[nn.Module, TensorData, Path, Any], dict[str, float]]
+    """(model, evaluation split, run directory, run config) -> metrics; may write files to the run."""
+    metric: str
+    """The headline metric, as the evaluation names it."""
+    reference: str
+    """Published or peer numbers to compare with."""
+    prepare: Callable[[nn.Module, TensorData], None] | None = None
+    """Fits what is not learned by gradient steps (a kNN's memory) from the train split; also
+    called when a run is loaded."""
+    eval_split: str = "test"
+    """What the evaluation split is (the final summary names it): test, or val."""
+    samples: Literal["images", "text"] | None = None
+    """What `model.sample` draws, for `deepzoo sample` to write (None: the model does not sample)."""
+
+
+RECIPES: dict[str, Recipe] = {}
+
+
+def register(recipe: Recipe) -> Recipe:
+    if recipe.name in RECIPES:
+        raise ValueError(f"recipe {recipe.name!r} is registered twice")
+    RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise KeyError(f"unknown recipe {name!r}; `deepzoo list` shows the {len(RECIPES)} recipes")
+    return RECIPES[name]
