@@ -110,12 +110,19 @@ def test_nesterov_equals_the_look_ahead_form_at_the_shifted_point():
 
 
 def test_adam_first_step_moves_each_coordinate_by_lr():
-    """With bias correction, step 1 is lr * g / (|g| + eps): lr in every coordinate's direction."""
-    p = torch.nn.Parameter(torch.tensor([3.0, -0.02, 500.0]))
-    opt = optim.Adam([p], lr=0.1)
-    p.grad = torch.tensor([2.0, -1e-3, 7.0])
+    """With bias correction, step 1 is exactly lr * g / (|g| + eps): about lr in every coordinate's
+    direction, a little less where |g| is comparable to eps."""
+    start, grad, lr, eps = [3.0, -0.02, 500.0], [2.0, -1e-3, 7.0], 0.1, 1e-8
+    p = torch.nn.Parameter(torch.tensor(start))
+    opt = optim.Adam([p], lr=lr, eps=eps)
+    p.grad = torch.tensor(grad)
     opt.step()
-    torch.testing.assert_close(p.detach(), torch.tensor([2.9, -0.02 + 0.1, 499.9]), rtol=0, atol=1e-6)
+    g = torch.tensor(grad, dtype=torch.float64)
+    expected = torch.tensor(start, dtype=torch.float64) - lr * g / (g.abs() + eps)
+    # fp32: one rounding of the result (2^-24 relative, 2^-23 to be safe) plus a few roundings of
+    # the step of size lr (5 * 2^-24 * lr < 1e-7 absolute)
+    torch.testing.assert_close(p.detach().double(), expected, rtol=2**-23, atol=1e-7)
+    assert (p.detach().double() - torch.tensor(start, dtype=torch.float64)).abs().sub(lr).abs().max() < 1e-5
 
 
 def test_bad_hyper_parameters_are_rejected():

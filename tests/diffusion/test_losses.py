@@ -100,3 +100,51 @@ def test_preconditioned_inputs_are_the_native_states():
     _, _, c_in = Preconditioning("velocity").coefficients(sigma)
     t = (sigma / (1 + sigma))[:, None]
     torch.testing.assert_close(c_in[:, None] * x_hat, (1 - t) * x0 + t * eps)
+
+
+SIGMAS = torch.tensor([0.02, 0.5, 1.0, 3.0, 80.0], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("sigma_data", [0.5, 1.0])
+def test_coefficients_equal_the_closed_forms_of_the_table(sigma_data):
+    """Each row of the docs' table written out directly, sigma by sigma (EDM Table 1; flow matching)."""
+    for s in SIGMAS.tolist():
+        r = (s**2 + sigma_data**2) ** 0.5
+        table = {
+            "epsilon": (1.0, -s, 1 / (1 + s**2) ** 0.5),
+            "x0": (0.0, 1.0, 1 / r),
+            "v": (sigma_data**2 / r**2, -s * sigma_data / r, 1 / r),
+            "edm": (sigma_data**2 / r**2, s * sigma_data / r, 1 / r),
+            "velocity": (1 / (1 + s), -s / (1 + s), 1 / (1 + s)),
+        }
+        for kind, expected in table.items():
+            got = Preconditioning(kind, sigma_data).coefficients(torch.tensor([s], dtype=torch.float64))
+            for name, value, want in zip(("c_skip", "c_out", "c_in"), got, expected):
+                assert value.item() == pytest.approx(want, rel=1e-12, abs=1e-15), (kind, name, s)
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "x0", "v", "velocity"])
+def test_the_ideal_network_output_is_the_named_target(kind):
+    """F* = (x0 - c_skip x_hat) / c_out, the output that makes D exact, is the quantity the
+    parameterization is named after, computed here from x0 and eps alone (v: Salimans & Ho with
+    alpha = 1 / sqrt(1 + sigma^2), sigma_t = sigma / sqrt(1 + sigma^2), i.e. sigma_data = 1)."""
+    precond, x0, eps, sigma = _setup(kind, sigma_data=1.0)
+    s = sigma[:, None]
+    c_skip, c_out, _ = (c[:, None] for c in precond.coefficients(sigma))
+    ideal = (x0 - c_skip * (x0 + s * eps)) / c_out
+    named = {
+        "epsilon": eps,
+        "x0": x0,
+        "v": (eps - s * x0) / (1 + s**2).sqrt(),
+        "velocity": eps - x0,
+    }[kind]
+    torch.testing.assert_close(ideal, named, rtol=1e-9, atol=1e-9)
+
+
+def test_edm_c_noise_is_a_quarter_of_ln_sigma():
+    denoiser = Denoiser(lambda x, c, labels=None: x, Preconditioning("edm"))
+    sigma = torch.tensor([1.0, torch.e**4, 0.002], dtype=torch.float64)
+    torch.testing.assert_close(
+        denoiser.c_noise(sigma),
+        torch.tensor([0.0, 1.0, 0.25 * torch.log(sigma[2]).item()], dtype=torch.float64),
+    )

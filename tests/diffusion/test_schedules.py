@@ -60,13 +60,15 @@ def test_timestep_spacings_give_the_steps_they_promise():
     vp = VPSchedule(steps=1000)
     for n in (1, 7, 10, 13, 50, 1000):
         linspace = vp.timesteps(n, "linspace")
-        assert len(linspace) == n and linspace[0] == (999 if n > 1 else 999) and (n == 1 or linspace[-1] == 0)
+        assert len(linspace) == n and linspace[0] == 999 and (n == 1 or linspace[-1] == 0)
         leading = vp.timesteps(n, "leading")
         assert len(leading) == n and leading[-1] == 0 and leading[0] == (n - 1) * (1000 // n)
         trailing = vp.timesteps(n, "trailing")
         assert len(trailing) == n and trailing[0] == 999 and trailing[-1] >= 0
         for steps in (linspace, leading, trailing):
             assert (steps[1:] < steps[:-1]).all(), "strictly decreasing, no repeated step"
+    # linspace rounds to nearest (832.5 -> 832 and 499.5 -> 500 by round-half-even), never down
+    assert vp.timesteps(7, "linspace").tolist() == [999, 832, 666, 500, 333, 166, 0]
     # diffusers' trailing spacing for 13 of 1000 steps, as listed in huggingface/diffusers#9261
     expected = [999, 922, 845, 768, 691, 614, 537, 461, 384, 307, 230, 153, 76]
     assert vp.timesteps(13, "trailing").tolist() == expected
@@ -94,3 +96,10 @@ def test_flow_grid_is_uniform_in_t():
     grid = flow_sigmas(8, t_max=0.999)
     t = grid / (1 + grid)
     torch.testing.assert_close(t, torch.linspace(0.999, 0, 9, dtype=torch.float64))
+
+
+def test_the_default_flow_grid_is_finite_and_t_max_1_is_refused():
+    grid = flow_sigmas(4)
+    assert torch.isfinite(grid).all() and grid[0].item() == pytest.approx(0.999 / 0.001)
+    with pytest.raises(ValueError, match="t_max < 1"):
+        flow_sigmas(4, t_max=1.0)

@@ -2,8 +2,8 @@ import torch
 
 from deepzoo.data import TensorData
 from deepzoo.metrics.classification import classification_metrics
-from deepzoo.metrics.features import mnist_feature_net
 from deepzoo.metrics.fid import classifier_fid
+from deepzoo.models.features import mnist_feature_net
 
 
 def test_shipped_feature_classifier_is_accurate(mnist_test):

@@ -29,14 +29,13 @@ def test_exact_posterior_gives_the_exact_likelihood_for_every_k():
     torch.testing.assert_close(elbo, _log_px(x))
 
 
-def test_bound_is_above_the_elbo_tightens_with_k_and_stays_below_log_px():
+def test_bound_tightens_with_k_and_approaches_log_px_from_below():
     torch.manual_seed(0)
     x = torch.linspace(-2, 2, 50, dtype=torch.float64)
     log_weights = _linear_gaussian(0.0, 1.0)  # the prior as proposal: a poor q
     bounds = {}
     for k in (1, 10, 100, 2000):
-        bound, elbo = importance_weighted_bound(log_weights, x, k, chunk=64)
-        assert (bound >= elbo - 1e-12).all()  # Jensen, sample by sample
+        bound, _ = importance_weighted_bound(log_weights, x, k, chunk=64)
         bounds[k] = bound.mean().item()
     assert bounds[1] < bounds[10] < bounds[100] < bounds[2000]
     assert bounds[2000] <= _log_px(x).mean().item() + 1e-3

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -60,15 +62,14 @@ def test_gaussian_likelihood_is_the_normal_density():
     torch.testing.assert_close(model.log_likelihood(x, mean), expected)
 
 
-def test_iwae_bound_is_above_the_elbo_and_tightens_with_k(mnist_small):
+def test_iwae_bound_tightens_with_k(mnist_small):
     model = _model().eval()
     x = torch.bernoulli(mnist_small.tensors["x"][:20], generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     means = {}
     with torch.no_grad():
         for k in (1, 10, 200):
-            bound, elbo = importance_weighted_bound(model.log_importance_weights, x, k, chunk=50)
-            assert (bound >= elbo - 1e-9).all()
+            bound, _ = importance_weighted_bound(model.log_importance_weights, x, k, chunk=50)
             means[k] = bound.mean().item()
     assert means[1] < means[10] < means[200]
 
@@ -105,3 +106,22 @@ def test_a_short_run_lowers_the_negative_elbo(kind, mnist_small, tmp_path):
     Trainer(model, mnist_small, cfg, tmp_path).fit()
     after = model.eval().loss(batch)["loss"].item()
     assert after < before - 200  # from ~545 nats (random) to well below 345
+
+
+def test_the_importance_proposal_draws_with_the_standard_deviation():
+    """With the decoder term removed, mean_i log w_i = E_q[log p(z) - log q(z|x)] = -KL(q || p).
+    The encoder is pinned to sigma = 0.5 (variance 0.25), where a proposal drawn with the variance
+    instead of the standard deviation gives a visibly different mean."""
+    model = _model().eval()
+    latent = model.config.latent
+    mu = torch.tensor([[0.3] * latent, [-1.0] * latent])
+    logvar = torch.full_like(mu, math.log(0.25))
+    model.encode = lambda x, y=None: (mu, logvar)
+    model.log_likelihood = lambda x, out: torch.zeros(out.shape[:2])
+    k = 20_000
+    torch.manual_seed(0)
+    with torch.no_grad():
+        log_w = model.log_importance_weights(torch.zeros(2, 1, 28, 28), k)
+    kl = 0.5 * (mu.square() + logvar.exp() - 1 - logvar).sum(1)  # KL(N(mu, sigma^2) || N(0, I))
+    tolerance = 5 * log_w.std(0) / k**0.5  # five Monte Carlo standard errors
+    assert ((log_w.mean(0) + kl).abs() < tolerance).all()

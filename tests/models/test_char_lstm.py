@@ -2,7 +2,7 @@ import torch
 import torch.nn.functional as F
 
 from deepzoo.data import TensorData
-from deepzoo.data.shakespeare import load_shakespeare
+from deepzoo.data.shakespeare import VOCAB, load_shakespeare
 from deepzoo.models.char_lstm import CharLSTM, CharLSTMConfig
 from deepzoo.train import TrainConfig, Trainer
 
@@ -46,7 +46,7 @@ def test_short_training_lowers_validation_loss_and_samples_text(tmp_path):
     train = TensorData(load_shakespeare("train", 64)[slice(0, 2000)])
     val = TensorData(load_shakespeare("val", 64)[slice(0, 100)])
     torch.manual_seed(0)
-    model = CharLSTM(CharLSTMConfig(hidden=64, embed_dim=16, layers=1, tbptt=32))
+    model = CharLSTM(CharLSTMConfig(hidden=64, embed_dim=16, layers=1, tbptt=32, charset=VOCAB))
     with torch.no_grad():
         before = model.loss(val.tensors)["loss"].item()  # about log 65 = 4.17
     cfg = TrainConfig(
@@ -56,5 +56,7 @@ def test_short_training_lowers_validation_loss_and_samples_text(tmp_path):
         model, train, cfg, tmp_path, evaluate=lambda m, s, d: {"val_loss": m.loss(val.tensors)["loss"].item()}
     ).fit()
     assert before > 4.0 and result.metrics["val_loss"] < 2.8
-    texts = model.eval().sample(2, generator=torch.Generator().manual_seed(0), length=50)
-    assert len(texts) == 2 and all(len(t) == 50 for t in texts)
+    tokens = model.eval().sample(2, generator=torch.Generator().manual_seed(0), length=50)
+    assert tokens.shape == (2, 50) and tokens.max() < len(VOCAB)
+    texts = model.to_text(tokens)
+    assert all(len(t) == 50 and set(t) <= set(VOCAB) for t in texts)

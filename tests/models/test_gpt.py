@@ -17,15 +17,28 @@ def test_gpt_is_causal(positions):
 
 
 @pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rope", "alibi"])
-def test_generation_with_kv_cache_equals_generation_without(positions):
+def test_generation_with_kv_cache_equals_generation_without_also_past_the_block(positions):
+    """4 + 30 tokens with a 16-token block: the window slides past the block for every scheme
+    (learned positions included) and the cached run draws exactly the uncached run's tokens."""
     torch.manual_seed(0)
     model = GPT(GPTConfig(**SMALL, positions=positions)).eval()
     prompt = torch.randint(0, 11, (3, 4))
-    with_cache = model.generate(prompt, 10, top_k=5, generator=torch.Generator().manual_seed(1))
-    without = model.generate(prompt, 10, top_k=5, generator=torch.Generator().manual_seed(1), use_cache=False)
-    assert torch.equal(with_cache, without)
-    greedy = model.generate(prompt, 10, temperature=0)
-    assert torch.equal(greedy, model.generate(prompt, 10, temperature=0, use_cache=False))
+    with_cache = model.generate(prompt, 30, top_k=5, generator=torch.Generator().manual_seed(1))
+    without = model.generate(prompt, 30, top_k=5, generator=torch.Generator().manual_seed(1), use_cache=False)
+    assert with_cache.shape == (3, 34) and torch.equal(with_cache, without)
+    greedy = model.generate(prompt, 30, temperature=0)
+    assert torch.equal(greedy, model.generate(prompt, 30, temperature=0, use_cache=False))
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_sample_frequencies_follow_softmax_of_logits_over_temperature(temperature):
+    logits = torch.tensor([[0.0, 1.0, 2.0, -1.0]])
+    n = 200_000
+    tokens = sample_next(logits.expand(n, 4), temperature, generator=torch.Generator().manual_seed(0))
+    frequencies = torch.bincount(tokens.flatten(), minlength=4).double() / n
+    expected = torch.softmax(logits[0].double() / temperature, dim=0)
+    # each frequency has standard deviation sqrt(p (1 - p) / n) <= 0.0012; allow 5 of them
+    torch.testing.assert_close(frequencies, expected, rtol=0, atol=5 * 0.5 / n**0.5)
 
 
 def test_output_layer_is_tied_to_the_embedding():

@@ -141,3 +141,27 @@ def test_math_kernel_equals_sdpa_kernel():
 def test_width_must_split_into_heads():
     with pytest.raises(ValueError, match="divisible"):
         MultiHeadAttention(10, 3)
+
+
+def test_alibi_slopes_for_a_head_count_that_is_not_a_power_of_two():
+    """Press et al.: the 4 slopes of 4 heads, then every other slope of 8 heads."""
+    expected = torch.tensor([2**-2, 2**-4, 2**-6, 2**-8, 2**-1, 2**-3])
+    assert torch.equal(alibi_slopes(6), expected)
+
+
+def test_attention_bias_equals_a_hand_built_mask():
+    """Causal with an offset, key padding and ALiBi, against loops over (b, h, i, j): the
+    SDPA-vs-reference tests share attention_bias, so its values are checked on their own here."""
+    T, S, offset, heads = 3, 6, 2, 3
+    padding = torch.tensor([[False, False, True, False, False, False], [False] * 5 + [True]])
+    bias = attention_bias(T, S, causal=True, offset=offset, key_padding_mask=padding, alibi_heads=heads)
+    slopes = [2**-4, 2**-8, 2**-2]  # 3 heads: the 2 slopes of 2 heads, then the first of 4 heads' odd ones
+    expected = torch.empty(2, heads, T, S)
+    for b in range(2):
+        for h in range(heads):
+            for i in range(T):
+                for j in range(S):
+                    visible = j <= offset + i and not padding[b, j]
+                    expected[b, h, i, j] = -slopes[h] * abs(offset + i - j) if visible else float("-inf")
+    assert bias.shape == (2, heads, T, S)
+    assert torch.equal(bias, expected)

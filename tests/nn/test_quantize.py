@@ -125,6 +125,47 @@ def test_loss_mode_restarts_too_and_keeps_its_parameter():
     assert isinstance(vq.codebook, torch.nn.Parameter)
 
 
+@pytest.mark.parametrize("ema", [True, False])
+def test_training_quantizes_with_the_codebook_that_chose_the_codes(ema):
+    """The update after the assignment (EMA step, restart of code 2) must not reach this batch's
+    z_q or its commitment loss: z_q == codebook_before[codes] (the references' convention)."""
+    vq = VectorQuantizer(3, 2, ema=ema, decay=0.5, dead_threshold=0.95)
+    with torch.no_grad():
+        vq.codebook.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0], [1e3, 1e3]]))
+    if ema:
+        vq.code_sum.copy_(vq.codebook)
+    before = vq.codebook.detach().clone()
+    z = torch.rand(64, 2, generator=torch.Generator().manual_seed(0))
+    out = vq.train()(z)
+    assert not torch.equal(vq.codebook[2], before[2])  # code 2 was restarted during this call
+    torch.testing.assert_close(out.z_q, before[out.codes], rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.commit, ((z - before[out.codes]) ** 2).mean())
+    if ema:
+        assert not torch.allclose(vq.codebook[:2], before[:2])  # the EMA did move the used codes
+
+
+def test_a_code_chosen_in_this_batch_is_not_restarted():
+    vq = VectorQuantizer(2, 1, ema=True, decay=0.9, dead_threshold=5.0)
+    vq.codebook.copy_(torch.tensor([[0.0], [10.0]]))
+    vq.code_sum.copy_(vq.codebook)  # counts 1 < 5: both codes are "dead" by their EMA count
+    vq.train()(torch.tensor([[0.1], [0.2], [9.0]]))
+    # code 1 took 9.0: EMA sum 0.9 * 10 + 0.1 * 9, count 0.9 + 0.1 = 1 -> stays near 9.9, not a batch vector
+    assert vq.codebook[1].item() == pytest.approx(9.9, rel=0.01)
+
+
+def test_a_restarted_code_keeps_its_new_vector_on_the_next_step():
+    """Restart resets the code's running sum with its count: an EMA step in which nothing
+    chooses it leaves it where it was restarted (up to Laplace smoothing), not back at 1e3."""
+    vq = VectorQuantizer(3, 2, decay=0.9, dead_threshold=0.95, eps=1e-5)
+    vq.codebook.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0], [1e3, 1e3]]))
+    vq.code_sum.copy_(vq.codebook)
+    vq.train()(torch.rand(64, 2))
+    fresh = vq.codebook[2].clone()
+    vq.dead_threshold = 0.0  # no second restart: watch the EMA alone
+    vq(torch.rand(64, 2) * 0.1)
+    torch.testing.assert_close(vq.codebook[2], fresh, rtol=1e-3, atol=1e-3)
+
+
 def test_perplexity_is_exp_entropy_of_usage():
     codes = torch.tensor([0, 0, 1, 2])
     p = torch.tensor([0.5, 0.25, 0.25])

@@ -177,10 +177,18 @@ def karras_sigmas(
     return torch.cat([sigmas, torch.zeros(1, dtype=torch.float64)])
 
 
-def flow_sigmas(n: int, t_max: float = 1.0, t_min: float = 0.0, shift: float = 1.0) -> torch.Tensor:
+FLOW_T_MAX = 0.999
+"""Where flow samplers start: t = 1 is sigma = t / (1 - t) = inf, which no sampler can step from."""
+
+
+def flow_sigmas(n: int, t_max: float = FLOW_T_MAX, t_min: float = 0.0, shift: float = 1.0) -> torch.Tensor:
     """A uniform grid in flow time t from t_max to t_min (n steps, n + 1 points) as sigmas
-    t / (1 - t) (t = 1 gives inf: the sampler starts from pure noise); shift > 1 spends more steps at
-    high noise (t' = shift t / (1 + (shift - 1) t), as in SD3)."""
+    t / (1 - t); shift > 1 spends more steps at high noise (t' = shift t / (1 + (shift - 1) t), as
+    in SD3). t_max must be below 1 (sigma would be infinite)."""
+    if not 0.0 <= t_min < t_max < 1.0:
+        raise ValueError(
+            f"flow_sigmas needs 0 <= t_min < t_max < 1 (t = 1 is sigma = inf), got {t_min}, {t_max}"
+        )
     t = torch.linspace(t_max, t_min, n + 1, dtype=torch.float64)
     t = shift * t / (1 + (shift - 1) * t)
     return FlowSchedule().sigma(t)

@@ -57,7 +57,7 @@ def classifier_fid(images_a: torch.Tensor, images_b: torch.Tensor, net: nn.Modul
     """Fréchet distance between two MNIST-like image sets (N, 1, 28, 28) in [0, 1], measured on the
     shipped feature classifier (or `net`)."""
     if net is None:
-        from deepzoo.metrics.features import mnist_feature_net
+        from deepzoo.models.features import mnist_feature_net
 
         net = mnist_feature_net()
     stats_a = feature_statistics(extract_features(net, images_a))
@@ -75,7 +75,7 @@ def sample_quality(
     """{"fid": classifier-FID between samples and reference images (N, 1, 28, 28) in [0, 1]} and,
     for class-conditional samples, {"label_accuracy": share the feature classifier labels as asked}."""
     if net is None:
-        from deepzoo.metrics.features import mnist_feature_net
+        from deepzoo.models.features import mnist_feature_net
 
         net = mnist_feature_net()
     features = extract_features(net, samples)

@@ -36,11 +36,13 @@ class AutoencoderConfig:
     arch: Literal["mlp", "conv"] = "mlp"
     """mlp: two hidden layers each way; conv: two stride-2 convolutions each way (28 -> 14 -> 7)."""
     latent: int = 32
+    """Size of the latent code z."""
     hidden: int = 512
     """mlp: units per hidden layer; conv: channels of the 7x7 stage (half of it at 14x14)."""
     likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
     """bernoulli: binary pixels (dynamically binarized); gaussian: continuous pixels, learned scale."""
     num_classes: int = 10
+    """Classes of the CVAE's label (one-hot into encoder and decoder)."""
 
 
 def _one_hot(y: torch.Tensor | None, num_classes: int, like: torch.Tensor) -> torch.Tensor | None:

@@ -16,18 +16,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepzoo.data.shakespeare import VOCAB, decode
+from deepzoo.models.text import tokens_to_text
 from deepzoo.nn.recurrent import LSTM, detach_state
 
 
 @dataclass(frozen=True)
 class CharLSTMConfig:
-    vocab_size: int = len(VOCAB)
+    vocab_size: int = 65
+    """Number of token ids (tiny-shakespeare has 65 characters)."""
     embed_dim: int = 64
     """Width of the character embedding."""
     hidden: int = 256
     """LSTM hidden size."""
     layers: int = 2
+    """Stacked LSTM layers."""
     dropout: float = 0.0
     """Dropout between LSTM layers and before the output layer."""
     tbptt: int = 64
@@ -36,6 +38,8 @@ class CharLSTMConfig:
     """LSTM kernel: torch's fused one (5-7x faster on a CPU) or deepzoo's own `nn.recurrent.LSTM`.
     Both have the same parameters and give the same outputs (tested), so a run trained with one
     loads into the other."""
+    charset: str = ""
+    """Characters of the token ids, for `to_text` (the recipe sets tiny-shakespeare's)."""
 
 
 class CharLSTM(nn.Module):
@@ -86,8 +90,12 @@ class CharLSTM(nn.Module):
             logits, state = self(token, state)
         return torch.cat(out, dim=1)
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None, length: int = 300) -> list[str]:
-        """n texts of `length` characters, each started from a newline."""
+    def sample(self, n: int, *, generator: torch.Generator | None = None, length: int = 300) -> torch.Tensor:
+        """n sequences of `length` token ids (n, length), each started from token 0 (a newline in
+        the tiny-shakespeare charset); `to_text` turns them into strings."""
         device = self.head.weight.device
-        prompt = torch.full((n, 1), VOCAB.index("\n"), dtype=torch.long, device=device)
-        return [decode(row) for row in self.generate(prompt, length, generator=generator)[:, 1:]]
+        prompt = torch.zeros(n, 1, dtype=torch.long, device=device)
+        return self.generate(prompt, length, generator=generator)[:, 1:]
+
+    def to_text(self, tokens: torch.Tensor) -> list[str]:
+        return tokens_to_text(tokens, self.config.charset)

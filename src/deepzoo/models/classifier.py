@@ -13,8 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepzoo.data.mnist import MEAN as MNIST_MEAN
-from deepzoo.data.mnist import STD as MNIST_STD
 from deepzoo.nn.residual import BasicBlock
 
 
@@ -30,10 +28,15 @@ class CNNConfig:
     feature_dim: int = 128
     """Width of the penultimate (feature) layer."""
     num_classes: int = 10
+    """Output classes."""
     batchnorm: bool = True
     """BatchNorm after every convolution."""
     dropout: float = 0.0
     """Dropout before the last layer."""
+    input_mean: float = 0.1307
+    """Pixel mean subtracted from the [0, 1] input (MNIST train's; the recipes pass data.mnist's)."""
+    input_std: float = 0.3081
+    """Pixel standard deviation the input is divided by (MNIST train's)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,11 @@ class ResNetConfig:
     blocks_per_stage: int = 2
     """Basic blocks in each stage."""
     num_classes: int = 10
+    """Output classes."""
+    input_mean: float = 0.1307
+    """Pixel mean subtracted from the [0, 1] input (MNIST train's; the recipes pass data.mnist's)."""
+    input_std: float = 0.3081
+    """Pixel standard deviation the input is divided by (MNIST train's)."""
 
 
 class Classifier(nn.Module):
@@ -60,7 +68,8 @@ class Classifier(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 1, 28, 28) in [0, 1] -> (B, D)."""
-        x = ((x - MNIST_MEAN) / MNIST_STD).contiguous(memory_format=torch.channels_last)
+        x = (x - self.config.input_mean) / self.config.input_std
+        x = x.contiguous(memory_format=torch.channels_last)
         return self.features_head(self.body(x))  # (B, C, h, w) -> (B, D)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

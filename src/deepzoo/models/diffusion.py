@@ -18,6 +18,7 @@ from deepzoo.diffusion.losses import DDPMLoss, EDMLoss, FlowMatchingLoss
 from deepzoo.diffusion.preconditioning import Denoiser, Kind, Preconditioning
 from deepzoo.diffusion.samplers import SAMPLERS, guided
 from deepzoo.diffusion.schedules import (
+    FLOW_T_MAX,
     FlowSchedule,
     Spacing,
     VESchedule,
@@ -36,16 +37,21 @@ T_SCALE = {"vp": 1.0, "ve": 1000.0, "edm": 250.0, "flow": 1000.0}
 @dataclass(frozen=True)
 class DiffusionConfig:
     net: UNetConfig = UNetConfig(channels=(16, 32, 64), num_classes=10)
+    """The U-Net behind every parameterization."""
     image_size: int = 28
+    """Height and width of the (square) images."""
     process: Process = "edm"
     """Noising process: vp (DDPM), ve (score matching), edm (sigma = t) or flow (straight path)."""
     vp_kind: Literal["linear", "cosine"] = "linear"
+    """VP process: DDPM's linear betas or Nichol and Dhariwal's cosine alpha-bar."""
     parameterization: Kind = "edm"
     """What the network predicts: epsilon, x0, v, edm or velocity."""
     objective: Literal["ddpm", "edm", "flow"] = "edm"
     """Training noise levels and weighting: ddpm (uniform t, eps MSE), edm (log-normal sigma), flow."""
     sigma_data: float = 0.5
+    """Standard deviation of the data, for the EDM/v preconditioning."""
     label_dropout: float = 0.1
+    """Training probability of the null label (classifier-free guidance)."""
     sampler: str = "heun"
     """Default sampler of `sample`: euler, heun, ddim, ddpm, dpmpp_2m or rectified_flow_euler."""
     steps: int = 18
@@ -55,9 +61,10 @@ class DiffusionConfig:
     spacing: Spacing = "trailing"
     """VP timestep spacing of the sampling grid."""
     sigma_min: float = 0.002
+    """Smallest noise level of the VE/EDM processes and their sampling grids."""
     sigma_max: float = 80.0
     """EDM / VE sampling grid ends (Karras rho = 7 spacing)."""
-    flow_t_max: float = 0.999
+    flow_t_max: float = FLOW_T_MAX
     """Flows start sampling at t = flow_t_max (t = 1 is sigma = inf)."""
 
 

@@ -1,4 +1,5 @@
-"""The MNIST feature network behind classifier-FID: a fixed CNN whose weights ship in the package.
+"""The MNIST feature network behind classifier-FID (and usable as a perceptual-loss network by
+any model): a fixed CNN whose weights ship in the package.
 
 It is trained by the `mnist-features` recipe (fixed seed 1234) and copied here, so every deepzoo
 evaluation measures samples with the same features. Its features are the 128-wide ReLU layer

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepzoo.models.text import tokens_to_text
 from deepzoo.nn.attention import KVCache
 from deepzoo.nn.positions import LearnedPositions, RotaryEmbedding, SinusoidalPositions
 from deepzoo.nn.transformer import DecoderBlock
@@ -25,12 +26,17 @@ Positions = Literal["learned", "sinusoidal", "rope", "alibi"]
 @dataclass(frozen=True)
 class GPTConfig:
     vocab_size: int = 65
+    """Number of token ids."""
     block_size: int = 64
     """Longest context the model is trained on (and the learned table's length)."""
     layers: int = 4
+    """Transformer blocks."""
     heads: int = 4
+    """Attention heads per block (dim must divide by it)."""
     dim: int = 128
+    """Width of the residual stream."""
     dropout: float = 0.0
+    """Dropout on the embeddings, attention weights and residual branches."""
     positions: Positions = "rope"
     """learned or sinusoidal (added to the embedding), rope (rotary) or alibi (score bias)."""
     bias: bool = False
@@ -38,7 +44,7 @@ class GPTConfig:
     attention_kernel: Literal["auto", "sdpa", "math"] = "auto"
     """auto: the explicit softmax(QK^T/sqrt d)V on CPU (faster there for short contexts), SDPA on GPU."""
     charset: str = ""
-    """Characters of the token ids, for `sample` to return text ("" returns token ids)."""
+    """Characters of the token ids, for `to_text` (the recipe sets tiny-shakespeare's)."""
 
 
 def sample_next(
@@ -121,29 +127,35 @@ class GPT(nn.Module):
         use_cache: bool = True,
         max_token: int | None = None,
     ) -> torch.Tensor:
-        """prompt (B, T0) -> (B, T0 + new_tokens). Without the cache each step re-reads the last
-        block_size tokens (so with learned positions the two agree while T0 + new <= block_size).
+        """prompt (B, T0) -> (B, T0 + new_tokens). Each token is drawn from the logits of the last
+        block_size tokens (the context the model was trained on). The KV cache gives the same
+        result: while the sequence fits the block it grows by one token a step; past it the window
+        slides, every position shifts, and the cache is rebuilt from the window.
         With max_token, only ids below it are drawn (a vocabulary whose top ids are prompts only)."""
+        block = self.config.block_size
         tokens = prompt
         caches = self.new_caches() if use_cache else None
-        logits = self(prompt[:, -self.config.block_size :], caches)[:, -1]
+        logits = self(prompt[:, -block:], caches)[:, -1]
         for i in range(new_tokens):
             token = sample_next(logits[:, :max_token], temperature, top_k, generator)
             tokens = torch.cat([tokens, token], dim=1)
             if i == new_tokens - 1:
                 break  # the last token needs no logits (and may sit at position block_size)
-            if caches is not None:
+            if caches is not None and caches[0]["self"].length < block:
                 logits = self(token, caches)[:, -1]
             else:
-                logits = self(tokens[:, -self.config.block_size :])[:, -1]
+                caches = self.new_caches() if caches is not None else None
+                logits = self(tokens[:, -block:], caches)[:, -1]
         return tokens
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None, length: int = 300, top_k: int = 0):
-        """n generated sequences of `length` tokens, started from token 0 (a newline in the
-        tiny-shakespeare charset); text when the config names a charset."""
+    def sample(
+        self, n: int, *, generator: torch.Generator | None = None, length: int = 300, top_k: int = 0
+    ) -> torch.Tensor:
+        """n generated sequences of `length` token ids (n, length), started from token 0 (a newline
+        in the tiny-shakespeare charset); `to_text` turns them into strings."""
         device = self.embed.weight.device
         prompt = torch.zeros(n, 1, dtype=torch.long, device=device)
-        out = self.generate(prompt, length, top_k=top_k, generator=generator)[:, 1:]
-        if self.config.charset:
-            return ["".join(self.config.charset[int(t)] for t in row) for row in out]
-        return out
+        return self.generate(prompt, length, top_k=top_k, generator=generator)[:, 1:]
+
+    def to_text(self, tokens: torch.Tensor) -> list[str]:
+        return tokens_to_text(tokens, self.config.charset)

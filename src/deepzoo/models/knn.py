@@ -21,6 +21,7 @@ class KNNConfig:
     k: int = 0
     """Neighbours voting; 0 chooses k by cross-validation over `candidates`."""
     distance: Literal["l2", "l1"] = "l2"
+    """l2 (Euclidean) or l1 (Manhattan) on raw pixels."""
     candidates: tuple[int, ...] = (1, 3, 5, 7, 9)
     """k values tried by cross-validation."""
     folds: int = 5
@@ -28,6 +29,7 @@ class KNNConfig:
     chunk: int = 1000
     """Queries per distance computation (bounds memory: chunk x N_train floats)."""
     num_classes: int = 10
+    """Classes of the labels."""
 
 
 def pairwise_distances(queries: torch.Tensor, train: torch.Tensor, distance: str) -> torch.Tensor:

@@ -15,8 +15,6 @@ from typing import Literal
 import torch
 from torch import nn
 
-from deepzoo.data.mnist import MEAN as MNIST_MEAN
-from deepzoo.data.mnist import STD as MNIST_STD
 from deepzoo.nn.init import kaiming_normal_
 from deepzoo.nn.losses import multiclass_svm_loss, regularization, softmax_cross_entropy
 
@@ -34,7 +32,13 @@ class LinearConfig:
     margin: float = 1.0
     """SVM margin."""
     input_dim: int = 784
+    """Pixels per image (flattened)."""
     num_classes: int = 10
+    """Output classes."""
+    input_mean: float = 0.1307
+    """Pixel mean subtracted from the [0, 1] input (MNIST train's; the recipes pass data.mnist's)."""
+    input_std: float = 0.3081
+    """Pixel standard deviation the input is divided by (MNIST train's)."""
 
 
 @dataclass(frozen=True)
@@ -44,11 +48,17 @@ class TwoLayerConfig:
     reg_strength: float = 1e-5
     """lambda of the L2 penalty on W1 and W2."""
     input_dim: int = 784
+    """Pixels per image (flattened)."""
     num_classes: int = 10
+    """Output classes."""
+    input_mean: float = 0.1307
+    """Pixel mean subtracted from the [0, 1] input (MNIST train's; the recipes pass data.mnist's)."""
+    input_std: float = 0.3081
+    """Pixel standard deviation the input is divided by (MNIST train's)."""
 
 
-def _flatten(x: torch.Tensor) -> torch.Tensor:
-    return ((x - MNIST_MEAN) / MNIST_STD).flatten(1)  # (B, D)
+def _flatten(x: torch.Tensor, config: LinearConfig | TwoLayerConfig) -> torch.Tensor:
+    return ((x - config.input_mean) / config.input_std).flatten(1)  # (B, D)
 
 
 def _accuracy(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -63,7 +73,7 @@ class LinearClassifier(nn.Module):
         self.bias = nn.Parameter(torch.zeros(config.num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _flatten(x) @ self.weight.T + self.bias  # (B, C)
+        return _flatten(x, self.config) @ self.weight.T + self.bias  # (B, C)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg = self.config
@@ -112,7 +122,7 @@ class TwoLayerNet(nn.Module):
         self.b2 = nn.Parameter(torch.zeros(config.num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return TwoLayerFunction.apply(_flatten(x), self.w1, self.b1, self.w2, self.b2)
+        return TwoLayerFunction.apply(_flatten(x, self.config), self.w1, self.b1, self.w2, self.b2)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         scores = self(batch["x"]).float()

@@ -25,13 +25,21 @@ class Seq2SeqConfig:
     vocab_size: int = 13
     """Tokens, including PAD, BOS and EOS."""
     pad: int = 10
+    """Id of the padding token (masked in attention and loss)."""
     bos: int = 11
+    """Id of the begin-of-sequence token that starts decoding."""
     eos: int = 12
+    """Id of the end-of-sequence token."""
     dim: int = 64
+    """Width of the residual stream."""
     heads: int = 4
+    """Attention heads per block."""
     encoder_layers: int = 2
+    """Encoder blocks."""
     decoder_layers: int = 2
+    """Decoder blocks (causal self-attention, then cross-attention)."""
     dropout: float = 0.0
+    """Dropout in every block."""
 
 
 class Seq2Seq(nn.Module):

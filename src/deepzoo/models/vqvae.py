@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepzoo.data.mnist import STD
 from deepzoo.models.gpt import GPT, GPTConfig
 from deepzoo.nn.quantize import VectorQuantizer
 from deepzoo.nn.residual import ResidualStack
@@ -33,17 +32,25 @@ class VQVAEConfig:
     hidden: int = 64
     """Channels of the 7x7 stage (half of it at 14x14)."""
     res_hidden: int = 32
+    """Channels inside each residual block."""
     res_layers: int = 2
+    """Residual blocks in the encoder and in the decoder."""
     num_codes: int = 128
+    """K, the codebook size."""
     code_dim: int = 32
+    """D, the dimension of a code."""
     beta: float = 0.25
     """Weight of the commitment term."""
     ema: bool = True
     """EMA codebook updates (else the codebook loss)."""
     decay: float = 0.99
+    """EMA decay of the codebook and of the usage counts."""
     dead_threshold: float = 1.0
     """Restart codes whose EMA usage (vectors per batch) falls below this; 0: never."""
     kmeans_init: bool = False
+    """Set the codebook by k-means on the first training batch."""
+    data_std: float = 0.3081
+    """Standard deviation of the pixels: the reconstruction term is MSE / data_std^2 (MNIST train's)."""
 
 
 class VQVAE(nn.Module):
@@ -68,11 +75,23 @@ class VQVAE(nn.Module):
             nn.ConvTranspose2d(c.hidden // 2, 1, 4, 2, 1),  # 14 -> 28
         )  # fmt: skip
 
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """{"model": encoder and decoder, "codebook": the loss-trained codebook (none with EMA)}.
+
+        A loss-trained codebook needs its own, larger learning rate: Adam moves each code by about
+        lr per coordinate per step, while the encoder's outputs, moved by all encoder weights at
+        once, drift an order of magnitude faster. Codes then fall behind, the commitment error
+        grows, and codes restarted at the drifted encoder outputs land where the decoder has never
+        been trained (docs/autoencoders.md)."""
+        codebook = [p for p in self.quantizer.parameters()]
+        rest = [p for name, p in self.named_parameters() if not name.startswith("quantizer.")]
+        return {"model": rest, "codebook": codebook} if codebook else {"model": rest}
+
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """{"loss", "recon" (MSE / Var[x]), "vq", "commit", "perplexity", "usage"}."""
         x = batch["x"]
         q = self.quantizer(self.encoder(x))
-        recon = F.mse_loss(self.decoder(q.z_q).float(), x) / STD**2
+        recon = F.mse_loss(self.decoder(q.z_q).float(), x) / self.config.data_std**2
         return {"loss": recon + q.loss, "recon": recon, **q.terms()}
 
     @torch.no_grad()
@@ -97,8 +116,11 @@ class CodePriorConfig:
     gpt: GPTConfig = GPTConfig(vocab_size=0, block_size=49, layers=4, heads=4, dim=128, positions="learned")
     """vocab_size 0 means num_codes + num_classes; block_size must be the 49 codes."""
     num_classes: int = 10
+    """Classes of the label token that starts each sequence."""
     temperature: float = 1.0
+    """Sampling temperature of the prior."""
     top_k: int = 0
+    """Sample from the top-k codes only (0: all)."""
 
 
 class CodePrior(nn.Module):

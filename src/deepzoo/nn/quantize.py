@@ -155,9 +155,11 @@ class VectorQuantizer(nn.Module):
             if self.training and not bool(self.initialized):
                 self._kmeans_init(flat.detach())
             codes = nearest_code(flat.detach(), self.codebook.detach())
+            # Quantize with the codebook that chose the codes: the update below must not leak
+            # into this batch's z_q (F.embedding copies the rows; its backward needs no weights).
+            e = F.embedding(codes, self.codebook)
             if self.training:
                 self._update(flat.detach(), codes)
-            e = F.embedding(codes, self.codebook)
             codebook_term = F.mse_loss(e, flat.detach())
             commit = F.mse_loss(flat, e.detach())
             loss = self.beta * commit if self.ema else codebook_term + self.beta * commit
@@ -193,12 +195,13 @@ class VectorQuantizer(nn.Module):
             smoothed = (self.code_count + self.eps) / (n + self.num_codes * self.eps) * n
             self.codebook.copy_(self.code_sum / smoothed.unsqueeze(1))
         if self.dead_threshold > 0:
-            self._restart_dead(flat)
+            self._restart_dead(flat, counts)
 
     @torch.no_grad()
-    def _restart_dead(self, flat: torch.Tensor) -> None:
-        """Codes used less than dead_threshold (EMA count) take random vectors of the batch."""
-        dead = self.code_count < self.dead_threshold
+    def _restart_dead(self, flat: torch.Tensor, counts: torch.Tensor) -> None:
+        """Codes whose EMA count fell below dead_threshold, and that no vector of this batch
+        chose, take random vectors of the batch."""
+        dead = (self.code_count < self.dead_threshold) & (counts == 0)
         n_dead = int(dead.sum())
         if n_dead == 0:
             return

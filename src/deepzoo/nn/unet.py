@@ -23,6 +23,7 @@ from deepzoo.nn.positions import sinusoidal_features
 @dataclass(frozen=True)
 class UNetConfig:
     in_channels: int = 1
+    """Image channels."""
     channels: tuple[int, ...] = (32, 64, 128)
     """Width at each resolution level (each level halves H and W)."""
     blocks: int = 1
@@ -30,9 +31,11 @@ class UNetConfig:
     attention_levels: tuple[int, ...] = (2,)
     """Levels (0 = full resolution) with self-attention after each block."""
     heads: int = 4
+    """Attention heads at the attention levels."""
     num_classes: int = 0
     """> 0: class-conditional, with a learned null label for guidance."""
     dropout: float = 0.0
+    """Dropout inside the residual blocks."""
 
 
 class GroupNorm(nn.GroupNorm):
