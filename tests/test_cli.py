@@ -202,6 +202,7 @@ def _run_cli(*args, env_extra=None, **kw):
         ("--train.steps", "-5", "train.steps must be >= 0, got -5"),
         ("--train.batch-size", "0", "train.batch_size must be >= 1, got 0"),
         ("--train.lr", "-1", "train.lr must be a finite number > 0"),
+        ("--train.lr", "1e38", "too large for AdamW"),
     ],
 )
 def test_bad_values_are_one_line_naming_the_field(capsys, flag, value, message):

@@ -404,3 +404,22 @@ def test_weight_decay_shrinks_weight_matrices_only_never_biases_or_norms(optimiz
     for name, p in model.named_parameters():
         expected = before[name] * (1 - 0.1 * 0.5) if p.ndim >= 2 else before[name]
         torch.testing.assert_close(p.detach(), expected, rtol=1e-6, atol=0, msg=name)
+
+
+def test_compiled_training_equals_eager_and_saves_the_plain_module(tmp_path):
+    from deepzoo.data import TensorData
+
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.rand(256, 1, 28, 28, generator=generator), torch.randint(0, 10, (256,), generator=generator)
+    data = TensorData({"x": x, "y": y})
+    weights = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        cfg = TrainConfig(steps=6, batch_size=32, compile=compiled, **CPU)
+        Trainer(TinyNet(dropout=0.0), data, cfg, tmp_path / str(compiled)).fit()
+        weights[compiled] = load_file(tmp_path / str(compiled) / ckpt.WEIGHTS)
+    assert weights[True].keys() == weights[False].keys()  # no "_orig_mod." prefixes
+    for name in weights[False]:  # inductor may fuse differently: fp32 rounding, not bits
+        torch.testing.assert_close(weights[True][name], weights[False][name], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="compile"):
+        Trainer(TwoPlayer(), two_player_data(), TrainConfig(compile=True, **CPU), tmp_path / "gan")

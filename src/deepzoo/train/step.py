@@ -58,6 +58,11 @@ def build_optimizer(params: Sequence[nn.Parameter], g: OptimConfig) -> torch.opt
     if g.optimizer == "sgd":
         return torch.optim.SGD(split, lr=g.lr, momentum=g.momentum, nesterov=g.nesterov)
     if g.optimizer == "adamw":
+        # step 1 moves by lr / (1 - beta1) (bias correction), a float32 scalar in torch's AdamW
+        if g.lr / (1 - g.betas[0]) > torch.finfo(torch.float32).max:
+            raise ValueError(
+                f"train.lr {g.lr:g} is too large for AdamW: its first step lr / (1 - beta1) overflows float32"
+            )
         return torch.optim.AdamW(split, lr=g.lr, betas=g.betas)
     if g.optimizer == "rmsprop":
         return torch.optim.RMSprop(split, lr=g.lr, alpha=g.alpha)
