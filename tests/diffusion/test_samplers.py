@@ -60,8 +60,14 @@ def test_samplers_reproduce_a_gaussian_mean_and_covariance(name, options):
     noise = torch.randn(100_000, 2, generator=generator, dtype=torch.float64)
     steps = 1000 if name == "ddpm" else 256  # plugging D into the posterior is first order in the step
     x = SAMPLERS[name](gaussian_denoiser, noise, _grid(name, steps), generator, **options)
-    torch.testing.assert_close(x.mean(0), MEAN, atol=0.02, rtol=0)  # Monte Carlo sd ~ 0.002
-    torch.testing.assert_close(torch.cov(x.T), COV, atol=0.02, rtol=0)
+    # Monte Carlo standard errors of the mean and of each covariance entry for n samples; 8 of
+    # them leave room for the samplers' own bias at this grid (measured: at most 7.2, DDIM eta 0.5).
+    # The deterministic samplers are held far tighter by the exact-ODE test below.
+    n, var = len(x), COV.diag()
+    se_mean = (var / n).sqrt()
+    se_cov = ((var[:, None] * var[None, :] + COV**2) / n).sqrt()
+    assert ((x.mean(0) - MEAN).abs() < 8 * se_mean).all()
+    assert ((torch.cov(x.T) - COV).abs() < 8 * se_cov).all()
 
 
 @pytest.mark.parametrize("name,options", CASES)
@@ -71,7 +77,8 @@ def test_samplers_reproduce_mixture_weights(name, options):
     x = SAMPLERS[name](mixture_denoiser, noise, _grid(name, 96), generator, **options)
     component = (x - MIX_MEANS).abs().argmin(dim=1)
     weights = torch.bincount(component, minlength=3).double() / len(x)
-    torch.testing.assert_close(weights, MIX_WEIGHTS, atol=0.02, rtol=0)
+    se = (MIX_WEIGHTS * (1 - MIX_WEIGHTS) / len(x)).sqrt()  # binomial standard error of each weight
+    assert ((weights - MIX_WEIGHTS).abs() < 7 * se).all()  # measured: at most 5.5 (DDPM)
     within = (x - MIX_MEANS[component, None]).abs().squeeze(1) < 4 * MIX_STD
     assert within.double().mean() > 0.98  # samples land on the components, not between them
 
