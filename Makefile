@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 demo: $(VENV)/.installed
 	$(BIN)/deepzoo list
-	$(BIN)/deepzoo train cnn-mnist --run-dir runs/demo/cnn-mnist
+	$(BIN)/deepzoo train cnn-mnist --run-dir runs/demo/cnn-mnist --overwrite
 	$(BIN)/deepzoo eval runs/demo/cnn-mnist
 
 test: $(VENV)/.installed

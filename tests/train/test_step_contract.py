@@ -423,3 +423,9 @@ def test_compiled_training_equals_eager_and_saves_the_plain_module(tmp_path):
         torch.testing.assert_close(weights[True][name], weights[False][name], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="compile"):
         Trainer(TwoPlayer(), two_player_data(), TrainConfig(compile=True, **CPU), tmp_path / "gan")
+
+
+def test_a_run_without_evaluation_ignores_keep_best(tmp_path, mnist_small):
+    """Speed measurements train a recipe with its keep_best but no evaluation: nothing to watch."""
+    cfg = TrainConfig(steps=4, batch_size=50, keep_best="val_loss:min", **CPU)
+    assert Trainer(TinyNet(), mnist_small, cfg, tmp_path).fit().step == 4

@@ -33,6 +33,8 @@ def training_throughput(recipe_name: str, precision: str, steps: int, **train: A
             checkpoint_every=10**9,
             progress=False,
             target="",
+            keep_best="",
+            patience=0,
             **train,
         )
         records = read_metrics(run_dir / "metrics.jsonl")

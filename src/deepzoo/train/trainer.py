@@ -264,7 +264,7 @@ class Trainer:
             initial=self.step,
             disable=not (cfg.progress and self.dist.is_main),
             dynamic_ncols=True,
-            desc=self.name,
+            desc=f"{self.name} (training batches)",
         )
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}  # a term may be logged on some steps only (a GAN's generator loss)
@@ -372,8 +372,9 @@ class Trainer:
         return distributed.broadcast_object(metrics, self.dist)
 
     def _track_best(self, metrics: dict[str, float]) -> bool:
-        """Save best.safetensors when the watched metric improves; True when patience runs out."""
-        if self.keep_best is None:
+        """Save best.safetensors when the watched metric improves; True when patience runs out.
+        Without an evaluation (speed measurements) there is nothing to watch."""
+        if self.keep_best is None or self.evaluate_fn is None:
             return False
         name, mode = self.keep_best
         if name not in metrics:
