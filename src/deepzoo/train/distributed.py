@@ -69,8 +69,12 @@ def is_main_process() -> bool:
 
 
 def teardown() -> None:
+    """Leave the process group: every rank first waits for the others, so none destroys it while
+    a peer's last collective may still be in flight (gloo's worker threads then abort the
+    process: "terminate called without an active exception", seen once under heavy load)."""
     global _current
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
     _current = None
 
