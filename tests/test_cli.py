@@ -268,3 +268,13 @@ def test_help_lists_run_options_and_benchmarks_and_a_closed_pipe_is_quiet():
         env={**__import__("os").environ, "PYTHONPATH": str(REPO / "src")},
     )  # fmt: skip
     assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr
+
+
+def test_a_two_stage_recipe_refuses_a_parent_run_of_another_recipe(tmp_path, capsys):
+    from deepzoo.recipes import load_parent
+
+    run_dir = tmp_path / "cnn"
+    main(["train", "cnn-mnist", *TINY, "--train.steps", "1", "--run-dir", str(run_dir)])
+    with pytest.raises(ValueError, match="is a 'cnn-mnist' run, not a vqvae-mnist run"):
+        load_parent(run_dir, ("vqvae-mnist",), "vqvae-run")
+    assert load_parent(run_dir, ("cnn-mnist",), "parent").recipe.name == "cnn-mnist"
