@@ -9,7 +9,7 @@ ifneq ($(wildcard ../shared/data),)
 export DEEPZOO_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test test-seeds bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
+
+# Every test under five seed offsets (see tests/conftest.py): a training test must pass for each.
+test-seeds: $(VENV)/.installed
+	for k in 0 1 2 3 4; do DEEPZOO_TEST_SEED_OFFSET=$$k $(BIN)/python -m pytest || exit 1; done
 
 # The peers the speed benchmarks compare against are installed for the benchmarks only.
 $(VENV)/.bench-installed: $(VENV)/.installed

@@ -14,6 +14,20 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 os.environ.setdefault("DEEPZOO_DATA", str(SHARED_DATA))
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+# DEEPZOO_TEST_SEED_OFFSET=k reruns the suite with every seed shifted by k (torch.manual_seed and
+# torch.Generator().manual_seed, hence also the trainer's seed and data order): a training test
+# must pass for k = 0..4, not only for the seed it names (`make test-seeds` runs all five).
+SEED_OFFSET = int(os.environ.get("DEEPZOO_TEST_SEED_OFFSET", "0"))
+if SEED_OFFSET:
+    _manual_seed = torch.manual_seed
+
+    class _ShiftedGenerator(torch.Generator):
+        def manual_seed(self, seed: int) -> torch.Generator:
+            return super().manual_seed(seed + SEED_OFFSET)
+
+    torch.manual_seed = lambda seed: _manual_seed(seed + SEED_OFFSET)
+    torch.Generator = _ShiftedGenerator
+
 
 @pytest.fixture(scope="session")
 def mnist_test():

@@ -72,8 +72,10 @@ def sample_quality(
     labels: torch.Tensor | None = None,
     net: nn.Module | None = None,
 ) -> dict[str, float]:
-    """{"fid": classifier-FID between samples and reference images (N, 1, 28, 28) in [0, 1]} and,
-    for class-conditional samples, {"label_accuracy": share the feature classifier labels as asked}."""
+    """{"fid": classifier-FID between samples and reference images (N, 1, 28, 28) in [0, 1],
+    "label_entropy": H(h) in nats of the histogram h of the labels the feature classifier predicts
+    for the samples (log 10 = 2.303 when every digit is equally frequent; a collapse onto a few
+    modes lowers it)} and, for class-conditional samples, {"label_accuracy": share labelled as asked}."""
     if net is None:
         from deepzoo.models.features import mnist_feature_net
 
@@ -84,7 +86,14 @@ def sample_quality(
             *feature_statistics(features), *feature_statistics(extract_features(net, reference))
         )
     }
+    predicted = net.head(features.to(next(net.parameters()).device)).argmax(dim=1).cpu()
+    out["label_entropy"] = label_entropy(predicted)
     if labels is not None:
-        predicted = net.head(features.to(next(net.parameters()).device)).argmax(dim=1).cpu()
         out["label_accuracy"] = (predicted == labels.cpu()).float().mean().item()
     return out
+
+
+def label_entropy(labels: torch.Tensor, num_classes: int = 10) -> float:
+    """Entropy in nats of the empirical distribution of integer labels (N,): -sum_k h_k log h_k."""
+    h = torch.bincount(labels.flatten(), minlength=num_classes).double() / labels.numel()
+    return float(-(h[h > 0] * h[h > 0].log()).sum()) + 0.0  # + 0.0: no -0.0 for one label

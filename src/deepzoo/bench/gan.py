@@ -1,0 +1,88 @@
+"""Benchmarks of the GAN family (issue #11): each recipe under the diffusion family's CPU budget,
+then classifier-FID, label-histogram entropy (and label accuracy for cgan) of 10,000 samples,
+with the FID curve over training."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deepzoo.bench.registry import register
+from deepzoo.bench.timing import train_variant
+
+GOALS = {"dcgan-mnist": ("fid", "<=", 30.0), "wgan-gp-mnist": ("fid", "<=", 40.0),
+         "cgan-mnist": ("label_accuracy", ">=", 0.97)}  # fmt: skip
+RECIPES = ("gan-mnist", "dcgan-mnist", "cgan-mnist", "wgan-mnist", "wgan-gp-mnist")
+
+
+def _final_quality(model: torch.nn.Module, n: int) -> dict[str, float]:
+    """classifier-FID against the MNIST test split, label entropy (and, conditional, label
+    accuracy) of n samples drawn 500 at a time from a seeded generator."""
+    from deepzoo.data.mnist import load_mnist
+    from deepzoo.metrics.fid import sample_quality
+
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        samples = torch.cat([model.sample(min(500, n - i), generator=generator) for i in range(0, n, 500)])
+    labels = torch.arange(n) % 10 if model.conditional else None
+    return sample_quality(samples, load_mnist("test").tensors["x"], labels)
+
+
+def bench_gan(quick: bool, results: Path) -> dict[str, Any]:
+    """Issue #11: every GAN recipe trained for its 300 CPU seconds (evaluation time excluded),
+    evaluated every 400 steps on 2,000 samples (the curve), then on 10,000 at the end."""
+    from deepzoo.recipes import get_recipe, load_run
+    from deepzoo.recipes.gan import BUDGET_SECONDS
+    from deepzoo.train.logging import read_metrics
+    from deepzoo.viz import plot_lines
+
+    n = 500 if quick else 10_000
+    models: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in RECIPES:
+            default = get_recipe(name).default
+            config = replace(default, eval=replace(default.eval, samples=500 if quick else 2000))
+            every = 25 if quick else 400
+            result, wall = train_variant(
+                name, Path(tmp) / name, quick=quick, config=config, eval_every=every, checkpoint_every=every
+            )
+            evals = [r for r in read_metrics(result.run_dir / "metrics.jsonl") if r["split"] == "eval"]
+            row = {"steps": result.step, "train_seconds": evals[-1]["time"], "wall_seconds": wall}
+            row["curve"] = [{"step": r["step"], "seconds": r["time"], "fid": r["fid"]} for r in evals]
+            row |= _final_quality(load_run(result.run_dir).model, n) | {"samples": n}
+            if name in GOALS:
+                metric, sense, goal = GOALS[name]
+                met = row[metric] <= goal if sense == "<=" else row[metric] >= goal
+                row |= {"goal": f"{metric} {sense} {goal:g}", "met": met}
+            models[name] = row
+    curves = {
+        name: ([c["seconds"] for c in r["curve"]], [c["fid"] for c in r["curve"]])
+        for name, r in models.items()
+    }
+    plot_lines({"classifier-FID (2,000 samples)": curves}, results / "gan_fid_curve.png", "training seconds")
+    return {"budget_seconds": BUDGET_SECONDS, "samples": n, "models": models,
+            "met": all(r.get("met", True) for r in models.values())}  # fmt: skip
+
+
+def _gan_rows(report: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, r in report["models"].items():
+        measured = f"{r['fid']:.1f} / {r['label_entropy']:.2f}"
+        head = f"`{name}` ({r['steps']} steps, {r['train_seconds']:.0f} s): classifier-FID / label entropy"
+        if "label_accuracy" in r:
+            head, measured = head + " / label accuracy", measured + f" / {r['label_accuracy']:.2%}"
+        goal = r.get("goal", "")
+        rows.append(f"| {head}, {r['samples']} samples | {measured} | {goal} |")
+    return rows
+
+
+register(
+    "gan",
+    "gan/dcgan/cgan/wgan/wgan-gp under the diffusion CPU budget: FID, label entropy, FID curve (~30 min)",
+    bench_gan,
+    _gan_rows,
+)

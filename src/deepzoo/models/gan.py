@@ -1,0 +1,206 @@
+"""Generative adversarial networks on 28x28 images: MLP GAN (Goodfellow et al., 2014), DCGAN
+(Radford et al., 2016), the conditional GAN (Mirza & Osindero, 2014; projection discriminator,
+Miyato & Koyama, 2018), WGAN (Arjovsky et al., 2017) and WGAN-GP (Gulrajani et al., 2017).
+
+x: (B, 1, 28, 28) in [0, 1] outside, scaled to [-1, 1] for both networks (G ends in tanh);
+z ~ N(0, I) of size `latent`; y: (B,) digit labels (conditional models).
+G: z [, y] -> x~;  D: x [, y] -> one score per image (a logit, or a critic value for WGAN).
+The game itself is an `Objective` of `deepzoo.nn.adversarial` (its docstring has the math).
+
+One trainer step is one discriminator update on a fresh batch; the generator is updated after
+every `n_critic`-th discriminator update, against the just-updated discriminator and on the same
+noise (so n_critic = 5 is WGAN's five critic iterations per generator iteration).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from deepzoo.nn.adversarial import Objective, ObjectiveName, clip_weights
+from deepzoo.rng import randn
+
+IMAGE_SHAPE = (1, 28, 28)
+PIXELS = 28 * 28
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    arch: Literal["mlp", "dcgan"] = "dcgan"
+    """mlp: two hidden layers each; dcgan: G projects z to 7x7 and upsamples with two stride-2
+    transposed convolutions (BatchNorm, ReLU); D mirrors it with stride-2 convolutions (LeakyReLU 0.2)."""
+    latent: int = 64
+    """Size of the noise z."""
+    width: int = 64
+    """mlp: units of the first hidden layer (twice that in the second); dcgan: channels at 14x14
+    (twice that at 7x7)."""
+    num_classes: int = 0
+    """0: unconditional; else G takes the label's embedding next to z and D adds the projection
+    <embed(y), phi(x)> to its score."""
+    objective: ObjectiveName = "non_saturating"
+    gp_weight: float = 10.0
+    """wgan_gp: lambda of the gradient penalty."""
+    clip: float = 0.01
+    """wgan: every critic weight is clipped into [-clip, clip] after each critic step."""
+    n_critic: int = 1
+    """Discriminator updates per generator update."""
+    d_norm: Literal["batch", "layer", "none"] = "batch"
+    """dcgan D's normalization after its second convolution (not per example, so not with
+    wgan_gp, whose penalty is per example: use layer or none there)."""
+
+    def __post_init__(self) -> None:
+        Objective(self.objective)  # validates the name
+        if self.n_critic < 1:
+            raise ValueError(f"n_critic must be >= 1, got {self.n_critic}")
+        if self.objective == "wgan_gp" and self.d_norm == "batch":
+            raise ValueError("wgan_gp penalizes per-example gradients: use d_norm 'layer' or 'none'")
+
+
+class Generator(nn.Module):
+    """z (B, latent) [, y (B,)] -> x~ (B, 1, 28, 28) in [-1, 1]."""
+
+    def __init__(self, config: GANConfig) -> None:
+        super().__init__()
+        c, w = config, config.width
+        self.embed = nn.Embedding(c.num_classes, c.latent) if c.num_classes else None
+        z_in = 2 * c.latent if c.num_classes else c.latent
+        if c.arch == "mlp":
+            self.net = nn.Sequential(
+                nn.Linear(z_in, w), nn.LeakyReLU(0.2),
+                nn.Linear(w, 2 * w), nn.LeakyReLU(0.2),
+                nn.Linear(2 * w, PIXELS), nn.Tanh(), nn.Unflatten(1, IMAGE_SHAPE),
+            )  # fmt: skip
+        else:
+            self.net = nn.Sequential(
+                nn.Linear(z_in, 2 * w * 49, bias=False), nn.Unflatten(1, (2 * w, 7, 7)),
+                nn.BatchNorm2d(2 * w), nn.ReLU(),
+                nn.ConvTranspose2d(2 * w, w, 4, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(),
+                nn.ConvTranspose2d(w, 1, 4, 2, 1), nn.Tanh(),
+            )  # fmt: skip
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(y)], dim=1)
+        return self.net(z)
+
+
+class Discriminator(nn.Module):
+    """x (B, 1, 28, 28) in [-1, 1] [, y (B,)] -> scores (B,): w^T phi(x) + b [+ <embed(y), phi(x)>]."""
+
+    def __init__(self, config: GANConfig) -> None:
+        super().__init__()
+        c, w = config, config.width
+        if c.arch == "mlp":
+            self.features = nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(PIXELS, 2 * w), nn.LeakyReLU(0.2),
+                nn.Linear(2 * w, w), nn.LeakyReLU(0.2),
+            )  # fmt: skip
+            size = w
+        else:
+            norm = {
+                "batch": lambda: nn.BatchNorm2d(2 * w),
+                "layer": lambda: nn.GroupNorm(1, 2 * w),  # LayerNorm over (C, H, W)
+                "none": nn.Identity,
+            }[c.d_norm]
+            self.features = nn.Sequential(
+                nn.Conv2d(1, w, 4, 2, 1), nn.LeakyReLU(0.2),
+                nn.Conv2d(w, 2 * w, 4, 2, 1, bias=c.d_norm == "none"), norm(), nn.LeakyReLU(0.2),
+                nn.Flatten(),
+            )  # fmt: skip
+            size = 2 * w * 49
+        self.head = nn.Linear(size, 1)
+        self.embed = nn.Embedding(c.num_classes, size) if c.num_classes else None
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        phi = self.features(x)
+        score = self.head(phi).squeeze(1)
+        if self.embed is not None:
+            score = score + (self.embed(y) * phi).sum(1)
+        return score
+
+
+class GAN(nn.Module):
+    """Generator, discriminator and objective; `train_step` alternates their updates."""
+
+    def __init__(self, config: GANConfig = GANConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.generator = Generator(config)
+        self.discriminator = Discriminator(config)
+        self.objective = Objective(config.objective, config.gp_weight)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """DCGAN's initialization: weights N(0, 0.02), norm scales N(1, 0.02), biases 0."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+                if getattr(m, "bias", None) is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+                nn.init.normal_(m.weight, 1.0, 0.02)
+                nn.init.zeros_(m.bias)
+
+    @property
+    def conditional(self) -> bool:
+        return self.config.num_classes > 0
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"g": list(self.generator.parameters()), "d": list(self.discriminator.parameters())}
+
+    def _labels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        return batch["y"] if self.conditional else None
+
+    def train_step(self, batch: dict[str, torch.Tensor], step: int, opt: Any) -> dict[str, torch.Tensor]:
+        """One discriminator update on batch["x"] (B, 1, 28, 28) in [0, 1]; then, every
+        n_critic-th step, one generator update on the same noise."""
+        real = batch["x"] * 2 - 1
+        y = self._labels(batch)
+        z = torch.randn(real.shape[0], self.config.latent, device=real.device)
+        update_g = (step + 1) % self.config.n_critic == 0
+        with torch.set_grad_enabled(update_g):
+            fake = self.generator(z, y)
+
+        def critic(x: torch.Tensor) -> torch.Tensor:
+            return self.discriminator(x, y)
+
+        out = self.objective.discriminator_loss(critic, real, fake.detach())
+        out |= opt.update("d", out["loss_d"])
+        if self.config.objective == "wgan":
+            clip_weights(self.discriminator.parameters(), self.config.clip)
+        if update_g:
+            g = self.objective.generator_loss(critic, fake)
+            out |= g | opt.update("g", g["loss_g"])
+        return out
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Both players' losses on a batch, without updating anything (evaluation)."""
+        real = batch["x"] * 2 - 1
+        y = self._labels(batch)
+        fake = self.generator(torch.randn(real.shape[0], self.config.latent, device=real.device), y)
+
+        def critic(x: torch.Tensor) -> torch.Tensor:
+            return self.discriminator(x, y)
+
+        with torch.enable_grad():  # the gradient penalty needs input gradients
+            out = self.objective.discriminator_loss(critic, real, fake)
+        out = {k: v.detach() for k, v in out.items()}
+        return out | {k: v.detach() for k, v in self.objective.generator_loss(critic, fake).items()}
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, *, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """n images G(z), z ~ N(0, I), mapped to [0, 1]. A conditional GAN draws the digits
+        `labels` (default 0, 1, ..., 9, 0, ...)."""
+        device = next(self.parameters()).device
+        z = randn((n, self.config.latent), generator, device)
+        y = None
+        if self.conditional:
+            y = labels if labels is not None else torch.arange(n) % self.config.num_classes
+            y = y.to(device)
+        return ((self.generator(z, y).float() + 1) / 2).clamp(0, 1)
