@@ -1,6 +1,7 @@
 """End-to-end runs of the generative recipes at toy sizes: training, grids, metrics, loading, sampling."""
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -113,4 +114,20 @@ def test_flow_matching_then_reflow_then_sampling(tmp_path):
     assert loaded.model.config.net == model.net and loaded.model.config.sampler == "rectified_flow_euler"
     out = tmp_path / "sample.png"
     assert main(["sample", str(reflow_run), "--n", "10", "--out", str(out), "--device", "cpu"]) in (0, None)
+    assert out.exists()
+
+
+@pytest.mark.parametrize("name", ["gan-mnist", "dcgan-mnist", "cgan-mnist", "wgan-mnist", "wgan-gp-mnist"])
+def test_gan_recipes_write_grids_and_sample_quality_and_sample_from_the_command_line(name, tmp_path):
+    default = get_recipe(name).default
+    config = _config(name, model=replace(default.model, width=8, latent=8), eval=FEW)
+    run_dir = train_recipe(name, config, tmp_path / name).run_dir
+    assert (run_dir / "samples" / "samples.png").exists()
+    conditional = name == "cgan-mnist"
+    _assert_logged_quality_is_recomputed(run_dir, FEW.samples, conditional=conditional)
+    record = _eval_record(run_dir)
+    assert 0 <= record["label_entropy"] <= math.log(10) + 1e-9
+    assert ("label_accuracy" in record) == conditional
+    out = tmp_path / "sample.png"
+    assert main(["sample", str(run_dir), "--n", "10", "--out", str(out), "--device", "cpu"]) in (0, None)
     assert out.exists()
