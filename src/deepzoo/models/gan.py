@@ -177,20 +177,6 @@ class GAN(nn.Module):
             out |= g | opt.update("g", g["loss_g"])
         return out
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Both players' losses on a batch, without updating anything (evaluation)."""
-        real = batch["x"] * 2 - 1
-        y = self._labels(batch)
-        fake = self.generator(torch.randn(real.shape[0], self.config.latent, device=real.device), y)
-
-        def critic(x: torch.Tensor) -> torch.Tensor:
-            return self.discriminator(x, y)
-
-        with torch.enable_grad():  # the gradient penalty needs input gradients
-            out = self.objective.discriminator_loss(critic, real, fake)
-        out = {k: v.detach() for k, v in out.items()}
-        return out | {k: v.detach() for k, v in self.objective.generator_loss(critic, fake).items()}
-
     @torch.no_grad()
     def sample(
         self, n: int, *, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
