@@ -29,6 +29,15 @@ if SEED_OFFSET:
     torch.Generator = _ShiftedGenerator
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under a seed offset, skip the tests marked `seeds_covered`: they run seeds 0-4 themselves."""
+    if SEED_OFFSET:
+        skip = pytest.mark.skip(reason="runs seeds 0-4 itself (seeds_covered)")
+        for item in items:
+            if "seeds_covered" in item.keywords:
+                item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def mnist_test():
     from deepzoo.data import load_mnist

@@ -63,7 +63,13 @@ def test_gaussian_likelihood_is_the_normal_density():
 
 
 def test_iwae_bound_tightens_with_k(mnist_small):
+    """E L_k grows with k. The untrained q(z|x) is close to its posterior, so the gaps are smaller
+    than the bound's noise (L_200 - L_10 = 0.01-0.15 nats, standard error 0.06 over 20 images);
+    widening q (log variance + 3) makes more samples matter: gaps of 40-70 and 17-24 nats at
+    4-6 standard errors for seeds 0-4."""
     model = _model().eval()
+    with torch.no_grad():
+        model.encoder.head.bias[model.config.latent :] += 3.0
     x = torch.bernoulli(mnist_small.tensors["x"][:20], generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     means = {}

@@ -30,6 +30,7 @@ def test_loss_is_scaled_reconstruction_plus_the_quantizer_terms(mnist_small):
 RUNS = [(ema, seed, "fp32") for ema in (True, False) for seed in range(5)] + [(False, 0, "bf16")]
 
 
+@pytest.mark.seeds_covered
 @pytest.mark.parametrize("ema,seed,precision", RUNS)
 def test_a_short_run_learns_to_reconstruct_and_uses_many_codes(ema, seed, precision, mnist_small, tmp_path):
     """Every seed 0-4 learns under the cosine schedule. The loss-trained codebook is its own
