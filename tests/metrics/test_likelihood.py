@@ -31,15 +31,18 @@ def test_exact_posterior_gives_the_exact_likelihood_for_every_k():
 
 def test_bound_tightens_with_k_and_approaches_log_px_from_below():
     torch.manual_seed(0)
-    x = torch.linspace(-2, 2, 50, dtype=torch.float64)
+    x = torch.linspace(-2, 2, 1000, dtype=torch.float64)  # 1,000 points: the mean's noise << the gaps
     log_weights = _linear_gaussian(0.0, 1.0)  # the prior as proposal: a poor q
     bounds = {}
     for k in (1, 10, 100, 2000):
         bound, _ = importance_weighted_bound(log_weights, x, k, chunk=64)
         bounds[k] = bound.mean().item()
-    assert bounds[1] < bounds[10] < bounds[100] < bounds[2000]
-    assert bounds[2000] <= _log_px(x).mean().item() + 1e-3
-    assert bounds[2000] == pytest.approx(_log_px(x).mean().item(), abs=0.02)
+    # measured over seeds 0-9 (gaps to log p(x)): L_1 -0.39..-0.59, L_10 -0.018..-0.032,
+    # L_100 -0.007..+0.001, L_2000 -0.0007..+0.0004. Beyond k = 100 the gap is below the noise
+    # of the estimate, so the order is asserted up to k = 100 and L_2000 is asserted at log p(x)
+    assert bounds[1] < bounds[10] < bounds[100]
+    log_px = _log_px(x).mean().item()
+    assert log_px - 0.005 < bounds[2000] <= log_px + 0.002
 
 
 def test_chunking_accumulates_logsumexp_exactly():

@@ -26,8 +26,10 @@ def test_kaiming_keeps_relu_activations_at_scale_through_40_layers():
 
 def test_xavier_keeps_tanh_activations_alive_through_40_layers():
     moments = _depth_profile(xavier_normal_, torch.tanh)
-    # tanh shrinks the second moment slowly (about 1/depth), never geometrically
-    assert moments[-1] > 5e-3 and moments[-1] / moments[-2] > 0.95
+    # tanh shrinks the second moment slowly (about 1/depth), never geometrically: over the last
+    # ten layers by at most 5% a layer on average (measured for seeds 0-9: 0.7-3.6%; one layer's
+    # ratio alone is noisy, 0.92-1.07)
+    assert moments[-1] > 5e-3 and (moments[-1] / moments[-11]) ** 0.1 > 0.95
     too_small = _depth_profile(lambda w, generator: w.normal_(0, 0.01, generator=generator), torch.tanh)
     assert too_small[-1] < 1e-20
 

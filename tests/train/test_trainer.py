@@ -196,9 +196,12 @@ def test_target_stops_at_the_first_evaluation_that_meets_it(tmp_path, mnist_smal
 
 
 def test_short_bf16_run_learns(tmp_path, mnist_small):
-    cfg = TrainConfig(steps=60, eval_every=60, **(FAST | {"precision": "bf16", "lr": 3e-3}))
+    """100 bf16 steps take a small MLP past 80% (measured 84.6-86.7% for seeds 0-4; with 60
+    steps and an unseeded model one seed stopped at 79.5%)."""
+    cfg = TrainConfig(steps=100, eval_every=100, **(FAST | {"precision": "bf16", "lr": 3e-3}))
     from deepzoo.metrics.classification import classification_metrics
 
+    torch.manual_seed(0)
     result = Trainer(
         TinyNet(),
         mnist_small,
