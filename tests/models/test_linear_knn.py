@@ -92,16 +92,20 @@ def test_vote_tie_goes_to_the_class_seen_first():
 
 
 def test_cross_validation_uses_contiguous_folds_and_picks_the_best_k():
-    # Two well separated clusters, except one mislabelled point per cluster: k = 1 copies the
-    # mislabel into its neighbours' predictions, larger k votes it away.
+    """Two far apart clusters with 10% of the labels flipped at random (rho = 0.1). Against the
+    noisy labels 1-NN copies a neighbour's noise: accuracy (1 - rho)^2 + rho^2 = 0.82; a 5-NN
+    majority is wrong only when 3 of 5 neighbours are flipped (0.86%): accuracy about 0.893.
+    Measured for seeds 0-9: 0.80-0.84 and 0.885-0.898, 5-NN ahead by 0.04-0.09."""
     generator = torch.Generator().manual_seed(0)
-    x = torch.cat([torch.randn(50, 2, generator=generator), torch.randn(50, 2, generator=generator) + 20])
-    y = torch.cat([torch.zeros(50, dtype=torch.long), torch.ones(50, dtype=torch.long)])
-    perm = torch.randperm(100, generator=generator)
+    x = torch.cat([torch.randn(200, 2, generator=generator), torch.randn(200, 2, generator=generator) + 20])
+    y = torch.cat([torch.zeros(200, dtype=torch.long), torch.ones(200, dtype=torch.long)])
+    perm = torch.randperm(400, generator=generator)
     x, y = x[perm], y[perm]
-    y[0], y[1] = 1 - y[0], 1 - y[1]
-    accuracy = cross_validate(x, y, (1, 5), folds=5, distance="l2", chunk=50, num_classes=2)
-    assert accuracy[5] > accuracy[1]
+    flip = torch.randperm(400, generator=generator)[:40]
+    y[flip] = 1 - y[flip]
+    accuracy = cross_validate(x, y, (1, 5), folds=5, distance="l2", chunk=100, num_classes=2)
+    assert accuracy[1] == pytest.approx(0.82, abs=0.05) and accuracy[5] == pytest.approx(0.893, abs=0.03)
+    assert accuracy[5] > accuracy[1] + 0.02
     model = KNN(KNNConfig(candidates=(1, 5), folds=5)).fit(x, y)
     assert int(model.k) == 5 and model.cv_accuracy == accuracy
 
