@@ -226,16 +226,16 @@ def test_bad_gan_settings_are_refused():
         GANConfig(objective="wgan_gp", d_norm="batch")
 
 
-def test_a_short_conditional_run_draws_every_digit_and_follows_its_labels(mnist_small, tmp_path):
+def test_a_short_conditional_run_draws_every_digit_mostly_as_asked(mnist_small, tmp_path):
     """Mode coverage: 400 steps of a small conditional DCGAN on 2,000 images; the feature
-    classifier finds all ten digits among 1,000 samples (100 asked of each) and labels more than
-    twice the chance share of them as asked (measured 25% at seed 0; the benchmark's long run
-    is where label accuracy is judged)."""
+    classifier finds all ten digits among 1,000 samples (100 asked of each) and labels most as
+    asked (measured 73-82% for seeds 0-4 at the recipes' lr 2e-3; at lr 1e-3 25-57%, and one
+    seed collapsed onto two digits)."""
     from deepzoo.models.features import mnist_feature_net
 
     torch.manual_seed(0)
     model = GAN(GANConfig(arch="dcgan", latent=32, width=16, num_classes=10))
-    cfg = TrainConfig(steps=400, batch_size=64, lr=1e-3, betas=(0.5, 0.999), eval_every=1000, **CPU)
+    cfg = TrainConfig(steps=400, batch_size=64, lr=2e-3, betas=(0.5, 0.999), eval_every=1000, **CPU)
     Trainer(model, mnist_small, cfg, tmp_path / "run").fit()
     model.eval()
     labels = torch.arange(1000) % 10
@@ -244,4 +244,4 @@ def test_a_short_conditional_run_draws_every_digit_and_follows_its_labels(mnist_
     with torch.no_grad():
         predicted = net(samples).argmax(1)
     assert set(predicted.tolist()) == set(range(10))
-    assert (predicted == labels).float().mean() > 0.2
+    assert (predicted == labels).float().mean() > 0.5
