@@ -100,7 +100,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     """Save weights and state every this many steps (and at the end)."""
     max_seconds: float = 0.0
-    """Stop after this much training wall time (0: no limit)."""
+    """Stop after this much training wall time, evaluations not counted (0: no limit)."""
     diverge_factor: float = 100.0
     """Stop as diverged when the logged loss exceeds this multiple of the first logged |loss| (0: never)."""
     target: str = ""

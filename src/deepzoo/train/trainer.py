@@ -293,7 +293,7 @@ class Trainer:
                     last = self.step == cfg.steps or out_of_time
                     if self.step % cfg.eval_every == 0 or last:
                         result.metrics = self._evaluate()
-                        started = time.perf_counter() - self.elapsed  # evaluation time counts
+                        started = time.perf_counter() - self.elapsed  # evaluation time is not training time
                         if self.target and self.target(result.metrics):
                             result.reached_target = last = True
                         if self._track_best(result.metrics):
