@@ -3,7 +3,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from deepzoo.metrics.fid import feature_statistics, frechet_distance
+from deepzoo.metrics.fid import feature_statistics, frechet_distance, label_entropy
 
 
 def _reference_fid(a: np.ndarray, b: np.ndarray) -> float:
@@ -40,3 +40,13 @@ def test_mean_shift_adds_its_squared_norm():
 def test_statistics_need_at_least_two_samples():
     with pytest.raises(ValueError, match="N >= 2"):
         feature_statistics(torch.randn(1, 4))
+
+
+def test_label_entropy_is_the_entropy_of_the_label_histogram_in_nats():
+    assert label_entropy(torch.arange(1000) % 10) == pytest.approx(np.log(10))  # every digit alike
+    one_mode = label_entropy(torch.full((50,), 3))
+    assert one_mode == 0.0 and np.copysign(1.0, one_mode) == 1.0  # 0, not -0.0, in the JSON
+    assert label_entropy(torch.tensor([2, 7] * 25)) == pytest.approx(np.log(2))
+    labels = torch.tensor([0] * 6 + [1] * 3 + [2])  # h = (0.6, 0.3, 0.1)
+    h = np.array([0.6, 0.3, 0.1])
+    assert label_entropy(labels) == pytest.approx(-(h * np.log(h)).sum())
