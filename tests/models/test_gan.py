@@ -1,6 +1,7 @@
 """GANs: the theory of the game (optimal discriminator, its value, saturation, Kantorovich-Rubinstein
 duality, the gradient penalty, weight clipping) and the step contract of the alternating updates."""
 
+import json
 import math
 from dataclasses import replace
 
@@ -245,3 +246,19 @@ def test_a_short_conditional_run_draws_every_digit_mostly_as_asked(mnist_small, 
         predicted = net(samples).argmax(1)
     assert set(predicted.tolist()) == set(range(10))
     assert (predicted == labels).float().mean() > 0.5
+
+
+@pytest.mark.parametrize("objective", ["non_saturating", "wgan_gp"])
+def test_the_bf16_path_trains_both_players_with_finite_losses(objective, mnist_small, tmp_path):
+    """The bf16 autocast path (the default on CPUs with AMX and on GPUs), forced here: the
+    gradient penalty's double backward included."""
+    torch.manual_seed(0)
+    model = GAN(replace(TINY, objective=objective, d_norm="layer"))
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    cfg = TrainConfig(steps=4, batch_size=16, eval_every=1000, log_every=1, **(CPU | {"precision": "bf16"}))
+    Trainer(model, mnist_small, cfg, tmp_path / "run").fit()
+    moved = {k.split(".")[0] for k, v in model.named_parameters() if not torch.equal(v.detach(), before[k])}
+    assert moved == {"generator", "discriminator"}
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r[k] for r in records if r["split"] == "train" for k in ("loss_d", "loss_g") if k in r]
+    assert losses and all(math.isfinite(v) for v in losses)
