@@ -15,7 +15,14 @@ from deepzoo.metrics.likelihood import iwae_nll
 from deepzoo.models.autoencoder import Autoencoder, AutoencoderConfig
 from deepzoo.models.vqvae import VQVAE, CodePrior, CodePriorConfig, VQVAEConfig
 from deepzoo.nn.quantize import perplexity
-from deepzoo.recipes.common import SampleEval, adamw_linear, mean_terms, mnist_splits, sample_grid
+from deepzoo.recipes.common import (
+    SampleEval,
+    adamw_linear,
+    binarized_mnist_splits,
+    mean_terms,
+    mnist_splits,
+    sample_grid,
+)
 from deepzoo.recipes.registry import Recipe, register
 from deepzoo.recipes.runs import load_parent
 from deepzoo.train.trainer import TrainConfig
@@ -39,12 +46,9 @@ class AutoencoderRun:
 
 
 def _autoencoder_splits(config: AutoencoderRun, device: torch.device) -> tuple[TensorData, TensorData]:
-    train, test = load_mnist("train", device), load_mnist("test", device)
     if config.model.likelihood == "bernoulli" and config.binarize:
-        generator = torch.Generator().manual_seed(0)
-        x = torch.bernoulli(test.tensors["x"].cpu(), generator=generator).to(device)
-        test = TensorData({**test.tensors, "x": x})
-    return train, test
+        return binarized_mnist_splits(config, device)
+    return mnist_splits(config, device)
 
 
 def _evaluate_autoencoder(

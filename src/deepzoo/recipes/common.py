@@ -48,6 +48,19 @@ def mnist_splits(config: Any, device: torch.device) -> tuple[TensorData, TensorD
     return load_mnist("train", device), load_mnist("test", device)
 
 
+def binarize_once(data: TensorData, seed: int = 0) -> TensorData:
+    """`data` with x replaced by one fixed draw x ~ Bernoulli(grey level) (the usual binarized
+    test split of MNIST likelihood papers: drawn once, from a generator seeded `seed`)."""
+    generator = torch.Generator().manual_seed(seed)
+    x = data.tensors["x"]
+    return TensorData({**data.tensors, "x": torch.bernoulli(x.cpu(), generator=generator).to(x.device)})
+
+
+def binarized_mnist_splits(config: Any, device: torch.device) -> tuple[TensorData, TensorData]:
+    """Grey-level MNIST train (models binarize it afresh every step) and the test split binarized once."""
+    return load_mnist("train", device), binarize_once(load_mnist("test", device))
+
+
 def sample_grid(model: nn.Module, run_dir: Path, n: int, **kw: Any) -> torch.Tensor:
     """n samples of `model.sample` (labels 0..9 repeating for conditional models), drawn 500 at a
     time from a seeded generator; the first 100 go to run_dir/samples/samples.png, 10 wide."""

@@ -1,0 +1,217 @@
+"""Flow layers: each inverts its forward pass, and its logdet is log |det| of the Jacobian that
+autograd computes; ActNorm's data-dependent init, the LU 1x1 convolution's determinant, the
+squeeze's index map and the priors against closed forms."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from deepzoo.nn.flows import (
+    ActNorm,
+    Coupling,
+    DiagonalScaling,
+    FlowSequence,
+    InvertibleConv1x1,
+    LogitTransform,
+    MultiScale,
+    Shift,
+    Squeeze,
+    alternating_mask,
+    channel_mask,
+    checkerboard_mask,
+    sample_standard_logistic,
+    standard_logistic_log_prob,
+    standard_normal_log_prob,
+)
+
+
+def _conv_net(channels):
+    return nn.Sequential(
+        nn.Conv2d(channels, 8, 3, padding=1), nn.Tanh(), nn.Conv2d(8, 2 * channels, 3, padding=1)
+    )
+
+
+def _mlp(dim, out):
+    return nn.Sequential(nn.Linear(dim, 16), nn.Tanh(), nn.Linear(16, out))
+
+
+def _perturbed(layer):
+    """The layer in float64 with every parameter moved off its (often identity) initial value."""
+    layer = layer.double()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return layer
+
+
+LAYERS = {
+    "additive": lambda: (Coupling(alternating_mask(6, 0), _mlp(6, 6), "additive"), (6,)),
+    "realnvp-vector": lambda: (Coupling(alternating_mask(6, 1), _mlp(6, 12), "realnvp"), (6,)),
+    "realnvp-checkerboard": lambda: (
+        Coupling(checkerboard_mask(4, 4, 0), _conv_net(2), "realnvp", 2),
+        (2, 4, 4),
+    ),
+    "glow-channel": lambda: (Coupling(channel_mask(4, 1), _conv_net(4), "glow"), (4, 2, 2)),
+    "diagonal-scaling": lambda: (DiagonalScaling((6,)), (6,)),
+    "actnorm": lambda: (ActNorm(3), (3, 2, 2)),
+    "invconv-lu": lambda: (InvertibleConv1x1(3), (3, 2, 2)),
+    "invconv-plain": lambda: (InvertibleConv1x1(3, lu=False), (3, 2, 2)),
+    "squeeze": lambda: (Squeeze(), (2, 4, 4)),
+    "logit": lambda: (LogitTransform(0.05), (1, 3, 3)),
+    "shift": lambda: (Shift(-0.5), (5,)),
+    "multiscale": lambda: (
+        MultiScale(
+            (1, 4, 4),
+            [FlowSequence([Squeeze(), Coupling(channel_mask(4, 0), _conv_net(4), "realnvp", 4)])],
+            FlowSequence([Squeeze(), ActNorm(8), InvertibleConv1x1(8)]),
+        ),
+        (1, 4, 4),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_inverse_undoes_forward_and_logdet_is_the_jacobians(name):
+    torch.manual_seed(0)
+    layer, shape = LAYERS[name]()
+    layer = _perturbed(layer).eval()
+    x = torch.rand(3, *shape, dtype=torch.float64) * 0.8 + 0.1  # inside (0, 1) for the logit
+    z, logdet = layer(x)
+    assert z.dtype == torch.float64 and logdet.shape == (3,)
+    assert torch.allclose(layer.inverse(z), x, atol=1e-10, rtol=0)
+    assert z[0].shape == layer.out_shape(shape)
+    for b in range(3):
+        jacobian = torch.autograd.functional.jacobian(lambda a: layer(a.unsqueeze(0))[0].flatten(), x[b])
+        jacobian = jacobian.reshape(z[b].numel(), x[b].numel())
+        assert logdet[b].item() == pytest.approx(torch.linalg.slogdet(jacobian)[1].item(), abs=1e-9)
+
+
+def test_couplings_start_as_the_identity_when_their_last_layer_is_zero():
+    net = _mlp(6, 12)
+    nn.init.zeros_(net[-1].weight), nn.init.zeros_(net[-1].bias)
+    x = torch.randn(4, 6)
+    for kind in ("realnvp", "additive"):
+        layer = Coupling(alternating_mask(6, 0), net if kind == "realnvp" else _zero_last(_mlp(6, 6)), kind)
+        z, logdet = layer(x)
+        assert torch.equal(z, x) and torch.equal(logdet, torch.zeros(4))
+
+
+def _zero_last(net):
+    nn.init.zeros_(net[-1].weight), nn.init.zeros_(net[-1].bias)
+    return net
+
+
+def test_a_coupling_leaves_the_masked_part_unchanged():
+    torch.manual_seed(0)
+    mask = checkerboard_mask(4, 4, 1)
+    layer = _perturbed(Coupling(mask, _conv_net(1), "glow"))
+    x = torch.randn(2, 1, 4, 4, dtype=torch.float64)
+    z, _ = layer(x)
+    assert torch.equal(z * mask, x * mask) and not torch.allclose(z, x)
+
+
+def test_masks_partition_the_features():
+    assert alternating_mask(5, 0).tolist() == [[1, 0, 1, 0, 1]]
+    assert (checkerboard_mask(3, 3, 0) + checkerboard_mask(3, 3, 1)).eq(1).all()
+    assert checkerboard_mask(2, 2, 0).flatten().tolist() == [1, 0, 0, 1]
+    assert channel_mask(4, 1).flatten().tolist() == [0, 0, 1, 1]
+
+
+def test_actnorm_data_dependent_init_standardizes_the_first_batch_then_stays():
+    torch.manual_seed(0)
+    layer = ActNorm(3)
+    x = torch.randn(64, 3, 5, 5) * torch.tensor([0.5, 2.0, 7.0]).view(1, 3, 1, 1) + torch.tensor(
+        [1.0, -3.0, 4.0]
+    ).view(1, 3, 1, 1)
+    z, logdet = layer(x)
+    assert torch.allclose(z.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(z.std(dim=(0, 2, 3), unbiased=False), torch.ones(3), atol=1e-5)
+    assert logdet[0].item() == pytest.approx(25 * layer.log_scale.sum().item())
+    before = layer.state_dict()
+    layer(3 * x + 1)  # a second batch does not initialize again
+    assert all(torch.equal(before[k], v) for k, v in layer.state_dict().items())
+    fresh = ActNorm(3)
+    fresh.load_state_dict(before)  # nor does a loaded layer
+    assert torch.equal(fresh(x)[0], layer(x)[0])
+
+
+def test_actnorm_in_eval_mode_does_not_initialize():
+    layer = ActNorm(2).eval()
+    x = torch.randn(4, 2, 3, 3)
+    assert torch.equal(layer(x)[0], x) and not layer.initialized
+
+
+def test_lu_convolutions_logdet_is_the_weights_slogdet_times_positions():
+    torch.manual_seed(0)
+    layer = _perturbed(InvertibleConv1x1(5))
+    weight = layer.weight()
+    assert layer.log_abs_det().item() == pytest.approx(torch.linalg.slogdet(weight)[1].item(), abs=1e-12)
+    _, logdet = layer(torch.randn(2, 5, 3, 4, dtype=torch.float64))
+    assert logdet[0].item() == pytest.approx(12 * torch.linalg.slogdet(weight)[1].item(), abs=1e-10)
+    fresh = InvertibleConv1x1(5)  # starts as a rotation
+    assert torch.allclose(fresh.weight() @ fresh.weight().T, torch.eye(5), atol=1e-5)
+
+
+def test_squeeze_puts_each_2x2_patch_into_channels():
+    x = torch.arange(2 * 4 * 6, dtype=torch.float64).view(1, 2, 4, 6)
+    z, _ = Squeeze()(x)
+    for c in range(2):
+        for i in range(2):
+            for j in range(3):
+                for di in range(2):
+                    for dj in range(2):
+                        assert z[0, 4 * c + 2 * di + dj, i, j] == x[0, c, 2 * i + di, 2 * j + dj]
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="even"):
+        Squeeze()(torch.zeros(1, 1, 3, 4))
+    with pytest.raises(ValueError, match="coupling kind"):
+        Coupling(alternating_mask(4, 0), nn.Identity(), "spline")
+    with pytest.raises(ValueError, match="alpha"):
+        LogitTransform(0.5)
+    with pytest.raises(ValueError, match="even number of channels"):
+        MultiScale((3, 2, 2), [FlowSequence([])], FlowSequence([]))
+
+
+def test_an_affine_flow_of_a_gaussian_has_the_gaussians_density():
+    """ActNorm then a 1x1 convolution: z = A (x + b) with A = W diag(s), so under z ~ N(0, I),
+    x ~ N(-b, A^-1 A^-T) exactly."""
+    torch.manual_seed(0)
+    flow = _perturbed(FlowSequence([ActNorm(3), InvertibleConv1x1(3)])).eval()
+    x = torch.randn(10, 3, 1, 1, dtype=torch.float64)
+    z, logdet = flow(x)
+    log_p = standard_normal_log_prob(z) + logdet
+    act, conv = flow.layers
+    with torch.no_grad():
+        a_inv = torch.linalg.inv(conv.weight() @ torch.diag(act.log_scale.exp()))
+        gaussian = torch.distributions.MultivariateNormal(-act.bias, covariance_matrix=a_inv @ a_inv.T)
+        assert torch.allclose(log_p, gaussian.log_prob(x.flatten(1)), atol=1e-10)
+
+
+def test_a_coupling_flows_density_integrates_to_one():
+    """p(x) = N(f(x)) |det f'(x)| of two 2-d affine couplings, summed over a fine grid."""
+    torch.manual_seed(0)
+    flow = _perturbed(
+        FlowSequence([Coupling(alternating_mask(2, i % 2), _mlp(2, 4), "realnvp") for i in range(2)])
+    ).eval()
+    side = torch.linspace(-9, 9, 601, dtype=torch.float64)
+    grid = torch.cartesian_prod(side, side)
+    with torch.no_grad():
+        z, logdet = flow(grid)
+        density = (standard_normal_log_prob(z) + logdet).exp()
+    cell = (side[1] - side[0]) ** 2
+    assert (density.sum() * cell).item() == pytest.approx(1.0, abs=2e-3)
+
+
+def test_priors_match_their_closed_forms():
+    z = torch.randn(5, 7, dtype=torch.float64)
+    normal = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(1)
+    assert torch.allclose(standard_normal_log_prob(z), normal)
+    logistic = (-z - 2 * torch.nn.functional.softplus(-z)).sum(1)  # log sigmoid'(z)
+    assert torch.allclose(standard_logistic_log_prob(z), logistic)
+    draws = sample_standard_logistic((200_000,), torch.Generator().manual_seed(0))
+    # mean 0, variance pi^2 / 3; the standard errors are 0.004 and 0.017
+    assert abs(draws.mean().item()) < 0.02 and draws.var().item() == pytest.approx(math.pi**2 / 3, abs=0.08)
