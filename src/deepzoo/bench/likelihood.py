@@ -84,10 +84,22 @@ def bench_coupling_speed(quick: bool, results: Path) -> dict[str, Any]:
 
     dim, batch, depth, hidden = 64, 256, 8, 256
 
-    def mlp(d_in: int, d_out: int) -> nn.Module:
-        return nn.Sequential(
-            nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, d_out)
-        )
+    class MLP(nn.Sequential):
+        """D_in -> hidden -> hidden -> D_out with ReLUs; ignores the context nflows passes."""
+
+        def __init__(self, d_in: int, d_out: int) -> None:
+            super().__init__(
+                nn.Linear(d_in, hidden),
+                nn.ReLU(),
+                nn.Linear(hidden, hidden),
+                nn.ReLU(),
+                nn.Linear(hidden, d_out),
+            )
+
+        def forward(self, x: torch.Tensor, context: Any = None) -> torch.Tensor:
+            return super().forward(x)
+
+    mlp = MLP
 
     torch.manual_seed(0)
     ours = FlowSequence(

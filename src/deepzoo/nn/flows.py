@@ -108,13 +108,14 @@ class Coupling(FlowLayer):
             raise ValueError(f"coupling kind must be additive, realnvp or glow, got {kind!r}")
         self.kind, self.net = kind, net
         self.register_buffer("mask", mask)
+        self.register_buffer("keep", 1 - mask, persistent=False)
         if kind == "realnvp":
             self.scale = nn.Parameter(torch.ones(channels or mask.shape[1]))
 
     def _params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log-scale s, shift t), each x's shape in float32, zero on the masked part."""
         out = _wide(self.net(x * self.mask.to(x.dtype)))
-        keep = 1 - self.mask
+        keep = self.keep
         if self.kind == "additive":
             return torch.zeros_like(out), out * keep
         s_raw, t = out.chunk(2, dim=1)
