@@ -47,13 +47,13 @@ def _perturbed(layer):
 
 
 LAYERS = {
-    "additive": lambda: (Coupling(alternating_mask(6, 0), _mlp(6, 6), "additive"), (6,)),
-    "realnvp-vector": lambda: (Coupling(alternating_mask(6, 1), _mlp(6, 12), "realnvp"), (6,)),
+    "additive": lambda: (Coupling(alternating_mask(7, 0), _mlp(4, 3), "additive"), (7,)),
+    "realnvp-vector": lambda: (Coupling(alternating_mask(6, 1), _mlp(3, 6), "realnvp"), (6,)),
     "realnvp-checkerboard": lambda: (
         Coupling(checkerboard_mask(4, 4, 0), _conv_net(2), "realnvp", 2),
         (2, 4, 4),
     ),
-    "glow-channel": lambda: (Coupling(channel_mask(4, 1), _conv_net(4), "glow"), (4, 2, 2)),
+    "glow-channel": lambda: (Coupling(channel_mask(4, 1), _conv_net(2), "glow"), (4, 2, 2)),
     "diagonal-scaling": lambda: (DiagonalScaling((6,)), (6,)),
     "actnorm": lambda: (ActNorm(3), (3, 2, 2)),
     "invconv-lu": lambda: (InvertibleConv1x1(3), (3, 2, 2)),
@@ -64,7 +64,7 @@ LAYERS = {
     "multiscale": lambda: (
         MultiScale(
             (1, 4, 4),
-            [FlowSequence([Squeeze(), Coupling(channel_mask(4, 0), _conv_net(4), "realnvp", 4)])],
+            [FlowSequence([Squeeze(), Coupling(channel_mask(4, 0), _conv_net(2), "realnvp")])],
             FlowSequence([Squeeze(), ActNorm(8), InvertibleConv1x1(8)]),
         ),
         (1, 4, 4),
@@ -89,11 +89,9 @@ def test_inverse_undoes_forward_and_logdet_is_the_jacobians(name):
 
 
 def test_couplings_start_as_the_identity_when_their_last_layer_is_zero():
-    net = _mlp(6, 12)
-    nn.init.zeros_(net[-1].weight), nn.init.zeros_(net[-1].bias)
     x = torch.randn(4, 6)
-    for kind in ("realnvp", "additive"):
-        layer = Coupling(alternating_mask(6, 0), net if kind == "realnvp" else _zero_last(_mlp(6, 6)), kind)
+    for kind, out in (("realnvp", 6), ("additive", 3)):
+        layer = Coupling(alternating_mask(6, 0), _zero_last(_mlp(3, out)), kind)
         z, logdet = layer(x)
         assert torch.equal(z, x) and torch.equal(logdet, torch.zeros(4))
 
@@ -103,13 +101,53 @@ def _zero_last(net):
     return net
 
 
-def test_a_coupling_leaves_the_masked_part_unchanged():
+@pytest.mark.parametrize("mode", ["masked", "split"])
+def test_a_coupling_leaves_the_masked_part_unchanged(mode):
     torch.manual_seed(0)
-    mask = checkerboard_mask(4, 4, 1)
-    layer = _perturbed(Coupling(mask, _conv_net(1), "glow"))
-    x = torch.randn(2, 1, 4, 4, dtype=torch.float64)
+    if mode == "masked":
+        mask, layer = checkerboard_mask(4, 4, 1), Coupling(checkerboard_mask(4, 4, 1), _conv_net(1), "glow")
+    else:
+        mask, layer = channel_mask(4, 0), Coupling(channel_mask(4, 0), _conv_net(2), "glow")
+    layer = _perturbed(layer)
+    x = torch.randn(2, mask.shape[1], 4, 4, dtype=torch.float64)
     z, _ = layer(x)
     assert torch.equal(z * mask, x * mask) and not torch.allclose(z, x)
+
+
+class _Scattered(nn.Module):
+    """A masked-mode network built from a split-mode one: it reads the passing channels of b * x
+    and writes its (s_raw, t) for the moving channels into C-channel tensors (zero elsewhere)."""
+
+    def __init__(self, net, passing, moving, channels):
+        super().__init__()
+        self.net, self.passing, self.moving, self.channels = net, passing, moving, channels
+
+    def forward(self, x):
+        out = self.net(x[:, self.passing])
+        halves = []
+        for part in out.chunk(2, dim=1):
+            full = x.new_zeros(len(x), self.channels, *x.shape[2:])
+            full[:, self.moving] = part
+            halves.append(full)
+        return torch.cat(halves, dim=1)
+
+
+@pytest.mark.parametrize("kind", ["realnvp", "glow"])
+def test_split_and_masked_couplings_are_the_same_map(kind):
+    """A channel mask splits x by index; a checkerboard keeps x's shape and masks it. Written as
+    the masked form, the split layer must give the same z and logdet."""
+    torch.manual_seed(0)
+    mask = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0]).view(1, 5, 1, 1)
+    split = _perturbed(Coupling(mask, nn.Conv2d(2, 6, 3, padding=1), kind))
+    masked = Coupling(mask.expand(1, 5, 2, 3), _Scattered(split.net, [0, 3], [1, 2, 4], 5), kind, 5).double()
+    assert split.split and not masked.split
+    if kind == "realnvp":
+        with torch.no_grad():
+            masked.scale.copy_(torch.tensor([9.0, 0.7, 1.3, 9.0, 0.4]))
+            split.scale.copy_(torch.tensor([0.7, 1.3, 0.4]))
+    x = torch.randn(3, 5, 2, 3, dtype=torch.float64)
+    (z_split, ld_split), (z_masked, ld_masked) = split(x), masked(x)
+    assert torch.allclose(z_split, z_masked, atol=1e-12) and torch.allclose(ld_split, ld_masked, atol=1e-12)
 
 
 def test_masks_partition_the_features():
@@ -195,7 +233,7 @@ def test_a_coupling_flows_density_integrates_to_one():
     """p(x) = N(f(x)) |det f'(x)| of two 2-d affine couplings, summed over a fine grid."""
     torch.manual_seed(0)
     flow = _perturbed(
-        FlowSequence([Coupling(alternating_mask(2, i % 2), _mlp(2, 4), "realnvp") for i in range(2)])
+        FlowSequence([Coupling(alternating_mask(2, i % 2), _mlp(1, 2), "realnvp") for i in range(2)])
     ).eval()
     side = torch.linspace(-9, 9, 601, dtype=torch.float64)
     grid = torch.cartesian_prod(side, side)

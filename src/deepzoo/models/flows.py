@@ -101,13 +101,13 @@ def _zero_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
     return conv
 
 
-def nice_mlp(dim: int, hidden: int, layers: int) -> nn.Sequential:
-    """D -> hidden (ReLU) x layers -> D, the last layer zero."""
-    sizes = [dim] + [hidden] * layers
+def nice_mlp(d_in: int, hidden: int, layers: int, d_out: int) -> nn.Sequential:
+    """d_in -> hidden (ReLU) x layers -> d_out, the last layer zero."""
+    sizes = [d_in] + [hidden] * layers
     modules: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:], strict=True):
         modules += [nn.Linear(a, b), nn.ReLU()]
-    last = nn.Linear(hidden, dim)
+    last = nn.Linear(hidden, d_out)
     nn.init.zeros_(last.weight)
     nn.init.zeros_(last.bias)
     return nn.Sequential(*modules, last)
@@ -115,9 +115,10 @@ def nice_mlp(dim: int, hidden: int, layers: int) -> nn.Sequential:
 
 class ResNetConditioner(nn.Module):
     """RealNVP's s, t network: conv3x3 to `hidden`, `blocks` residual blocks
-    h <- h + conv3x3(relu(conv3x3(relu(h)))), relu, zero conv3x3 to 2C. (B, C, H, W) -> (B, 2C, H, W)."""
+    h <- h + conv3x3(relu(conv3x3(relu(h)))), relu, zero conv3x3 to `out`.
+    (B, C_in, H, W) -> (B, out, H, W)."""
 
-    def __init__(self, channels: int, hidden: int, blocks: int) -> None:
+    def __init__(self, channels: int, hidden: int, blocks: int, out: int) -> None:
         super().__init__()
         self.inp = nn.Conv2d(channels, hidden, 3, padding=1)
         self.blocks = nn.ModuleList(
@@ -129,7 +130,7 @@ class ResNetConditioner(nn.Module):
             )
             for _ in range(blocks)
         )
-        self.out = _zero_conv(hidden, 2 * channels)
+        self.out = _zero_conv(hidden, out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.inp(x)
@@ -138,24 +139,26 @@ class ResNetConditioner(nn.Module):
         return self.out(F.relu(h))
 
 
-def glow_conditioner(channels: int, hidden: int) -> nn.Sequential:
-    """Glow's NN(): conv3x3, ReLU, conv1x1, ReLU, zero conv3x3 to 2C."""
+def glow_conditioner(channels: int, hidden: int, out: int) -> nn.Sequential:
+    """Glow's NN(): conv3x3, ReLU, conv1x1, ReLU, zero conv3x3 to `out` channels."""
     return nn.Sequential(
         nn.Conv2d(channels, hidden, 3, padding=1),
         nn.ReLU(),
         nn.Conv2d(hidden, hidden, 1),
         nn.ReLU(),
-        _zero_conv(hidden, 2 * channels),
+        _zero_conv(hidden, out),
     )
 
 
 # ------------------------------------------------------------------ the three architectures
 def build_nice(config: FlowConfig) -> FlowLayer:
     dim = math.prod(config.image_shape)
-    couplings: list[FlowLayer] = [
-        Coupling(alternating_mask(dim, i % 2), nice_mlp(dim, config.hidden, config.blocks), "additive")
-        for i in range(config.depth)
-    ]
+    couplings: list[FlowLayer] = []
+    for i in range(config.depth):  # split: the passing half in, the shift of the other half out
+        mask = alternating_mask(dim, i % 2)
+        passing = int(mask.sum())
+        net = nice_mlp(passing, config.hidden, config.blocks, dim - passing)
+        couplings.append(Coupling(mask, net, "additive"))
     return FlowSequence([*couplings, DiagonalScaling((dim,))])
 
 
@@ -163,11 +166,22 @@ def _realnvp_couplings(
     shape: tuple[int, int, int], count: int, kind: str, config: FlowConfig
 ) -> list[FlowLayer]:
     c, h, w = shape
-    masks = [
-        checkerboard_mask(h, w, i % 2) if kind == "checkerboard" else channel_mask(c, i % 2)
+    if kind == "checkerboard":  # masked: the network sees b * x and returns s, t for every pixel
+        return [
+            Coupling(
+                checkerboard_mask(h, w, i % 2),
+                ResNetConditioner(c, config.hidden, config.blocks, 2 * c),
+                "realnvp",
+                c,
+            )
+            for i in range(count)
+        ]
+    return [  # split: half the channels in, s and t of the other half out
+        Coupling(
+            channel_mask(c, i % 2), ResNetConditioner(c // 2, config.hidden, config.blocks, c), "realnvp"
+        )
         for i in range(count)
     ]
-    return [Coupling(m, ResNetConditioner(c, config.hidden, config.blocks), "realnvp", c) for m in masks]
 
 
 def build_realnvp(config: FlowConfig) -> FlowLayer:
@@ -190,7 +204,7 @@ def _glow_level(channels: int, config: FlowConfig) -> FlowSequence:
         steps += [
             ActNorm(c),
             InvertibleConv1x1(c),
-            Coupling(channel_mask(c, 1), glow_conditioner(c, config.hidden), "glow"),
+            Coupling(channel_mask(c, 1), glow_conditioner(c // 2, config.hidden, c), "glow"),
         ]
     return FlowSequence(steps)
 

@@ -84,16 +84,22 @@ def channel_mask(channels: int, parity: int) -> torch.Tensor:
 
 # ------------------------------------------------------------------ couplings
 class Coupling(FlowLayer):
-    """A coupling layer on a fixed binary mask b: the masked part passes through and conditions
-    the rest through `net(b * x)` (any network from x's shape to the parameters' shape):
+    """A coupling layer on a fixed binary mask b: the part where b = 1 passes through unchanged
+    and conditions the rest, whose Jacobian block is then diagonal (the whole Jacobian triangular):
 
-        additive (NICE):   z = x + (1 - b) * m                      logdet = 0
-        affine (RealNVP):  z = b*x + (1 - b) * (x * exp(s) + t),    s = scale * tanh(s_raw)
-        affine (Glow):     z = b*x + (1 - b) * (x + t) * sigmoid(s_raw + 2)
+        additive (NICE):   z_2 = x_2 + m                        logdet = 0
+        affine (RealNVP):  z_2 = x_2 * exp(s) + t,              s = scale * tanh(s_raw)
+        affine (Glow):     z_2 = (x_2 + t) * sigmoid(s_raw + 2)  (s = log sigmoid(s_raw + 2))
 
-    with logdet = sum (1 - b) * s (Glow: s = log sigmoid(s_raw + 2)). `net` returns C channels
-    (additive) or 2C, split as (s_raw, t). Its last layer should start at zero so that the layer
-    starts as the identity. The Jacobian is triangular: the masked part does not move.
+    with z_1 = x_1, logdet = sum s, and (s_raw, t) = net(x_1) split in halves along dim 1. Two
+    ways to feed the network, chosen by the mask's shape:
+    - a mask over dim 1 only ((1, D) features, or (1, C, 1, 1) channels, C > 1: NICE's
+      partition, Glow's channel split) splits x by index: `net` maps the n_1 features or
+      channels where b = 1 to n_2 (additive) or 2 n_2 (affine) for the n_2 others;
+    - any other mask (RealNVP's (1, 1, H, W) checkerboard) keeps x's shape: `net(b * x)` returns
+      C or 2C channels, and the parameters are multiplied by (1 - b).
+    The network's last layer should start at zero so that the layer starts as the identity
+    (Glow's form then starts as a scaling by sigmoid(2)).
     """
 
     def __init__(
@@ -108,33 +114,51 @@ class Coupling(FlowLayer):
             raise ValueError(f"coupling kind must be additive, realnvp or glow, got {kind!r}")
         self.kind, self.net = kind, net
         self.register_buffer("mask", mask)
-        self.register_buffer("keep", 1 - mask, persistent=False)
+        self.split = mask.shape[1] > 1 and all(n == 1 for i, n in enumerate(mask.shape) if i != 1)
+        if self.split:
+            passing = mask.flatten().bool()
+            self.register_buffer("passing", passing.nonzero().squeeze(1), persistent=False)
+            self.register_buffer("moving", (~passing).nonzero().squeeze(1), persistent=False)
+            scales = len(self.moving)
+        else:
+            self.register_buffer("keep", 1 - mask, persistent=False)
+            scales = channels or mask.shape[1]
         if kind == "realnvp":
-            self.scale = nn.Parameter(torch.ones(channels or mask.shape[1]))
+            self.scale = nn.Parameter(torch.ones(scales))
 
     def _params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log-scale s, shift t), each x's shape in float32, zero on the masked part."""
-        out = _wide(self.net(x * self.mask.to(x.dtype)))
-        keep = self.keep
+        """(log-scale s, shift t) in float32: the shape of the moving part (split), or x's shape
+        with zeros where b = 1 (masked)."""
+        out = _wide(self.net(x.index_select(1, self.passing) if self.split else x * self.mask.to(x.dtype)))
         if self.kind == "additive":
-            return torch.zeros_like(out), out * keep
-        s_raw, t = out.chunk(2, dim=1)
-        if self.kind == "realnvp":
-            s = _channel_view(self.scale, x) * torch.tanh(s_raw)
+            s, t = torch.zeros_like(out), out
         else:
-            s = F.logsigmoid(s_raw + 2.0)
-        return s * keep, t * keep
+            s_raw, t = out.chunk(2, dim=1)
+            if self.kind == "realnvp":
+                s = _channel_view(self.scale, s_raw) * torch.tanh(s_raw)
+            else:
+                s = F.logsigmoid(s_raw + 2.0)
+        return (s, t) if self.split else (s * self.keep, t * self.keep)
+
+    def _moved(self, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, inverse: bool) -> torch.Tensor:
+        if self.kind == "glow":
+            return x * (-s).exp() - t if inverse else (x + t) * s.exp()
+        return (x - t) * (-s).exp() if inverse else x * s.exp() + t
+
+    def _couple(self, x: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        s, t = self._params(x)  # inverse: the passing part of z is that of x, so s, t are the same
+        x = _wide(x)
+        if not self.split:
+            return self._moved(x, s, t, inverse), s
+        moved = self._moved(x.index_select(1, self.moving), s, t, inverse)
+        return x.index_copy(1, self.moving, moved), s
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s, t = self._params(x)
-        x = _wide(x)
-        z = (x + t) * s.exp() if self.kind == "glow" else x * s.exp() + t
+        z, s = self._couple(x, inverse=False)
         return z, _sum_per_example(s)
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
-        s, t = self._params(z)  # b * z == b * x: the conditioner sees the same input
-        z = _wide(z)
-        return z * (-s).exp() - t if self.kind == "glow" else (z - t) * (-s).exp()
+        return self._couple(z, inverse=True)[0]
 
 
 class DiagonalScaling(FlowLayer):
