@@ -1,0 +1,81 @@
+"""Retrieval ranks and recall on hand-made matrices, the Gaussian smoothing against scipy, motion
+beats of a known speed curve, and the Beat Align Score against its formula."""
+
+import math
+
+import pytest
+import torch
+
+from deepzoo.metrics.retrieval import (
+    _gaussian_smooth,
+    beat_align_score,
+    kinetic_beats,
+    match_ranks,
+    retrieval_metrics,
+)
+
+
+def test_ranks_count_every_candidate_at_least_as_similar_ties_against():
+    sim = torch.tensor(
+        [
+            [0.9, 0.1, 0.2],  # match first
+            [0.5, 0.5, 0.7],  # a tie with candidate 0 and a better candidate 2: rank 3
+            [0.3, 0.8, 0.1],  # last
+        ]
+    )
+    assert match_ranks(sim).tolist() == [1, 3, 3]
+    brute = [1 + sum(sim[i, j] >= sim[i, i] for j in range(3) if j != i) for i in range(3)]
+    assert match_ranks(sim).tolist() == [int(r) for r in brute]
+
+
+def test_retrieval_metrics_in_both_directions():
+    torch.manual_seed(0)
+    perfect = retrieval_metrics(torch.eye(20) + 0.01 * torch.rand(20, 20))
+    assert perfect["a2b_recall@1"] == 1 and perfect["b2a_median_rank"] == 1
+    # rows: every query's match is 3rd (two larger entries); columns: the match is first
+    n = 12
+    sim = torch.zeros(n, n)
+    for i in range(n):
+        sim[i, i] = 1.0
+        sim[i, (i + 1) % n] = sim[i, (i + 2) % n] = 2.0
+    m = retrieval_metrics(sim, ks=(1, 2, 3))
+    assert (m["a2b_recall@1"], m["a2b_recall@2"], m["a2b_recall@3"], m["a2b_median_rank"]) == (0, 0, 1, 3)
+    # column j: entries 2.0 from rows j - 1 and j - 2 beat the match 1.0
+    assert m["b2a_recall@3"] == 1 and m["b2a_recall@2"] == 0
+    with pytest.raises(ValueError, match="square"):
+        retrieval_metrics(torch.zeros(3, 4))
+
+
+@pytest.mark.parametrize("length", [200, 7])
+def test_gaussian_smoothing_is_scipys_gaussian_filter1d(length):
+    ndimage = pytest.importorskip("scipy.ndimage")
+    torch.manual_seed(0)
+    x = torch.randn(length, dtype=torch.float64)
+    expected = torch.from_numpy(ndimage.gaussian_filter1d(x.numpy(), 5.0))
+    torch.testing.assert_close(_gaussian_smooth(x, 5.0), expected, rtol=0, atol=1e-12)
+
+
+def test_kinetic_beats_are_the_minima_of_joint_speed():
+    """Joints whose speed is |sin(pi t / 30)| + 0.1 slow down every 30 frames."""
+    t = torch.arange(301, dtype=torch.float64)
+    speed = (torch.sin(math.pi * t / 30)).abs() + 0.1
+    position = torch.cumsum(speed, 0)
+    joints = torch.stack([position, torch.zeros_like(t), torch.zeros_like(t)], dim=-1)
+    joints = joints[:, None, :].expand(301, 4, 3)
+    beats = kinetic_beats(joints)
+    assert beats.tolist() == pytest.approx([30, 60, 90, 120, 150, 180, 210, 240, 270], abs=1)
+    with pytest.raises(ValueError, match="joint positions"):
+        kinetic_beats(torch.zeros(10, 72))
+
+
+def test_beat_align_score_by_its_formula():
+    beats = torch.tensor([10, 40, 70, 100])
+    assert beat_align_score(beats, beats) == 1.0
+    scores = [beat_align_score(beats, beats + shift) for shift in range(6)]
+    assert all(a > b for a, b in zip(scores, scores[1:], strict=False))
+    assert scores[2] == pytest.approx(math.exp(-4 / 18), abs=1e-12)
+    # averaged over music beats, each against its nearest motion beat
+    music, motion = torch.tensor([0, 30, 60]), torch.tensor([1, 33, 90, 95])
+    expected = (math.exp(-1 / 18) + math.exp(-9 / 18) + math.exp(-900 / 18)) / 3
+    assert beat_align_score(music, motion) == pytest.approx(expected, abs=1e-12)
+    assert beat_align_score(music, torch.tensor([], dtype=torch.long)) == 0.0
