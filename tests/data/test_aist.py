@@ -1,0 +1,96 @@
+"""The AIST++ loader on files written in the data set's exact layout; pickles that hold anything
+but arrays and plain data are refused before any of their code runs."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from deepzoo.data.aist import load_aist, music_id, read_motion, safe_unpickle, split_names
+
+
+def _write_motion(path, frames, seed):
+    rng = np.random.default_rng(seed)
+    record = {
+        "smpl_poses": rng.normal(size=(frames, 72)).astype(np.float32),
+        "smpl_trans": rng.normal(size=(frames, 3)) * 90.0,  # float64, as in the release
+        "smpl_scaling": np.array([90.0]),
+        "smpl_loss": np.float64(0.01),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        pickle.dump(record, f)
+    return record
+
+
+@pytest.fixture
+def aist_root(tmp_path):
+    names = ["gBR_sBM_cAll_d04_mBR0_ch01", "gPO_sFM_cAll_d10_mPO1_ch02", "gLH_sBM_cAll_d16_mLH2_ch03"]
+    records = {
+        name: _write_motion(tmp_path / "motions" / f"{name}.pkl", 30 + 5 * i, i)
+        for i, name in enumerate(names)
+    }
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    (splits / "crossmodal_train.txt").write_text("\n".join(names) + "\n")
+    (splits / "ignore_list.txt").write_text(names[2] + "\n")
+    return tmp_path, records
+
+
+def test_motion_files_round_trip_in_the_published_layout(aist_root):
+    root, records = aist_root
+    assert split_names(root, "train") == ["gBR_sBM_cAll_d04_mBR0_ch01", "gPO_sFM_cAll_d10_mPO1_ch02"]
+    clips = load_aist(root, "train", with_music=False)
+    assert [c.name for c in clips] == split_names(root, "train")
+    for clip in clips:
+        record = records[clip.name]
+        assert clip.motion.shape == (len(record["smpl_poses"]), 75) and clip.motion.dtype == np.float32
+        np.testing.assert_array_equal(clip.motion[:, :72], record["smpl_poses"])
+        np.testing.assert_allclose(clip.motion[:, 72:], record["smpl_trans"] / 90.0, rtol=1e-6)
+        assert clip.music is None
+    assert music_id("gBR_sBM_cAll_d04_mBR0_ch01") == "mBR0"
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_a_pickle_with_code_or_foreign_objects_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"smpl_poses": _Payload()}))
+    with pytest.raises(pickle.UnpicklingError, match="posix.system|os.system|nt.system"):
+        safe_unpickle(evil)
+    assert not (tmp_path / "pwned").exists()
+    foreign = tmp_path / "foreign.pkl"
+    foreign.write_bytes(pickle.dumps({"smpl_poses": {1, 2}, "x": pytest.approx}))
+    with pytest.raises(pickle.UnpicklingError, match="foreign.pkl"):
+        read_motion(foreign)
+
+
+def test_missing_or_malformed_files_are_clear_errors(aist_root, tmp_path):
+    root, _ = aist_root
+    with pytest.raises(FileNotFoundError, match="nope.pkl"):
+        read_motion(root / "motions" / "nope.pkl")
+    with pytest.raises(FileNotFoundError, match="crossmodal_val"):
+        split_names(root, "val")
+    with pytest.raises(ValueError, match="split must be"):
+        split_names(root, "dev")
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(
+        pickle.dumps(
+            {"smpl_poses": np.zeros((5, 70)), "smpl_trans": np.zeros((5, 3)), "smpl_scaling": np.ones(1)}
+        )
+    )
+    with pytest.raises(ValueError, match=r"smpl_poses \(N, 72\)"):
+        read_motion(bad)
+    bad.write_bytes(pickle.dumps({"smpl_poses": np.zeros((5, 72))}))
+    with pytest.raises(ValueError, match="missing"):
+        read_motion(bad)
+    bad.write_bytes(b"not a pickle at all")
+    with pytest.raises((ValueError, pickle.UnpicklingError), match="bad.pkl"):
+        read_motion(bad)
+    with pytest.raises(ValueError, match="music id"):
+        music_id("gBR_sBM_cAll_d04_ch01")

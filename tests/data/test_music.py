@@ -1,0 +1,58 @@
+"""The 438-d AIST++ music feature: its layout, its frame rate, its beat column on a click track,
+and its MFCCs against librosa's own call."""
+
+import numpy as np
+import pytest
+
+librosa = pytest.importorskip("librosa")
+
+from deepzoo.data.music import COLUMNS, FEATURE_DIM, FPS, SAMPLE_RATE, music_features  # noqa: E402
+
+
+def _tone_and_noise(seconds, sr):
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.normal(size=len(t))).astype(np.float32)
+
+
+@pytest.mark.parametrize("sr", [SAMPLE_RATE, 22050])
+def test_features_have_438_columns_at_60_frames_per_second(sr):
+    seconds = 3.0
+    features = music_features(_tone_and_noise(seconds, sr), sample_rate=sr)
+    assert features.shape[1] == FEATURE_DIM == 438 and features.dtype == np.float32
+    assert abs(len(features) - seconds * FPS) <= 1
+    assert np.isfinite(features).all()
+    assert COLUMNS["tempogram"].stop - COLUMNS["tempogram"].start == 384
+
+
+def test_mfccs_are_librosas_own():
+    samples = _tone_and_noise(2.0, SAMPLE_RATE)
+    expected = librosa.feature.mfcc(y=samples, sr=SAMPLE_RATE, n_mfcc=20, hop_length=512).T
+    features = music_features(samples)
+    np.testing.assert_allclose(features[:, COLUMNS["mfcc"]], expected[: len(features)], rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(
+        features[:, COLUMNS["mfcc_delta"]],
+        librosa.feature.delta(expected.T).T[: len(features)],
+        rtol=1e-5,
+        atol=1e-3,
+    )
+
+
+def test_the_beat_column_fires_on_every_click_of_a_120_bpm_track():
+    clicks = np.arange(0.5, 10.0, 0.5)  # 120 BPM
+    audio = librosa.clicks(times=clicks, sr=SAMPLE_RATE, length=int(10.5 * SAMPLE_RATE))
+    features = music_features(audio.astype(np.float32))
+    beats = np.flatnonzero(features[:, COLUMNS["beat"]])
+    click_frames = clicks * FPS
+    nearest = np.abs(click_frames[:, None] - beats[None, :]).min(axis=1)
+    assert (nearest <= 1).all(), (click_frames, beats)
+    assert len(beats) <= len(clicks)  # and no beats between the clicks
+
+
+def test_bad_audio_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="song.wav"):
+        music_features(tmp_path / "song.wav")
+    with pytest.raises(ValueError, match="mono"):
+        music_features(np.zeros((2, 1000), dtype=np.float32))
+    with pytest.raises(ValueError, match="too short"):
+        music_features(np.zeros(100, dtype=np.float32))
