@@ -56,14 +56,14 @@ def test_gaussian_smoothing_is_scipys_gaussian_filter1d(length):
 
 
 def test_kinetic_beats_are_the_minima_of_joint_speed():
-    """Joints whose speed is |sin(pi t / 30)| + 0.1 slow down every 30 frames."""
-    t = torch.arange(301, dtype=torch.float64)
+    """Joints whose displacement from frame t to t + 1 is |sin(pi t / 30)| + 0.1 slow down at
+    t = 30, 60, ... (indices of the speed curve, as Bailando's `calc_db` returns them)."""
+    t = torch.arange(300, dtype=torch.float64)
     speed = (torch.sin(math.pi * t / 30)).abs() + 0.1
-    position = torch.cumsum(speed, 0)
-    joints = torch.stack([position, torch.zeros_like(t), torch.zeros_like(t)], dim=-1)
+    position = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(speed, 0)])  # (301,)
+    joints = torch.stack([position, torch.zeros_like(position), torch.zeros_like(position)], dim=-1)
     joints = joints[:, None, :].expand(301, 4, 3)
-    beats = kinetic_beats(joints)
-    assert beats.tolist() == pytest.approx([30, 60, 90, 120, 150, 180, 210, 240, 270], abs=1)
+    assert kinetic_beats(joints).tolist() == [30, 60, 90, 120, 150, 180, 210, 240, 270]
     with pytest.raises(ValueError, match="joint positions"):
         kinetic_beats(torch.zeros(10, 72))
 
