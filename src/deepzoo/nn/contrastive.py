@@ -70,13 +70,14 @@ def clip_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> dict[str
     all_b, _ = gather_batch(b)
     labels = torch.arange(len(a), device=a.device) + offset
     logits_ab = scale * a @ all_b.T  # (B, W B): local rows against the global batch
-    logits_ba = scale * b @ all_a.T
+    # one process: b a^T is the transpose of a b^T, so one matmul serves both directions
+    logits_ba = logits_ab.T if len(all_a) == len(a) else scale * b @ all_a.T
     loss_ab, loss_ba = F.cross_entropy(logits_ab, labels), F.cross_entropy(logits_ba, labels)
     return {
         "loss": (loss_ab + loss_ba) / 2,
         "loss_ab": loss_ab.detach(),
         "loss_ba": loss_ba.detach(),
-        "accuracy_ab": (logits_ab.argmax(1) == labels).float().mean(),
+        "accuracy_ab": (logits_ab.detach().argmax(1) == labels).float().mean(),
     }
 
 
