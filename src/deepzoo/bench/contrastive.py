@@ -3,7 +3,6 @@ open_clip's ClipLoss (a benchmark-only peer)."""
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from deepzoo.bench.registry import register
-from deepzoo.bench.timing import median_seconds
+from deepzoo.bench.timing import interleaved_speedup
 
 
 def bench_clip_loss_speed(quick: bool, results: Path) -> dict[str, Any]:
@@ -43,14 +42,10 @@ def bench_clip_loss_speed(quick: bool, results: Path) -> dict[str, Any]:
 
     agree = abs(step_ours().item() - step_peer().item())
     repeats, rounds = (3, 3) if quick else (5, 15)
-    times: dict[str, list[float]] = {"ours": [], "peer": []}
-    for _ in range(rounds):  # interleaved, so both see the same machine load
-        times["ours"].append(median_seconds(step_ours, repeats))
-        times["peer"].append(median_seconds(step_peer, repeats))
-    speedup = statistics.median(p / o for o, p in zip(times["ours"], times["peer"], strict=True))
+    t_ours, t_peer, speedup = interleaved_speedup(step_ours, step_peer, repeats, rounds)
     return {
         "batch": batch, "dim": dim, "rounds": rounds, "loss_difference": agree,
-        "ours_ms": 1e3 * statistics.median(times["ours"]), "peer_ms": 1e3 * statistics.median(times["peer"]),
+        "ours_ms": 1e3 * t_ours, "peer_ms": 1e3 * t_peer,
         "speedup": speedup, "peer": f"open_clip {version('open_clip_torch')}", "met": speedup >= 1,
     }  # fmt: skip
 

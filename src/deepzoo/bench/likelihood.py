@@ -4,7 +4,6 @@ against nflows, and the time per image of pixel-by-pixel sampling with and witho
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import torch
 
 from deepzoo.bench.registry import register
-from deepzoo.bench.timing import median_seconds, train_variant
+from deepzoo.bench.timing import interleaved_speedup, train_variant
 
 FLOWS = ("nice-mnist", "realnvp-mnist", "glow-mnist")
 AUTOREGRESSIVE = ("pixelcnn-mnist", "gated-pixelcnn-mnist", "pixelrnn-mnist")
@@ -124,14 +123,10 @@ def bench_coupling_speed(quick: bool, results: Path) -> dict[str, Any]:
         (z.square().sum() - logdet.sum()).backward()
 
     repeats, rounds = (3, 3) if quick else (7, 15)
-    times: dict[str, list[float]] = {"ours": [], "peer": []}
-    for _ in range(rounds):  # interleaved rounds, so both see the same machine load
-        times["ours"].append(median_seconds(step_ours, repeats))
-        times["peer"].append(median_seconds(step_peer, repeats))
-    speedup = statistics.median(p / o for o, p in zip(times["ours"], times["peer"], strict=True))
+    t_ours, t_peer, speedup = interleaved_speedup(step_ours, step_peer, repeats, rounds)
     return {
         "dim": dim, "batch": batch, "couplings": depth, "hidden": hidden,
-        "ours_ms": 1e3 * statistics.median(times["ours"]), "peer_ms": 1e3 * statistics.median(times["peer"]),
+        "ours_ms": 1e3 * t_ours, "peer_ms": 1e3 * t_peer,
         "speedup": speedup, "rounds": rounds, "peer": f"nflows {version('nflows')}", "met": speedup >= 1,
     }  # fmt: skip
 

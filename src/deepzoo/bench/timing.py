@@ -82,6 +82,19 @@ def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(times)
 
 
+def interleaved_speedup(
+    ours: Callable[[], Any], peer: Callable[[], Any], repeats: int, rounds: int
+) -> tuple[float, float, float]:
+    """(median seconds of ours, of peer, median over rounds of peer / ours): `rounds` alternating
+    rounds of `median_seconds(fn, repeats)` each, so both see the same machine load."""
+    times: dict[str, list[float]] = {"ours": [], "peer": []}
+    for _ in range(rounds):
+        times["ours"].append(median_seconds(ours, repeats))
+        times["peer"].append(median_seconds(peer, repeats))
+    speedup = statistics.median(p / o for o, p in zip(times["ours"], times["peer"], strict=True))
+    return statistics.median(times["ours"]), statistics.median(times["peer"]), speedup
+
+
 def last_eval(run_dir: Path) -> dict[str, float]:
     return [r for r in read_metrics(run_dir / "metrics.jsonl") if r["split"] == "eval"][-1]
 
