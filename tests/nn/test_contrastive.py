@@ -105,6 +105,8 @@ def _features(model, x):
 def _ddp_rank(rank, world, init_file, results):
     import torch.distributed as dist
 
+    from deepzoo.train.distributed import teardown
+
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
@@ -122,7 +124,7 @@ def _ddp_rank(rank, world, init_file, results):
         dist.all_reduce(loss)
         torch.save({"loss": loss / world, "grads": [p.grad for p in model.parameters()]}, f"{results}.{rank}")
     finally:
-        dist.destroy_process_group()
+        teardown()  # barrier, then destroy: no rank leaves while a peer's collective is in flight
 
 
 def test_two_gloo_ranks_with_gathered_negatives_equal_one_process_on_the_global_batch(tmp_path):

@@ -19,6 +19,7 @@ the gradient of the single-process loss on the global batch.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -45,6 +46,24 @@ class LogitScale(nn.Module):
         return self.log_scale.clamp(max=self.max_log_scale).exp()
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """forward: all_gather of equal shards, concatenated in rank order; backward: every rank's
+    gradient of the whole (all_reduce, which gloo and NCCL both have), cut to this rank's rows."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        rows = len(grad) // dist.get_world_size()
+        return grad[dist.get_rank() * rows : (dist.get_rank() + 1) * rows]
+
+
 def gather_batch(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """(B, ...) on each of W ranks -> ((W B, ...) in rank order, offset of this rank's rows).
 
@@ -52,9 +71,7 @@ def gather_batch(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     Without an initialised process group (or with one rank) x comes back as is, offset 0."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x, 0
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x), dim=0), dist.get_rank() * len(x)
+    return _GatherWithGrad.apply(x), dist.get_rank() * len(x)
 
 
 def clip_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> dict[str, torch.Tensor]:
