@@ -58,8 +58,9 @@ def _gaussian_smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def kinetic_beats(joints: torch.Tensor, sigma: float = 5.0) -> torch.Tensor:
-    """Motion beats of joint positions (T, J, 3): frames t (1 <= t < T - 1 of the speed curve)
-    where the smoothed speed v_t = mean_j |p_{t+1, j} - p_{t, j}| is a strict local minimum."""
+    """Motion beats of joint positions (T, J, 3): the indices t of the speed curve
+    v_t = mean_j |p_{t+1, j} - p_{t, j}| (0 <= t < T - 1), Gaussian-smoothed, where it is a
+    strict local minimum (so 1 <= t < T - 2; Bailando's `argrelextrema` indices)."""
     if joints.ndim != 3 or joints.shape[-1] != 3 or len(joints) < 4:
         raise ValueError(f"need joint positions (T >= 4, J, 3), got {tuple(joints.shape)}")
     speed = (joints[1:] - joints[:-1]).norm(dim=-1).mean(dim=1).double()

@@ -122,5 +122,5 @@ def per_frame_clip_loss(
         "loss": (loss_ab + loss_ba) / 2 if both_directions else loss_ab,
         "loss_ab": loss_ab.detach(),
         "loss_ba": loss_ba.detach(),
-        "accuracy_ab": (logits.argmax(-1) == labels).float().mean(),
+        "accuracy_ab": (logits.detach().argmax(-1) == labels).float().mean(),
     }
