@@ -89,3 +89,13 @@ def fetch(
         + (f" and no mirror could serve it ({'; '.join(errors)})" if errors else "")
         + f". Put the file there, or set {ENV_VAR} to a directory holding {directory.name}/{name}.gz."
     )
+
+
+def cache_root() -> Path:
+    """Where deepzoo keeps what it generates (synthetic sets): `$DEEPZOO_CACHE`, else
+    `$XDG_CACHE_HOME/deepzoo`, else `~/.cache/deepzoo`. Apart from the data root, which may be
+    read-only (tests and CI point it at ../shared/data)."""
+    if os.environ.get("DEEPZOO_CACHE"):
+        return Path(os.environ["DEEPZOO_CACHE"]).expanduser().resolve()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "deepzoo"

@@ -1,0 +1,62 @@
+"""The synthetic music-dance set: deterministic, the dance on the music's beats, the real extractor."""
+
+import numpy as np
+import pytest
+import torch
+
+from deepzoo.data.music import COLUMNS, FPS, SAMPLE_RATE
+from deepzoo.data.skeleton import forward_kinematics
+from deepzoo.data.synthetic_dance import GENRES, make_song, synthetic_dance_set
+from deepzoo.metrics.retrieval import beat_align_score, kinetic_beats
+
+
+def test_a_song_is_a_function_of_its_seed():
+    a, b, c = make_song(3, 1, 4.0), make_song(3, 1, 4.0), make_song(4, 1, 4.0)
+    assert np.array_equal(a.audio, b.audio) and np.array_equal(a.motion, b.motion)
+    assert not np.array_equal(a.audio, c.audio) and not np.array_equal(a.motion, c.motion)
+    assert a.audio.shape == (4 * SAMPLE_RATE,) and a.motion.shape == (4 * FPS, 75)
+    assert np.abs(a.audio).max() <= 1.0
+
+
+@pytest.mark.parametrize("genre", range(len(GENRES)))
+@pytest.mark.parametrize("seed", range(3))
+def test_kinetic_beats_fall_on_the_music_beats(genre, seed):
+    """Every local minimum of joint speed (Bailando's kinetic beats of the forward-kinematics
+    joints) is within 2 frames of a music beat, and the Beat Align Score of the beats at least
+    half a second from either end (where a minimum can be found) is at least 0.9."""
+    song = make_song(seed, genre, 8.0)
+    g = GENRES[genre]
+    assert g.tempo[0] <= song.tempo <= g.tempo[1]
+    motion_beats = kinetic_beats(forward_kinematics(torch.from_numpy(song.motion).double()))
+    music_beats = torch.from_numpy(song.beat_frames)
+    gaps = (motion_beats[:, None] - music_beats[None, :]).abs().min(dim=1).values
+    assert len(motion_beats) >= 0.8 * len(music_beats) and gaps.max() <= 2
+    inner = music_beats[(music_beats >= 30) & (music_beats < len(song.motion) - 30)]
+    assert beat_align_score(inner, motion_beats) >= 0.9
+
+
+def test_each_genre_moves_only_its_own_joints():
+    for genre, g in enumerate(GENRES):
+        motion = make_song(0, genre, 3.0).motion
+        moving = {j for j in range(1, 24) if np.ptp(motion[:, 3 * j : 3 * j + 3], axis=0).max() > 0}
+        assert moving == set(g.joints), g.name
+
+
+def test_the_set_runs_rendered_wavs_through_the_extractor_and_caches(tmp_path):
+    dance = synthetic_dance_set(2, 3.0, seed=5, cache=tmp_path / "cache", wav_dir=tmp_path / "wav")
+    assert dance.motion.shape == (2, 180, 75) and dance.music.shape == (2, 180, 438)
+    assert len(list((tmp_path / "wav").glob("*.wav"))) == 2
+    for i in range(2):
+        song = make_song(5 * 1_000_003 + i, int(dance.genre[i]), 3.0)
+        np.testing.assert_array_equal(dance.motion[i], song.motion)
+        assert np.array_equal(np.flatnonzero(dance.beats[i]), song.beat_frames[song.beat_frames < 180])
+        # the percussive onset strength peaks on the beats (drums and notes start there), one
+        # frame late: it is the rise of the spectrum from the previous frame
+        onset = dance.music[i, :, COLUMNS["onset"]]
+        near = np.flatnonzero(dance.beats[i])
+        near = near[near + 2 < 180]
+        peaks = np.maximum.reduce([onset[near], onset[near + 1], onset[near + 2]])
+        assert peaks.min() > 0 and peaks.mean() > 5 * onset.mean()
+    again = synthetic_dance_set(2, 3.0, seed=5, cache=tmp_path / "cache")
+    for name in ("motion", "music", "beats", "genre", "tempo"):
+        assert np.array_equal(getattr(again, name), getattr(dance, name))
