@@ -158,7 +158,7 @@ def cmd_sample(ns: argparse.Namespace) -> None:
     with torch.no_grad():
         samples = run.model.sample(ns.n, generator=generator)
     out = Path(ns.out) if ns.out else Path(ns.run_dir) / "samples" / f"sample-seed{ns.seed}.png"
-    written = write_samples(run.recipe.samples, run.model, samples, out)
+    written = write_samples(run.recipe.samples, run.model, samples, out, n_frames=ns.n)
     if run.recipe.samples == "text":
         print(written.read_text(), end="")
     print(written)

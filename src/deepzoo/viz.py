@@ -113,3 +113,16 @@ def plot_lines(
         ax.set_xlabel(xlabel)
         ax.legend(fontsize=7)
     _save_figure(fig, path)
+
+
+def save_gif(frames: torch.Tensor, path: str | Path, fps: float = 25.0) -> None:
+    """Write frames (T, 3, H, W) in [0, 1] as a looping animated GIF (Pillow, which matplotlib
+    brings), atomically like every other file."""
+    from PIL import Image
+
+    pixels = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    images = [Image.fromarray(p) for p in pixels]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=1000 / fps, loop=0)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_bytes(Path(path), buffer.getvalue())

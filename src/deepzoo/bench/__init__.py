@@ -18,7 +18,17 @@ from deepzoo.bench.registry import BENCHMARKS, Benchmark
 from deepzoo.bench.timing import machine
 from deepzoo.files import write_bytes, write_json
 
-FAMILIES = ("classifiers", "language", "autoencoders", "diffusion", "gan", "likelihood", "contrastive", "gpu")
+FAMILIES = (
+    "classifiers",
+    "language",
+    "autoencoders",
+    "diffusion",
+    "gan",
+    "likelihood",
+    "contrastive",
+    "rl",
+    "gpu",
+)
 """Registration order is the table's row order."""
 for _family in FAMILIES:
     importlib.import_module(f"deepzoo.bench.{_family}")

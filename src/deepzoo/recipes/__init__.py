@@ -18,7 +18,7 @@ from deepzoo.recipes.runs import (
     train_recipe,
 )
 
-FAMILIES = ("classifiers", "language", "autoencoders", "diffusion", "gan", "likelihood", "contrastive")
+FAMILIES = ("classifiers", "language", "autoencoders", "diffusion", "gan", "likelihood", "contrastive", "rl")
 """Each family's module registers its recipes when imported; `deepzoo list` shows them in this order."""
 for _family in FAMILIES:
     importlib.import_module(f"deepzoo.recipes.{_family}")

@@ -74,9 +74,11 @@ def sample_grid(model: nn.Module, run_dir: Path, n: int, **kw: Any) -> torch.Ten
     return samples
 
 
-def write_samples(kind: str, model: nn.Module, samples: torch.Tensor, out: Path) -> Path:
+def write_samples(kind: str, model: nn.Module, samples: torch.Tensor, out: Path, n_frames: int = 16) -> Path:
     """Images -> a PNG grid at out; token ids -> model.to_text, one sample after a header line
-    '=== sample i ===' each, at out with the suffix .txt. Returns the file written."""
+    '=== sample i ===' each, at out with the suffix .txt; an episode's frames (T, 3, H, W) -> a GIF
+    at out with the suffix .gif and a grid of `n_frames` evenly spaced frames at out.png.
+    Returns the file written (the GIF for an episode)."""
     from deepzoo.files import write_bytes
 
     if kind == "text":
@@ -86,6 +88,14 @@ def write_samples(kind: str, model: nn.Module, samples: torch.Tensor, out: Path)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_bytes(out, body.encode())
         return out
+    if kind == "episode":
+        from deepzoo.viz import save_gif, save_image_grid
+
+        gif = out.with_suffix(".gif")
+        save_gif(samples, gif)
+        frames = samples[torch.linspace(0, len(samples) - 1, min(n_frames, len(samples))).round().long()]
+        save_image_grid(frames, out.with_suffix(".png"), nrow=8)
+        return gif
     from deepzoo.viz import save_image_grid
 
     save_image_grid(samples, out)

@@ -35,8 +35,9 @@ class Recipe:
     called when a run is loaded."""
     eval_split: str = "test"
     """What the evaluation split is (the final summary names it): test, or val."""
-    samples: Literal["images", "text"] | None = None
-    """What `model.sample` draws, for `deepzoo sample` to write (None: the model does not sample)."""
+    samples: Literal["images", "text", "episode"] | None = None
+    """What `model.sample` draws, for `deepzoo sample` to write (None: the model does not sample;
+    episode: the rendered frames of one episode)."""
 
 
 RECIPES: dict[str, Recipe] = {}

@@ -58,6 +58,8 @@ def _fit(
     torch.manual_seed(config.train.seed)  # the same initialization on every rank
     model = recipe.build(config)
     train_data, eval_data = recipe.data(config, info.device)
+    if hasattr(train_data, "attach"):  # rollouts act with the model they train
+        train_data.attach(model)
     if recipe.prepare is not None:
         recipe.prepare(model.to(info.device), train_data)
     trainer = Trainer(

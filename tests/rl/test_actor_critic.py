@@ -1,0 +1,175 @@
+"""Rollouts as a batch source, A2C's loss and gradients, the policy-gradient estimator, learning."""
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from deepzoo.rl.actor_critic import A2CConfig, ActorCritic, evaluate_policy
+from deepzoo.rl.rollouts import Rollouts
+
+pytest.importorskip("gymnasium")
+
+
+def _source(seed=0, steps=40, envs=3):
+    torch.manual_seed(seed)
+    model = ActorCritic(A2CConfig(normalize_advantage=True))
+    source = Rollouts("CartPole-v1", envs, steps, seed=seed)
+    source.attach(model)
+    return model, source
+
+
+def test_a_rollout_holds_true_transitions_with_the_final_observation_at_episode_ends():
+    model, source = _source(steps=60)
+    batch = source.next(0)
+    assert batch["obs"].shape == (60, 3, 4) and batch["actions"].shape == (60, 3)
+    ended = batch["terminated"] | batch["truncated"]
+    assert ended.any(), "a random CartPole policy ends episodes within 60 steps"
+    # where an episode goes on, the next observation is the next row's; where it ended, the next
+    # row is a fresh reset (near zero), and next_obs is the final, out-of-bounds state
+    torch.testing.assert_close(batch["next_obs"][:-1][~ended[:-1]], batch["obs"][1:][~ended[:-1]])
+    final = batch["next_obs"][ended]
+    assert ((final[:, 0].abs() > 2.4) | (final[:, 2].abs() > 0.2094)).all()
+    assert (batch["obs"][1:][ended[:-1]].abs() <= 0.05).all()
+    assert torch.equal(batch["rewards"], torch.ones(60, 3))
+    assert batch["episode_return"] > 0
+
+
+def test_rollouts_are_seeded_and_resume_from_their_state():
+    _, a = _source(seed=3)
+    _, b = _source(seed=3)
+    torch.manual_seed(5)  # actions are drawn from torch's generator, which the trainer seeds and saves
+    first = a.next(0)
+    torch.manual_seed(5)
+    assert torch.equal(first["actions"], b.next(0)["actions"])
+    state = a.state_dict()
+    torch.manual_seed(11)
+    expected = a.next(1)
+    model, c = _source(seed=99)  # other seed, other environments: the state overrides them
+    c.attach(b.policy)
+    c.load_state_dict(state)
+    torch.manual_seed(11)
+    resumed = c.next(1)
+    for key in ("obs", "actions", "rewards", "terminated", "truncated", "next_obs"):
+        assert torch.equal(resumed[key], expected[key]), key
+
+
+def test_the_actor_loss_moves_only_the_actor_and_the_critic_target_is_detached():
+    """The policy term has no gradient in the critic; the critic's whole gradient is that of
+    value_coef x (V(s) - G)^2 with the target G = A + V(s) held fixed (computed here apart)."""
+    from deepzoo.rl.returns import gae
+
+    model, source = _source()
+    batch = source.next(0)
+    c, critic = model.config, list(model.critic.parameters())
+    with torch.no_grad():
+        values, next_values = model.value(batch["obs"]), model.value(batch["next_obs"])
+        advantages = gae(
+            batch["rewards"], values, next_values, batch["terminated"], batch["truncated"], c.gamma, 1.0
+        )
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    actor_term = -(model.distribution(batch["obs"]).log_prob(batch["actions"]) * advantages).mean()
+    assert all(g is None for g in torch.autograd.grad(actor_term, critic, allow_unused=True))
+    targets = values + gae(
+        batch["rewards"], values, next_values, batch["terminated"], batch["truncated"], c.gamma, 1.0
+    )
+    critic_term = c.value_coef * torch.nn.functional.mse_loss(model.value(batch["obs"]), targets)
+    terms = model.loss(batch)
+    torch.testing.assert_close(terms["policy_loss"], actor_term.detach())
+    for got, expected in zip(
+        torch.autograd.grad(terms["loss"], critic), torch.autograd.grad(critic_term, critic)
+    ):
+        torch.testing.assert_close(got, expected)
+
+
+def test_the_policy_gradient_estimator_is_unbiased_on_a_two_armed_bandit():
+    """pi = softmax(theta), rewards 1 (arm 0) and 0.2 (arm 1) plus noise: the mean of
+    r grad log pi(a) over many draws equals grad E[r] = grad sum_a pi_a mu_a within 4 standard errors."""
+    theta = torch.tensor([0.3, -0.2], requires_grad=True)
+    means = torch.tensor([1.0, 0.2])
+    exact = torch.autograd.grad((torch.softmax(theta, 0) * means).sum(), theta)[0]
+    generator = torch.Generator().manual_seed(0)
+    n = 200_000
+    probs = torch.softmax(theta, 0).detach()
+    arms = torch.multinomial(probs, n, replacement=True, generator=generator)
+    rewards = means[arms] + 0.5 * torch.randn(n, generator=generator)
+    score = torch.nn.functional.one_hot(arms, 2).float() - probs  # grad_theta log softmax(theta)[a]
+    samples = rewards[:, None] * score
+    estimate, error = samples.mean(0), samples.std(0) / math.sqrt(n)
+    assert ((estimate - exact).abs() < 4 * error).all()
+
+
+def test_continuous_actions_use_a_gaussian_with_a_learned_scale():
+    model = ActorCritic(A2CConfig(env="Pendulum-v1", init_log_std=-0.5))
+    obs = torch.randn(7, 3)
+    dist = model.distribution(obs)
+    assert dist.sample().shape == (7, 1)
+    torch.testing.assert_close(dist.stddev, torch.full((7, 1), math.exp(-0.5)))
+    assert torch.equal(model.act(obs, deterministic=True), dist.mean)
+
+
+@pytest.mark.seeds_covered
+def test_a2c_learns_cartpole_for_every_seed():
+    """300 updates of the recipe's settings (12,000 environment steps): the deterministic policy
+    balances for at least 150 steps on average, for seeds 0-4 (a random policy: about 20)."""
+    from deepzoo.recipes import get_recipe
+
+    default = get_recipe("a2c-cartpole").default
+    for seed in range(5):
+        torch.manual_seed(seed)
+        model = ActorCritic(default.model)
+        source = Rollouts("CartPole-v1", 8, 5, seed=seed)
+        source.attach(model)
+        opt = torch.optim.RMSprop(model.parameters(), lr=default.train.lr, alpha=0.99)
+        for step in range(300):
+            loss = model.loss(source.next(step))["loss"]
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+            opt.step()
+        returns = evaluate_policy(model, 5, seed=1000)
+        assert sum(returns) / 5 >= 150, (seed, returns)
+
+
+def test_the_recipe_is_seeded_and_resumes_like_an_uninterrupted_run(tmp_path):
+    from deepzoo.recipes import get_recipe, resume_recipe, train_recipe
+    from deepzoo.train.logging import read_metrics
+
+    default = get_recipe("a2c-cartpole").default
+    fast = dict(steps=40, eval_every=20, checkpoint_every=20, log_every=10, progress=False, target="")
+    config = replace(default, eval=replace(default.eval, episodes=2), train=replace(default.train, **fast))
+
+    def losses(run_dir):
+        return [
+            (r["step"], r["loss"]) for r in read_metrics(run_dir / "metrics.jsonl") if r["split"] == "train"
+        ]
+
+    a = train_recipe("a2c-cartpole", config, tmp_path / "a").run_dir
+    b = train_recipe("a2c-cartpole", config, tmp_path / "b").run_dir
+    assert losses(a) == losses(b) and len(losses(a)) == 4
+    half = replace(config, train=replace(config.train, steps=20))
+    c = train_recipe("a2c-cartpole", half, tmp_path / "c").run_dir
+    from deepzoo.config import to_dict
+    from deepzoo.train import checkpoint as ckpt
+
+    ckpt.write_json(c / ckpt.CONFIG, {"recipe": "a2c-cartpole", "config": to_dict(config)})
+    resume_recipe(c)
+    assert losses(c) == losses(a)
+
+
+def test_deepzoo_sample_renders_an_episode_to_a_gif_and_a_grid(tmp_path):
+    from deepzoo.cli import main
+    from deepzoo.recipes import get_recipe, train_recipe
+
+    default = get_recipe("a2c-cartpole").default
+    fast = dict(steps=2, eval_every=2, checkpoint_every=2, progress=False, target="")
+    config = replace(default, eval=replace(default.eval, episodes=1), train=replace(default.train, **fast))
+    run_dir = train_recipe("a2c-cartpole", config, tmp_path / "run").run_dir
+    out = tmp_path / "episode.png"
+    assert main(["sample", str(run_dir), "--n", "4", "--out", str(out), "--device", "cpu"]) in (0, None)
+    from PIL import Image
+
+    gif = Image.open(out.with_suffix(".gif"))
+    assert gif.n_frames > 5 and gif.size == (600, 400)
+    assert Image.open(out).size[0] > 4 * 600
