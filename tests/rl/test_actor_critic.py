@@ -173,3 +173,22 @@ def test_deepzoo_sample_renders_an_episode_to_a_gif_and_a_grid(tmp_path):
     gif = Image.open(out.with_suffix(".gif"))
     assert gif.n_frames > 5 and gif.size == (600, 400)
     assert Image.open(out).size[0] > 4 * 600
+
+
+def test_reinforce_uses_whole_episode_returns_on_the_steps_whose_episode_ended():
+    from deepzoo.rl.returns import complete_episodes, discounted_returns
+
+    torch.manual_seed(0)
+    model = ActorCritic(A2CConfig(advantage="reinforce"))
+    source = Rollouts("CartPole-v1", 3, 50, seed=0)
+    source.attach(model)
+    batch = source.next(0)
+    used = complete_episodes(batch["terminated"], batch["truncated"])
+    assert used.any() and not used.all()
+    with torch.no_grad():
+        values = model.value(batch["obs"])
+        returns = discounted_returns(batch["rewards"], model.value(batch["next_obs"]), batch["terminated"],
+                                     batch["truncated"], model.config.gamma)  # fmt: skip
+    log_prob = model.distribution(batch["obs"]).log_prob(batch["actions"])
+    expected = -(log_prob * (returns - values))[used].mean()
+    torch.testing.assert_close(model.loss(batch)["policy_loss"], expected.detach())

@@ -77,3 +77,10 @@ def test_n_step_returns_span_one_step_to_monte_carlo():
 def test_mismatched_shapes_are_refused():
     with pytest.raises(ValueError, match="one shape"):
         gae(REWARDS, VALUES[:2], NEXT_VALUES, TERMINATED, TRUNCATED, GAMMA, 0.95)
+
+
+def test_complete_episodes_mark_the_steps_up_to_each_environments_last_end():
+    from deepzoo.rl.returns import complete_episodes
+
+    done = complete_episodes(TERMINATED, TRUNCATED)
+    assert done.T.tolist() == [[True, True, False, False], [True, True, True, False]]

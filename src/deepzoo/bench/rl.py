@@ -39,8 +39,10 @@ def _run(name: str, seed: int, quick: bool, **train: Any) -> dict[str, Any]:
 def bench_cartpole(quick: bool, results: Path) -> dict[str, Any]:
     """a2c-cartpole for seeds 0-9 (0-2 quick), each until its deterministic policy averages >= 475
     over 20 episodes (checked every 1,000 environment steps) or 100,000 steps: median and worst
-    environment steps and training seconds (evaluation excluded) to solve."""
+    environment steps and training seconds (evaluation excluded) to solve; reinforce-cartpole the
+    same way (checked every 1,600 steps), for comparison."""
     seeds = range(3 if quick else 10)
+    baseline = _solve_stats([_run("reinforce-cartpole", seed, False) for seed in seeds])
     runs = [_run("a2c-cartpole", seed, False) for seed in seeds]
     solved = [r for r in runs if r["mean_return"] >= SOLVED]
     steps = sorted(r["env_steps"] if r["mean_return"] >= SOLVED else float("inf") for r in runs)
@@ -54,15 +56,29 @@ def bench_cartpole(quick: bool, results: Path) -> dict[str, Any]:
         "goal": {"median_env_steps": 10_000, "worst_env_steps": 30_000, "median_train_seconds": 3.0},
         "peer": "SB3 A2C, rl-zoo settings (quoted from the issue): median 15k steps (5k-70k), 3-21 s",
         "met": median_steps <= 10_000 and worst_steps <= 30_000 and median_seconds <= 3.0,
+        "reinforce": baseline,
+    }  # fmt: skip
+
+
+def _solve_stats(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median and worst env steps and training seconds to solve (inf where a seed did not)."""
+    steps = sorted(r["env_steps"] if r["mean_return"] >= SOLVED else float("inf") for r in runs)
+    seconds = sorted(r["train_seconds"] if r["mean_return"] >= SOLVED else float("inf") for r in runs)
+    return {
+        "runs": runs, "median_env_steps": statistics.median(steps), "worst_env_steps": steps[-1],
+        "median_train_seconds": statistics.median(seconds),
     }  # fmt: skip
 
 
 def _cartpole_rows(r: dict[str, Any]) -> list[str]:
+    b = r["reinforce"]
     return [
         f"| `a2c-cartpole` env steps to solve CartPole-v1 (return >= 475), {r['seeds']} seeds: "
         "median / worst; "
         f"median training seconds | {r['median_env_steps']:,.0f} / {r['worst_env_steps']:,.0f}; "
-        f"{r['median_train_seconds']:.1f} s (SB3 A2C: 15k / 70k, 3-21 s) | <= 10k / 30k; <= 3 s |"
+        f"{r['median_train_seconds']:.1f} s (SB3 A2C: 15k / 70k, 3-21 s) | <= 10k / 30k; <= 3 s |",
+        f"| `reinforce-cartpole` (REINFORCE with a baseline, for comparison), the same | "
+        f"{b['median_env_steps']:,.0f} / {b['worst_env_steps']:,.0f}; {b['median_train_seconds']:.1f} s | |",
     ]
 
 

@@ -89,6 +89,16 @@ _a2c(
     "SB3 A2C (rl-zoo settings) solves CartPole-v1 in a median 15k env steps; goal here <= 10k",
 )
 _a2c(
+    "reinforce-cartpole",
+    "REINFORCE with a learned baseline on CartPole-v1: whole-episode returns, 8 x 100-step rollouts",
+    A2CRun(
+        A2CConfig(advantage="reinforce", normalize_advantage=True),
+        RolloutConfig(steps=100),
+        train=a2c_train(125, 3e-3, 2, target="mean_return>=475"),
+    ),
+    "for comparison with a2c-cartpole at equal environment steps (Williams, 1992; Sutton & Barto 13.4)",
+)
+_a2c(
     "a2c-acrobot",
     "A2C on Acrobot-v1: separate tanh MLP actor and critic, GAE(0.95), entropy bonus",
     A2CRun(

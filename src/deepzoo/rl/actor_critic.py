@@ -5,7 +5,9 @@ trunc_t). With the critic V and the policy pi,
 
     A_t = GAE(lambda) of the TD errors r_t + gamma (1 - term_t) V(s_{t+1}) - V(s_t)    (returns.py)
           advantage "mc": lambda = 1, the Monte-Carlo return minus V (bootstrapped only where the
-          rollout or a time limit cuts the episode); "td": lambda = 0, the one-step TD error
+          rollout or a time limit cuts the episode); "td": lambda = 0, the one-step TD error;
+          "reinforce": REINFORCE with the baseline V, the same return - V but only on the steps
+          whose episode ends within the rollout (the loss averages over those)
     L    = -mean(log pi(a_t | s_t) A_t)                    (A_t detached: the actor's loss)
            + value_coef mean((G_t - V(s_t))^2),  G_t = A_t + V(s_t) detached   (the critic's)
            - entropy_coef mean(H(pi(. | s_t)))             (the entropy bonus)
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
-from deepzoo.rl.returns import gae
+from deepzoo.rl.returns import complete_episodes, gae
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,10 @@ class A2CConfig:
     """Hidden layers of the actor and of the critic."""
     shared: bool = False
     """One trunk for actor and critic (two heads) instead of two separate networks."""
-    advantage: Literal["mc", "td", "gae"] = "mc"
-    """mc: GAE(1) = return - V; td: GAE(0) = the TD error; gae: GAE(gae_lambda)."""
+    advantage: Literal["mc", "td", "gae", "reinforce"] = "mc"
+    """mc: GAE(1) = return - V; td: GAE(0) = the TD error; gae: GAE(gae_lambda); reinforce:
+    REINFORCE with V as baseline, return - V on the steps whose episode ends within the rollout
+    only (no bootstrapping at the rollout's end; the other steps are left out of the loss)."""
     gae_lambda: float = 0.95
     """lambda of advantage 'gae'."""
     gamma: float = 0.99
@@ -54,7 +58,7 @@ class A2CConfig:
 
     @property
     def lam(self) -> float:
-        return {"mc": 1.0, "td": 0.0, "gae": self.gae_lambda}[self.advantage]
+        return {"mc": 1.0, "td": 0.0, "gae": self.gae_lambda, "reinforce": 1.0}[self.advantage]
 
 
 def mlp(d_in: int, hidden: int, layers: int, d_out: int, out_gain: float) -> nn.Sequential:
@@ -149,11 +153,16 @@ class ActorCritic(nn.Module):
                 c.gamma, c.lam,
             )  # fmt: skip
             returns = advantages + values.detach()
+            if c.advantage == "reinforce":
+                used = complete_episodes(batch["terminated"], batch["truncated"])
+            else:
+                used = torch.ones_like(advantages, dtype=torch.bool)
             if c.normalize_advantage:
-                advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        policy_loss = -(dist.log_prob(actions) * advantages).mean()
-        value_loss = F.mse_loss(values, returns)
-        entropy = dist.entropy().mean()
+                kept = advantages[used]
+                advantages = (advantages - kept.mean()) / (kept.std() + 1e-8)
+        policy_loss = -(dist.log_prob(actions) * advantages)[used].mean()
+        value_loss = F.mse_loss(values[used], returns[used])
+        entropy = dist.entropy()[used].mean()
         terms = {
             "loss": policy_loss + c.value_coef * value_loss - c.entropy_coef * entropy,
             "policy_loss": policy_loss.detach(),

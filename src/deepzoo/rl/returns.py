@@ -111,3 +111,13 @@ def nstep_returns(
             open_ = open_ & ~last
         returns[t] = total
     return returns
+
+
+def complete_episodes(terminated: torch.Tensor, truncated: torch.Tensor) -> torch.Tensor:
+    """(T, N) True at the steps whose episode ends within the rollout (at or before each
+    environment's last end): there the return needs no value estimate but at a truncation. The
+    steps after an environment's last end belong to an episode that goes on in the next rollout."""
+    _check(terminated, truncated)
+    ended = (terminated.bool() | truncated.bool()).int()
+    # a step is complete when an end follows it (itself included): a reversed cumulative sum > 0
+    return ended.flip(0).cumsum(0).flip(0) > 0
