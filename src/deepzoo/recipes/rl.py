@@ -100,7 +100,7 @@ _a2c(
 )
 _a2c(
     "a2c-acrobot",
-    "A2C on Acrobot-v1: separate tanh MLP actor and critic, GAE(0.95), entropy bonus",
+    "A2C on Acrobot-v1: separate tanh MLP actor and critic, GAE(0.95), normalised advantages",
     A2CRun(
         A2CConfig(env="Acrobot-v1", advantage="gae", entropy_coef=0.0, normalize_advantage=True),
         train=a2c_train(5000, 7e-4, 500),
