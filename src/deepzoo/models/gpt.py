@@ -98,6 +98,10 @@ class GPT(nn.Module):
 
     def forward(self, tokens: torch.Tensor, caches: list[dict[str, KVCache]] | None = None) -> torch.Tensor:
         """tokens (B, T) -> logits (B, T, V). With caches, tokens continue the cached sequence."""
+        return self.head(self.features(tokens, caches))
+
+    def features(self, tokens: torch.Tensor, caches: list[dict[str, KVCache]] | None = None) -> torch.Tensor:
+        """tokens (B, T) -> the final LayerNorm's output (B, T, D), which `head` maps to logits."""
         offset = 0 if caches is None else caches[0]["self"].length
         x = self.embed(tokens)  # (B, T, D)
         if self.positions is not None:
@@ -106,7 +110,7 @@ class GPT(nn.Module):
         alibi = self.config.positions == "alibi"
         for i, block in enumerate(self.blocks):
             x = block(x, rope=self.rope, alibi=alibi, caches=None if caches is None else caches[i])
-        return self.head(self.ln_f(x))
+        return self.ln_f(x)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         tokens = batch["tokens"]  # (B, T + 1)
