@@ -1,6 +1,7 @@
-"""Recipes of the reinforcement-learning family: A2C on gymnasium's classic-control tasks. A
-training step is one update on one rollout of `rollout.num_envs` x `rollout.steps` environment
-steps; evaluation is the mean return of deterministic episodes (the policy's mode)."""
+"""Recipes of the reinforcement-learning family: A2C and REINFORCE on gymnasium's classic-control
+tasks (a training step is one update on one rollout of `rollout.num_envs` x `rollout.steps`
+environment steps; evaluation is the mean return of deterministic episodes, the policy's mode),
+and the sequence-level actor-critic fine-tuning of a VQ-VAE prior towards a target digit."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from deepzoo.recipes.registry import Recipe, register
 from deepzoo.rl.actor_critic import A2CConfig, ActorCritic, evaluate_policy
 from deepzoo.rl.rollouts import Rollouts
+from deepzoo.rl.sequence import DigitReward, SequenceACConfig, SequenceActorCritic
 from deepzoo.train.config import TrainConfig
 
 
@@ -106,4 +108,100 @@ _a2c(
         train=a2c_train(5000, 7e-4, 500),
     ),
     "SB3 A2C (rl-zoo): about -80 to -100 after 500k env steps; random policy -500",
+)
+
+
+@dataclass(frozen=True)
+class PriorFinetuneRun:
+    prior_run: str = ""
+    """The `vqvae-prior-mnist` run whose GPT is the starting policy (its VQ-VAE decodes); required."""
+    target: int = 3
+    """The digit the reward asks for, whatever the class token of the prompt."""
+    model: SequenceACConfig = SequenceACConfig(new_tokens=49, kl_coef=0.02)
+    samples: int = 500
+    """Sequences the evaluation draws (prompts: the class tokens 0, 1, ..., 9 in turn)."""
+    train: TrainConfig = TrainConfig()
+
+
+class _Sizes:
+    """The batch source of a policy that writes its own data: batch t is {"size": batch size}."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def next(self, step: int) -> dict[str, torch.Tensor]:
+        return {"size": torch.tensor(self.size)}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def _prior(config: PriorFinetuneRun):
+    from deepzoo.recipes.runs import load_parent
+
+    return load_parent(config.prior_run, ("vqvae-prior-mnist",), "prior-run").model
+
+
+def _build_finetune(config: PriorFinetuneRun) -> SequenceActorCritic:
+    """The prior's GPT (a copy) as the policy, its class tokens as prompts, its VQ-VAE and the
+    feature classifier as the reward."""
+    import copy
+
+    from deepzoo.models.features import mnist_feature_net
+
+    prior = _prior(config)
+    codes, classes = prior.config.vqvae.num_codes, prior.config.num_classes
+
+    def prompts(size: int, device: torch.device) -> torch.Tensor:
+        return (codes + torch.arange(size, device=device) % classes)[:, None]
+
+    reward = DigitReward(copy.deepcopy(prior.vqvae), mnist_feature_net(), config.target)
+    model = replace(config.model, new_tokens=49, max_token=codes)
+    return SequenceActorCritic(copy.deepcopy(prior.gpt), reward, prompts, model)
+
+
+def _evaluate_finetune(
+    model: SequenceActorCritic, data: None, run_dir: Path, config: PriorFinetuneRun
+) -> dict[str, float]:
+    """Mean reward (p(target) of the decoded samples), the share classified as the target, the
+    sequence KL to the starting policy, over `samples` sequences; the first 100 to a grid."""
+    from deepzoo.viz import save_image_grid
+
+    torch.manual_seed(0)
+    tokens, prompt_length = model.rollout(config.samples)
+    terms = model.terms(tokens, prompt_length)
+    images = model.reward.vqvae.decode(tokens[:, 1:].reshape(-1, 7, 7))
+    hits = (model.reward.classifier(images).argmax(-1) == config.target).float().mean()
+    save_image_grid(images[:100].cpu(), run_dir / "samples" / "samples.png", nrow=10)
+    return {"reward": terms["reward"].item(), "target_share": hits.item(), "kl": terms["kl"].item()}
+
+
+register(
+    Recipe(
+        name="ac-vqvae-prior-mnist",
+        summary="sequence actor-critic: fine-tune a VQ-VAE prior (--prior-run) to draw a target digit",
+        default=PriorFinetuneRun(
+            train=TrainConfig(
+                steps=150,
+                batch_size=64,
+                optimizer="adamw",
+                lr=1e-4,
+                weight_decay=0.0,
+                schedule="constant",
+                grad_clip=1.0,
+                eval_every=50,
+                checkpoint_every=50,
+                log_every=10,
+                diverge_factor=0.0,
+            )
+        ),  # fmt: skip
+        build=_build_finetune,
+        data=lambda config, device: (_Sizes(config.train.batch_size), None),
+        evaluate=_evaluate_finetune,
+        metric="reward",
+        reference="Bailando fine-tunes its motion GPT so; here MNIST codes, reward = p(target digit)",
+    )
 )

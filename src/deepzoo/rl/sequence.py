@@ -57,7 +57,7 @@ class SequenceActorCritic(nn.Module):
         config: SequenceACConfig = SequenceACConfig(),
     ) -> None:
         super().__init__()
-        self.config, self.reward, self.prompts = config, reward, prompts
+        self.config, self.reward, self.prompts = config, reward, prompts  # a Module reward moves with .to()
         self.policy = policy
         self.reference = copy.deepcopy(policy).requires_grad_(False).eval()
         self.value_head = nn.Linear(policy.config.dim, 1)
@@ -117,3 +117,21 @@ class SequenceActorCritic(nn.Module):
         """batch {"size": () batch size}: one on-policy rollout and its actor-critic terms."""
         tokens, prompt_length = self.rollout(int(batch["size"]))
         return self.terms(tokens, prompt_length)
+
+
+class DigitReward(nn.Module):
+    """R(tokens) = p(target | decoded image) under the feature classifier: tokens (B, 1 + 49) =
+    [class token, 49 VQ-VAE codes] -> (B,). Frozen: no parameter of it is trained."""
+
+    def __init__(self, vqvae: nn.Module, classifier: nn.Module, target: int) -> None:
+        super().__init__()
+        self.vqvae, self.classifier, self.target = vqvae.eval(), classifier.eval(), target
+        self.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> DigitReward:
+        return super().train(False)  # always in eval mode
+
+    @torch.no_grad()
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        images = self.vqvae.decode(tokens[:, 1:].reshape(-1, 7, 7))
+        return self.classifier(images).float().softmax(-1)[:, self.target]
