@@ -185,15 +185,15 @@ register(
         summary="sequence actor-critic: fine-tune a VQ-VAE prior (--prior-run) to draw a target digit",
         default=PriorFinetuneRun(
             train=TrainConfig(
-                steps=150,
+                steps=100,
                 batch_size=64,
                 optimizer="adamw",
-                lr=1e-4,
+                lr=3e-4,
                 weight_decay=0.0,
                 schedule="constant",
                 grad_clip=1.0,
-                eval_every=50,
-                checkpoint_every=50,
+                eval_every=25,
+                checkpoint_every=25,
                 log_every=10,
                 diverge_factor=0.0,
             )
