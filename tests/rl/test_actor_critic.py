@@ -192,3 +192,14 @@ def test_reinforce_uses_whole_episode_returns_on_the_steps_whose_episode_ended()
     log_prob = model.distribution(batch["obs"]).log_prob(batch["actions"])
     expected = -(log_prob * (returns - values))[used].mean()
     torch.testing.assert_close(model.loss(batch)["policy_loss"], expected.detach())
+
+
+def test_reinforce_without_a_finished_episode_has_a_zero_finite_loss():
+    torch.manual_seed(0)
+    model = ActorCritic(A2CConfig(advantage="reinforce", normalize_advantage=True))
+    source = Rollouts("CartPole-v1", 2, 5, seed=0)  # 5 steps: no CartPole episode ends that soon
+    source.attach(model)
+    batch = source.next(0)
+    assert not (batch["terminated"] | batch["truncated"]).any()
+    terms = model.loss(batch)
+    assert terms["loss"].item() == 0.0 and all(torch.isfinite(v) for v in terms.values())

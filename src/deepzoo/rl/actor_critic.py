@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
@@ -157,12 +156,13 @@ class ActorCritic(nn.Module):
                 used = complete_episodes(batch["terminated"], batch["truncated"])
             else:
                 used = torch.ones_like(advantages, dtype=torch.bool)
-            if c.normalize_advantage:
-                kept = advantages[used]
+            kept = advantages[used]
+            if c.normalize_advantage and len(kept) > 1:
                 advantages = (advantages - kept.mean()) / (kept.std() + 1e-8)
-        policy_loss = -(dist.log_prob(actions) * advantages)[used].mean()
-        value_loss = F.mse_loss(values[used], returns[used])
-        entropy = dist.entropy()[used].mean()
+            weight = used.float() / used.sum().clamp_min(1)  # a mean over the used steps; 0 if none
+        policy_loss = -(dist.log_prob(actions) * advantages * weight).sum()
+        value_loss = ((values - returns).square() * weight).sum()
+        entropy = (dist.entropy() * weight).sum()
         terms = {
             "loss": policy_loss + c.value_coef * value_loss - c.entropy_coef * entropy,
             "policy_loss": policy_loss.detach(),
