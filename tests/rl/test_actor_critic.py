@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from deepzoo.rl.actor_critic import A2CConfig, ActorCritic, evaluate_policy
-from deepzoo.rl.rollouts import Rollouts
+from deepzoo.rl.rollouts import Rollouts, play_episode
 
 pytest.importorskip("gymnasium")
 
@@ -53,6 +53,70 @@ def test_rollouts_are_seeded_and_resume_from_their_state():
     resumed = c.next(1)
     for key in ("obs", "actions", "rewards", "terminated", "truncated", "next_obs"):
         assert torch.equal(resumed[key], expected[key]), key
+
+
+def test_rollouts_make_no_environments_until_used():
+    source = Rollouts("CartPole-v1", 4, 5, seed=0)
+    assert source._envs is None, "`deepzoo eval` builds the batch source but never steps it"
+    source.attach(ActorCritic())
+    assert source.next(0)["obs"].shape == (5, 4, 4) and source._envs is not None
+
+
+def test_an_environment_without_a_state_resumes_from_seeded_resets():
+    """LunarLander's Box2D world is not saved: a resume resets every environment, with seeds drawn
+    from the saved generators, so two resumes from one checkpoint agree and differ from seed 0's start."""
+    pytest.importorskip("Box2D")
+    torch.manual_seed(0)
+    model = ActorCritic(A2CConfig(env="LunarLander-v3"))
+    source = Rollouts("LunarLander-v3", 2, 30, seed=0)
+    source.attach(model)
+    source.next(0)
+    state = source.state_dict()
+    assert all(env["state"] is None for env in state["envs"])
+    resumed = []
+    for _ in range(2):
+        again = Rollouts("LunarLander-v3", 2, 30, seed=0)
+        again.attach(model)
+        with pytest.warns(UserWarning, match="fresh resets"):
+            again.load_state_dict(state)
+        torch.manual_seed(1)
+        resumed.append(again.next(1))
+    assert torch.equal(resumed[0]["obs"], resumed[1]["obs"])
+    fresh = Rollouts("LunarLander-v3", 2, 1, seed=0)
+    assert fresh.envs is not None  # made and reset on first use
+    assert not torch.allclose(resumed[0]["obs"][0], torch.as_tensor(fresh.obs))
+
+
+def test_play_episode_sums_the_rewards_and_clips_box_actions():
+    import gymnasium as gym
+    import numpy as np
+
+    env = gym.make("CartPole-v1")
+    total, frames = play_episode(env, lambda obs: np.int64(obs[2] > 0), seed=4)  # lean-following
+    env.reset(seed=4)
+    steps, done = 0, False
+    while not done:
+        _, _, terminated, truncated, _ = env.step(int(env.unwrapped.state[2] > 0))
+        steps, done = steps + 1, terminated or truncated
+    assert total == steps and frames == []
+
+    class Echo(gym.Env):
+        """Three steps, reward = the action it receives (gymnasium's Pendulum would clip it itself)."""
+
+        observation_space = gym.spaces.Box(-1, 1, (1,))
+        action_space = gym.spaces.Box(-2, 2, (1,))
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            self.t = 0
+            return np.zeros(1, np.float32), {}
+
+        def step(self, action):
+            self.t += 1
+            return np.zeros(1, np.float32), float(action[0]), False, self.t == 3, {}
+
+    total, _ = play_episode(Echo(), lambda obs: np.array([10.0]), seed=0)
+    assert total == 3 * 2.0
 
 
 def test_the_actor_loss_moves_only_the_actor_and_the_critic_target_is_detached():

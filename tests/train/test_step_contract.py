@@ -99,6 +99,10 @@ def test_group_settings_fall_back_to_the_train_defaults():
     assert isinstance(opt.optimizers["d"], torch.optim.RMSprop)
     assert isinstance(opt.optimizers["g"], torch.optim.AdamW)
     assert opt.optimizers["d"].defaults["momentum"] == 0  # plain RMSProp, as WGAN uses it
+    opt = _opt(TwoPlayer(), eps=1e-5, optim={"d": OptimConfig(optimizer="rmsprop", eps=1e-3)})
+    assert opt.optimizers["g"].defaults["eps"] == 1e-5 and opt.optimizers["d"].defaults["eps"] == 1e-3
+    with pytest.raises(ValueError, match="eps"):
+        TrainConfig(eps=0.0)
 
 
 def test_each_group_follows_its_own_schedule_and_alternating_terms_average_over_their_steps(tmp_path):

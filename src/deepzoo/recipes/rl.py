@@ -59,10 +59,11 @@ def _evaluate(model: ActorCritic, data: None, run_dir: Path, config: A2CRun) -> 
 
 
 def a2c_train(updates: int, lr: float, eval_every: int, **kw) -> TrainConfig:
-    """RMSprop (alpha 0.99) at a constant rate, gradients clipped at norm 0.5 (the A2C paper's and
-    SB3's settings), no weight decay."""
+    """RMSprop (alpha 0.99) at a constant rate unless `schedule` says, gradients clipped at norm
+    0.5 (the A2C paper's and SB3's settings), no weight decay."""
+    kw.setdefault("schedule", "constant")
     return TrainConfig(
-        steps=updates, batch_size=8, optimizer="rmsprop", alpha=0.99, lr=lr, schedule="constant",
+        steps=updates, batch_size=8, optimizer="rmsprop", alpha=0.99, lr=lr,
         grad_clip=0.5, weight_decay=0.0, eval_every=eval_every, checkpoint_every=eval_every * 4,
         log_every=eval_every, diverge_factor=0.0, precision="fp32", **kw,
     )  # fmt: skip
@@ -108,6 +109,16 @@ _a2c(
         train=a2c_train(5000, 7e-4, 500),
     ),
     "SB3 A2C (rl-zoo): about -80 to -100 after 500k env steps; random policy -500",
+)
+
+_a2c(
+    "a2c-lunarlander",
+    "A2C on LunarLander-v3 (Box2D), rl-zoo's settings: gamma 0.995, lr 8.3e-4 decayed linearly to 0",
+    A2CRun(
+        A2CConfig(env="LunarLander-v3", gamma=0.995, entropy_coef=1e-5),
+        train=a2c_train(5000, 8.3e-4, 500, schedule="linear", min_lr_ratio=0.0, eps=1e-5),
+    ),
+    "SB3 A2C (rl-zoo settings, RMSprop eps 1e-5 as here, 200k env steps): about 150 +- 80; random about -180",
 )
 
 

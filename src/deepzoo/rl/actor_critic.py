@@ -18,14 +18,16 @@ state-independent learned log standard deviation (as in SB3 and the A3C paper's 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from deepzoo.rl.returns import complete_episodes, gae
+from deepzoo.rl.rollouts import play_episode
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,20 @@ class ActorCritic(nn.Module):
         return terms
 
 
-@torch.no_grad()
+def policy_function(model: ActorCritic, deterministic: bool = True) -> Callable[[Any], Any]:
+    """The model as `play_episode`'s act: one numpy observation -> one numpy action."""
+    device = next(model.parameters()).device
+
+    def act(obs):
+        return (
+            model.act(torch.as_tensor(obs, dtype=torch.float32, device=device)[None], deterministic)[0]
+            .cpu()
+            .numpy()
+        )
+
+    return act
+
+
 def render_episode(model: ActorCritic, seed: int, deterministic: bool = True) -> torch.Tensor:
     """Frames (T + 1, 3, H, W) in [0, 1] of one episode reset with `seed`, drawn by the
     environment (render_mode "rgb_array"; classic control needs pygame)."""
@@ -185,44 +200,18 @@ def render_episode(model: ActorCritic, seed: int, deterministic: bool = True) ->
 
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame draws off-screen: no display needed
     env = gym.make(model.config.env, render_mode="rgb_array")
-    device = next(model.parameters()).device
-    obs, _ = env.reset(seed=seed)
-    frames, done = [env.render()], False
-    while not done:
-        action = model.act(torch.as_tensor(obs, dtype=torch.float32, device=device)[None], deterministic)[0]
-        action = action.cpu().numpy()
-        if not model.discrete:
-            action = np.clip(action, env.action_space.low, env.action_space.high)
-        obs, _, terminated, truncated, _ = env.step(action.item() if model.discrete else action)
-        frames.append(env.render())
-        done = terminated or truncated
+    _, frames = play_episode(env, policy_function(model, deterministic), seed, render=True)
     env.close()
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
 
 
-@torch.no_grad()
 def evaluate_policy(model: ActorCritic, episodes: int, seed: int, deterministic: bool = True) -> list[float]:
     """Returns of `episodes` episodes of the model's environment, seeded seed, seed + 1, ...;
     actions are the policy's mode (deterministic) or samples."""
     import gymnasium as gym
-    import numpy as np
 
     env = gym.make(model.config.env)
-    device = next(model.parameters()).device
-    returns = []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
-        total, done = 0.0, False
-        while not done:
-            action = model.act(torch.as_tensor(obs, dtype=torch.float32, device=device)[None], deterministic)[
-                0
-            ]
-            action = action.cpu().numpy()
-            if not model.discrete:
-                action = np.clip(action, env.action_space.low, env.action_space.high)
-            obs, reward, terminated, truncated, _ = env.step(action.item() if model.discrete else action)
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
+    act = policy_function(model, deterministic)
+    returns = [play_episode(env, act, seed + episode)[0] for episode in range(episodes)]
     env.close()
     return returns

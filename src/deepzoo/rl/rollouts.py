@@ -15,12 +15,19 @@ with seed + 1000 r + i.
 State for a checkpoint: each environment's RNG, its physical state (`unwrapped.state`, which the
 classic-control environments keep whole), its time-limit counter, the current observations and
 running returns: enough to resume CartPole, Acrobot, Pendulum, MountainCar exactly. An
-environment without `unwrapped.state` resumes from a fresh reset (said when it happens).
+environment without `unwrapped.state` (LunarLander's Box2D world) resumes from fresh resets with
+seeds drawn from the saved generators (said when it happens): reproducible, but not the
+uninterrupted run.
+
+The environments are made on first use, so a run that is only evaluated builds none.
+`play_episode` plays one episode of a single environment with any policy function, for evaluation,
+rendering and the benchmark's peers.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -57,12 +64,19 @@ class Rollouts:
     ) -> None:
         if num_envs < 1 or steps < 1:
             raise ValueError(f"need num_envs >= 1 and steps >= 1, got {num_envs}, {steps}")
-        self.env_id, self.steps, self.device = env_id, steps, torch.device(device)
-        self.envs = make_envs(env_id, num_envs)
+        self.env_id, self.num_envs, self.steps, self.device = env_id, num_envs, steps, torch.device(device)
         self.seed = seed + 1000 * _rank()
-        self.obs, _ = self.envs.reset(seed=[self.seed + i for i in range(num_envs)])
-        self.running = np.zeros(num_envs)
+        self._envs: Any = None
         self.policy: Policy | None = None
+
+    @property
+    def envs(self) -> Any:
+        """The vector of environments, made and reset with seeds seed, seed + 1, ... on first use."""
+        if self._envs is None:
+            self._envs = make_envs(self.env_id, self.num_envs)
+            self.obs, _ = self._envs.reset(seed=[self.seed + i for i in range(self.num_envs)])
+            self.running = np.zeros(self.num_envs)
+        return self._envs
 
     def attach(self, policy: Policy) -> None:
         self.policy = policy
@@ -77,7 +91,7 @@ class Rollouts:
             k: [] for k in ("obs", "actions", "rewards", "terminated", "truncated", "next_obs")
         }
         finished = []
-        space = self.envs.single_action_space
+        space = self.envs.single_action_space  # (makes the environments on first use)
         for _ in range(self.steps):
             obs = self._tensor(self.obs, torch.float32)
             with torch.no_grad():
@@ -123,13 +137,15 @@ class Rollouts:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
             return
+        if any(saved["state"] is None for saved in state["envs"]):
+            warnings.warn(
+                f"{self.env_id} keeps no `state`: its environments resume from fresh resets", stacklevel=2
+            )
+            self.obs, _ = self.envs.reset(seed=[_seed_from(saved["rng"]) for saved in state["envs"]])
+            self.running = np.zeros(self.num_envs)
+            return
         for env, saved in zip(self.envs.envs, state["envs"]):
             inner = env.unwrapped
-            if saved["state"] is None:
-                warnings.warn(
-                    f"{self.env_id} keeps no `state`: its environments resume from a reset", stacklevel=2
-                )
-                continue
             inner.np_random.bit_generator.state = saved["rng"]
             inner.state = saved["state"].numpy().astype(np.asarray(inner.state).dtype)
             _set_elapsed(env, saved["elapsed"])
@@ -154,3 +170,32 @@ def _set_elapsed(env: Any, elapsed: int) -> None:
     limit = _time_limit(env)
     if limit is not None and elapsed >= 0:
         limit._elapsed_steps = elapsed
+
+
+def _seed_from(rng_state: dict[str, Any]) -> int:
+    """A reset seed drawn from a saved numpy generator state."""
+    generator = np.random.Generator(getattr(np.random, rng_state["bit_generator"])())
+    generator.bit_generator.state = rng_state
+    return int(generator.integers(2**31))
+
+
+def play_episode(
+    env: Any, act: Callable[[np.ndarray], Any], seed: int, render: bool = False
+) -> tuple[float, list[np.ndarray]]:
+    """Play one episode of the (single) environment `env`, reset with `seed`, choosing each action
+    as `act(observation)`; Box actions are clipped into the action space's bounds. Returns the
+    undiscounted return and, when `render`, the frames `env.render()` drew (before the first
+    action and after each; the environment must have been made with render_mode "rgb_array")."""
+    space = env.action_space
+    obs, _ = env.reset(seed=seed)
+    frames = [env.render()] if render else []
+    total, done = 0.0, False
+    while not done:
+        action = np.asarray(act(obs))
+        action = np.clip(action, space.low, space.high) if hasattr(space, "low") else action.item()
+        obs, reward, terminated, truncated, _ = env.step(action)
+        total += float(reward)
+        if render:
+            frames.append(env.render())
+        done = terminated or truncated
+    return total, frames

@@ -34,6 +34,8 @@ class OptimConfig:
     """AdamW betas."""
     alpha: float | None = None
     """RMSProp smoothing constant of the squared-gradient average."""
+    eps: float | None = None
+    """AdamW and RMSProp: the constant added to the root of the squared-gradient average."""
     weight_decay: float | None = None
     """Decoupled weight decay on this group's weight matrices and kernels (never biases or norms)."""
     schedule: ScheduleName | None = None
@@ -69,6 +71,9 @@ class TrainConfig:
     """AdamW betas."""
     alpha: float = 0.99
     """RMSProp smoothing constant."""
+    eps: float = 1e-8
+    """AdamW and RMSProp: the constant added to the root of the squared-gradient average (torch's
+    default; SB3's A2C uses 1e-5)."""
     weight_decay: float = 0.0
     """Decoupled weight decay, applied to weight matrices and kernels only (not biases or norms)."""
     schedule: ScheduleName = "cosine"
@@ -152,6 +157,7 @@ def _check_optim(c: TrainConfig | OptimConfig, prefix: str) -> None:
     check("momentum", lambda v: 0 <= v < 1, "in [0, 1)")
     check("betas", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)")
     check("alpha", lambda v: 0 <= v < 1, "in [0, 1)")
+    check("eps", lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
     check("weight_decay", lambda v: v >= 0, ">= 0")
     check("schedule", lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}")
     check("warmup_steps", lambda v: v >= 0, ">= 0")

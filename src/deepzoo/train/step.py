@@ -63,9 +63,9 @@ def build_optimizer(params: Sequence[nn.Parameter], g: OptimConfig) -> torch.opt
             raise ValueError(
                 f"train.lr {g.lr:g} is too large for AdamW: its first step lr / (1 - beta1) overflows float32"
             )
-        return torch.optim.AdamW(split, lr=g.lr, betas=g.betas)
+        return torch.optim.AdamW(split, lr=g.lr, betas=g.betas, eps=g.eps)
     if g.optimizer == "rmsprop":
-        return torch.optim.RMSprop(split, lr=g.lr, alpha=g.alpha)
+        return torch.optim.RMSprop(split, lr=g.lr, alpha=g.alpha, eps=g.eps)
     raise ValueError(f"optimizer must be 'sgd', 'adamw' or 'rmsprop', got {g.optimizer!r}")
 
 
