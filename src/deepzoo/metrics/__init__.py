@@ -1,1 +1,2 @@
-"""Metrics: classification, Fréchet distance on classifier features."""
+"""Metrics: classification, Fréchet distance on classifier features, likelihoods, retrieval,
+detection (COCO-style AP), segmentation (mIoU)."""

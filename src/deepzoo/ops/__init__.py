@@ -1,0 +1,1 @@
+"""Stateless vision operations: boxes (IoU, GIoU, encoding, NMS, RoI Align, anchors)."""

@@ -1,0 +1,230 @@
+"""Box operations for detection: areas, IoU and GIoU, the R-CNN box encoding, NMS, RoI Align and
+anchors, as plain vectorized functions.
+
+Conventions (torchvision's and Detectron2's): a box is (x1, y1, x2, y2) in continuous pixel
+coordinates, pixel (row i, column j) covering [j, j + 1) x [i, i + 1), so a box around pixels
+j0..j1 is (j0, i0, j1 + 1, i1 + 1) and its area is (x2 - x1)(y2 - y1), without the "+ 1" of the
+old PASCAL VOC code. Boxes are (..., 4) tensors; a box with x2 <= x1 or y2 <= y1 has area 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def box_area(boxes: Tensor) -> Tensor:
+    """(..., 4) -> (...): (x2 - x1)(y2 - y1), 0 for an empty box."""
+    return (boxes[..., 2] - boxes[..., 0]).clamp_min(0) * (boxes[..., 3] - boxes[..., 1]).clamp_min(0)
+
+
+def _inter_union(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = (rb - lt).clamp_min(0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter, box_area(a)[:, None] + box_area(b)[None, :] - inter
+
+
+def box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """(N, 4), (M, 4) -> (N, M): |a n b| / |a u b|, defined 0 where the union is empty (two
+    zero-area boxes; torchvision gives NaN there)."""
+    inter, union = _inter_union(a, b)
+    return torch.where(union > 0, inter / union.clamp_min(torch.finfo(inter.dtype).tiny), 0.0)
+
+
+def generalized_box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """(N, 4), (M, 4) -> (N, M): GIoU = IoU - |C \\ (a u b)| / |C|, C the smallest box enclosing
+    both (Rezatofighi et al., 2019); in [-1, 1]. Where C is empty (two boxes degenerate on one
+    line or point) the correction is 0."""
+    inter, union = _inter_union(a, b)
+    iou = torch.where(union > 0, inter / union.clamp_min(torch.finfo(inter.dtype).tiny), 0.0)
+    lt = torch.minimum(a[:, None, :2], b[None, :, :2])
+    rb = torch.maximum(a[:, None, 2:], b[None, :, 2:])
+    wh = (rb - lt).clamp_min(0)
+    hull = wh[..., 0] * wh[..., 1]
+    return iou - torch.where(hull > 0, (hull - union) / hull.clamp_min(torch.finfo(hull.dtype).tiny), 0.0)
+
+
+BBOX_CLAMP = math.log(1000.0 / 16)
+"""Largest dw, dh decoded (Detectron2's and torchvision's): exp of it scales a box by 62.5."""
+
+
+def encode_boxes(
+    reference: Tensor, target: Tensor, weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+) -> Tensor:
+    """R-CNN regression targets of `target` boxes relative to `reference` boxes (both (..., 4)):
+
+        dx = wx (gx - px) / pw,  dy = wy (gy - py) / ph,  dw = ww log(gw / pw),  dh = wh log(gh / ph)
+
+    with (px, py, pw, ph) the reference's centre and size (Girshick et al., 2014). Sizes must be > 0."""
+    pw, ph = reference[..., 2] - reference[..., 0], reference[..., 3] - reference[..., 1]
+    px, py = reference[..., 0] + 0.5 * pw, reference[..., 1] + 0.5 * ph
+    gw, gh = target[..., 2] - target[..., 0], target[..., 3] - target[..., 1]
+    gx, gy = target[..., 0] + 0.5 * gw, target[..., 1] + 0.5 * gh
+    wx, wy, ww, wh = weights
+    return torch.stack(
+        [wx * (gx - px) / pw, wy * (gy - py) / ph, ww * torch.log(gw / pw), wh * torch.log(gh / ph)], -1
+    )
+
+
+def decode_boxes(
+    reference: Tensor,
+    deltas: Tensor,
+    weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0),
+    clamp: float = BBOX_CLAMP,
+) -> Tensor:
+    """The inverse of `encode_boxes`: boxes (..., 4) from reference boxes and deltas, dw and dh
+    clamped at `clamp` so exp cannot overflow."""
+    pw, ph = reference[..., 2] - reference[..., 0], reference[..., 3] - reference[..., 1]
+    px, py = reference[..., 0] + 0.5 * pw, reference[..., 1] + 0.5 * ph
+    wx, wy, ww, wh = weights
+    cx, cy = px + deltas[..., 0] / wx * pw, py + deltas[..., 1] / wy * ph
+    w = pw * torch.exp((deltas[..., 2] / ww).clamp(max=clamp))
+    h = ph * torch.exp((deltas[..., 3] / wh).clamp(max=clamp))
+    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], -1)
+
+
+def clip_boxes(boxes: Tensor, height: int, width: int) -> Tensor:
+    """Boxes clipped into the image [0, width] x [0, height]."""
+    x = boxes[..., 0::2].clamp(0, width)
+    y = boxes[..., 1::2].clamp(0, height)
+    return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], -1)
+
+
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, block: int = 512) -> Tensor:
+    """Greedy non-maximum suppression: visit boxes by decreasing score (ties: lower index first)
+    and keep a box unless a kept box overlaps it with IoU > iou_threshold (strictly, as
+    torchvision). Returns the kept indices, by decreasing score.
+
+    Exact greedy NMS computed in blocks of the sorted boxes: a block's boxes are first suppressed
+    by the boxes kept in earlier blocks (one IoU matrix), then resolved among themselves by the
+    recursion keep_j = not any_{i<j} (keep_i and IoU_ij > t), iterated from "all kept" to its
+    fixed point (entry j is final after j rounds; the rounds needed are the longest suppression
+    chain, usually a few). Memory is O(block x kept), never N^2."""
+    if boxes.ndim != 2 or boxes.shape[-1] != 4 or scores.shape != boxes.shape[:1]:
+        raise ValueError(
+            f"nms needs boxes (N, 4) and scores (N,), got {tuple(boxes.shape)}, {tuple(scores.shape)}"
+        )
+    order = torch.sort(scores, descending=True, stable=True).indices
+    boxes = boxes[order]
+    kept_boxes = boxes.new_zeros((0, 4))
+    kept = []
+    for start in range(0, len(boxes), block):
+        chunk = boxes[start : start + block]
+        alive = ~(box_iou(chunk, kept_boxes) > iou_threshold).any(1)
+        over = box_iou(chunk, chunk) > iou_threshold
+        over = over.triu(1)  # i < j (a suppressed i never counts: keep_i is False)
+        keep = alive.clone()
+        while True:
+            new = alive & ~(over & keep[:, None]).any(0)
+            if torch.equal(new, keep):
+                break
+            keep = new
+        index = torch.nonzero(keep).squeeze(1) + start
+        kept.append(index)
+        kept_boxes = torch.cat([kept_boxes, boxes[index]])
+    return order[torch.cat(kept)] if kept else order[:0]
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold: float) -> Tensor:
+    """NMS within each class at once: boxes of different classes are moved apart by an offset
+    larger than any coordinate, so they never overlap (the trick torchvision and Detectron2 use),
+    then one `nms`. Returns kept indices by decreasing score."""
+    if len(boxes) == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    span = (boxes.max() - boxes.min()).clamp_min(0) + 1
+    shifted = boxes - boxes.min() + (classes.to(boxes) * span)[:, None]
+    return nms(shifted, scores, iou_threshold)
+
+
+def roi_align(
+    features: Tensor,
+    rois: Tensor,
+    output_size: tuple[int, int],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = 2,
+    aligned: bool = True,
+) -> Tensor:
+    """RoI Align (He et al., 2017) with torchvision's semantics, for a fixed `sampling_ratio`:
+
+    features (B, C, H, W); rois (R, 5) rows (batch index, x1, y1, x2, y2) in image coordinates.
+    Each RoI, scaled by `spatial_scale` (and shifted by -0.5 when `aligned`, so a pixel's value
+    sits at its centre), is cut into output_size bins; each bin averages the bilinear
+    interpolation of the features at sampling_ratio x sampling_ratio evenly spaced points.
+    A point more than one pixel outside the map reads 0; within that margin it is clamped to the
+    border. Without `aligned` an RoI is at least 1 x 1 (the original Mask R-CNN code).
+    Returns (R, C, out_h, out_w). torchvision's adaptive sampling (ratio <= 0) is not offered."""
+    if sampling_ratio < 1:
+        raise ValueError(f"sampling_ratio must be >= 1, got {sampling_ratio}")
+    if rois.ndim != 2 or rois.shape[1] != 5:
+        raise ValueError(f"rois must be (R, 5): batch index, x1, y1, x2, y2; got {tuple(rois.shape)}")
+    out_h, out_w = output_size
+    _, C, H, W = features.shape
+    offset = 0.5 if aligned else 0.0
+    x1, y1 = rois[:, 1] * spatial_scale - offset, rois[:, 2] * spatial_scale - offset
+    roi_w, roi_h = rois[:, 3] * spatial_scale - offset - x1, rois[:, 4] * spatial_scale - offset - y1
+    if not aligned:
+        roi_w, roi_h = roi_w.clamp_min(1.0), roi_h.clamp_min(1.0)
+    s = sampling_ratio
+    # sample positions along each axis: bin p, point k -> start + (p + (k + 0.5) / s) * bin_size
+    ty = (torch.arange(out_h * s, device=rois.device, dtype=rois.dtype) + 0.5) / s  # in bins
+    tx = (torch.arange(out_w * s, device=rois.device, dtype=rois.dtype) + 0.5) / s
+    y = y1[:, None] + ty[None] * (roi_h / out_h)[:, None]  # (R, out_h s)
+    x = x1[:, None] + tx[None] * (roi_w / out_w)[:, None]  # (R, out_w s)
+    (y0, y1i, ly, y_ok), (x0, x1i, lx, x_ok) = _corners(y, H), _corners(x, W)
+    b = rois[:, 0].long()[:, None, None]
+    f = features.permute(0, 2, 3, 1)  # (B, H, W, C)
+
+    def at(yi: Tensor, xi: Tensor) -> Tensor:
+        return f[b, yi[:, :, None], xi[:, None, :]]  # (R, Sy, Sx, C)
+
+    wy, wx = ly[:, :, None, None], lx[:, None, :, None]
+    value = (
+        (1 - wy) * (1 - wx) * at(y0, x0) + (1 - wy) * wx * at(y0, x1i)
+        + wy * (1 - wx) * at(y1i, x0) + wy * wx * at(y1i, x1i)
+    )  # fmt: skip
+    value = value * (y_ok[:, :, None] & x_ok[:, None, :])[..., None]
+    value = value.reshape(len(rois), out_h, s, out_w, s, C).mean((2, 4))
+    return value.permute(0, 3, 1, 2).contiguous()
+
+
+def _corners(t: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Bilinear neighbours along one axis, as torchvision's roi_align: (low, high, weight of
+    high, inside) for positions t on an axis of `size` pixels."""
+    inside = (t >= -1.0) & (t <= size)
+    t = t.clamp_min(0)
+    low = t.floor().long()
+    at_end = low >= size - 1
+    low = torch.where(at_end, size - 1, low)
+    high = torch.where(at_end, size - 1, low + 1)
+    t = torch.where(at_end, low.to(t.dtype), t)
+    return low, high, t - low, inside
+
+
+def anchors(
+    feature_size: tuple[int, int],
+    stride: int,
+    sizes: tuple[float, ...],
+    ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
+) -> Tensor:
+    """Anchor boxes of a feature map: at every cell (i, j) one box per (size, ratio), centred on
+    the cell's centre ((j + 0.5) stride, (i + 0.5) stride), of area size^2 and height / width =
+    ratio. Returns (H W A, 4), cell-major then size-major, A = len(sizes) len(ratios).
+    (torchvision's AnchorGenerator puts centres on the cells' corners and rounds the sizes;
+    Detectron2's `offset=0.5` is this.)"""
+    h, w = feature_size
+    size = torch.tensor(sizes, dtype=torch.float32)[:, None]
+    ratio = torch.tensor(ratios, dtype=torch.float32)[None, :]
+    half_w = (size / ratio.sqrt() / 2).reshape(-1)
+    half_h = (size * ratio.sqrt() / 2).reshape(-1)
+    base = torch.stack([-half_w, -half_h, half_w, half_h], -1)  # (A, 4)
+    cy, cx = torch.meshgrid(
+        (torch.arange(h, dtype=torch.float32) + 0.5) * stride,
+        (torch.arange(w, dtype=torch.float32) + 0.5) * stride,
+        indexing="ij",
+    )
+    centres = torch.stack([cx, cy, cx, cy], -1).reshape(-1, 1, 4)
+    return (centres + base[None]).reshape(-1, 4)

@@ -1,0 +1,148 @@
+"""COCO-style AP against pycocotools' COCOeval, on random and crafted cases."""
+
+import contextlib
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from deepzoo.metrics.detection import average_precision
+
+pytest.importorskip("pycocotools")
+
+
+def _coco(detections, targets, num_classes, area="all"):
+    """COCOeval's AP, AP50, AP75 (and AR@100) for the same inputs: boxes as xywh, areas = w h."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    def xywh(b):
+        return [b[0], b[1], b[2] - b[0], b[3] - b[1]]
+
+    images = [{"id": i + 1} for i in range(len(targets))]
+    annotations, results = [], []
+    for i, (det, tgt) in enumerate(zip(detections, targets)):
+        for box, label in zip(tgt["boxes"].tolist(), tgt["labels"].tolist()):
+            w, h = box[2] - box[0], box[3] - box[1]
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": label + 1,
+                                "bbox": xywh(box), "area": w * h, "iscrowd": 0})  # fmt: skip
+        for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
+            results.append({"image_id": i + 1, "category_id": label + 1, "bbox": xywh(box), "score": score})
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": annotations,
+                  "categories": [{"id": k + 1} for k in range(num_classes)]}  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        if not results:
+            return None
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    index = {"all": (0, 1, 2, 8), "small": (3, None, None, 9), "medium": (4, None, None, 10),
+             "large": (5, None, None, 11)}[area]  # fmt: skip
+    return [ev.stats[i] if i is not None else None for i in index]
+
+
+def _random_case(seed, images=12, classes=4):
+    g = torch.Generator().manual_seed(seed)
+    detections, targets = [], []
+    for _ in range(images):
+        n = int(torch.randint(0, 6, (1,), generator=g))
+        xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * 150
+        wh = torch.rand(n, 2, generator=g, dtype=torch.float64) * 100 + 2
+        boxes = torch.cat([xy, xy + wh], 1)
+        labels = torch.randint(0, classes, (n,), generator=g)
+        targets.append({"boxes": boxes, "labels": labels})
+        # detections: jittered copies of the truth (some), duplicates, and random false positives
+        m = int(torch.randint(0, 12, (1,), generator=g))
+        pick = torch.randint(0, max(n, 1), (m,), generator=g)
+        jitter = torch.randn(m, 4, generator=g, dtype=torch.float64) * 8
+        base = boxes[pick] if n else torch.rand(m, 4, generator=g, dtype=torch.float64) * 100
+        d_boxes = base + jitter
+        d_boxes[:, 2:] = torch.maximum(d_boxes[:, 2:], d_boxes[:, :2] + 1)
+        d_labels = labels[pick] if n else torch.randint(0, classes, (m,), generator=g)
+        flip = torch.rand(m, generator=g) < 0.2
+        d_labels = torch.where(flip, torch.randint(0, classes, (m,), generator=g), d_labels)
+        scores = torch.rand(m, generator=g, dtype=torch.float64)
+        detections.append({"boxes": d_boxes, "scores": scores, "labels": d_labels})
+    return detections, targets
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("area", ["all", "medium"])
+def test_ap_equals_cocoeval_on_random_detections(seed, area):
+    detections, targets = _random_case(seed)
+    ours = average_precision(detections, targets, num_classes=4, area=area)
+    want = _coco(detections, targets, 4, area)
+    assert ours.map == pytest.approx(want[0], abs=1e-6)
+    if area == "all":
+        assert ours.map_50 == pytest.approx(want[1], abs=1e-6)
+        assert ours.map_75 == pytest.approx(want[2], abs=1e-6)
+    assert ours.recall == pytest.approx(want[3], abs=1e-6)
+
+
+def _box(*xyxy):
+    return torch.tensor([xyxy], dtype=torch.float64)
+
+
+def test_crafted_cases_match_cocoeval():
+    t = {"boxes": torch.cat([_box(0, 0, 10, 10), _box(20, 20, 40, 40)]), "labels": torch.tensor([0, 1])}
+    none = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
+    # no detections at all: AP 0 for both classes (COCOeval has no results to load: we state it)
+    empty = average_precision([none], [t], num_classes=2)
+    assert empty.map == 0 and empty.map_50 == 0 and empty.recall == 0
+    # a perfect detection and a duplicate of it scored lower: the duplicate is a false positive
+    # after full recall, so AP is still 1
+    perfect = {
+        "boxes": torch.cat([_box(0, 0, 10, 10), _box(20, 20, 40, 40), _box(0, 0, 10, 10)]),
+        "scores": torch.tensor([0.9, 0.8, 0.1], dtype=torch.float64),
+        "labels": torch.tensor([0, 1, 0]),
+    }
+    assert average_precision([perfect], [t], 2).map == pytest.approx(1.0)
+    # a poor box (IoU 0.4) scored above the good one: precision 1/2 at full recall of class 0
+    poor_first = dict(perfect, boxes=torch.cat([perfect["boxes"][:2], _box(0, 0, 10, 4)]),
+                      scores=torch.tensor([0.5, 0.8, 0.9], dtype=torch.float64))  # fmt: skip
+    # class 2 has no ground truth: its detection counts nowhere (not a zero AP averaged in)
+    stray = {
+        "boxes": torch.cat([perfect["boxes"], _box(50, 50, 60, 60)]),
+        "scores": torch.tensor([0.9, 0.8, 0.1, 0.99], dtype=torch.float64),
+        "labels": torch.tensor([0, 1, 0, 2]),
+    }
+    for det in (perfect, poor_first, stray):
+        ours, want = average_precision([det], [t], num_classes=3), _coco([det], [t], 3)
+        assert (ours.map, ours.map_50, ours.map_75) == pytest.approx(want[:3], abs=1e-6)
+    assert average_precision([poor_first], [t], 3).map_50 == pytest.approx(0.75, abs=1e-6)
+    assert np.isnan(average_precision([stray], [t], 3).ap_per_class[2])
+
+
+def test_iou_exactly_at_the_threshold_matches_and_ignored_boxes_come_last():
+    gt = {"boxes": _box(0, 0, 10, 10), "labels": torch.tensor([0])}
+    half = {
+        "boxes": _box(0, 0, 10, 5),
+        "scores": torch.ones(1, dtype=torch.float64),
+        "labels": torch.tensor([0]),
+    }
+    ours, want = average_precision([half], [gt], 1), _coco([half], [gt], 1)
+    assert ours.map_50 == pytest.approx(1.0) and (ours.map, ours.map_50) == pytest.approx(want[:2], abs=1e-6)
+    # "medium" ignores the 30 x 30 box (area < 32^2); the detection overlaps it more (IoU 0.94)
+    # than the 40 x 40 one (0.60) but is matched to the one that counts, as COCOeval does
+    two = {"boxes": torch.cat([_box(0, 0, 30, 30), _box(0, 0, 40, 40)]), "labels": torch.tensor([0, 0])}
+    det = {
+        "boxes": _box(0, 0, 31, 31),
+        "scores": torch.ones(1, dtype=torch.float64),
+        "labels": torch.tensor([0]),
+    }
+    ours, want = average_precision([det], [two], 1, area="medium"), _coco([det], [two], 1, "medium")
+    assert ours.map_50 == pytest.approx(1.0) and ours.map == pytest.approx(want[0], abs=1e-6)
+
+
+def test_bad_input_is_refused():
+    t = {"boxes": _box(0, 0, 1, 1), "labels": torch.tensor([5])}
+    d = {"boxes": _box(0, 0, 1, 1), "scores": torch.ones(1), "labels": torch.tensor([0])}
+    with pytest.raises(ValueError, match="labels"):
+        average_precision([d], [t], num_classes=3)
+    with pytest.raises(ValueError, match="images"):
+        average_precision([d, d], [t], num_classes=6)

@@ -1,0 +1,192 @@
+"""Box ops against brute force: IoU and GIoU, the box encoding, NMS, RoI Align, anchors."""
+
+import math
+
+import pytest
+import torch
+
+from deepzoo.ops.boxes import (
+    anchors,
+    batched_nms,
+    box_area,
+    box_iou,
+    clip_boxes,
+    decode_boxes,
+    encode_boxes,
+    generalized_box_iou,
+    nms,
+    roi_align,
+)
+
+
+def _random_boxes(n, generator, size=50.0, integer=False):
+    xy = torch.rand(n, 2, generator=generator, dtype=torch.float64) * size
+    wh = torch.rand(n, 2, generator=generator, dtype=torch.float64) * size / 2
+    boxes = torch.cat([xy, xy + wh], 1)
+    return boxes.round() if integer else boxes
+
+
+def _iou_by_hand(a, b):
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    hull = (max(a[2], b[2]) - min(a[0], b[0])) * (max(a[3], b[3]) - min(a[1], b[1]))
+    iou = inter / union if union > 0 else 0.0
+    return iou, iou - ((hull - union) / hull if hull > 0 else 0.0)
+
+
+def test_iou_and_giou_equal_brute_force_with_degenerate_and_touching_boxes():
+    g = torch.Generator().manual_seed(0)
+    boxes = torch.cat([
+        _random_boxes(30, g, integer=True),
+        torch.tensor([[5.0, 5, 5, 9], [5, 5, 5, 5], [5, 5, 5, 5],  # zero-area: a line, a point twice
+                      [0, 0, 10, 10], [10, 0, 20, 10], [0, 10, 10, 20], [0, 0, 10, 10]], dtype=torch.float64),
+    ])  # fmt: skip
+    iou, giou = box_iou(boxes, boxes), generalized_box_iou(boxes, boxes)
+    for i, a in enumerate(boxes.tolist()):
+        for j, b in enumerate(boxes.tolist()):
+            want_iou, want_giou = _iou_by_hand(a, b)
+            assert iou[i, j].item() == pytest.approx(want_iou, abs=1e-12), (a, b)
+            assert giou[i, j].item() == pytest.approx(want_giou, abs=1e-12), (a, b)
+    n = len(boxes)
+    assert iou[n - 4, n - 3] == 0 and giou[n - 4, n - 3] == 0  # touching along an edge: 0, hull = union
+    assert iou[n - 4, n - 1] == 1 and iou[n - 6, n - 5] == 0  # identical; two equal points
+    assert (giou <= iou + 1e-12).all() and (giou >= -1).all()
+
+
+def test_box_encoding_inverts_and_is_zero_for_equal_boxes():
+    g = torch.Generator().manual_seed(1)
+    ref, target = _random_boxes(100, g) + 0.5, _random_boxes(100, g) + 0.5
+    ref[:, 2:] += 1
+    target[:, 2:] += 1
+    for weights in ((1.0, 1.0, 1.0, 1.0), (10.0, 10.0, 5.0, 5.0)):
+        deltas = encode_boxes(ref, target, weights)
+        torch.testing.assert_close(decode_boxes(ref, deltas, weights), target, rtol=0, atol=1e-9)
+    assert encode_boxes(ref, ref).abs().max() < 1e-12
+    # dx is the centre shift in reference widths; dw the log of the width ratio
+    one = torch.tensor([[0.0, 0.0, 10.0, 20.0]])
+    torch.testing.assert_close(
+        encode_boxes(one, torch.tensor([[5.0, 0.0, 25.0, 20.0]])),
+        torch.tensor([[1.0, 0.0, math.log(2), 0.0]]),
+    )
+    huge = decode_boxes(one, torch.tensor([[0.0, 0.0, 100.0, 100.0]]))
+    assert torch.isfinite(huge).all() and box_area(huge).item() == pytest.approx(
+        200 * (1000 / 16) ** 2, rel=1e-5
+    )
+
+
+def _nms_by_hand(boxes, scores, threshold):
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    kept = []
+    for i in order:
+        if all(_iou_by_hand(boxes[i], boxes[k])[0] <= threshold for k in kept):
+            kept.append(i)
+    return kept
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_nms_equals_the_greedy_loop_with_score_ties_and_iou_at_the_threshold(seed):
+    g = torch.Generator().manual_seed(seed)
+    boxes = _random_boxes(300, g, size=60, integer=True)
+    scores = torch.randint(0, 20, (300,), generator=g).double()  # many exact ties
+    # a pair at exactly IoU 0.5 (kept: suppression is for IoU > t) and one just above
+    boxes[:3] = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 5], [0, 0, 10, 6]])
+    scores[:3] = torch.tensor([100.0, 99, 98])
+    assert box_iou(boxes[:1], boxes[1:3]).tolist() == [[0.5, 0.6]]
+    for threshold in (0.0, 0.3, 0.5, 0.7):
+        want = _nms_by_hand(boxes.tolist(), scores.tolist(), threshold)
+        for block in (7, 64, 512):  # blocks end mid-chain; one block
+            assert nms(boxes, scores, threshold, block=block).tolist() == want, (threshold, block)
+    kept = nms(boxes, scores, 0.5).tolist()
+    assert 1 in kept and 2 not in kept
+
+
+def test_batched_nms_suppresses_only_within_a_class():
+    g = torch.Generator().manual_seed(5)
+    boxes = _random_boxes(200, g, size=40)
+    scores = torch.rand(200, generator=g, dtype=torch.float64)
+    classes = torch.randint(0, 4, (200,), generator=g)
+    want = []
+    for c in range(4):
+        idx = torch.nonzero(classes == c).squeeze(1)
+        want += idx[nms(boxes[idx], scores[idx], 0.4)].tolist()
+    want.sort(key=lambda i: -scores[i].item())
+    assert batched_nms(boxes, scores, classes, 0.4).tolist() == want
+    assert batched_nms(boxes[:0], scores[:0], classes[:0], 0.4).numel() == 0
+
+
+def _bilinear_by_hand(image, y, x):
+    """torchvision's bilinear_interpolate for one channel map (H, W) at one point."""
+    H, W = image.shape
+    if y < -1 or y > H or x < -1 or x > W:
+        return 0.0
+    y, x = max(y, 0.0), max(x, 0.0)
+    y0, x0 = int(y), int(x)
+    if y0 >= H - 1:
+        y0 = y1 = H - 1
+        y = float(y0)
+    else:
+        y1 = y0 + 1
+    if x0 >= W - 1:
+        x0 = x1 = W - 1
+        x = float(x0)
+    else:
+        x1 = x0 + 1
+    ly, lx = y - y0, x - x0
+    return (
+        (1 - ly) * (1 - lx) * image[y0, x0] + (1 - ly) * lx * image[y0, x1]
+        + ly * (1 - lx) * image[y1, x0] + ly * lx * image[y1, x1]
+    ).item()  # fmt: skip
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+def test_roi_align_averages_bilinear_samples_by_hand(aligned):
+    g = torch.Generator().manual_seed(2)
+    features = torch.randn(2, 3, 7, 9, generator=g, dtype=torch.float64)
+    rois = torch.tensor([
+        [0, 1.0, 1.0, 10.0, 6.0], [1, -3.0, -2.0, 4.0, 3.0],  # partly outside the image
+        [1, 2.2, 3.7, 2.4, 3.9], [0, 15.0, 1.0, 30.0, 12.0],  # tiny; beyond the right edge
+    ], dtype=torch.float64)  # fmt: skip
+    scale, (ph, pw), s = 0.5, (2, 3), 2
+    out = roi_align(features, rois, (ph, pw), spatial_scale=scale, sampling_ratio=s, aligned=aligned)
+    assert out.shape == (4, 3, ph, pw)
+    offset = 0.5 if aligned else 0.0
+    for r, (b, x1, y1, x2, y2) in enumerate(rois.tolist()):
+        x1, y1, x2, y2 = (v * scale - offset for v in (x1, y1, x2, y2))
+        w, h = x2 - x1, y2 - y1
+        if not aligned:
+            w, h = max(w, 1.0), max(h, 1.0)
+        for c in range(3):
+            for i in range(ph):
+                for j in range(pw):
+                    values = [
+                        _bilinear_by_hand(features[int(b), c], y1 + i * h / ph + (iy + 0.5) * h / ph / s,
+                                          x1 + j * w / pw + (ix + 0.5) * w / pw / s)
+                        for iy in range(s) for ix in range(s)
+                    ]  # fmt: skip
+                    assert out[r, c, i, j].item() == pytest.approx(sum(values) / len(values), abs=1e-12)
+    with pytest.raises(ValueError, match="sampling_ratio"):
+        roi_align(features, rois, (2, 2), sampling_ratio=0)
+
+
+def test_roi_align_of_a_linear_ramp_is_the_ramp_at_the_bin_centres():
+    """Bilinear interpolation reproduces a linear function exactly, so each bin's mean is the
+    ramp's value at the bin's centre (aligned: pixel k's value sits at k + 0.5)."""
+    H, W = 16, 20
+    ramp = (2 * torch.arange(W, dtype=torch.float64) + 0.5)[None, None, None].expand(1, 1, H, W)  # 2x + 0.5
+    out = roi_align(ramp.contiguous(), torch.tensor([[0, 3.0, 2.0, 15.0, 10.0]], dtype=torch.float64), (2, 4))
+    centres = 3.0 + (torch.arange(4, dtype=torch.float64) + 0.5) * 3.0 - 0.5  # pixel index coordinates
+    torch.testing.assert_close(out[0, 0], (2 * centres + 0.5).expand(2, 4))
+
+
+def test_anchors_tile_the_cells_with_the_requested_areas_and_ratios():
+    a = anchors((3, 4), stride=8, sizes=(16.0, 32.0), ratios=(0.5, 1.0, 2.0))
+    assert a.shape == (3 * 4 * 6, 4)
+    w, h = a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]
+    torch.testing.assert_close(w * h, torch.tensor([16.0**2] * 3 + [32.0**2] * 3).repeat(12))
+    torch.testing.assert_close(h / w, torch.tensor([0.5, 1.0, 2.0] * 2).repeat(12))
+    centres = ((a[:, :2] + a[:, 2:]) / 2).reshape(3, 4, 6, 2)
+    torch.testing.assert_close(centres[2, 1, 0], torch.tensor([12.0, 20.0]))  # cell (i 2, j 1)
+    clipped = clip_boxes(a, 24, 32)
+    assert clipped[:, 0::2].min() >= 0 and clipped[:, 0::2].max() <= 32 and clipped[:, 1::2].max() <= 24
