@@ -27,6 +27,7 @@ FAMILIES = (
     "likelihood",
     "contrastive",
     "rl",
+    "detection",
     "gpu",
 )
 """Registration order is the table's row order."""

@@ -18,7 +18,10 @@ from deepzoo.recipes.runs import (
     train_recipe,
 )
 
-FAMILIES = ("classifiers", "language", "autoencoders", "diffusion", "gan", "likelihood", "contrastive", "rl")
+FAMILIES = (
+    "classifiers", "language", "autoencoders", "diffusion", "gan", "likelihood", "contrastive", "rl",
+    "detection",
+)  # fmt: skip
 """Each family's module registers its recipes when imported; `deepzoo list` shows them in this order."""
 for _family in FAMILIES:
     importlib.import_module(f"deepzoo.recipes.{_family}")
