@@ -112,9 +112,10 @@ def test_the_console_script_runs_as_a_module():
 
 def test_knn_recipe_trains_without_steps_and_reloads_its_memory(tmp_path, capsys):
     run_dir = tmp_path / "knn"
-    main(["train", "knn-mnist", "--model.k", "1", "--run-dir", str(run_dir), "--train.no-progress"])
+    limit = ["--train-limit", "10000"]  # 10k remembered images: 94.6% at k = 1 (all 60k: 96.9%)
+    main(["train", "knn-mnist", "--model.k", "1", *limit, "--run-dir", str(run_dir), "--train.no-progress"])
     trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert trained["step"] == 0 and trained["k"] == 1 and trained["accuracy"] > 0.96
+    assert trained["step"] == 0 and trained["k"] == 1 and trained["accuracy"] > 0.94
     main(["eval", str(run_dir)])
     assert json.loads(capsys.readouterr().out)["accuracy"] == trained["accuracy"]
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from deepzoo.data.tensors import TensorData
@@ -48,6 +49,8 @@ class TwoLayerRun:
 @dataclass(frozen=True)
 class KNNRun:
     model: KNNConfig = KNNConfig()
+    train_limit: int = 0
+    """Remember only the first this many training images (0: all 60,000)."""
     train: TrainConfig = TrainConfig(steps=0)
 
 
@@ -88,7 +91,7 @@ def _classifier(name: str, summary: str, default: Any, reference: str, **kw: Any
             summary=summary,
             default=default,
             build=lambda c: build(c.model),
-            data=mnist_splits,
+            data=kw.pop("data", mnist_splits),
             evaluate=_evaluate_classifier,
             metric="accuracy",
             reference=reference,
@@ -99,6 +102,13 @@ def _classifier(name: str, summary: str, default: Any, reference: str, **kw: Any
 
 def _fit_knn(model: nn.Module, train: TensorData) -> None:
     model.fit(train.tensors["x"], train.tensors["y"])
+
+
+def _knn_splits(config: KNNRun, device: torch.device) -> tuple[TensorData, TensorData]:
+    train, test = mnist_splits(config, device)
+    if config.train_limit < 0:
+        raise ValueError(f"train_limit must be >= 0, got {config.train_limit}")
+    return (TensorData(train[slice(0, config.train_limit)]) if config.train_limit else train), test
 
 
 _classifier(
@@ -133,6 +143,7 @@ _classifier(
     KNNRun(KNNConfig(distance="l2")),
     "CS231n-style kNN on MNIST: about 96.9% (L2); measured here 97.17% (k = 3)",
     prepare=_fit_knn,
+    data=_knn_splits,
 )
 _classifier(
     "linear-svm-mnist",
