@@ -118,6 +118,9 @@ def test_knn_recipe_trains_without_steps_and_reloads_its_memory(tmp_path, capsys
     assert trained["step"] == 0 and trained["k"] == 1 and trained["accuracy"] > 0.94
     main(["eval", str(run_dir)])
     assert json.loads(capsys.readouterr().out)["accuracy"] == trained["accuracy"]
+    from deepzoo.recipes import load_run
+
+    assert load_run(run_dir).model.train_x.shape[0] == 10_000  # the limit holds when reloaded too
 
 
 def test_sampling_a_language_model_prints_and_saves_text(tmp_path, capsys):

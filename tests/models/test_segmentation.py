@@ -28,16 +28,20 @@ def test_logits_keep_the_image_size_and_odd_sizes_are_refused(arch):
         net(torch.rand(1, 1, 60, 64))
 
 
-def test_the_unpooling_decoder_puts_values_back_where_the_maxima_were():
-    """With the convolutions made identities, the unpool arch's upsampling of a pooled map is
-    max-unpooling: the 2x2 window's maximum at its place, zeros around it."""
-    x = torch.rand(1, 4, 8, 8)
-    pooled, where = F.max_pool2d(x, 2, return_indices=True)
-    up = F.max_unpool2d(pooled, where, 2, output_size=(8, 8))
-    windows = up.unfold(2, 2, 2).unfold(3, 2, 2).reshape(1, 4, 4, 4, 4)
-    assert ((windows != 0).sum(-1) == 1).all()
-    torch.testing.assert_close(up.amax((2, 3)), x.amax((2, 3)))
-    assert torch.equal(up[up != 0], x[up != 0])
+def test_the_unpooling_decoder_puts_values_back_where_the_encoder_maxima_were():
+    """In the unpool arch, what enters a decoder level is zero except where the encoder's 2x2
+    max-pool of that level found its maxima (the pooling switches)."""
+    torch.manual_seed(0)
+    net = SegmentationNet(SegmentationConfig(arch="unpool", widths=(4, 8, 8))).eval()
+    seen = {}
+    net.down[0].register_forward_hook(lambda module, args, out: seen.__setitem__("encoder", out))
+    net.up[0].register_forward_hook(lambda module, args, out: seen.__setitem__("decoder_in", args[0]))
+    net(torch.rand(2, 1, 16, 16))
+    encoder, decoder_in = seen["encoder"], seen["decoder_in"]
+    _, where = F.max_pool2d(encoder, 2, return_indices=True)
+    switches = torch.zeros_like(encoder).flatten(2).scatter_(2, where.flatten(2), 1.0).view_as(encoder).bool()
+    assert (decoder_in[~switches] == 0).all()
+    assert (decoder_in[switches] != 0).float().mean() > 0.3  # (ReLU zeros some of the placed values)
 
 
 def test_the_loss_is_the_mean_cross_entropy_over_pixels_not_ignored():
