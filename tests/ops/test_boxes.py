@@ -140,15 +140,18 @@ def _bilinear_by_hand(image, y, x):
     ).item()  # fmt: skip
 
 
+@pytest.mark.parametrize("s", [2, 0])
 @pytest.mark.parametrize("aligned", [True, False])
-def test_roi_align_averages_bilinear_samples_by_hand(aligned):
+def test_roi_align_averages_bilinear_samples_by_hand(aligned, s):
+    """Fixed sampling (2 x 2 points per bin) and adaptive (s <= 0: ceil(roi side / bins) points
+    per axis, different for each RoI and axis)."""
     g = torch.Generator().manual_seed(2)
     features = torch.randn(2, 3, 7, 9, generator=g, dtype=torch.float64)
     rois = torch.tensor([
         [0, 1.0, 1.0, 10.0, 6.0], [1, -3.0, -2.0, 4.0, 3.0],  # partly outside the image
         [1, 2.2, 3.7, 2.4, 3.9], [0, 15.0, 1.0, 30.0, 12.0],  # tiny; beyond the right edge
     ], dtype=torch.float64)  # fmt: skip
-    scale, (ph, pw), s = 0.5, (2, 3), 2
+    scale, (ph, pw) = 0.5, (2, 3)
     out = roi_align(features, rois, (ph, pw), spatial_scale=scale, sampling_ratio=s, aligned=aligned)
     assert out.shape == (4, 3, ph, pw)
     offset = 0.5 if aligned else 0.0
@@ -157,17 +160,35 @@ def test_roi_align_averages_bilinear_samples_by_hand(aligned):
         w, h = x2 - x1, y2 - y1
         if not aligned:
             w, h = max(w, 1.0), max(h, 1.0)
+        gy, gx = (s, s) if s > 0 else (math.ceil(h / ph), math.ceil(w / pw))
         for c in range(3):
             for i in range(ph):
                 for j in range(pw):
                     values = [
-                        _bilinear_by_hand(features[int(b), c], y1 + i * h / ph + (iy + 0.5) * h / ph / s,
-                                          x1 + j * w / pw + (ix + 0.5) * w / pw / s)
-                        for iy in range(s) for ix in range(s)
+                        _bilinear_by_hand(features[int(b), c], y1 + i * h / ph + (iy + 0.5) * h / ph / gy,
+                                          x1 + j * w / pw + (ix + 0.5) * w / pw / gx)
+                        for iy in range(gy) for ix in range(gx)
                     ]  # fmt: skip
-                    assert out[r, c, i, j].item() == pytest.approx(sum(values) / len(values), abs=1e-12)
-    with pytest.raises(ValueError, match="sampling_ratio"):
-        roi_align(features, rois, (2, 2), sampling_ratio=0)
+                    expected = sum(values) / max(len(values), 1)
+                    assert out[r, c, i, j].item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_roi_align_equals_torchvision_where_installed():
+    tv = pytest.importorskip("torchvision")
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(4, 3, 16, 16, generator=g, requires_grad=True)
+    corner = torch.rand(40, 2, generator=g) * 70 - 3
+    rois = torch.cat([torch.randint(0, 4, (40, 1), generator=g).float(), corner,
+                      corner + torch.rand(40, 2, generator=g) * 30], 1)  # fmt: skip
+    grad = torch.randn(40, 3, 7, 7, generator=g)
+    for args in [(), (0.25,), (0.25, 2), (0.25, 1, True), (0.25, -1, True)]:
+        ours, theirs = (
+            roi_align(features, rois, (7, 7), *args),
+            tv.ops.roi_align(features, rois, (7, 7), *args),
+        )
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+        (g_ours,), (g_theirs,) = (torch.autograd.grad(o, features, grad) for o in (ours, theirs))
+        torch.testing.assert_close(g_ours, g_theirs, atol=1e-4, rtol=1e-5)
 
 
 def test_roi_align_of_a_linear_ramp_is_the_ramp_at_the_bin_centres():
@@ -175,7 +196,12 @@ def test_roi_align_of_a_linear_ramp_is_the_ramp_at_the_bin_centres():
     ramp's value at the bin's centre (aligned: pixel k's value sits at k + 0.5)."""
     H, W = 16, 20
     ramp = (2 * torch.arange(W, dtype=torch.float64) + 0.5)[None, None, None].expand(1, 1, H, W)  # 2x + 0.5
-    out = roi_align(ramp.contiguous(), torch.tensor([[0, 3.0, 2.0, 15.0, 10.0]], dtype=torch.float64), (2, 4))
+    out = roi_align(
+        ramp.contiguous(),
+        torch.tensor([[0, 3.0, 2.0, 15.0, 10.0]], dtype=torch.float64),
+        (2, 4),
+        aligned=True,
+    )
     centres = 3.0 + (torch.arange(4, dtype=torch.float64) + 0.5) * 3.0 - 0.5  # pixel index coordinates
     torch.testing.assert_close(out[0, 0], (2 * centres + 0.5).expand(2, 4))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -145,20 +146,24 @@ def roi_align(
     rois: Tensor,
     output_size: tuple[int, int],
     spatial_scale: float = 1.0,
-    sampling_ratio: int = 2,
-    aligned: bool = True,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
 ) -> Tensor:
-    """RoI Align (He et al., 2017) with torchvision's semantics, for a fixed `sampling_ratio`:
+    """RoI Align (He et al., 2017) with torchvision's semantics and defaults:
 
     features (B, C, H, W); rois (R, 5) rows (batch index, x1, y1, x2, y2) in image coordinates.
     Each RoI, scaled by `spatial_scale` (and shifted by -0.5 when `aligned`, so a pixel's value
     sits at its centre), is cut into output_size bins; each bin averages the bilinear
-    interpolation of the features at sampling_ratio x sampling_ratio evenly spaced points.
+    interpolation of the features at gh x gw evenly spaced points, gh = gw = sampling_ratio, or
+    where sampling_ratio <= 0 gh = ceil(roi_h / out_h), gw = ceil(roi_w / out_w) per RoI.
     A point more than one pixel outside the map reads 0; within that margin it is clamped to the
-    border. Without `aligned` an RoI is at least 1 x 1 (the original Mask R-CNN code).
-    Returns (R, C, out_h, out_w). torchvision's adaptive sampling (ratio <= 0) is not offered."""
-    if sampling_ratio < 1:
-        raise ValueError(f"sampling_ratio must be >= 1, got {sampling_ratio}")
+    border. Without `aligned` an RoI is at least 1 x 1 (the original Mask R-CNN code; torchvision's
+    default, kept here: detectors should pass aligned=True). Returns (R, C, out_h, out_w).
+
+    Bilinear weights and the outside-the-map rule both factor into a y part and an x part, so an
+    RoI's output channel is Wy F Wx^T, with Wy (out_h, H) and Wx (out_w, W) averaging weights:
+    two matrix products per image (and their transposes backward) instead of a gather of
+    4 gh gw out_h out_w C values per RoI."""
     if rois.ndim != 2 or rois.shape[1] != 5:
         raise ValueError(f"rois must be (R, 5): batch index, x1, y1, x2, y2; got {tuple(rois.shape)}")
     out_h, out_w = output_size
@@ -168,27 +173,38 @@ def roi_align(
     roi_w, roi_h = rois[:, 3] * spatial_scale - offset - x1, rois[:, 4] * spatial_scale - offset - y1
     if not aligned:
         roi_w, roi_h = roi_w.clamp_min(1.0), roi_h.clamp_min(1.0)
-    s = sampling_ratio
-    # sample positions along each axis: bin p, point k -> start + (p + (k + 0.5) / s) * bin_size
-    ty = (torch.arange(out_h * s, device=rois.device, dtype=rois.dtype) + 0.5) / s  # in bins
-    tx = (torch.arange(out_w * s, device=rois.device, dtype=rois.dtype) + 0.5) / s
-    y = y1[:, None] + ty[None] * (roi_h / out_h)[:, None]  # (R, out_h s)
-    x = x1[:, None] + tx[None] * (roi_w / out_w)[:, None]  # (R, out_w s)
-    (y0, y1i, ly, y_ok), (x0, x1i, lx, x_ok) = _corners(y, H), _corners(x, W)
-    b = rois[:, 0].long()[:, None, None]
-    f = features.permute(0, 2, 3, 1)  # (B, H, W, C)
+    if sampling_ratio > 0:
+        grid_h = grid_w = torch.full_like(rois[:, 0], sampling_ratio, dtype=torch.long)
+    else:
+        grid_h, grid_w = torch.ceil(roi_h / out_h).long(), torch.ceil(roi_w / out_w).long()
+    wy = _axis_weights(y1, roi_h, out_h, grid_h, H).to(features.dtype)  # (R, out_h, H)
+    wx = _axis_weights(x1, roi_w, out_w, grid_w, W).to(features.dtype)  # (R, out_w, W)
+    b = rois[:, 0].long()
+    order = torch.sort(b, stable=True).indices
+    counts = torch.bincount(b, minlength=len(features)).tolist()
+    pieces = []
+    for image, rows in enumerate(torch.split(order, counts)):
+        if len(rows):
+            t = torch.einsum("rph,chw->rcpw", wy[rows], features[image])
+            pieces.append(torch.einsum("rcpw,rqw->rcpq", t, wx[rows]))
+    out = torch.cat(pieces) if pieces else features.new_zeros(0, C, out_h, out_w)
+    return out[torch.argsort(order)]
 
-    def at(yi: Tensor, xi: Tensor) -> Tensor:
-        return f[b, yi[:, :, None], xi[:, None, :]]  # (R, Sy, Sx, C)
 
-    wy, wx = ly[:, :, None, None], lx[:, None, :, None]
-    value = (
-        (1 - wy) * (1 - wx) * at(y0, x0) + (1 - wy) * wx * at(y0, x1i)
-        + wy * (1 - wx) * at(y1i, x0) + wy * wx * at(y1i, x1i)
-    )  # fmt: skip
-    value = value * (y_ok[:, :, None] & x_ok[:, None, :])[..., None]
-    value = value.reshape(len(rois), out_h, s, out_w, s, C).mean((2, 4))
-    return value.permute(0, 3, 1, 2).contiguous()
+def _axis_weights(start: Tensor, length: Tensor, bins: int, grid: Tensor, size: int) -> Tensor:
+    """(R, bins, size): row p holds the weights with which bin p of each RoI averages the pixels
+    of one axis: its g = grid[r] sample points at start + (p + (k + 0.5) / g) length / bins,
+    each the linear interpolation of its two neighbouring pixels (0 for a point outside)."""
+    g_max = max(int(grid.max()), 1) if len(grid) else 1
+    k = torch.arange(g_max, device=start.device)
+    g = grid.clamp_min(1).to(start.dtype)[:, None, None]
+    bin_index = torch.arange(bins, device=start.device, dtype=start.dtype)[None, :, None]
+    t = bin_index + (k.to(start.dtype)[None, None, :] + 0.5) / g  # (R, bins, g_max), in bins
+    position = start[:, None, None] + t * (length / bins)[:, None, None]
+    low, high, frac, inside = _corners(position, size)
+    w = F.one_hot(low, size) * (1 - frac)[..., None] + F.one_hot(high, size) * frac[..., None]
+    w = w * (inside & (k < grid[:, None, None]))[..., None]
+    return w.sum(2) / g
 
 
 def _corners(t: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
