@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepzoo.viz import image_grid, plot_confusion, plot_curves, save_image_grid
+from deepzoo.viz import draw_boxes, image_grid, plot_confusion, plot_curves, save_image_grid
 
 
 def test_image_grid_places_image_i_at_row_i_div_cols_and_column_i_mod_cols():
@@ -30,3 +30,15 @@ def test_pictures_are_written_as_png(tmp_path):
     import matplotlib.image
 
     assert np.asarray(matplotlib.image.imread(tmp_path / "grid.png")).shape[:2] == (2 * 10 + 2, 3 * 10 + 2)
+
+
+def test_draw_boxes_outlines_each_box_in_its_colour_and_leaves_the_rest():
+    images = torch.full((2, 3, 8, 10), 0.5)
+    boxes = [torch.tensor([[1.0, 2.0, 4.0, 6.0]]), torch.zeros(0, 4)]
+    red = torch.tensor([[1.0, 0.0, 0.0]])
+    out = draw_boxes(images, boxes, [red, torch.zeros(0, 3)], scale=2)
+    assert out.shape == (2, 3, 16, 20)
+    outline = torch.zeros(16, 20, dtype=torch.bool)
+    outline[4, 2:8] = outline[11, 2:8] = outline[4:12, 2] = outline[4:12, 7] = True  # x 2..7, y 4..11
+    assert (out[0][:, outline] == red.T).all()
+    assert (out[0][:, ~outline] == 0.5).all() and (out[1] == 0.5).all()

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import math
 import os
 import re
 import sys
@@ -154,10 +155,21 @@ def cmd_sample(ns: argparse.Namespace) -> None:
     run = load_run(ns.run_dir, device)
     if run.recipe.samples is None:
         raise UsageError(f"recipe {run.recipe.name!r} trains a model that does not sample")
+    out = Path(ns.out) if ns.out else Path(ns.run_dir) / "samples" / f"sample-seed{ns.seed}.png"
+    if run.recipe.samples == "predictions":
+        from deepzoo.viz import save_image_grid
+
+        _, eval_data = run.recipe.data(run.config, device)
+        chosen = torch.randperm(len(eval_data), generator=torch.Generator().manual_seed(ns.seed))[: ns.n]
+        with torch.no_grad():
+            pictures = run.recipe.draw(run.model, eval_data[chosen.to(device)])  # (N, k, 3, H, W)
+        n, k = pictures.shape[:2]
+        save_image_grid(pictures.flatten(0, 1), out, nrow=k * math.ceil(math.sqrt(n)))
+        print(out)
+        return
     generator = torch.Generator(device).manual_seed(ns.seed)
     with torch.no_grad():
         samples = run.model.sample(ns.n, generator=generator)
-    out = Path(ns.out) if ns.out else Path(ns.run_dir) / "samples" / f"sample-seed{ns.seed}.png"
     written = write_samples(run.recipe.samples, run.model, samples, out, n_frames=ns.n)
     if run.recipe.samples == "text":
         print(written.read_text(), end="")
@@ -208,7 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="evaluate a trained run on its evaluation split")
     evaluate.add_argument("run_dir", help="a run directory written by `deepzoo train`")
     evaluate.add_argument("--device", default="auto", help="auto (cuda > mps > cpu) or a torch device")
-    sample = sub.add_parser("sample", help="draw samples from a trained generative run")
+    sample = sub.add_parser(
+        "sample",
+        help="draw samples from a trained generative run, or a detector's / segmenter's predictions "
+        "on N random scenes of its evaluation split",
+    )
     sample.add_argument("run_dir", help="a run directory written by `deepzoo train`")
     sample.add_argument("--n", type=int, default=64, help="how many samples (default 64)")
     sample.add_argument("--seed", type=int, default=0, help="seed of the sampling generator (default 0)")

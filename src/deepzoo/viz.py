@@ -1,4 +1,5 @@
-"""Pictures: image grids, loss curves and confusion matrices, written as PNG atomically."""
+"""Pictures: image grids, boxes drawn on images, loss curves and confusion matrices, written as
+PNG atomically."""
 
 from __future__ import annotations
 
@@ -53,6 +54,27 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = N
     plt.imsave(buffer, grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", format="png")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_bytes(Path(path), buffer.getvalue())
+
+
+def draw_boxes(
+    images: torch.Tensor, boxes: list[torch.Tensor], colours: list[torch.Tensor], scale: int = 3
+) -> torch.Tensor:
+    """Images (N, 3, H, W) in [0, 1] enlarged `scale` times (nearest), with the outline (one
+    output pixel wide) of each box of image i (boxes[i] (D, 4), x1 y1 x2 y2 in input pixels)
+    drawn in its colour (colours[i] (D, 3)). Returns (N, 3, scale H, scale W)."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected RGB images (N, 3, H, W), got {tuple(images.shape)}")
+    out = images.detach().float().cpu().repeat_interleave(scale, 2).repeat_interleave(scale, 3).clone()
+    H, W = out.shape[-2:]
+    for image, image_boxes, image_colours in zip(out, boxes, colours):
+        for box, colour in zip(image_boxes.detach().cpu().tolist(), image_colours.cpu()):
+            x1, y1, x2, y2 = (round(v * scale) for v in box)
+            x1, x2 = min(max(x1, 0), W - 1), min(max(x2 - 1, 0), W - 1)
+            y1, y2 = min(max(y1, 0), H - 1), min(max(y2 - 1, 0), H - 1)
+            c = colour[:, None]
+            image[:, y1, x1 : x2 + 1] = image[:, y2, x1 : x2 + 1] = c
+            image[:, y1 : y2 + 1, x1] = image[:, y1 : y2 + 1, x2] = c
+    return out
 
 
 def plot_curves(records: list[dict], path: str | Path) -> None:

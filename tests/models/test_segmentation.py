@@ -77,6 +77,7 @@ def test_a_short_run_learns_the_pixels_for_every_seed(scenes, arch):
 
 @pytest.mark.parametrize("name", ["unet-scenes", "fcn-scenes"])
 def test_the_recipes_train_evaluate_and_draw(tmp_path, name):
+    from deepzoo.cli import main
     from deepzoo.recipes import get_recipe, train_recipe
     from deepzoo.recipes.detection import ScenesData
     from deepzoo.train.logging import read_metrics
@@ -93,3 +94,5 @@ def test_the_recipes_train_evaluate_and_draw(tmp_path, name):
     record = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["split"] == "eval"][-1]
     assert 0 <= record["miou"] <= 1 and 0 <= record["pixel_accuracy"] <= 1
     assert (run_dir / "samples" / "segmentation.png").stat().st_size > 0
+    main(["sample", str(run_dir), "--n", "3", "--out", str(tmp_path / "drawn.png")])
+    assert (tmp_path / "drawn.png").stat().st_size > 0

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from deepzoo.ops.boxes import (
+    BACKGROUND,
+    BETWEEN,
     anchors,
     batched_nms,
     box_area,
@@ -14,6 +16,7 @@ from deepzoo.ops.boxes import (
     decode_boxes,
     encode_boxes,
     generalized_box_iou,
+    match_boxes,
     nms,
     roi_align,
 )
@@ -102,17 +105,22 @@ def test_nms_equals_the_greedy_loop_with_score_ties_and_iou_at_the_threshold(see
     assert 1 in kept and 2 not in kept
 
 
-def test_batched_nms_suppresses_only_within_a_class():
+@pytest.mark.parametrize("block", [7, 512])
+def test_batched_nms_suppresses_only_within_a_class(block):
+    """Against NMS class by class, with score ties (order: score, then index) and blocks that
+    span several classes."""
     g = torch.Generator().manual_seed(5)
-    boxes = _random_boxes(200, g, size=40)
-    scores = torch.rand(200, generator=g, dtype=torch.float64)
-    classes = torch.randint(0, 4, (200,), generator=g)
+    boxes = _random_boxes(300, g, size=40)
+    scores = torch.randint(0, 30, (300,), generator=g).double()
+    classes = torch.randint(0, 25, (300,), generator=g)
     want = []
-    for c in range(4):
+    for c in range(25):
         idx = torch.nonzero(classes == c).squeeze(1)
-        want += idx[nms(boxes[idx], scores[idx], 0.4)].tolist()
-    want.sort(key=lambda i: -scores[i].item())
-    assert batched_nms(boxes, scores, classes, 0.4).tolist() == want
+        want += idx[
+            torch.tensor(_nms_by_hand(boxes[idx].tolist(), scores[idx].tolist(), 0.4), dtype=torch.long)
+        ].tolist()
+    want.sort(key=lambda i: (-scores[i].item(), i))
+    assert batched_nms(boxes, scores, classes, 0.4, block=block).tolist() == want
     assert batched_nms(boxes[:0], scores[:0], classes[:0], 0.4).numel() == 0
 
 
@@ -216,3 +224,33 @@ def test_anchors_tile_the_cells_with_the_requested_areas_and_ratios():
     torch.testing.assert_close(centres[2, 1, 0], torch.tensor([12.0, 20.0]))  # cell (i 2, j 1)
     clipped = clip_boxes(a, 24, 32)
     assert clipped[:, 0::2].min() >= 0 and clipped[:, 0::2].max() <= 32 and clipped[:, 1::2].max() <= 24
+
+
+def _match_by_hand(iou, high, low, low_quality):
+    G, N = len(iou), len(iou[0])
+    matches = []
+    for n in range(N):
+        column = [iou[g][n] for g in range(G)]
+        best = max(column) if G else -1.0
+        g_best = column.index(best) if G else -1  # the first of equal maxima, as torch.max
+        matches.append(g_best if best >= high else BACKGROUND if best < low else BETWEEN)
+        if low_quality and any(iou[g][n] == max(iou[g]) > 0 for g in range(G)):
+            matches[-1] = g_best
+    return matches
+
+
+@pytest.mark.parametrize("low_quality", [False, True])
+def test_match_boxes_follows_the_thresholds_and_keeps_each_ground_truths_best(low_quality):
+    """Against a loop, on IoUs in steps of 0.1 (ties, values exactly at the thresholds), with a
+    padding row at -1 and a ground truth that overlaps nothing."""
+    g = torch.Generator().manual_seed(0)
+    iou = torch.randint(0, 9, (2, 5, 40), generator=g).double() / 10
+    iou[..., :15] = torch.randint(0, 4, (2, 5, 15), generator=g).double() / 10  # some below low
+    iou[0, 3] = -1.0  # padding
+    iou[1, 4] = 0.0  # overlaps nothing: matches nothing
+    got = match_boxes(iou, high=0.7, low=0.3, low_quality=low_quality)
+    assert got.shape == (2, 40)
+    for i in range(2):
+        assert got[i].tolist() == _match_by_hand(iou[i].tolist(), 0.7, 0.3, low_quality)
+    assert (got == BETWEEN).any() and (got == BACKGROUND).any()
+    assert match_boxes(iou[:, :0], 0.7, 0.3).tolist() == [[BACKGROUND] * 40] * 2

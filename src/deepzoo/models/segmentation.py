@@ -39,8 +39,8 @@ class SegmentationConfig:
     """Class-map value left out of the loss."""
 
 
-def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
-    conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    conv = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
     return nn.Sequential(conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 

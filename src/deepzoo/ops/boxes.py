@@ -110,13 +110,45 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, block: int = 512) -
             f"nms needs boxes (N, 4) and scores (N,), got {tuple(boxes.shape)}, {tuple(scores.shape)}"
         )
     order = torch.sort(scores, descending=True, stable=True).indices
-    boxes = boxes[order]
-    kept_boxes = boxes.new_zeros((0, 4))
-    kept = []
+    groups = torch.zeros(len(boxes), dtype=torch.long, device=boxes.device)
+    return order[_greedy_nms(boxes[order], groups, iou_threshold, block)]
+
+
+def batched_nms(
+    boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold: float, block: int = 512
+) -> Tensor:
+    """NMS within each class: a box is suppressed only by kept boxes of its own class. Returns
+    the kept indices by decreasing score (ties: lower index first), as torchvision's.
+
+    The boxes are sorted by class, then by decreasing score within a class, and run through the
+    blocked greedy NMS of `nms`, with IoU across classes counted as 0; a block is compared only
+    with the kept boxes of the classes it holds (a suffix of the kept list), so many classes
+    (or images, as an RPN batches them) cost about as much as one class of their total size.
+    (torchvision's offset trick instead shifts each class's boxes apart and runs one NMS, which
+    compares every box with all the kept ones.)"""
+    if not boxes.shape[:1] == scores.shape == classes.shape:
+        raise ValueError(
+            f"batched_nms needs boxes (N, 4), scores (N,), classes (N,), got {tuple(boxes.shape)}, "
+            f"{tuple(scores.shape)}, {tuple(classes.shape)}"
+        )
+    by_score = torch.sort(scores, descending=True, stable=True).indices
+    by_class = by_score[torch.sort(classes[by_score], stable=True).indices]
+    kept = by_class[_greedy_nms(boxes[by_class], classes[by_class].long(), iou_threshold, block)]
+    score_rank = torch.empty_like(by_score)
+    score_rank[by_score] = torch.arange(len(by_score), device=boxes.device)
+    return kept[torch.argsort(score_rank[kept])]
+
+
+def _greedy_nms(boxes: Tensor, groups: Tensor, iou_threshold: float, block: int) -> Tensor:
+    """Positions kept by greedy NMS within groups of `boxes` (N, 4), given in visiting order,
+    with `groups` (N,) non-decreasing."""
+    kept_boxes, kept_groups, kept = boxes[:0], groups[:0], []
     for start in range(0, len(boxes), block):
-        chunk = boxes[start : start + block]
-        alive = ~(box_iou(chunk, kept_boxes) > iou_threshold).any(1)
-        over = box_iou(chunk, chunk) > iou_threshold
+        chunk, group = boxes[start : start + block], groups[start : start + block]
+        first = int(torch.searchsorted(kept_groups, group[:1]))  # kept boxes of this block's groups
+        same = group[:, None] == kept_groups[None, first:]
+        alive = ~((box_iou(chunk, kept_boxes[first:]) > iou_threshold) & same).any(1)
+        over = (box_iou(chunk, chunk) > iou_threshold) & (group[:, None] == group[None])
         over = over.triu(1)  # i < j (a suppressed i never counts: keep_i is False)
         keep = alive.clone()
         while True:
@@ -126,19 +158,37 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, block: int = 512) -
             keep = new
         index = torch.nonzero(keep).squeeze(1) + start
         kept.append(index)
-        kept_boxes = torch.cat([kept_boxes, boxes[index]])
-    return order[torch.cat(kept)] if kept else order[:0]
+        kept_boxes, kept_groups = (
+            torch.cat([kept_boxes, boxes[index]]),
+            torch.cat([kept_groups, groups[index]]),
+        )
+    return torch.cat(kept) if kept else groups[:0]
 
 
-def batched_nms(boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold: float) -> Tensor:
-    """NMS within each class at once: boxes of different classes are moved apart by an offset
-    larger than any coordinate, so they never overlap (the trick torchvision and Detectron2 use),
-    then one `nms`. Returns kept indices by decreasing score."""
-    if len(boxes) == 0:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    span = (boxes.max() - boxes.min()).clamp_min(0) + 1
-    shifted = boxes - boxes.min() + (classes.to(boxes) * span)[:, None]
-    return nms(shifted, scores, iou_threshold)
+BACKGROUND, BETWEEN = -1, -2
+"""What `match_boxes` returns for a prediction matched to no ground truth: IoU below the low
+threshold (background), or between the thresholds (ignored in training)."""
+
+
+def match_boxes(iou: Tensor, high: float, low: float, low_quality: bool = False) -> Tensor:
+    """Assign each prediction (anchor or proposal) to a ground-truth box, as Faster R-CNN's
+    matcher: iou (..., G, N) -> (..., N), the index of the ground truth with the highest IoU if
+    that IoU >= high, else BACKGROUND if it is < low, else BETWEEN. Padding ground truths get
+    IoU -1 everywhere, so they are never matched.
+
+    low_quality: also match, to its best ground truth, every prediction that has some ground
+    truth's highest IoU (ties included), so each ground truth keeps at least its best anchors
+    (torchvision's allow_low_quality_matches, except that a ground truth overlapping nothing
+    matches nothing, as in Detectron2)."""
+    if iou.shape[-2] == 0:
+        return torch.full(iou.shape[:-2] + iou.shape[-1:], BACKGROUND, dtype=torch.long, device=iou.device)
+    best, index = iou.max(-2)
+    matches = torch.where(best >= high, index, torch.where(best < low, BACKGROUND, BETWEEN))
+    if low_quality:
+        gt_best = iou.max(-1, keepdim=True).values  # (..., G, 1)
+        top = ((iou == gt_best) & (gt_best > 0)).any(-2)
+        matches = torch.where(top, index, matches)
+    return matches
 
 
 def roi_align(

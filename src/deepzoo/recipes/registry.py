@@ -35,9 +35,13 @@ class Recipe:
     called when a run is loaded."""
     eval_split: str = "test"
     """What the evaluation split is (the final summary names it): test, or val."""
-    samples: Literal["images", "text", "episode"] | None = None
+    samples: Literal["images", "text", "episode", "predictions"] | None = None
     """What `model.sample` draws, for `deepzoo sample` to write (None: the model does not sample;
-    episode: the rendered frames of one episode)."""
+    episode: the rendered frames of one episode; predictions: the model does not sample, `draw`
+    shows its predictions on examples of the evaluation split)."""
+    draw: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor] | None = None
+    """(model, batch of N examples of the evaluation split) -> pictures (N, k, 3, H, W), k per
+    example (the input, the truth, the prediction...), for `deepzoo sample` (samples="predictions")."""
 
 
 RECIPES: dict[str, Recipe] = {}

@@ -1,0 +1,63 @@
+"""Metrics of 3D shapes: voxel IoU, and the Chamfer distance and F-score of point clouds.
+
+Point clouds are (N, D) tensors (D = 3 for 3D; any D works). With d(p, S) = min_{q in S} |p - q|:
+    chamfer(A, B) = mean_{a in A} d(a, B)^2 + mean_{b in B} d(b, A)^2
+(squared distances, means over points, the two directions summed: PyTorch3D's chamfer_distance
+with its defaults); and at a threshold tau (Tatarchenko et al., 2019)
+    precision = |{a in A : d(a, B) < tau}| / |A|,  recall = |{b in B : d(b, A) < tau}| / |B|,
+    F = 2 precision recall / (precision + recall)  (0 when both are 0),
+A the prediction and B the ground truth. Nearest neighbours are found exactly, by brute force in
+chunks of A's points, so memory stays at about `budget` floats whatever the sizes (2^24 floats,
+64 MB, by default).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def voxel_iou(pred: Tensor, target: Tensor) -> Tensor:
+    """Occupancy grids (..., D, H, W), bool or {0, 1} -> (...): |pred n target| / |pred u target|,
+    1 where both are empty (identical shapes)."""
+    if pred.shape != target.shape:
+        raise ValueError(f"voxel grids differ in shape: {tuple(pred.shape)} vs {tuple(target.shape)}")
+    pred, target = pred.bool(), target.bool()
+    inter = (pred & target).flatten(-3).sum(-1)
+    union = (pred | target).flatten(-3).sum(-1)
+    return torch.where(union > 0, inter / union.clamp_min(1), 1.0)
+
+
+def nearest_squared_distances(a: Tensor, b: Tensor, budget: int = 2**24) -> Tensor:
+    """(..., N, D), (..., M, D) -> (..., N): min_{q in b} |p - q|^2 for each point p of a, the
+    leading dimensions batched. Differentiable (the gradient flows to each nearest pair)."""
+    if a.ndim < 2 or a.shape[:-2] != b.shape[:-2] or a.shape[-1] != b.shape[-1]:
+        raise ValueError(
+            f"point clouds must be (..., N, D) and (..., M, D), got {tuple(a.shape)}, {tuple(b.shape)}"
+        )
+    if b.shape[-2] == 0:
+        raise ValueError("the point cloud to search is empty")
+    rows = max(1, budget // max(1, b.numel()))
+    chunks = torch.split(a, rows, dim=-2)
+    return torch.cat(
+        [(c[..., :, None, :] - b[..., None, :, :]).square().sum(-1).min(-1).values for c in chunks], -1
+    )
+
+
+def nearest_distances(a: Tensor, b: Tensor, budget: int = 2**24) -> Tensor:
+    """(..., N, D), (..., M, D) -> (..., N): the distance from each point of a to the nearest of b."""
+    return nearest_squared_distances(a, b, budget).sqrt()
+
+
+def chamfer_distance(a: Tensor, b: Tensor, budget: int = 2**24) -> Tensor:
+    """(..., N, D), (..., M, D) -> (...): mean squared nearest distance from a to b plus from b to a."""
+    return nearest_squared_distances(a, b, budget).mean(-1) + nearest_squared_distances(b, a, budget).mean(-1)
+
+
+def f_score(pred: Tensor, target: Tensor, tau: float, budget: int = 2**24) -> dict[str, float]:
+    """F-score at distance tau of a predicted cloud (N, D) against the true one (M, D):
+    {"precision", "recall", "f1"} (see the module docstring)."""
+    precision = (nearest_distances(pred, target, budget) < tau).float().mean().item()
+    recall = (nearest_distances(target, pred, budget) < tau).float().mean().item()
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
