@@ -50,3 +50,16 @@ def test_label_entropy_is_the_entropy_of_the_label_histogram_in_nats():
     labels = torch.tensor([0] * 6 + [1] * 3 + [2])  # h = (0.6, 0.3, 0.1)
     h = np.array([0.6, 0.3, 0.1])
     assert label_entropy(labels) == pytest.approx(-(h * np.log(h)).sum())
+
+
+def test_reference_statistics_are_remembered_by_content():
+    from deepzoo.metrics.fid import extract_features, feature_statistics, shipped_net_statistics
+    from deepzoo.models.features import mnist_feature_net
+
+    x = torch.rand(50, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    first, again = shipped_net_statistics(x), shipped_net_statistics(x.clone())
+    assert first[0] is again[0]  # the same entry: equal bytes
+    torch.testing.assert_close(first, feature_statistics(extract_features(mnist_feature_net(), x)))
+    changed = x.clone()
+    changed[0, 0, 0, 0] += 0.5
+    assert not torch.equal(shipped_net_statistics(changed)[0], first[0])

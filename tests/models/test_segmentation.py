@@ -56,23 +56,22 @@ def test_the_loss_is_the_mean_cross_entropy_over_pixels_not_ignored():
     torch.testing.assert_close(net.loss({"x": x, "semantic": y.to(torch.uint8)})["loss"], expected)
 
 
-@pytest.mark.seeds_covered
 @pytest.mark.parametrize("arch", ["unet", "unpool"])
-def test_a_short_run_learns_the_pixels_for_every_seed(scenes, arch):
+def test_a_short_run_learns_the_pixels(scenes, arch):
     """100 AdamW steps on 400 32 x 32 scenes take the cross-entropy from about ln 11 = 2.4 to
-    below 0.35 (the background right; the digit classes come later, see the benchmark)."""
-    for seed in range(5):
-        torch.manual_seed(seed)
-        net = SegmentationNet(SegmentationConfig(arch=arch, widths=(8, 16, 32)))
-        opt = torch.optim.AdamW(net.parameters(), lr=5e-3)
-        losses = []
-        for _ in range(100):
-            loss = net.loss(scenes[torch.randint(0, len(scenes), (16,))])["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        assert losses[0] > 2.0 and sum(losses[-10:]) / 10 < 0.35, (seed, losses[0], losses[-10:])
+    below 0.35 (the background right; the digit classes come later, see the benchmark). Seeds:
+    `make test-seeds`."""
+    torch.manual_seed(0)
+    net = SegmentationNet(SegmentationConfig(arch=arch, widths=(8, 16, 32)))
+    opt = torch.optim.AdamW(net.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(100):
+        loss = net.loss(scenes[torch.randint(0, len(scenes), (16,))])["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[0] > 2.0 and sum(losses[-10:]) / 10 < 0.35, (losses[0], losses[-10:])
 
 
 @pytest.mark.parametrize("name", ["unet-scenes", "fcn-scenes"])

@@ -96,7 +96,7 @@ def clip_boxes(boxes: Tensor, height: int, width: int) -> Tensor:
     return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], -1)
 
 
-def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, block: int = 512) -> Tensor:
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, block: int = 256) -> Tensor:
     """Greedy non-maximum suppression: visit boxes by decreasing score (ties: lower index first)
     and keep a box unless a kept box overlaps it with IoU > iou_threshold (strictly, as
     torchvision). Returns the kept indices, by decreasing score.
@@ -116,7 +116,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, block: int = 512) -
 
 
 def batched_nms(
-    boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold: float, block: int = 512
+    boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold: float, block: int = 256
 ) -> Tensor:
     """NMS within each class: a box is suppressed only by kept boxes of its own class. Returns
     the kept indices by decreasing score (ties: lower index first), as torchvision's.
@@ -143,15 +143,20 @@ def batched_nms(
 def _greedy_nms(boxes: Tensor, groups: Tensor, iou_threshold: float, block: int) -> Tensor:
     """Positions kept by greedy NMS within groups of `boxes` (N, 4), given in visiting order,
     with `groups` (N,) non-decreasing."""
-    kept_boxes, kept_groups, kept = boxes[:0], groups[:0], []
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    kept_index = groups.new_zeros(0)
+    kept = []
     for start in range(0, len(boxes), block):
-        chunk, group = boxes[start : start + block], groups[start : start + block]
-        first = int(torch.searchsorted(kept_groups, group[:1]))  # kept boxes of this block's groups
-        same = group[:, None] == kept_groups[None, first:]
-        alive = ~((box_iou(chunk, kept_boxes[first:]) > iou_threshold) & same).any(1)
-        over = (box_iou(chunk, chunk) > iou_threshold) & (group[:, None] == group[None])
-        over = over.triu(1)  # i < j (a suppressed i never counts: keep_i is False)
-        keep = alive.clone()
+        chunk, group = slice(start, start + block), groups[start : start + block]
+        first = int(torch.searchsorted(groups[kept_index], group[:1]))  # kept boxes of this block's groups
+        earlier = kept_index[first:]
+        suppressed = _iou_above(boxes[chunk], areas[chunk], boxes[earlier], areas[earlier], iou_threshold)
+        over = _iou_above(boxes[chunk], areas[chunk], boxes[chunk], areas[chunk], iou_threshold).triu_(1)
+        if group[0] != group[-1]:  # the block spans groups: no suppression across them
+            suppressed &= group[:, None] == groups[earlier][None]
+            over &= group[:, None] == group[None]
+        alive = ~suppressed.any(1)
+        keep = alive.clone()  # i < j in `over`; a suppressed i never counts: keep_i is False
         while True:
             new = alive & ~(over & keep[:, None]).any(0)
             if torch.equal(new, keep):
@@ -159,11 +164,27 @@ def _greedy_nms(boxes: Tensor, groups: Tensor, iou_threshold: float, block: int)
             keep = new
         index = torch.nonzero(keep).squeeze(1) + start
         kept.append(index)
-        kept_boxes, kept_groups = (
-            torch.cat([kept_boxes, boxes[index]]),
-            torch.cat([kept_groups, groups[index]]),
-        )
+        kept_index = torch.cat([kept_index, index])
     return torch.cat(kept) if kept else groups[:0]
+
+
+def _iou_above(a: Tensor, area_a: Tensor, b: Tensor, area_b: Tensor, threshold: float) -> Tensor:
+    """(N, M) bool: IoU(a_i, b_j) > threshold, as torchvision's NMS kernel computes it
+    (inter / (area_a + area_b - inter) in the boxes' dtype; 0 / 0 is NaN, never above), with
+    in-place steps to spare the memory traffic of `box_iou`."""
+    w = (
+        torch.minimum(a[:, None, 2], b[None, :, 2])
+        .sub_(torch.maximum(a[:, None, 0], b[None, :, 0]))
+        .clamp_min_(0)
+    )
+    h = (
+        torch.minimum(a[:, None, 3], b[None, :, 3])
+        .sub_(torch.maximum(a[:, None, 1], b[None, :, 1]))
+        .clamp_min_(0)
+    )
+    inter = w.mul_(h)
+    union = (area_a[:, None] + area_b[None, :]).sub_(inter)
+    return inter.div_(union) > threshold
 
 
 BACKGROUND, BETWEEN = -1, -2
