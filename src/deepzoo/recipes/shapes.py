@@ -105,7 +105,7 @@ register(
     Recipe(
         name="pointnet-ae-digits",
         summary="PointNet autoencoder (Chamfer loss) of MNIST digits extruded into 3D point clouds",
-        default=PointAERun(train=adamw_linear(3000, 64, 1e-3, 100, 500, max_seconds=600.0)),
+        default=PointAERun(train=adamw_linear(2000, 64, 1e-3, 100, 500, max_seconds=600.0)),
         build=lambda c: PointNetAutoencoder(c.model),
         data=clouds_splits,
         evaluate=_evaluate,
