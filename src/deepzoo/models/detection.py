@@ -56,6 +56,7 @@ SMOOTH_L1_BETA = 1.0 / 9
 @dataclass(frozen=True)
 class DetectorConfig:
     in_channels: int = 1
+    """Image channels."""
     num_classes: int = 10
     """Object classes (the box head adds the background)."""
     widths: tuple[int, ...] = (32, 64)
@@ -66,7 +67,9 @@ class DetectorConfig:
     anchor_ratios: tuple[float, ...] = (1.0, 2.0, 3.0)
     """Anchor height / width (digits are taller than wide)."""
     rpn_fg_iou: float = 0.7
+    """An anchor with IoU >= this with a ground truth is positive (as are each one's best anchors)."""
     rpn_bg_iou: float = 0.3
+    """An anchor with IoU < this with every ground truth is negative; between: ignored."""
     rpn_batch: int = 256
     """Anchors sampled per image for the RPN loss, at most half positive."""
     pre_nms_train: int = 600
@@ -75,15 +78,23 @@ class DetectorConfig:
     post_nms_test: int = 64
     """Proposals per image before and after the RPN's NMS, in training and inference."""
     rpn_nms: float = 0.7
+    """IoU above which the RPN's NMS drops the lower-scored proposal."""
     roi_size: int = 7
+    """RoI Align output side."""
     head_width: int = 256
+    """Width of the box head's two fully connected layers."""
     roi_iou: float = 0.5
     """A proposal with IoU >= roi_iou with a ground truth learns its class, else the background."""
     roi_batch: int = 128
+    """Candidate boxes sampled per image for the head's loss."""
     roi_positive_fraction: float = 0.25
+    """Largest share of foreground candidates in that sample."""
     score_threshold: float = 0.05
+    """Detections scoring at most this are dropped."""
     nms: float = 0.5
+    """IoU above which NMS (per image and class) drops the lower-scored detection."""
     max_detections: int = 100
+    """Detections kept per image, best first."""
 
     def __post_init__(self) -> None:
         if not 0 < self.rpn_bg_iou <= self.rpn_fg_iou <= 1:
