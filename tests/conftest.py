@@ -110,3 +110,22 @@ def two_player_data(n: int = 512, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 2, generator=generator) * 0.5 + torch.tensor([2.0, -1.0])
     return TensorData({"x": x, "z": torch.randn(n, 4, generator=generator)})
+
+
+@pytest.fixture
+def tiny_recipe_run(tmp_path):
+    """run(name, **fields) trains recipe `name` for 3 steps of 8 examples (CPU, fp32), its config's
+    `fields` replaced, into tmp_path/run -> (run directory, the last evaluation's record)."""
+    from dataclasses import replace
+
+    from deepzoo.recipes import get_recipe, train_recipe
+    from deepzoo.train.logging import read_metrics
+
+    def run(name: str, **fields):
+        default = get_recipe(name).default
+        fast = dict(steps=3, batch_size=8, eval_every=3, checkpoint_every=3, progress=False, device="cpu")
+        config = replace(default, train=replace(default.train, precision="fp32", **fast), **fields)
+        run_dir = train_recipe(name, config, tmp_path / "run").run_dir
+        return run_dir, [r for r in read_metrics(run_dir / "metrics.jsonl") if r["split"] == "eval"][-1]
+
+    return run

@@ -164,22 +164,13 @@ def test_a_short_run_fits_a_few_scenes(scenes):
     assert before < 0.1 and after >= 0.6, (before, after)
 
 
-def test_the_recipe_trains_evaluates_and_draws_its_detections(tmp_path):
+def test_the_recipe_trains_evaluates_and_draws_its_detections(tmp_path, tiny_recipe_run):
     from deepzoo.cli import main
-    from deepzoo.recipes import get_recipe, train_recipe
     from deepzoo.recipes.detection import ScenesData
-    from deepzoo.train.logging import read_metrics
 
-    default = get_recipe("faster-rcnn-scenes").default
-    fast = dict(steps=3, batch_size=8, eval_every=3, checkpoint_every=3, progress=False, device="cpu")
-    config = replace(
-        default,
-        model=TINY,
-        data=ScenesData(train=40, test=24, scene=SMALL),
-        train=replace(default.train, precision="fp32", **fast),
+    run_dir, record = tiny_recipe_run(
+        "faster-rcnn-scenes", model=TINY, data=ScenesData(train=40, test=24, scene=SMALL)
     )
-    run_dir = train_recipe("faster-rcnn-scenes", config, tmp_path / "run").run_dir
-    record = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["split"] == "eval"][-1]
     assert 0 <= record["map"] <= record["map_50"] <= 1
     assert (run_dir / "samples" / "detections.png").stat().st_size > 0
     main(["sample", str(run_dir), "--n", "5", "--out", str(tmp_path / "drawn.png")])

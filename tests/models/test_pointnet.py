@@ -1,8 +1,6 @@
 """Point clouds of digits and the PointNet autoencoder: the clouds fill the ink and nothing else,
 the encoder ignores the order of the points, a short run learns, the recipe runs end to end."""
 
-from dataclasses import replace
-
 import pytest
 import torch
 
@@ -79,22 +77,13 @@ def test_a_short_run_learns_the_digits_shapes(digits):
     assert learned - floor < 0.3 * (constant - floor), (learned.item(), floor.item(), constant.item())
 
 
-def test_the_recipe_trains_evaluates_and_draws(tmp_path):
+def test_the_recipe_trains_evaluates_and_draws(tmp_path, tiny_recipe_run):
     from deepzoo.cli import main
-    from deepzoo.recipes import get_recipe, train_recipe
     from deepzoo.recipes.shapes import CloudsData
-    from deepzoo.train.logging import read_metrics
 
-    default = get_recipe("pointnet-ae-digits").default
-    fast = dict(steps=3, batch_size=8, eval_every=3, checkpoint_every=3, progress=False, device="cpu")
-    config = replace(
-        default,
-        model=SMALL,
-        data=CloudsData(train=40, test=20, cloud=CloudConfig(points=64)),
-        train=replace(default.train, precision="fp32", **fast),
+    run_dir, record = tiny_recipe_run(
+        "pointnet-ae-digits", model=SMALL, data=CloudsData(train=40, test=20, cloud=CloudConfig(points=64))
     )
-    run_dir = train_recipe("pointnet-ae-digits", config, tmp_path / "run").run_dir
-    record = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["split"] == "eval"][-1]
     assert record["chamfer"] > record["resample_chamfer"] > 0
     assert 0 <= record["f1"] <= record["resample_f1"] <= 1 and 0 <= record["voxel_iou"] <= 1
     assert (run_dir / "samples" / "reconstructions.png").stat().st_size > 0

@@ -75,22 +75,13 @@ def test_a_short_run_learns_the_pixels(scenes, arch):
 
 
 @pytest.mark.parametrize("name", ["unet-scenes", "fcn-scenes"])
-def test_the_recipes_train_evaluate_and_draw(tmp_path, name):
+def test_the_recipes_train_evaluate_and_draw(tmp_path, tiny_recipe_run, name):
     from deepzoo.cli import main
-    from deepzoo.recipes import get_recipe, train_recipe
+    from deepzoo.recipes import get_recipe
     from deepzoo.recipes.detection import ScenesData
-    from deepzoo.train.logging import read_metrics
 
-    default = get_recipe(name).default
-    fast = dict(steps=3, batch_size=8, eval_every=3, checkpoint_every=3, progress=False, device="cpu")
-    config = replace(
-        default,
-        model=replace(default.model, widths=(4, 4, 4)),
-        data=ScenesData(train=40, test=24, scene=SMALL),
-        train=replace(default.train, precision="fp32", **fast),
-    )
-    run_dir = train_recipe(name, config, tmp_path / "run").run_dir
-    record = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["split"] == "eval"][-1]
+    model = replace(get_recipe(name).default.model, widths=(4, 4, 4))
+    run_dir, record = tiny_recipe_run(name, model=model, data=ScenesData(train=40, test=24, scene=SMALL))
     assert 0 <= record["miou"] <= 1 and 0 <= record["pixel_accuracy"] <= 1
     assert (run_dir / "samples" / "segmentation.png").stat().st_size > 0
     main(["sample", str(run_dir), "--n", "3", "--out", str(tmp_path / "drawn.png")])
