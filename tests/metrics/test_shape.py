@@ -1,4 +1,5 @@
-"""3D shape metrics against brute force: voxel IoU, nearest distances in chunks, Chamfer, F-score."""
+"""3D shape metrics against brute force: voxel IoU, nearest distances in chunks, Chamfer (ops/points.py),
+F-score."""
 
 import math
 

@@ -5,7 +5,7 @@ points (B, N, 3) -> z (B, latent) -> reconstruction (B, P, 3):
     encoder: h_i = MLP(p_i) for each point (shared weights, ReLU after every layer), then
              z = max_i h_i, which makes z invariant to the order of the points (Qi et al., 2017);
     decoder: an MLP from z to P x 3 coordinates (its P outputs are an unordered set too).
-The loss is the Chamfer distance (metrics/shape.py) between the reconstruction and the input,
+The loss is the Chamfer distance (ops/points.py) between the reconstruction and the input,
 averaged over the batch; it needs no correspondence between the two sets.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from deepzoo.metrics.shape import chamfer_distance
+from deepzoo.ops.points import chamfer_distance
 
 
 @dataclass(frozen=True)
