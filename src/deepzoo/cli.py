@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import io
 import json
-import math
 import os
 import re
 import sys
@@ -157,15 +156,12 @@ def cmd_sample(ns: argparse.Namespace) -> None:
         raise UsageError(f"recipe {run.recipe.name!r} trains a model that does not sample")
     out = Path(ns.out) if ns.out else Path(ns.run_dir) / "samples" / f"sample-seed{ns.seed}.png"
     if run.recipe.samples == "predictions":
-        from deepzoo.viz import save_image_grid
+        from deepzoo.recipes import write_predictions
 
         _, eval_data = run.recipe.data(run.config, device)
         chosen = torch.randperm(len(eval_data), generator=torch.Generator().manual_seed(ns.seed))[: ns.n]
         with torch.no_grad():
-            pictures = run.recipe.draw(run.model, eval_data[chosen.to(device)])  # (N, k, 3, H, W)
-        n, k = pictures.shape[:2]
-        save_image_grid(pictures.flatten(0, 1), out, nrow=k * math.ceil(math.sqrt(n)))
-        print(out)
+            print(write_predictions(run.recipe.draw(run.model, eval_data[chosen.to(device)]), out))
         return
     generator = torch.Generator(device).manual_seed(ns.seed)
     with torch.no_grad():

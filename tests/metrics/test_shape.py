@@ -70,3 +70,10 @@ def test_chamfer_is_zero_on_itself_and_its_gradient_pulls_points_together():
     (grad,) = torch.autograd.grad(loss, pred)
     assert torch.isfinite(grad).all()
     assert chamfer_distance(pred - 0.1 * grad / grad.norm(), true) < loss
+
+
+def test_f_score_counts_a_point_exactly_tau_away_as_a_miss():
+    """Tatarchenko et al.'s precision counts distances strictly below tau."""
+    true = torch.tensor([[0.0, 0.0, 0.0], [5.0, 0.0, 0.0]])
+    pred = torch.tensor([[1.0, 0.0, 0.0], [5.0, 0.5, 0.0]])  # 1 and 0.5 from the truth
+    assert f_score(pred, true, tau=1.0) == {"precision": 0.5, "recall": 0.5, "f1": 0.5}

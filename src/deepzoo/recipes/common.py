@@ -3,6 +3,7 @@ the mean of a model's loss terms, MNIST splits."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,16 @@ def write_samples(kind: str, model: nn.Module, samples: torch.Tensor, out: Path,
     from deepzoo.viz import save_image_grid
 
     save_image_grid(samples, out)
+    return out
+
+
+def write_predictions(pictures: torch.Tensor, out: Path) -> Path:
+    """A recipe's `draw` output (N, k, 3, H, W), k pictures per example -> one PNG grid at out,
+    whole examples side by side, about sqrt(N) per row. Returns out."""
+    from deepzoo.viz import save_image_grid
+
+    n, k = pictures.shape[:2]
+    save_image_grid(pictures.flatten(0, 1), out, nrow=k * math.ceil(math.sqrt(n)))
     return out
 
 

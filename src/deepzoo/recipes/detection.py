@@ -14,7 +14,7 @@ from deepzoo.data.scenes import NUM_CLASSES, SceneConfig, mnist_scenes, targets_
 from deepzoo.data.tensors import TensorData
 from deepzoo.models.detection import DetectorConfig, FasterRCNN
 from deepzoo.models.segmentation import SegmentationConfig, SegmentationNet
-from deepzoo.recipes.common import adamw_linear
+from deepzoo.recipes.common import adamw_linear, write_predictions
 from deepzoo.recipes.registry import Recipe, register
 from deepzoo.train.config import TrainConfig
 
@@ -85,7 +85,6 @@ def _evaluate_segmentation(
     """mIoU (11 classes, background included), pixel and mean class accuracy over the test
     scenes; run_dir/samples/segmentation.png shows 8 scenes: image, truth, prediction."""
     from deepzoo.metrics.segmentation import confusion_matrix, segmentation_scores
-    from deepzoo.viz import save_image_grid
 
     K = model.config.num_classes
     confusion = torch.zeros(K, K, dtype=torch.int64)
@@ -93,8 +92,7 @@ def _evaluate_segmentation(
         pred = model.predict(batch["x"])
         confusion += confusion_matrix(pred.cpu(), batch["semantic"].cpu(), K, model.config.ignore_index)
     scores = segmentation_scores(confusion)
-    pictures = draw_segmentation(model, data[slice(0, 8)])
-    save_image_grid(pictures.flatten(0, 1), run_dir / "samples" / "segmentation.png", nrow=6)
+    write_predictions(draw_segmentation(model, data[slice(0, 8)]), run_dir / "samples" / "segmentation.png")
     digits = [iou for iou in scores["iou"][1:] if iou == iou]
     return {
         "miou": scores["miou"],
@@ -167,7 +165,6 @@ def _evaluate_detection(
     mean recall (100 detections per image) and the worst class's AP; run_dir/samples/detections.png
     shows 8 scenes, true boxes left, detections (score >= MIN_SCORE) right."""
     from deepzoo.metrics.detection import average_precision
-    from deepzoo.viz import save_image_grid
 
     detections, targets = [], []
     for batch in data.batches(256):
@@ -176,8 +173,7 @@ def _evaluate_detection(
     scores = average_precision(
         detections, targets, model.config.num_classes, max_detections=model.config.max_detections
     )
-    pictures = draw_detections(model, data[slice(0, 8)])
-    save_image_grid(pictures.flatten(0, 1), run_dir / "samples" / "detections.png", nrow=4)
+    write_predictions(draw_detections(model, data[slice(0, 8)]), run_dir / "samples" / "detections.png")
     return {
         "map_50": scores.map_50,
         "map": scores.map,

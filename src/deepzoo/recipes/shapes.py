@@ -12,7 +12,7 @@ import torch
 from deepzoo.data.point_clouds import CloudConfig, digit_clouds, mnist_clouds
 from deepzoo.data.tensors import TensorData
 from deepzoo.models.pointnet import PointAEConfig, PointNetAutoencoder
-from deepzoo.recipes.common import adamw_linear
+from deepzoo.recipes.common import adamw_linear, write_predictions
 from deepzoo.recipes.registry import Recipe, register
 from deepzoo.train.config import TrainConfig
 
@@ -87,7 +87,6 @@ def _evaluate(
     floor that sampling alone sets (a perfect model of the shape scores about that).
     run_dir/samples/reconstructions.png shows 16 clouds and their reconstructions."""
     from deepzoo.data.mnist import read_mnist
-    from deepzoo.viz import save_image_grid
 
     true = data.tensors["points"]
     pred = torch.cat([model.reconstruct(batch["points"]) for batch in data.batches(500)])
@@ -96,8 +95,9 @@ def _evaluate(
     generator = torch.Generator().manual_seed(config.data.seed + 2)
     resampled = digit_clouds(images[: len(true)], config.data.cloud, generator).to(true.device)
     floor = _shape_scores(resampled, true.float(), config.eval)
-    pictures = draw_reconstructions(model, data[slice(0, 16)])
-    save_image_grid(pictures.flatten(0, 1), run_dir / "samples" / "reconstructions.png", nrow=8)
+    write_predictions(
+        draw_reconstructions(model, data[slice(0, 16)]), run_dir / "samples" / "reconstructions.png"
+    )
     return scores | {f"resample_{k}": v for k, v in floor.items()}
 
 
