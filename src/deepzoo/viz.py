@@ -28,6 +28,7 @@ def _save_figure(fig, path: str | Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
     _figure().close(fig)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_bytes(Path(path), buffer.getvalue())
 
 
@@ -75,6 +76,46 @@ def draw_boxes(
             image[:, y1, x1 : x2 + 1] = image[:, y2, x1 : x2 + 1] = c
             image[:, y1 : y2 + 1, x1] = image[:, y1 : y2 + 1, x2] = c
     return out
+
+
+def class_colours(num_classes: int) -> torch.Tensor:
+    """(K, 3) colours in [0, 1] of classes 0..K-1: black for class 0 (background), then
+    matplotlib's tab10 (class k in tab10's colour k - 1, cycling after 10)."""
+    from matplotlib import colormaps
+
+    tab10 = colormaps["tab10"]
+    return torch.tensor([(0.0, 0.0, 0.0)] + [tab10((k - 1) % 10)[:3] for k in range(1, num_classes)])
+
+
+def plot_timeline(
+    truth: torch.Tensor, probabilities: torch.Tensor, path: str | Path, titles: list[str] | None = None
+) -> None:
+    """Online predictions against the ground truth, one pair of panels per stream: a band of the
+    true class and one of the predicted class (argmax) per frame, in `class_colours` (background
+    black), and each action class's probability (C >= 2) over the frames, in its colour.
+    truth (N, T) int classes (-1: not scored, white), probabilities (N, T, C)."""
+    plt = _figure()
+    N, T, C = probabilities.shape
+    colours = torch.cat([class_colours(C), torch.ones(1, 3)]).numpy()  # index -1: white
+    fig, axes = plt.subplots(2 * N, 1, figsize=(12, 2.6 * N), squeeze=False, height_ratios=[1, 2] * N)
+    for i in range(N):
+        band, curves = axes[2 * i, 0], axes[2 * i + 1, 0]
+        predicted = probabilities[i].argmax(-1)
+        band.imshow(
+            colours[torch.stack([truth[i], predicted]).cpu().numpy()], aspect="auto", interpolation="nearest"
+        )
+        band.set_yticks([0, 1], ["truth", "predicted"])
+        band.set_xticks([])
+        if titles:
+            band.set_title(titles[i])
+        for c in range(1, C):
+            curves.plot(probabilities[i, :, c].cpu().numpy(), color=colours[c], linewidth=1, label=str(c))
+        curves.set_xlim(-0.5, T - 0.5)
+        curves.set_ylim(0, 1.02)
+        curves.set_xlabel("frame")
+        curves.set_ylabel("p(class)")
+    axes[1, 0].legend(ncol=min(C - 1, 10), fontsize=7, loc="upper right", title="class", title_fontsize=7)
+    _save_figure(fig, path)
 
 
 def plot_curves(records: list[dict], path: str | Path) -> None:

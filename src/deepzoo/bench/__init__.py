@@ -28,6 +28,7 @@ FAMILIES = (
     "contrastive",
     "rl",
     "detection",
+    "online",
     "gpu",
 )
 """Registration order is the table's row order."""

@@ -4,15 +4,13 @@ in its 10-minute budget; NMS speed against torchvision."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from deepzoo.bench.registry import register
-from deepzoo.bench.timing import interleaved_speedup, train_variant
+from deepzoo.bench.timing import interleaved_speedup, train_recipe_report
 
 GOAL = 0.85
 """mIoU (11 classes) of the better of the two segmentation networks, in 10 CPU minutes."""
@@ -20,30 +18,13 @@ DETECTION_GOAL = 0.90
 """AP@0.5 of faster-rcnn-scenes in 10 CPU minutes."""
 
 
-def _train(name: str, quick: bool, results: Path, picture: str, keys: tuple[str, ...]) -> dict[str, Any]:
-    """Train recipe `name` with its defaults; its last evaluation's `keys`, the curve of its headline
-    metric, and its picture copied to results/NAME.png."""
-    from deepzoo.recipes import get_recipe
-    from deepzoo.train.logging import read_metrics
-
-    metric = get_recipe(name).metric
-    with tempfile.TemporaryDirectory() as tmp:
-        result, wall = train_variant(name, Path(tmp) / name, quick=quick)
-        evals = [r for r in read_metrics(result.run_dir / "metrics.jsonl") if r["split"] == "eval"]
-        shutil.copy(result.run_dir / "samples" / picture, results / f"{name}.png")
-    return {
-        "steps": result.step, "train_seconds": evals[-1]["time"], "wall_seconds": wall,
-        "final": {k: evals[-1][k] for k in keys},
-        "curve": [{"step": r["step"], "seconds": r["time"], metric: r[metric]} for r in evals],
-    }  # fmt: skip
-
-
 def bench_segmentation(quick: bool, results: Path) -> dict[str, Any]:
     """unet-scenes and fcn-scenes with their defaults (3,500 steps or 10 minutes): mIoU, pixel
     accuracy and the worst digit's IoU on 2,000 test scenes; pictures of 8 test scenes."""
     keys = ("miou", "pixel_accuracy", "mean_accuracy", "background_iou", "worst_digit_iou")
     runs = {
-        name: _train(name, quick, results, "segmentation.png", keys) for name in ("unet-scenes", "fcn-scenes")
+        name: train_recipe_report(name, quick, results, "segmentation.png", keys)
+        for name in ("unet-scenes", "fcn-scenes")
     }
     best = max(r["final"]["miou"] for r in runs.values())
     return {"runs": runs, "best_miou": best, "goal": GOAL, "met": best >= GOAL}
@@ -73,7 +54,7 @@ def bench_detection(quick: bool, results: Path) -> dict[str, Any]:
     """faster-rcnn-scenes with its defaults (1,600 steps or 10 minutes): AP@0.5, mAP@[.5:.95],
     AP@0.75, recall and the worst class's AP on 2,000 test scenes; a picture of 8 test scenes."""
     keys = ("map_50", "map", "map_75", "recall", "worst_class_ap", "detections_per_image")
-    run = _train("faster-rcnn-scenes", quick, results, "detections.png", keys)
+    run = train_recipe_report("faster-rcnn-scenes", quick, results, "detections.png", keys)
     return {"run": run, "goal": DETECTION_GOAL, "met": run["final"]["map_50"] >= DETECTION_GOAL}
 
 
@@ -187,7 +168,7 @@ def bench_pointnet(quick: bool, results: Path) -> dict[str, Any]:
     """pointnet-ae-digits with its defaults: Chamfer, F-score@1px and voxel IoU of the test
     reconstructions, beside the same scores of a fresh sample of the test digits (the floor)."""
     keys = ("chamfer", "f1", "voxel_iou", "resample_chamfer", "resample_f1", "resample_voxel_iou")
-    return {"run": _train("pointnet-ae-digits", quick, results, "reconstructions.png", keys)}
+    return {"run": train_recipe_report("pointnet-ae-digits", quick, results, "reconstructions.png", keys)}
 
 
 def _pointnet_rows(r: dict[str, Any]) -> list[str]:

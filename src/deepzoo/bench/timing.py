@@ -114,3 +114,26 @@ def train_variant(
     start = time.perf_counter()
     result = train_recipe(name, config, run_dir, evaluate=evaluate)
     return result, time.perf_counter() - start
+
+
+def train_recipe_report(
+    name: str, quick: bool, results: Path, picture: str, keys: tuple[str, ...]
+) -> dict[str, Any]:
+    """Train recipe `name` with its defaults; its steps, training seconds, last evaluation's
+    `keys`, the curve of its headline metric, and its picture run_dir/samples/`picture` copied to
+    results/NAME.png."""
+    import shutil
+    import tempfile
+
+    from deepzoo.recipes import get_recipe
+
+    metric = get_recipe(name).metric
+    with tempfile.TemporaryDirectory() as tmp:
+        result, wall = train_variant(name, Path(tmp) / name, quick=quick)
+        evals = [r for r in read_metrics(result.run_dir / "metrics.jsonl") if r["split"] == "eval"]
+        shutil.copy(result.run_dir / "samples" / picture, results / f"{name}.png")
+    return {
+        "steps": result.step, "train_seconds": evals[-1]["time"], "wall_seconds": wall,
+        "final": {k: evals[-1][k] for k in keys},
+        "curve": [{"step": r["step"], "seconds": r["time"], metric: r[metric]} for r in evals],
+    }  # fmt: skip

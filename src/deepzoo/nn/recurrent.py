@@ -163,3 +163,36 @@ def detach_state(state: State) -> State:
     if isinstance(state, tuple):
         return tuple(s.detach() for s in state)
     return state.detach()
+
+
+class IDU(nn.Module):
+    """Information Discrimination Unit (Eun et al. 2020): a GRU over a window of frame embeddings
+    whose gates also see e_0, the embedding of the window's last (the current) frame, to decide how
+    much of each past frame is relevant to the ongoing action. With h_0 = 0, for t = 1..W:
+        r_t = sigma(W_hr h_{t-1} + W_0r e_0 + b_r)                (reset: past state vs now)
+        z_t = sigma(W_tz e_t + W_0z e_0 + b_z)                    (update: frame t vs now)
+        c_t = tanh(W_th e_t + W_hh (r_t * h_{t-1}) + b_h)
+        h_t = (1 - z_t) * c_t + z_t * h_{t-1}
+    (z weighs the old state, as in Cho et al.'s GRU). A step whose frame is not valid (before the
+    start of a stream) keeps h_{t-1}. e: (B, W, E), valid: (B, W) bool -> h_W: (B, H)."""
+
+    def __init__(self, embed_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.frame = nn.Linear(embed_size, 2 * hidden_size)  # W_tz, W_th (with b_z, b_h)
+        self.current = nn.Linear(embed_size, 2 * hidden_size, bias=False)  # W_0r, W_0z
+        self.reset_h = nn.Linear(hidden_size, hidden_size)  # W_hr (with b_r)
+        self.candidate_h = nn.Linear(hidden_size, hidden_size, bias=False)  # W_hh
+
+    def forward(self, e: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        B, W, _ = e.shape
+        update_t, candidate_t = self.frame(e).chunk(2, dim=-1)  # (B, W, H) each
+        reset_0, update_0 = self.current(e[:, -1]).chunk(2, dim=-1)  # (B, H) each
+        z = torch.sigmoid(update_t + update_0[:, None])
+        h = e.new_zeros(B, self.hidden_size)
+        for t in range(W):
+            r = torch.sigmoid(self.reset_h(h) + reset_0)
+            c = torch.tanh(candidate_t[:, t] + self.candidate_h(r * h))
+            new = (1 - z[:, t]) * c + z[:, t] * h
+            h = new if valid is None else torch.where(valid[:, t, None], new, h)
+        return h

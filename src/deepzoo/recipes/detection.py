@@ -56,10 +56,9 @@ def scenes_splits(
 
 def palette(num_classes: int = NUM_CLASSES + 1) -> torch.Tensor:
     """(K, 3) colours in [0, 1]: black background, matplotlib's tab10 for the digits 0-9."""
-    from matplotlib import colormaps
+    from deepzoo.viz import class_colours
 
-    colours = [(0.0, 0.0, 0.0)] + [colormaps["tab10"](k)[:3] for k in range(num_classes - 1)]
-    return torch.tensor(colours)
+    return class_colours(num_classes)
 
 
 def colour_maps(maps: torch.Tensor) -> torch.Tensor:

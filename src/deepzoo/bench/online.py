@@ -1,0 +1,58 @@
+"""Benchmark of online action detection (issue #16): lstm-streams, trn-streams and idn-streams,
+each with its defaults (about the same parameter count, 5 CPU minutes of training), evaluated
+online on 32 test streams of 2,048 frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from deepzoo.bench.registry import register
+from deepzoo.bench.timing import train_recipe_report
+
+GOAL = 0.03
+"""TRN and IDN must beat the LSTM's per-frame mAP by this much (3 points), as in their papers."""
+
+NAMES = ("lstm-streams", "trn-streams", "idn-streams")
+
+
+def bench_online(quick: bool, results: Path) -> dict[str, Any]:
+    """The three recipes' per-frame mAP, calibrated mAP, accuracy and mAP over the first and later
+    tenths of actions, with their parameter counts; a timeline of 3 test streams each."""
+    from deepzoo.models.online import online_detector
+    from deepzoo.recipes import get_recipe
+
+    keys = ("map", "mcap", "accuracy", "worst_class_ap") + tuple(
+        f"map_{10 * k:02d}_{10 * k + 10:02d}" for k in range(10)
+    )
+    runs = {}
+    for name in NAMES:
+        runs[name] = train_recipe_report(name, quick, results, "timeline.png", keys)
+        model = online_detector(get_recipe(name).default.model)
+        runs[name]["parameters"] = sum(p.numel() for p in model.parameters())
+    baseline = runs["lstm-streams"]["final"]["map"]
+    gains = {name: runs[name]["final"]["map"] - baseline for name in NAMES[1:]}
+    return {"runs": runs, "gain_over_lstm": gains, "goal": GOAL, "met": min(gains.values()) >= GOAL}
+
+
+def _rows(r: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, run in r["runs"].items():
+        f = run["final"]
+        gain = r["gain_over_lstm"].get(name)
+        goal = "baseline" if gain is None else f">= LSTM + {r['goal']:.2f} (gain {gain:+.3f})"
+        rows.append(
+            f"| `{name}` per-frame mAP, 32 test streams ({run['parameters']:,} parameters, "
+            f"{run['steps']} steps, {run['train_seconds']:.0f} s; cmAP {f['mcap']:.3f}, first tenth "
+            f"of actions {f['map_00_10']:.3f}) "
+            f"| {f['map']:.3f} | {goal} |"
+        )
+    return rows
+
+
+register(
+    "online-detection",
+    "lstm-, trn- and idn-streams: per-frame mAP after 5 CPU minutes each (~17 min)",
+    bench_online,
+    _rows,
+)

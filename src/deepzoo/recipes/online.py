@@ -1,0 +1,138 @@
+"""Recipes of online action detection on synthetic streams (data/streams.py): `lstm-streams`,
+`trn-streams` and `idn-streams`, the three models of models/online.py at about the same parameter
+count, trained on chunks of long streams and evaluated online over whole test streams by
+per-frame mAP, calibrated mAP and mAP over portions of actions (metrics/online.py). Each
+evaluation writes run_dir/samples/timeline.png: predictions against the truth on 3 test streams."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from deepzoo.data.streams import StreamConfig, chunk_streams, synthetic_streams
+from deepzoo.data.tensors import TensorData
+from deepzoo.models.online import OnlineConfig, OnlineDetector, online_detector
+from deepzoo.recipes.common import adamw_linear
+from deepzoo.recipes.registry import Recipe, register
+from deepzoo.train.config import TrainConfig
+
+PORTIONS = tuple((k / 10, (k + 1) / 10) for k in range(10))
+"""Tenths of an action (TRN's Table 4)."""
+
+
+@dataclass(frozen=True)
+class StreamsData:
+    train_streams: int = 256
+    train_length: int = 1024
+    """Training streams, cut into chunks of `chunk` frames."""
+    chunk: int = 64
+    """Frames per training example (TRN's 64 encoder steps), each started from a zero state."""
+    test_streams: int = 32
+    test_length: int = 2048
+    """Evaluation streams, run online whole."""
+    seed: int = 0
+    """Stream seed of the training streams; the test streams use seed + 1."""
+    stream: StreamConfig = StreamConfig()
+
+
+@dataclass(frozen=True)
+class OnlineRun:
+    model: OnlineConfig = OnlineConfig()
+    data: StreamsData = StreamsData()
+    train: TrainConfig = TrainConfig()
+
+
+def streams_splits(config: OnlineRun, device: torch.device) -> tuple[TensorData, TensorData]:
+    d = config.data
+    if config.model.input_dim != d.stream.dim or config.model.num_classes != d.stream.actions + 1:
+        raise ValueError(
+            f"model input_dim {config.model.input_dim} / num_classes {config.model.num_classes} do not "
+            f"match the streams' dim {d.stream.dim} / {d.stream.actions} actions + background"
+        )
+    train = synthetic_streams(d.train_streams, d.train_length, d.seed, d.stream)
+    test = synthetic_streams(d.test_streams, d.test_length, d.seed + 1, d.stream)
+    return chunk_streams(train, d.chunk).to(device), test.to(device)
+
+
+def _evaluate(model: OnlineDetector, data: TensorData, run_dir: Path, config: OnlineRun) -> dict[str, float]:
+    """Per-frame mAP and calibrated mAP over the action classes, frame accuracy, and mAP over
+    each tenth of the actions (map_00_10: the first tenth of every action...), the models run
+    online over each whole test stream; run_dir/samples/timeline.png shows the first 400 frames
+    of 3 test streams."""
+    from deepzoo.metrics.online import per_frame_map, portion_map
+    from deepzoo.viz import plot_timeline
+
+    probabilities = torch.cat([model.stream_probabilities(batch["x"]) for batch in data.batches(8)]).cpu()
+    target = data.tensors["target"].cpu()
+    scores = per_frame_map(probabilities, target)
+    portions = portion_map(probabilities, target, PORTIONS)
+    truth = torch.where(target.sum(-1) > 0, target.argmax(-1), -1)
+    n = min(3, len(target))
+    plot_timeline(
+        truth[:n, :400],
+        probabilities[:n, :400],
+        run_dir / "samples" / "timeline.png",
+        [f"test stream {i}" for i in range(n)],
+    )
+    accuracy = (probabilities.argmax(-1) == truth).float().sum() / (truth >= 0).sum()
+    return (
+        {"map": scores["map"], "mcap": scores["mcap"], "accuracy": float(accuracy)}
+        | {"worst_class_ap": min(scores["ap"][1:])}
+        | {
+            f"map_{round(100 * low):02d}_{round(100 * high):02d}": v
+            for (low, high), v in zip(PORTIONS, portions)
+        }
+    )
+
+
+def online_train(steps: int, eval_every: int) -> TrainConfig:
+    """AdamW, lr 2e-3 with 100 warm-up steps then linear decay to 0 over `steps` batches of 32
+    chunks, gradients clipped at norm 1, stopped at 5 minutes (the benchmark's CPU budget) if slower."""
+    return adamw_linear(steps, 32, 2e-3, 100, eval_every, grad_clip=1.0, max_seconds=300.0)
+
+
+DEFAULTS = {
+    "lstm": (OnlineConfig(arch="lstm", embed=64, hidden=160), online_train(20_000, 5_000)),
+    "trn": (OnlineConfig(arch="trn", embed=64, hidden=80, decoder_steps=4), online_train(1_100, 275)),
+    "idn": (OnlineConfig(arch="idn", embed=128, hidden=160), online_train(1_200, 300)),
+}
+"""Per model: sizes giving about the same number of parameters (within 10%: tested), and as many
+steps as fit in 5 minutes on 2 cores of the machine that set them (an Intel Xeon with AMX, bf16:
+LSTM 0.012 s a step, TRN 0.25 s, IDN 0.24 s); the recurrent loops of TRN (1 + decoder_steps cell
+steps per frame) and IDN (window steps per frame) cost 20x the fused LSTM's. TRN anticipates 4
+frames, not the paper's 8 (THUMOS'14 at 4 frames a second): the actions here last 6 to 18 frames."""
+
+
+def _online(arch: str, summary: str, reference: str) -> Recipe:
+    model, train = DEFAULTS[arch]
+    return register(
+        Recipe(
+            name=f"{arch}-streams",
+            summary=summary,
+            default=OnlineRun(model, train=train),
+            build=lambda c: online_detector(c.model),
+            data=streams_splits,
+            evaluate=_evaluate,
+            metric="map",
+            reference=reference,
+        )
+    )
+
+
+_online(
+    "lstm",
+    "LSTM baseline of online action detection: per-frame classes of synthetic streams, seeing only the past",
+    "the baseline of the TRN and IDN papers; compare trn-streams and idn-streams at the same budget",
+)
+_online(
+    "trn",
+    "Temporal Recurrent Network (Xu et al. 2019): online action detection with an anticipating decoder",
+    "goal: per-frame mAP >= LSTM's + 3 points at the same parameter count and CPU budget",
+)
+_online(
+    "idn",
+    "Information Discrimination Network (Eun et al. 2020): online action detection with IDU cells",
+    "goal: per-frame mAP >= LSTM's + 3 points at the same parameter count and CPU budget",
+)

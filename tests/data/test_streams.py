@@ -1,0 +1,126 @@
+"""Synthetic streams and the per-frame feature loader (data/streams.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deepzoo.data.streams import (
+    StreamConfig,
+    chunk_streams,
+    load_feature_streams,
+    pack_streams,
+    stream_grammar,
+    stream_layout,
+    synthetic_streams,
+)
+
+
+def test_streams_are_deterministic_per_seed():
+    a, b, c = (synthetic_streams(3, 200, seed) for seed in (0, 0, 1))
+    assert torch.equal(a.tensors["x"], b.tensors["x"]) and torch.equal(
+        a.tensors["target"], b.tensors["target"]
+    )
+    assert not torch.equal(a.tensors["target"], c.tensors["target"])
+
+
+def test_labels_and_features_match_the_construction():
+    config = StreamConfig()
+    prototypes, sequences = stream_grammar(config)
+    data = synthetic_streams(4, 600, 7, config)
+    generator = torch.Generator().manual_seed(7)
+    layouts = [stream_layout(600, config, generator) for _ in range(4)]
+    residuals = []
+    for layout, x, target in zip(layouts, data.tensors["x"], data.tensors["target"]):
+        # one-hot rows, the layout's labels
+        assert torch.equal(target.sum(-1), torch.ones(600)) and torch.equal(target.argmax(-1), layout.label)
+        painted = torch.zeros(600, dtype=torch.long)
+        for start, end, k in layout.actions:
+            painted[max(start, 0) : end] = k
+            if start >= 0 and end <= 600:  # whole actions show their class's primitives in order
+                shown = layout.primitive[start:end].unique_consecutive()
+                assert torch.equal(shown, sequences[k - 1])
+        assert torch.equal(painted, layout.label)
+        means = torch.cat([prototypes, torch.zeros(1, config.dim)])[layout.primitive]
+        residuals.append(x - means)
+    # the features are the primitive's prototype plus N(0, noise^2) noise: the residual variance
+    # over n = 4 * 600 * 32 values is within 5 standard errors (sqrt(2 / n)) of noise^2
+    residual = torch.cat(residuals)
+    n = residual.numel()
+    assert abs(residual.var().item() / config.noise**2 - 1) < 5 * (2 / n) ** 0.5
+    assert abs(residual.mean().item()) < 5 * config.noise / n**0.5
+
+
+def test_every_primitive_is_shared_so_one_frame_cannot_name_the_action():
+    _, sequences = stream_grammar(StreamConfig())
+    for v in range(StreamConfig().primitives):
+        assert ((sequences == v).any(1)).sum() >= 2
+    assert len({tuple(s) for s in sequences.tolist()}) == len(sequences)
+
+
+def test_background_gaps_hold_distractors_and_actions_are_separated():
+    config = StreamConfig(distractor=1.0)
+    layout = stream_layout(2000, config, torch.Generator().manual_seed(0))
+    background = layout.label == 0
+    assert (layout.primitive[background] >= 0).any()  # primitives shown outside any action
+    starts = [s for s, _, _ in layout.actions]
+    ends = [e for _, e, _ in layout.actions]
+    gaps = [s - e for s, e in zip(starts[1:], ends[:-1])]
+    assert min(gaps) >= config.min_gap and max(gaps) <= config.max_gap
+
+
+def test_bad_configs_are_refused():
+    with pytest.raises(ValueError, match="distinct"):
+        StreamConfig(actions=10, primitives=2, steps=2)
+    with pytest.raises(ValueError, match="hold"):
+        StreamConfig(min_hold=3, max_hold=2)
+
+
+def test_chunks_cut_streams_in_order_and_pad_the_last_with_unscored_frames():
+    data = synthetic_streams(2, 50, 0)
+    chunks = chunk_streams(data, 16)
+    assert len(chunks) == 2 * 4
+    assert torch.equal(chunks.tensors["x"][1], data.tensors["x"][0, 16:32])
+    assert torch.equal(chunks.tensors["x"][4], data.tensors["x"][1, :16])
+    last = chunks.tensors["target"][3]
+    assert torch.equal(last[:2], data.tensors["target"][0, 48:]) and last[2:].sum() == 0
+
+
+def write_video(root, video, features, target):
+    for name, array in features.items():
+        (root / name).mkdir(exist_ok=True)
+        np.save(root / name / f"{video}.npy", array)
+    (root / "target").mkdir(exist_ok=True)
+    np.save(root / "target" / f"{video}.npy", target)
+
+
+def test_feature_files_load_in_the_thumos_layout(tmp_path):
+    rng = np.random.default_rng(0)
+    lengths = {"video_a": 7, "video_b": 4}
+    for video, T in lengths.items():
+        target = np.eye(4)[rng.integers(0, 3, T)]
+        target[1] = 0
+        target[1, 3] = 1  # ambiguous frame (THUMOS'14's class 21; here column 3)
+        target[2, [1, 2]] = 1  # a frame of two classes
+        features = {"rgb": rng.normal(size=(T, 5)), "flow": rng.normal(size=(T, 3))}
+        write_video(tmp_path, video, features, target)
+    streams = load_feature_streams(tmp_path, list(lengths), ("rgb", "flow"), ambiguous=3)
+    for stream, video in zip(streams, lengths):
+        rgb = np.load(tmp_path / "rgb" / f"{video}.npy")
+        flow = np.load(tmp_path / "flow" / f"{video}.npy")
+        target = np.load(tmp_path / "target" / f"{video}.npy")
+        assert np.allclose(stream["x"].numpy(), np.concatenate([rgb, flow], 1).astype(np.float32))
+        assert stream["target"].shape == (lengths[video], 3)
+        assert stream["target"][1].sum() == 0  # the ambiguous frame is not scored
+        assert stream["target"][2].tolist() == target[2, :3].tolist()
+    packed = pack_streams(streams)
+    assert packed.tensors["x"].shape == (2, 7, 8) and packed.tensors["target"][1, 4:].sum() == 0
+
+
+def test_feature_files_that_disagree_or_are_missing_are_named(tmp_path):
+    write_video(tmp_path, "v", {"rgb": np.zeros((5, 2))}, np.eye(3)[[0, 1, 2, 0]])
+    with pytest.raises(ValueError, match="frame count"):
+        load_feature_streams(tmp_path, ["v"], ("rgb",))
+    with pytest.raises(FileNotFoundError, match="flow"):
+        load_feature_streams(tmp_path, ["v"], ("rgb", "flow"))

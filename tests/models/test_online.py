@@ -1,0 +1,150 @@
+"""Online action detectors (models/online.py): strictly causal, streamable in pieces, the IDU and
+the losses by their equations, and a short training run that learns."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from deepzoo.data.streams import StreamConfig, chunk_streams, synthetic_streams
+from deepzoo.models.online import OnlineConfig, frame_cross_entropy, online_detector
+from deepzoo.nn.recurrent import IDU
+
+ARCHS = ("lstm", "trn", "idn")
+SMALL = dict(input_dim=6, num_classes=4, embed=8, hidden=12, decoder_steps=3, window=5)
+
+
+def small_model(arch: str, **kw):
+    torch.manual_seed(0)
+    return online_detector(OnlineConfig(arch=arch, **(SMALL | kw))).eval()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_predictions_ignore_the_future(arch):
+    model = small_model(arch)
+    x = torch.randn(3, 20, 6)
+    logits, _ = model(x)
+    for t in (0, 7, 18):
+        changed = x.clone()
+        changed[:, t + 1 :] = torch.randn_like(changed[:, t + 1 :]) * 5
+        again, _ = model(changed)
+        assert torch.equal(again[:, : t + 1], logits[:, : t + 1])
+        assert not torch.allclose(again[:, t + 1 :], logits[:, t + 1 :])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_stream_run_in_pieces_with_the_state_carried_equals_the_whole(arch):
+    model = small_model(arch)
+    x = torch.randn(2, 23, 6)
+    whole, _ = model(x)
+    state, pieces = None, []
+    for start, end in ((0, 3), (3, 4), (4, 15), (15, 23)):  # pieces shorter than the IDN window too
+        logits, state = model(x[:, start:end], state)
+        pieces.append(logits)
+    torch.testing.assert_close(torch.cat(pieces, 1), whole, atol=1e-6, rtol=1e-5)
+    probabilities = model.stream_probabilities(x, chunk=7)
+    torch.testing.assert_close(probabilities, whole.softmax(-1), atol=1e-6, rtol=1e-5)
+
+
+def test_idu_follows_its_equations_step_by_step():
+    torch.manual_seed(1)
+    idu = IDU(5, 4)
+    e = torch.randn(3, 6, 5)
+    W_tz, W_th = idu.frame.weight.chunk(2)
+    b_z, b_h = idu.frame.bias.chunk(2)
+    W_0r, W_0z = idu.current.weight.chunk(2)
+    for b in range(3):
+        h = torch.zeros(4)
+        e0 = e[b, -1]
+        for t in range(6):
+            r = torch.sigmoid(idu.reset_h.weight @ h + idu.reset_h.bias + W_0r @ e0)
+            z = torch.sigmoid(W_tz @ e[b, t] + b_z + W_0z @ e0)
+            c = torch.tanh(W_th @ e[b, t] + b_h + idu.candidate_h.weight @ (r * h))
+            h = (1 - z) * c + z * h
+        torch.testing.assert_close(idu(e)[b], h, atol=1e-6, rtol=1e-5)
+
+
+def test_idu_skips_frames_before_the_stream_as_if_the_window_were_shorter():
+    torch.manual_seed(2)
+    idu = IDU(5, 4)
+    e = torch.randn(2, 6, 5)
+    valid = torch.tensor([[False, False, True, True, True, True]] * 2)
+    torch.testing.assert_close(idu(e, valid), idu(e[:, 2:]), atol=1e-6, rtol=1e-5)
+
+
+def test_frame_cross_entropy_averages_scored_frames_with_multi_hot_rows():
+    logits = torch.randn(2, 5, 4)
+    target = F.one_hot(torch.randint(0, 4, (2, 5)), 4).float()
+    target[0, 1] = 0  # not scored
+    target[1, 2, 3] = 1  # two classes: -log p_a - log p_b (TRN's loss)
+    log_p = logits.log_softmax(-1)
+    per_frame = -(target * log_p).sum(-1)
+    expected = per_frame.sum() / 9
+    torch.testing.assert_close(frame_cross_entropy(logits, target), expected)
+
+
+def test_trn_decoder_step_j_is_scored_against_frame_t_plus_j_plus_one():
+    model = small_model("trn", dropout=0.0)
+    x = torch.randn(2, 9, 6)
+    target = F.one_hot(torch.randint(0, 4, (2, 9)), 4).float()
+    encoded, anticipated, _ = model.run(x)
+    assert anticipated.shape == (2, 9, 3, 4)
+    nll, count = 0.0, 0
+    for t in range(9):
+        for j in range(3):
+            if t + j + 1 < 9:
+                nll -= (target[:, t + j + 1] * anticipated[:, t, j].log_softmax(-1)).sum()
+                count += 2
+    losses = model.loss({"x": x, "target": target})
+    torch.testing.assert_close(losses["decoder"], nll / count, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(losses["encoder"], frame_cross_entropy(encoded, target))
+
+
+def test_idn_contrastive_term_pulls_same_class_pairs_and_pushes_others_past_the_margin():
+    """With every embedding equal (distance 0), each scored (frame, current frame) pair of
+    different classes costs margin^2 and each same-class pair 0."""
+    model = small_model("idn", margin=1.5)
+    with torch.no_grad():
+        model.embed[0].weight.zero_()
+        model.embed[0].bias.fill_(0.3)
+    labels = torch.randint(0, 4, (2, 10))
+    target = F.one_hot(labels, 4).float()
+    W = model.config.window
+    different, pairs = 0, 0
+    for b in range(2):
+        for t in range(10):
+            for s in range(max(0, t - W + 1), t + 1):
+                pairs += 1
+                different += int(labels[b, s] != labels[b, t])
+    contrastive = model.loss({"x": torch.randn(2, 10, 6), "target": target})["contrastive"]
+    torch.testing.assert_close(contrastive, torch.tensor(1.5**2 * different / pairs))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_short_training_run_learns_to_detect_actions(arch):
+    from deepzoo.metrics.online import per_frame_map
+
+    config = StreamConfig(actions=3, primitives=4, steps=2, dim=8, noise=0.3, distractor=0.0)
+    train = chunk_streams(synthetic_streams(16, 256, 0, config), 32)
+    test = synthetic_streams(4, 256, 1, config)
+    torch.manual_seed(0)
+    model = online_detector(
+        OnlineConfig(arch=arch, input_dim=8, num_classes=4, embed=16, hidden=24, decoder_steps=2, window=8)
+    )
+
+    def test_map() -> float:
+        model.eval()
+        return per_frame_map(model.stream_probabilities(test.tensors["x"]), test.tensors["target"])["map"]
+
+    before = test_map()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(60):
+        batch = train[torch.randint(0, len(train), (32,), generator=generator)]
+        optimizer.zero_grad()
+        model.loss(batch)["loss"].backward()
+        optimizer.step()
+    after = test_map()
+    assert after > 0.6 and after > before + 0.3, (before, after)

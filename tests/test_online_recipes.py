@@ -1,0 +1,49 @@
+"""The online action detection recipes (recipes/online.py): they train, evaluate online, plot a
+timeline, and compare models of about the same size."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from deepzoo.data.streams import StreamConfig
+from deepzoo.models.online import online_detector
+from deepzoo.recipes import get_recipe
+from deepzoo.recipes.online import StreamsData
+
+NAMES = ("lstm-streams", "trn-streams", "idn-streams")
+
+
+def test_the_three_models_have_about_the_same_number_of_parameters():
+    counts = {
+        n: sum(p.numel() for p in online_detector(get_recipe(n).default.model).parameters()) for n in NAMES
+    }
+    assert max(counts.values()) / min(counts.values()) < 1.1, counts
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_recipe_trains_and_evaluates_online_with_a_timeline(name, tiny_recipe_run):
+    from dataclasses import replace
+
+    stream = StreamConfig(actions=3, primitives=4, steps=2, dim=8)
+    default = get_recipe(name).default
+    model = replace(default.model, input_dim=8, num_classes=4, embed=8, hidden=8, decoder_steps=2, window=4)
+    data = StreamsData(
+        train_streams=2, train_length=64, chunk=16, test_streams=3, test_length=100, stream=stream
+    )
+    run_dir, record = tiny_recipe_run(name, model=model, data=data)
+    assert 0 <= record["map"] <= 1 and 0 <= record["mcap"] <= 1 and 0 <= record["accuracy"] <= 1
+    portions = [record[f"map_{10 * k:02d}_{10 * k + 10:02d}"] for k in range(10)]
+    assert all(math.isnan(v) or 0 <= v <= 1 for v in portions)
+    assert (run_dir / "samples" / "timeline.png").stat().st_size > 0
+
+
+def test_a_model_that_does_not_fit_the_streams_is_refused():
+    from dataclasses import replace
+
+    from deepzoo.recipes.online import streams_splits
+
+    default = get_recipe("lstm-streams").default
+    with pytest.raises(ValueError, match="num_classes"):
+        streams_splits(replace(default, model=replace(default.model, num_classes=5)), "cpu")
