@@ -101,7 +101,7 @@ def test_feature_files_load_in_the_thumos_layout(tmp_path):
     for video, T in lengths.items():
         target = np.eye(4)[rng.integers(0, 3, T)]
         target[1] = 0
-        target[1, 3] = 1  # ambiguous frame (THUMOS'14's class 21; here column 3)
+        target[1, [0, 3]] = 1  # ambiguous frame (THUMOS'14's class 21; here column 3)
         target[2, [1, 2]] = 1  # a frame of two classes
         features = {"rgb": rng.normal(size=(T, 5)), "flow": rng.normal(size=(T, 3))}
         write_video(tmp_path, video, features, target)

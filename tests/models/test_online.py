@@ -148,3 +148,25 @@ def test_a_short_training_run_learns_to_detect_actions(arch):
         optimizer.step()
     after = test_map()
     assert after > 0.6 and after > before + 0.3, (before, after)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_bf16_autocast_trains_and_stays_causal(arch):
+    """The bf16 path (the trainer's autocast on CPUs with AMX and on GPUs), forced: finite losses
+    and gradients, and still no look at the future."""
+    model = small_model(arch).train()
+    x = torch.randn(2, 12, 6)
+    target = F.one_hot(torch.randint(0, 4, (2, 12)), 4).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model.loss({"x": x, "target": target})["loss"]
+    loss.backward()
+    assert torch.isfinite(loss) and all(
+        torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None
+    )
+    model.eval()
+    changed = x.clone()
+    changed[:, 6:] += 3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a, _ = model(x)
+        b, _ = model(changed)
+    assert torch.equal(a[:, :6], b[:, :6])
