@@ -15,9 +15,11 @@ from deepzoo.recipes.online import StreamsData
 NAMES = ("lstm-streams", "trn-streams", "idn-streams")
 
 
-def test_the_three_models_have_about_the_same_number_of_parameters():
+@pytest.mark.parametrize("frames", ["", "digit-"])
+def test_the_three_models_have_about_the_same_number_of_parameters(frames):
+    names = [f"{arch}-{frames}streams" for arch in ("lstm", "trn", "idn")]
     counts = {
-        n: sum(p.numel() for p in online_detector(get_recipe(n).default.model).parameters()) for n in NAMES
+        n: sum(p.numel() for p in online_detector(get_recipe(n).default.model).parameters()) for n in names
     }
     assert max(counts.values()) / min(counts.values()) < 1.1, counts
 
@@ -37,6 +39,21 @@ def test_each_recipe_trains_and_evaluates_online_with_a_timeline(name, tiny_reci
     portions = [record[f"map_{10 * k:02d}_{10 * k + 10:02d}"] for k in range(10)]
     assert all(math.isnan(v) or 0 <= v <= 1 for v in portions)
     assert (run_dir / "samples" / "timeline.png").stat().st_size > 0
+
+
+def test_the_digit_recipes_read_mnist_frames_through_the_feature_network(tiny_recipe_run):
+    from dataclasses import replace
+
+    stream = StreamConfig(actions=3, primitives=4, steps=2)
+    default = get_recipe("trn-digit-streams").default
+    assert default.model.input_dim == 128 and default.data.frames == "digits"
+    model = replace(default.model, num_classes=4, embed=8, hidden=8, decoder_steps=2)
+    data = StreamsData(
+        train_streams=2, train_length=64, chunk=16, test_streams=2, test_length=80, stream=stream,
+        frames="digits", pool=500,
+    )  # fmt: skip
+    run_dir, record = tiny_recipe_run("trn-digit-streams", model=model, data=data)
+    assert 0 <= record["map"] <= 1 and (run_dir / "samples" / "timeline.png").stat().st_size > 0
 
 
 def test_a_model_that_does_not_fit_the_streams_is_refused():

@@ -9,6 +9,7 @@ import torch
 from deepzoo.data.streams import (
     StreamConfig,
     chunk_streams,
+    digit_frame_streams,
     load_feature_streams,
     pack_streams,
     stream_grammar,
@@ -124,3 +125,20 @@ def test_feature_files_that_disagree_or_are_missing_are_named(tmp_path):
         load_feature_streams(tmp_path, ["v"], ("rgb",))
     with pytest.raises(FileNotFoundError, match="flow"):
         load_feature_streams(tmp_path, ["v"], ("rgb", "flow"))
+
+
+def test_digit_frames_show_each_primitive_as_its_digit_and_background_as_clutter():
+    config = StreamConfig()
+    labels = torch.arange(10).repeat(30)[torch.randperm(300, generator=torch.Generator().manual_seed(0))]
+    digits = digit_frame_streams(labels, 3, 400, 5, config)
+    # the same layouts as the feature streams of the seed
+    assert torch.equal(digits.tensors["target"], synthetic_streams(3, 400, 5, config).tensors["target"])
+    generator = torch.Generator().manual_seed(5)
+    primitive = torch.stack([stream_layout(400, config, generator).primitive for _ in range(3)])
+    shown = labels[digits.tensors["image"]]
+    assert torch.equal(shown[primitive >= 0], primitive[primitive >= 0])
+    clutter = shown[primitive < 0]
+    assert (clutter >= config.primitives).all() and len(clutter.unique()) == 10 - config.primitives
+    assert len(digits.tensors["image"].unique()) > 250  # fresh instances, not one image per digit
+    with pytest.raises(ValueError, match="no digit 9"):
+        digit_frame_streams(labels[labels != 9], 3, 400, 5, config)

@@ -16,6 +16,10 @@ primitive held uniform [min_hold, max_hold] frames at a random place inside it (
 background: it is not an action). A stream starts `offset` frames into an endless such sequence,
 offset uniform in [0, max_gap), as if cut from a long video. Deterministic per seed.
 
+Digit frames (`digit_frame_streams`): the same layouts, each frame an MNIST digit, primitive v
+shown as a digit v and background as digits of the other classes (the design's "MNIST frame
+streams"); the recipes embed the frames with the shipped MNIST feature network.
+
 Feature files (`load_feature_streams`): the layout of the TRN and IDN code for THUMOS'14 and
 TVSeries: root/<feature>/<video>.npy (T, D_f) per feature (concatenated along D) and
 root/<target>/<video>.npy (T, C) one-hot (or multi-hot) rows.
@@ -141,6 +145,35 @@ def synthetic_streams(
     x = means + config.noise * torch.randn(n, length, config.dim, generator=generator)
     target = torch.nn.functional.one_hot(label, config.actions + 1).float()
     return TensorData({"x": x, "target": target})
+
+
+def digit_frame_streams(
+    labels: torch.Tensor, n: int, length: int, seed: int = 0, config: StreamConfig = StreamConfig()
+) -> TensorData:
+    """Streams whose frames are handwritten digits: a frame showing primitive v shows a digit v
+    (primitives <= 9), every other frame a digit of the clutter classes primitives..9, each frame
+    a fresh instance drawn uniformly from the images of that class. `labels` (M,) are the classes
+    of the image pool (an MNIST split); {"image" (n, length) int64 indices into the pool,
+    "target" (n, length, K + 1)}, the layouts the same as `synthetic_streams`' for the seed.
+    The recipes turn the images into frame features with the shipped MNIST feature network, as
+    TRN and IDN read features of a pretrained CNN."""
+    if config.primitives > 9:
+        raise ValueError(f"digit frames need primitives <= 9 (a clutter class left), got {config.primitives}")
+    generator = torch.Generator().manual_seed(seed)
+    layouts = [stream_layout(length, config, generator) for _ in range(n)]
+    primitive = torch.stack([layout.primitive for layout in layouts])
+    clutter = torch.randint(config.primitives, 10, primitive.shape, generator=generator)
+    digit = torch.where(primitive >= 0, primitive, clutter)
+    image = torch.empty_like(digit)
+    for d in range(10):
+        pool = torch.nonzero(labels == d).squeeze(1)
+        where = digit == d
+        if where.any() and len(pool) == 0:
+            raise ValueError(f"the image pool has no digit {d}")
+        image[where] = pool[torch.randint(0, max(len(pool), 1), (int(where.sum()),), generator=generator)]
+    label = torch.stack([layout.label for layout in layouts])
+    target = torch.nn.functional.one_hot(label, config.actions + 1).float()
+    return TensorData({"image": image, "target": target})
 
 
 def chunk_streams(data: TensorData, length: int) -> TensorData:

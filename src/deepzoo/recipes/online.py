@@ -6,12 +6,13 @@ evaluation writes run_dir/samples/timeline.png: predictions against the truth on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 
-from deepzoo.data.streams import StreamConfig, chunk_streams, synthetic_streams
+from deepzoo.data.streams import StreamConfig, chunk_streams, digit_frame_streams, synthetic_streams
 from deepzoo.data.tensors import TensorData
 from deepzoo.models.online import OnlineConfig, OnlineDetector, online_detector
 from deepzoo.recipes.common import adamw_linear
@@ -35,6 +36,12 @@ class StreamsData:
     seed: int = 0
     """Stream seed of the training streams; the test streams use seed + 1."""
     stream: StreamConfig = StreamConfig()
+    frames: Literal["features", "digits"] = "features"
+    """features: the synthetic Gaussian features (dim `stream.dim`); digits: MNIST digits (train
+    streams from the train split, test streams from the test split) embedded by the shipped MNIST
+    feature network (128 features a frame)."""
+    pool: int = 20_000
+    """digits: the train streams draw from the first `pool` MNIST train images."""
 
 
 @dataclass(frozen=True)
@@ -44,15 +51,34 @@ class OnlineRun:
     train: TrainConfig = TrainConfig()
 
 
+def digit_streams(split: str, n: int, length: int, seed: int, data: StreamsData) -> TensorData:
+    """Streams of MNIST `split` digits (data/streams.py `digit_frame_streams`) as frame features:
+    x = the shipped feature network's 128 features of each frame's image."""
+    from deepzoo.data.mnist import read_mnist
+    from deepzoo.metrics.fid import extract_features
+    from deepzoo.models.features import mnist_feature_net
+
+    images, labels = read_mnist(split)
+    images, labels = images[: data.pool], labels[: data.pool]
+    streams = digit_frame_streams(labels, n, length, seed, data.stream)
+    features = extract_features(mnist_feature_net(), images[:, None].float() / 255)
+    return TensorData({"x": features[streams.tensors["image"]], "target": streams.tensors["target"]})
+
+
 def streams_splits(config: OnlineRun, device: torch.device) -> tuple[TensorData, TensorData]:
     d = config.data
-    if config.model.input_dim != d.stream.dim or config.model.num_classes != d.stream.actions + 1:
+    dim = 128 if d.frames == "digits" else d.stream.dim
+    if config.model.input_dim != dim or config.model.num_classes != d.stream.actions + 1:
         raise ValueError(
             f"model input_dim {config.model.input_dim} / num_classes {config.model.num_classes} do not "
-            f"match the streams' dim {d.stream.dim} / {d.stream.actions} actions + background"
+            f"match the streams' {dim} features / {d.stream.actions} actions + background"
         )
-    train = synthetic_streams(d.train_streams, d.train_length, d.seed, d.stream)
-    test = synthetic_streams(d.test_streams, d.test_length, d.seed + 1, d.stream)
+    if d.frames == "digits":
+        train = digit_streams("train", d.train_streams, d.train_length, d.seed, d)
+        test = digit_streams("test", d.test_streams, d.test_length, d.seed + 1, d)
+    else:
+        train = synthetic_streams(d.train_streams, d.train_length, d.seed, d.stream)
+        test = synthetic_streams(d.test_streams, d.test_length, d.seed + 1, d.stream)
     return chunk_streams(train, d.chunk).to(device), test.to(device)
 
 
@@ -109,13 +135,16 @@ TRN anticipates 4 frames, not the paper's 8 (THUMOS'14 at 4 frames a second): th
 last 6 to 18 frames."""
 
 
-def _online(arch: str, summary: str, reference: str) -> Recipe:
+def _online(arch: str, summary: str, reference: str, digits: bool = False) -> Recipe:
     model, train = DEFAULTS[arch]
+    data = StreamsData(frames="digits") if digits else StreamsData()
+    if digits:
+        model = replace(model, input_dim=128)
     return register(
         Recipe(
-            name=f"{arch}-streams",
+            name=f"{arch}-{'digit-' if digits else ''}streams",
             summary=summary,
-            default=OnlineRun(model, train=train),
+            default=OnlineRun(model, data, train),
             build=lambda c: online_detector(c.model),
             data=streams_splits,
             evaluate=_evaluate,
@@ -125,18 +154,21 @@ def _online(arch: str, summary: str, reference: str) -> Recipe:
     )
 
 
-_online(
-    "lstm",
-    "LSTM baseline of online action detection: per-frame classes of synthetic streams, seeing only the past",
-    "the baseline of the TRN and IDN papers; compare trn-streams and idn-streams at the same budget",
-)
-_online(
-    "trn",
-    "Temporal Recurrent Network (Xu et al. 2019): online action detection with an anticipating decoder",
-    "goal: per-frame mAP >= LSTM's + 3 points at the same parameter count and CPU budget",
-)
-_online(
-    "idn",
-    "Information Discrimination Network (Eun et al. 2020): online action detection with IDU cells",
-    "goal: per-frame mAP >= LSTM's + 3 points at the same parameter count and CPU budget",
-)
+GOAL = "goal: per-frame mAP >= LSTM's + 3 points at the same parameter count and CPU budget"
+for _digits in (False, True):
+    _frames = "MNIST-digit frames (shipped feature network)" if _digits else "synthetic streams"
+    _online(
+        "lstm",
+        f"LSTM baseline of online action detection: per-frame classes of {_frames}, seeing only the past",
+        "the baseline of the TRN and IDN papers; compare the trn- and idn- recipes at the same budget",
+        _digits,
+    )
+    _online(
+        "trn",
+        f"Temporal Recurrent Network (Xu et al. 2019): an anticipating decoder fed back; {_frames}",
+        GOAL,
+        _digits,
+    )
+    _online(
+        "idn", f"Information Discrimination Network (Eun et al. 2020): IDU cells; {_frames}", GOAL, _digits
+    )
