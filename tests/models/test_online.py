@@ -138,16 +138,17 @@ def test_a_short_training_run_learns_to_detect_actions(arch):
         return per_frame_map(model.stream_probabilities(test.tensors["x"]), test.tensors["target"])["map"]
 
     before = test_map()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
     generator = torch.Generator().manual_seed(0)
     model.train()
-    for _ in range(60):
+    for _ in range(200):
         batch = train[torch.randint(0, len(train), (32,), generator=generator)]
         optimizer.zero_grad()
         model.loss(batch)["loss"].backward()
         optimizer.step()
     after = test_map()
-    assert after > 0.6 and after > before + 0.3, (before, after)
+    # seeds 0-4 reach 0.79-0.98 from 0.09-0.40 (the grammar, hence the ceiling, varies by seed)
+    assert after > 0.7 and after > before + 0.4, (before, after)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -6,15 +6,16 @@ frames both CliffDiving and Diving), and an all-zero row is a frame that is not 
 THUMOS'14's ambiguous frames). TensorData {"x" (N, T, D) float32, "target" (N, T, C) float32}.
 
 Synthetic streams (`synthetic_streams`): action k is a fixed sequence of `steps` motion primitives
-(the grammar, drawn once from `grammar_seed` and shared by every split). Primitives are shared
-between actions, so one frame cannot say which action is going on: only the order of primitives
-over several frames can. Primitive v has a prototype mu_v in R^D, |mu_v| = `signal`; a frame
-showing v is mu_v + noise * eps, eps ~ N(0, I); any other frame is noise * eps. Each primitive of
-an action is held uniform [min_hold, max_hold] frames; actions are separated by background gaps of
-uniform [min_gap, max_gap] frames, and a gap shows, with probability `distractor`, one random
-primitive held uniform [min_hold, max_hold] frames at a random place inside it (labelled
-background: it is not an action). A stream starts `offset` frames into an endless such sequence,
-offset uniform in [0, max_gap), as if cut from a long video. Deterministic per seed.
+(the grammar, drawn once from `grammar_seed` and shared by every split). Every primitive occurs in
+at least two actions (where K * steps >= 2 * primitives), so one frame cannot say which action is
+going on: only the order of primitives over several frames can. Primitive v has a prototype
+mu_v in R^D, |mu_v| = `signal`; a frame showing v is mu_v + noise * eps, eps ~ N(0, I); any other
+frame is noise * eps. Each primitive of an action is held uniform [min_hold, max_hold] frames;
+actions are separated by background gaps of uniform [min_gap, max_gap] frames, and a gap shows,
+with probability `distractor`, one random primitive held uniform [min_hold, max_hold] frames at a
+random place inside it (labelled background: it is not an action). A stream starts `offset`
+frames into an endless such sequence, offset uniform in [0, max_gap), as if cut from a long
+video. Deterministic per seed.
 
 Digit frames (`digit_frame_streams`): the same layouts, each frame an MNIST digit, primitive v
 shown as a digit v and background as digits of the other classes (the design's "MNIST frame
@@ -74,16 +75,24 @@ class StreamConfig:
 
 def stream_grammar(config: StreamConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(prototypes (V, D), sequences (K, steps) int64): the primitives' feature means and each
-    action's primitive sequence (distinct sequences, no primitive twice in a row)."""
+    action's primitive sequence (distinct sequences, no primitive twice in a row). Where there are
+    enough slots (K * steps >= 2V), every primitive occurs in at least two actions: the grammar is
+    redrawn until it does."""
     generator = torch.Generator().manual_seed(config.grammar_seed)
     prototypes = torch.randn(config.primitives, config.dim, generator=generator)
     prototypes = config.signal * prototypes / prototypes.norm(dim=1, keepdim=True)
-    sequences: list[tuple[int, ...]] = []
-    while len(sequences) < config.actions:
-        seq = torch.randint(0, config.primitives, (config.steps,), generator=generator).tolist()
-        if all(a != b for a, b in zip(seq, seq[1:])) and tuple(seq) not in sequences:
-            sequences.append(tuple(seq))
-    return prototypes, torch.tensor(sequences, dtype=torch.int64).view(config.actions, config.steps)
+    shared = config.actions * config.steps >= 2 * config.primitives
+    for _ in range(1000):
+        sequences: list[tuple[int, ...]] = []
+        while len(sequences) < config.actions:
+            seq = torch.randint(0, config.primitives, (config.steps,), generator=generator).tolist()
+            if all(a != b for a, b in zip(seq, seq[1:])) and tuple(seq) not in sequences:
+                sequences.append(tuple(seq))
+        table = torch.tensor(sequences, dtype=torch.int64).view(config.actions, config.steps)
+        actions_per_primitive = torch.stack([(table == v).any(1).sum() for v in range(config.primitives)])
+        if not shared or (actions_per_primitive >= 2).all():
+            return prototypes, table
+    raise ValueError(f"no grammar of {config} in 1,000 draws shares every primitive between two actions")
 
 
 @dataclass
