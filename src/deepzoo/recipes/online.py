@@ -105,7 +105,7 @@ def _evaluate(model: OnlineDetector, data: TensorData, run_dir: Path, config: On
     accuracy = (probabilities.argmax(-1) == truth).float().sum() / (truth >= 0).sum()
     return (
         {"map": scores["map"], "mcap": scores["mcap"], "accuracy": float(accuracy)}
-        | {"worst_class_ap": min(scores["ap"][1:])}
+        | {"worst_class_ap": min((ap for ap in scores["ap"][1:] if ap == ap), default=float("nan"))}
         | {
             f"map_{round(100 * low):02d}_{round(100 * high):02d}": v
             for (low, high), v in zip(PORTIONS, portions)
