@@ -121,6 +121,20 @@ def test_idn_contrastive_term_pulls_same_class_pairs_and_pushes_others_past_the_
     torch.testing.assert_close(contrastive, torch.tensor(1.5**2 * different / pairs))
 
 
+def test_idn_embedding_classifier_is_scored_on_each_frame_own_label_and_terms_add_up():
+    model = small_model("idn", dropout=0.0, embedding_weight=0.3)
+    x = torch.randn(2, 10, 6)
+    target = F.one_hot(torch.randint(0, 4, (2, 10)), 4).float()
+    losses = model.loss({"x": x, "target": target})
+    per_frame = model.embedding_classifier(model.embed(x))  # frame t's embedding, classified
+    expected = -(target * per_frame.log_softmax(-1)).sum(-1).mean()
+    torch.testing.assert_close(losses["embedding"], expected, atol=1e-6, rtol=1e-5)
+    logits, _ = model(x)
+    torch.testing.assert_close(losses["action"], frame_cross_entropy(logits, target), atol=1e-6, rtol=1e-5)
+    total = losses["action"] + 0.3 * (losses["embedding"] + losses["contrastive"])
+    torch.testing.assert_close(losses["loss"].detach(), total, atol=1e-6, rtol=1e-5)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_a_short_training_run_learns_to_detect_actions(arch):
     from deepzoo.metrics.online import per_frame_map

@@ -228,7 +228,12 @@ class IDN(OnlineDetector):
         pair = torch.where(same, squared, apart)
         contrastive = (pair * scored).sum() / scored.sum().clamp(min=1)
         loss = action + self.config.embedding_weight * (embedded + contrastive)
-        return {"loss": loss, "action": action.detach(), "contrastive": contrastive.detach()}
+        return {
+            "loss": loss,
+            "action": action.detach(),
+            "embedding": embedded.detach(),
+            "contrastive": contrastive.detach(),
+        }
 
 
 def online_detector(config: OnlineConfig) -> OnlineDetector:
