@@ -9,8 +9,8 @@ import torch
 
 from deepzoo.cli import main
 from deepzoo.data.tensors import TensorData
+from deepzoo.models.code_prior import CodePriorConfig
 from deepzoo.models.gpt import GPTConfig
-from deepzoo.models.vqvae import CodePriorConfig
 from deepzoo.recipes import SampleEval, get_recipe, load_run, train_recipe
 from deepzoo.recipes.likelihood import LikelihoodEval
 
@@ -71,14 +71,14 @@ def test_vqvae_then_its_prior_then_sampling_from_the_command_line(tmp_path):
     assert {"mse", "perplexity", "usage"} <= _eval_record(vq_run).keys()
     assert (vq_run / "samples" / "reconstructions.png").exists()
 
-    prior = CodePriorConfig(gpt=GPTConfig(vocab_size=0, block_size=49, layers=1, heads=2, dim=16))
+    prior = CodePriorConfig(gpt=GPTConfig(vocab_size=0, block_size=0, layers=1, heads=2, dim=16))
     config = _config("vqvae-prior-mnist", vqvae_run=str(vq_run), model=prior, eval=FEW)
     prior_run = train_recipe("vqvae-prior-mnist", config, tmp_path / "prior").run_dir
     _assert_logged_quality_is_recomputed(prior_run, FEW.samples, conditional=True)
     loaded = load_run(prior_run)
-    assert loaded.model.config.vqvae == small  # the VQ-VAE's config comes from its run
+    assert loaded.model.tokenizer.config == small  # the VQ-VAE comes from its run
     vq = load_run(vq_run).model
-    for a, b in zip(vq.state_dict().values(), loaded.model.vqvae.state_dict().values()):
+    for a, b in zip(vq.state_dict().values(), loaded.model.tokenizer.state_dict().values()):
         assert torch.equal(a, b)
     out = tmp_path / "sample.png"
     assert main(["sample", str(prior_run), "--n", "10", "--out", str(out), "--device", "cpu"]) in (0, None)

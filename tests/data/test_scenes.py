@@ -66,3 +66,15 @@ def test_bad_configs_are_refused():
         SceneConfig(min_digits=0)
     with pytest.raises(ValueError, match="max_scale"):
         SceneConfig(max_scale=80)
+
+
+def test_reading_order_lists_the_digits_left_to_right_then_none():
+    from deepzoo.data.scenes import reading_order_labels
+
+    batch = {
+        "labels": torch.tensor([[7, 3, -1], [1, 2, 5]]),
+        "boxes": torch.tensor(
+            [[[30, 0, 40, 9], [2, 5, 12, 20], [0, 0, 0, 0]], [[5, 9, 9, 9], [5, 1, 9, 9], [1, 1, 2, 2]]]
+        ).float(),
+    }
+    assert reading_order_labels(batch).tolist() == [[3, 7, 10], [5, 2, 1]]

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from deepzoo.data.mnist import STD
+from deepzoo.models.code_prior import CodePrior, CodePriorConfig
 from deepzoo.models.gpt import GPT, GPTConfig
-from deepzoo.models.vqvae import VQVAE, CodePrior, CodePriorConfig, VQVAEConfig
+from deepzoo.models.vqvae import VQVAE, VQVAEConfig
 from deepzoo.train.trainer import TrainConfig, Trainer
 
 SMALL = VQVAEConfig(hidden=32, res_hidden=16, res_layers=1, num_codes=32, code_dim=8, dead_threshold=1.0)
@@ -59,11 +60,9 @@ def test_the_codebook_is_its_own_parameter_group_only_when_loss_trained():
 
 def test_prior_reads_class_token_then_codes_and_samples_only_codes():
     torch.manual_seed(0)
-    config = CodePriorConfig(
-        vqvae=SMALL, gpt=GPTConfig(vocab_size=0, block_size=49, layers=1, heads=2, dim=16)
-    )
-    prior = CodePrior(config)
-    assert prior.gpt.config.vocab_size == 32 + 10
+    config = CodePriorConfig(gpt=GPTConfig(vocab_size=0, block_size=0, layers=1, heads=2, dim=16))
+    prior = CodePrior(config, VQVAE(SMALL))
+    assert prior.gpt.config.vocab_size == 32 + 10 and prior.gpt.config.block_size == 49
     codes = torch.randint(0, 32, (3, 7, 7))
     y = torch.tensor([0, 5, 9])
     tokens = prior.tokens(codes, y)
@@ -72,9 +71,18 @@ def test_prior_reads_class_token_then_codes_and_samples_only_codes():
         prior.gpt.loss({"tokens": tokens})["loss"].item()
     )
     prior.train()
-    assert not prior.vqvae.training and not any(p.requires_grad for p in prior.vqvae.parameters())
+    assert not prior.tokenizer.training and not any(p.requires_grad for p in prior.tokenizer.parameters())
     images = prior.eval().sample(4, generator=torch.Generator().manual_seed(0))
     assert images.shape == (4, 1, 28, 28) and 0 <= images.min() and images.max() <= 1
+
+
+def test_vqvae_downsamples_to_any_grid():
+    model = VQVAE(replace(SMALL, image_size=64, downsamples=3)).eval()
+    x = torch.rand(2, 1, 64, 64)
+    assert model.grid == (8, 8) and model.encode(x).shape == (2, 8, 8)
+    assert model.reconstruct(x).shape == x.shape
+    with pytest.raises(ValueError, match="divide"):
+        VQVAEConfig(image_size=28, downsamples=3)
 
 
 def test_generate_draws_only_ids_below_max_token():

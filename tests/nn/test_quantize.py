@@ -207,3 +207,20 @@ def test_kmeans_lowers_inertia_to_a_fixed_point_and_initializes_the_codebook():
     vq(x)
     assert bool(vq.initialized)
     torch.testing.assert_close(vq.codebook, expected)
+
+
+def test_normalized_codes_pick_the_largest_cosine_and_stay_unit_length():
+    torch.manual_seed(0)
+    for ema in (True, False):
+        vq = VectorQuantizer(num_codes=16, dim=4, normalize=True, ema=ema, dead_threshold=0.5)
+        z = torch.randn(64, 4) * torch.rand(64, 1) * 10  # lengths must not matter
+        out = vq.eval()(z)
+        cosine = torch.nn.functional.normalize(z, dim=1) @ vq.codes().T
+        assert torch.equal(out.codes, cosine.argmax(1))
+        torch.testing.assert_close(out.z_q.norm(dim=1), torch.ones(64))
+        vq.train()
+        for _ in range(5):
+            vq(torch.randn(64, 4))
+        torch.testing.assert_close(vq.codes().norm(dim=1), torch.ones(16))
+        if ema:
+            torch.testing.assert_close(vq.codebook.norm(dim=1), torch.ones(16))

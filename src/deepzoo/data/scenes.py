@@ -151,3 +151,13 @@ def targets_of(batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
     """The padded boxes and labels of a batch as one {"boxes" (G, 4), "labels" (G,)} per scene."""
     keep = batch["labels"] >= 0
     return [{"boxes": b[k], "labels": lab[k]} for b, lab, k in zip(batch["boxes"], batch["labels"], keep)]
+
+
+def reading_order_labels(batch: dict[str, torch.Tensor], none: int = NUM_CLASSES) -> torch.Tensor:
+    """Each scene's digit labels from left to right (by the boxes' x1, ties by y1), padded with
+    `none`: (N, max_digits) int64, e.g. [3, 7, 10, 10, 10] for a 3 left of a 7."""
+    labels, boxes = batch["labels"], batch["boxes"]
+    present = labels >= 0
+    key = torch.where(present, boxes[..., 0] * 1e4 + boxes[..., 1], torch.inf)  # absent ones last
+    order = key.argsort(dim=1, stable=True)
+    return torch.where(present, labels, none).gather(1, order)

@@ -3,7 +3,10 @@
     d^2 = ||mu_1 - mu_2||^2 + tr(S_1 + S_2 - 2 (S_1^{1/2} S_2 S_1^{1/2})^{1/2})
 
 On MNIST the features come from deepzoo's own shipped classifier ("classifier FID"), so the
-numbers compare across deepzoo models, not with Inception-based FIDs of other papers.
+numbers compare across deepzoo models, not with Inception-based FIDs of other papers. Larger
+images of digits (the 64x64 scenes) use the same classifier slid over every 28x28-sized window,
+its features averaged over the windows ("scene FID", `scene_fid`): the analogue of Inception's
+spatially pooled features.
 """
 
 from __future__ import annotations
@@ -96,20 +99,44 @@ def sample_quality(
 _REFERENCE_STATISTICS: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def shipped_net_statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """feature_statistics of images on the shipped feature classifier, remembered by the SHA-1 of
-    the images' bytes (a reference set such as the MNIST test split is scored at every
-    evaluation; hashing its 31 MB costs about 30 ms, extracting its features seconds)."""
+def shipped_net_statistics(images: torch.Tensor, scenes: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """feature_statistics of images on the shipped feature classifier (`scene_features` when
+    `scenes`), remembered by the SHA-1 of the images' bytes (a reference set such as the MNIST test
+    split is scored at every evaluation; hashing its 31 MB costs about 30 ms, extracting its
+    features seconds)."""
     from deepzoo.models.features import mnist_feature_net
 
     data = images.detach().cpu().contiguous()
     key = hashlib.sha1(
-        str((data.dtype, tuple(data.shape))).encode() + data.view(torch.uint8).numpy().tobytes()
+        str((data.dtype, tuple(data.shape), scenes)).encode() + data.view(torch.uint8).numpy().tobytes()
     )
     key = key.hexdigest()
     if key not in _REFERENCE_STATISTICS:
-        _REFERENCE_STATISTICS[key] = feature_statistics(extract_features(mnist_feature_net(), data))
+        features = scene_features(data) if scenes else extract_features(mnist_feature_net(), data)
+        _REFERENCE_STATISTICS[key] = feature_statistics(features)
     return _REFERENCE_STATISTICS[key]
+
+
+@torch.no_grad()
+def scene_features(images: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
+    """images (N, 1, H, W) in [0, 1], H, W >= 28 -> (N, 128): the shipped classifier's features of
+    every 28x28-sized window (8 pixels apart; `models.features.window_features`), averaged."""
+    from deepzoo.models.features import mnist_feature_net, window_features
+
+    net = mnist_feature_net()
+    return torch.cat(
+        [
+            window_features(net, images[i : i + batch_size].float()).mean((2, 3))
+            for i in range(0, len(images), batch_size)
+        ]
+    )
+
+
+def scene_fid(images: torch.Tensor, reference: torch.Tensor) -> float:
+    """Fréchet distance between the `scene_features` of images and of a reference set (whose
+    statistics are remembered)."""
+    stats = feature_statistics(scene_features(images.cpu()))
+    return frechet_distance(*stats, *shipped_net_statistics(reference, scenes=True))
 
 
 def label_entropy(labels: torch.Tensor, num_classes: int = 10) -> float:

@@ -15,6 +15,11 @@ the vectors assigned to each code (Appendix A.1 of the paper), with Laplace-smoo
 
 A code whose usage N_k falls below `dead_threshold` is restarted from a random vector of the
 batch. Usage counts are kept in both modes (they drive the restart and the `usage` metric).
+
+With `normalize=True` (Yu et al., 2022, "Vector-quantized Image Modeling with Improved VQGAN")
+both z and the codes are l2-normalized before the lookup, so the nearest code is the one of
+largest cosine similarity and every distance lies in [0, 4]; combined with a small code dimension
+(the "factorized" codes: the encoder projects to D of 4-32) this keeps far more codes in use.
 """
 
 from __future__ import annotations
@@ -101,6 +106,7 @@ class VectorQuantizer(nn.Module):
         eps: Laplace smoothing of the EMA counts.
         dead_threshold: restart codes whose EMA usage count falls below this (0: never).
         kmeans_init: set the codebook by k-means on the first training batch.
+        normalize: l2-normalize the inputs and the codes (cosine-similarity lookup).
     """
 
     def __init__(
@@ -114,6 +120,7 @@ class VectorQuantizer(nn.Module):
         dead_threshold: float = 0.0,
         kmeans_init: bool = False,
         kmeans_iters: int = 10,
+        normalize: bool = False,
     ) -> None:
         super().__init__()
         if num_codes < 1 or dim < 1:
@@ -123,7 +130,10 @@ class VectorQuantizer(nn.Module):
         self.num_codes, self.dim, self.beta = num_codes, dim, beta
         self.ema, self.decay, self.eps = ema, decay, eps
         self.dead_threshold, self.kmeans_init, self.kmeans_iters = dead_threshold, kmeans_init, kmeans_iters
+        self.normalize = normalize
         codebook = torch.randn(num_codes, dim)
+        if normalize:
+            codebook = F.normalize(codebook, dim=1)
         if ema:
             self.register_buffer("codebook", codebook)
             self.register_buffer("code_sum", codebook.clone())
@@ -142,9 +152,13 @@ class VectorQuantizer(nn.Module):
             raise ValueError(f"expected {self.dim} channels, got shape {tuple(z.shape)}")
         return z.reshape(-1, self.dim), z.shape[:-1]
 
+    def codes(self) -> torch.Tensor:
+        """The codebook as used (K, D): l2-normalized rows when `normalize`."""
+        return F.normalize(self.codebook, dim=1) if self.normalize else self.codebook
+
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes (B, H, W) -> (B, D, H, W); (B, T) -> (B, T, D); (N,) -> (N, D)."""
-        e = F.embedding(codes, self.codebook)
+        e = F.embedding(codes, self.codes())
         return e.permute(0, 3, 1, 2) if codes.ndim == 3 else e
 
     # ---------------------------------------------------------------- forward
@@ -152,12 +166,15 @@ class VectorQuantizer(nn.Module):
         dtype = z.dtype
         with torch.autocast(z.device.type, enabled=False):
             flat, grid = self._flatten(z.float())
+            if self.normalize:
+                flat = F.normalize(flat, dim=1)
             if self.training and not bool(self.initialized):
                 self._kmeans_init(flat.detach())
-            codes = nearest_code(flat.detach(), self.codebook.detach())
+            codebook = self.codes()
+            codes = nearest_code(flat.detach(), codebook.detach())
             # Quantize with the codebook that chose the codes: the update below must not leak
             # into this batch's z_q (F.embedding copies the rows; its backward needs no weights).
-            e = F.embedding(codes, self.codebook)
+            e = F.embedding(codes, codebook)
             if self.training:
                 self._update(flat.detach(), codes)
             codebook_term = F.mse_loss(e, flat.detach())
@@ -175,6 +192,8 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def _kmeans_init(self, flat: torch.Tensor) -> None:
         centroids = kmeans(flat, self.num_codes, self.kmeans_iters)
+        if self.normalize:
+            centroids = F.normalize(centroids, dim=1)
         if dist.is_available() and dist.is_initialized():
             dist.broadcast(centroids, 0)
         self.codebook.data.copy_(centroids)
@@ -193,7 +212,8 @@ class VectorQuantizer(nn.Module):
             self.code_sum.lerp_(sums, 1.0 - self.decay)
             n = self.code_count.sum()
             smoothed = (self.code_count + self.eps) / (n + self.num_codes * self.eps) * n
-            self.codebook.copy_(self.code_sum / smoothed.unsqueeze(1))
+            means = self.code_sum / smoothed.unsqueeze(1)
+            self.codebook.copy_(F.normalize(means, dim=1) if self.normalize else means)
         if self.dead_threshold > 0:
             self._restart_dead(flat, counts)
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from deepzoo.data.mnist import load_mnist
 from deepzoo.data.tensors import TensorData
 from deepzoo.metrics.fid import sample_quality
 from deepzoo.metrics.likelihood import iwae_nll
 from deepzoo.models.autoencoder import Autoencoder, AutoencoderConfig
-from deepzoo.models.vqvae import VQVAE, CodePrior, CodePriorConfig, VQVAEConfig
+from deepzoo.models.code_prior import CodePrior, CodePriorConfig
+from deepzoo.models.vqvae import VQVAE, VQVAEConfig
 from deepzoo.nn.quantize import perplexity
 from deepzoo.recipes.common import (
     SampleEval,
@@ -128,22 +131,33 @@ class VQVAERun:
     train: TrainConfig = TrainConfig()
 
 
-def _evaluate_vqvae(model: VQVAE, data: TensorData, run_dir: Path, config: Any = None) -> dict[str, float]:
-    """Test pixel MSE, and perplexity and usage of the codes over the whole test split."""
-    squared, codes = 0.0, []
-    for batch in data.batches(1000):
+def tokenizer_quality(
+    model: nn.Module, data: TensorData, run_dir: Path
+) -> tuple[dict[str, float], torch.Tensor]:
+    """A tokenizer's (VQ-VAE, VQGAN) test pixel MSE and the perplexity and usage of its codes
+    over all of `data`, with the reconstructions (N, C, H, W) on the CPU; the first 64 originals
+    above their reconstructions go to run_dir/samples/reconstructions.png."""
+    squared, codes, recons = 0.0, [], []
+    for batch in data.batches(500):
         code = model.encode(batch["x"])
-        squared += (model.decode(code) - batch["x"]).square().sum().item()
+        recon = model.decode(code)
+        squared += (recon - batch["x"]).square().sum().item()
         codes.append(code.flatten())
-    codes = torch.cat(codes)
+        recons.append(recon.cpu())
+    codes, recons = torch.cat(codes), torch.cat(recons)
     x = data.tensors["x"]
-    _reconstruction_grid(x, model.reconstruct(x[:64]), run_dir)
-    k = model.config.num_codes
+    _reconstruction_grid(x, recons[:64], run_dir)
+    k = model.num_codes
     return {
         "mse": squared / x.numel(),
         "perplexity": perplexity(codes, k).item(),
         "usage": (torch.bincount(codes, minlength=k) > 0).float().mean().item(),
-    }
+    }, recons
+
+
+def _evaluate_vqvae(model: VQVAE, data: TensorData, run_dir: Path, config: Any = None) -> dict[str, float]:
+    """Test pixel MSE, and perplexity and usage of the codes over the whole test split."""
+    return tokenizer_quality(model, data, run_dir)[0]
 
 
 register(
@@ -174,11 +188,8 @@ def _vqvae(config: CodePriorRun, device: torch.device | str = "cpu"):
 
 
 def _build_prior(config: CodePriorRun) -> CodePrior:
-    """The prior around the VQ-VAE of config.vqvae_run, whose config and weights it takes."""
-    parent = _vqvae(config)
-    prior = CodePrior(replace(config.model, vqvae=parent.config.model))
-    prior.vqvae.load_state_dict(parent.model.state_dict())
-    return prior
+    """The prior around (a copy of) the VQ-VAE of config.vqvae_run."""
+    return CodePrior(config.model, copy.deepcopy(_vqvae(config).model).cpu())
 
 
 def _prior_splits(config: CodePriorRun, device: torch.device) -> tuple[TensorData, TensorData]:

@@ -164,13 +164,14 @@ def _build_finetune(config: PriorFinetuneRun) -> SequenceActorCritic:
     from deepzoo.models.features import mnist_feature_net
 
     prior = _prior(config)
-    codes, classes = prior.config.vqvae.num_codes, prior.config.num_classes
+    codes, classes = prior.num_codes, prior.config.num_classes
 
     def prompts(size: int, device: torch.device) -> torch.Tensor:
         return (codes + torch.arange(size, device=device) % classes)[:, None]
 
-    reward = DigitReward(copy.deepcopy(prior.vqvae), mnist_feature_net(), config.target)
-    model = replace(config.model, new_tokens=49, max_token=codes)
+    reward = DigitReward(copy.deepcopy(prior.tokenizer), mnist_feature_net(), config.target)
+    h, w = prior.grid
+    model = replace(config.model, new_tokens=h * w, max_token=codes)
     return SequenceActorCritic(copy.deepcopy(prior.gpt), reward, prompts, model)
 
 
@@ -184,7 +185,7 @@ def _evaluate_finetune(
     torch.manual_seed(0)
     tokens, prompt_length = model.rollout(config.samples)
     terms = model.terms(tokens, prompt_length)
-    images = model.reward.vqvae.decode(tokens[:, 1:].reshape(-1, 7, 7))
+    images = model.reward.decode(tokens)
     hits = (model.reward.classifier(images).argmax(-1) == config.target).float().mean()
     save_image_grid(images[:100].cpu(), run_dir / "samples" / "samples.png", nrow=10)
     return {"reward": terms["reward"].item(), "target_share": hits.item(), "kl": terms["kl"].item()}

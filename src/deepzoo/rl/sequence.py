@@ -120,8 +120,8 @@ class SequenceActorCritic(nn.Module):
 
 
 class DigitReward(nn.Module):
-    """R(tokens) = p(target | decoded image) under the feature classifier: tokens (B, 1 + 49) =
-    [class token, 49 VQ-VAE codes] -> (B,). Frozen: no parameter of it is trained."""
+    """R(tokens) = p(target | decoded image) under the feature classifier: tokens (B, 1 + h w) =
+    [class token, the VQ-VAE's h x w codes] -> (B,). Frozen: no parameter of it is trained."""
 
     def __init__(self, vqvae: nn.Module, classifier: nn.Module, target: int) -> None:
         super().__init__()
@@ -132,6 +132,10 @@ class DigitReward(nn.Module):
         return super().train(False)  # always in eval mode
 
     @torch.no_grad()
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, 1 + h w) -> the images (B, 1, 28, 28) the reward scores."""
+        return self.vqvae.decode(tokens[:, 1:].reshape(-1, *self.vqvae.grid))
+
+    @torch.no_grad()
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        images = self.vqvae.decode(tokens[:, 1:].reshape(-1, 7, 7))
-        return self.classifier(images).float().softmax(-1)[:, self.target]
+        return self.classifier(self.decode(tokens)).float().softmax(-1)[:, self.target]

@@ -1,0 +1,196 @@
+"""VQGAN: the adaptive weight, when each network gets which gradient, the frozen perceptual
+network, and the tokenizer interface that stage 2 reads."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from deepzoo.models.features import mnist_feature_net, perceptual_loss
+from deepzoo.models.vqgan import VQGAN, VQGANConfig, adaptive_weight
+from deepzoo.train import distributed
+from deepzoo.train.config import TrainConfig
+from deepzoo.train.step import Optimizers, named_groups
+
+TINY = VQGANConfig(
+    image_size=16, channels=(4, 8), num_codes=16, code_dim=4, disc_channels=4, disc_layers=1, disc_start=3
+)
+
+
+def _model(**kw) -> VQGAN:
+    torch.manual_seed(0)
+    return VQGAN(replace(TINY, **kw))
+
+
+def _batch(n: int = 4, side: int = 16) -> dict[str, torch.Tensor]:
+    return {"x": torch.rand(n, 1, side, side, generator=torch.Generator().manual_seed(1))}
+
+
+class RecordingOpt:
+    """Stands in for `Optimizers`: records each update's group names and the gradients of its
+    loss with respect to every parameter, and changes nothing."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.names = tuple(model.param_groups())
+        self.params = dict(model.named_parameters())
+        self.calls: list[tuple[tuple[str, ...], dict[str, torch.Tensor]]] = []
+
+    def update(self, names, loss):
+        names = (names,) if isinstance(names, str) else tuple(names)
+        wanted = {k: p for k, p in self.params.items() if p.requires_grad}
+        grads = torch.autograd.grad(loss, list(wanted.values()), allow_unused=True)
+        self.calls.append((names, {k: g for k, g in zip(wanted, grads) if g is not None}))
+        return {}
+
+
+def test_adaptive_weight_is_the_ratio_of_gradient_norms_at_the_last_layer():
+    model = _model()
+    x = _batch()["x"] * 2 - 1
+    q, x_hat, terms = model._autoencode(x)
+    g_loss = -model.discriminator(x_hat).mean()
+    last = model.decoder.last.weight
+    weight = adaptive_weight(terms["rec"], g_loss, last)
+    # by hand: each loss's gradient at W_L through its own backward pass
+    grads = []
+    for loss in (terms["rec"], g_loss):
+        last.grad = None
+        loss.backward(retain_graph=True)
+        grads.append(last.grad.clone())
+    expected = grads[0].norm() / (grads[1].norm() + 1e-4)
+    assert weight.item() == pytest.approx(expected.item(), rel=1e-5)
+    # a loss proportional to the other: lambda = 1 / (3 + 1e-4 / ||grad||)
+    g = grads[0].norm().item()
+    assert adaptive_weight(terms["rec"], 3 * terms["rec"], last).item() == pytest.approx(
+        g / (3 * g + 1e-4), rel=1e-5
+    )
+    assert not weight.requires_grad
+
+
+def test_before_disc_start_the_discriminator_neither_trains_nor_shapes_the_autoencoder_gradient():
+    def gradients(step: int, perturb: bool):
+        model = _model()
+        if perturb:
+            with torch.no_grad():
+                for p in model.discriminator.parameters():
+                    p.add_(torch.randn_like(p))
+        opt = RecordingOpt(model)
+        model.train_step(_batch(), step, opt)
+        return opt.calls
+
+    before, before_perturbed = gradients(2, False), gradients(2, True)
+    assert [names for names, _ in before] == [("ae",)]
+    for name, grad in before[0][1].items():
+        assert not name.startswith("discriminator.")
+        assert torch.equal(grad, before_perturbed[0][1][name])  # D plays no part
+    after, after_perturbed = gradients(3, False), gradients(3, True)
+    assert [names for names, _ in after] == [("ae",), ("d",)]
+    decoder = "decoder.last.weight"
+    assert not torch.allclose(after[0][1][decoder], after_perturbed[0][1][decoder])  # D's gradient flows in
+    assert all(name.startswith("discriminator.") for name in after[1][1])  # the D loss reaches D only
+
+
+def test_after_disc_start_each_update_moves_only_its_own_parameters():
+    model = _model()
+    groups = named_groups(model)
+    opt = Optimizers(groups, TrainConfig(lr=1e-2), distributed.setup("cpu"))
+    update = opt.update
+    moved: list[tuple[tuple[str, ...], set[str]]] = []
+    names_of = {id(p): n for n, p in model.named_parameters()}
+
+    def watched(names, loss):
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        out = update(names, loss)
+        changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+        moved.append(((names,) if isinstance(names, str) else tuple(names), changed))
+        return out
+
+    opt.update = watched
+    out = model.train_step(_batch(), 5, opt)
+    assert {"loss_g", "gan_weight", "loss_d", "grad_norm_ae", "grad_norm_d"} <= out.keys()
+    (ae_names, ae_moved), (d_names, d_moved) = moved
+    assert ae_names == ("ae",) and d_names == ("d",)
+    # (attention q/k/v wait a step: their output projection starts at zero, so does their gradient)
+    assert (
+        {"decoder.last.weight", "encoder.net.0.weight"} <= ae_moved <= {names_of[id(p)] for p in groups["ae"]}
+    )
+    # (the hinge loss's gradient at the last bias is mean(1) - mean(1) = 0 while every score is in (-1, 1))
+    assert "discriminator.net.0.weight" in d_moved and d_moved <= {names_of[id(p)] for p in groups["d"]}
+    assert not any(n.startswith("perceptual.") for n in ae_moved | d_moved)
+
+
+def test_a_loss_trained_codebook_is_updated_with_the_autoencoder():
+    model = _model(ema=False)
+    opt = RecordingOpt(model)
+    model.train_step(_batch(), 0, opt)
+    assert opt.calls[0][0] == ("ae", "codebook") and "quantizer.codebook" in opt.calls[0][1]
+
+
+def test_the_perceptual_network_is_frozen_and_zero_on_identical_images():
+    model = _model().train()
+    assert not model.perceptual.training and not any(m.training for m in model.perceptual.modules())
+    assert not any(p.requires_grad for p in model.perceptual.parameters())
+    x = _batch(side=28)["x"]
+    y = x.flip(-1).requires_grad_(True)
+    assert torch.equal(model.perceptual(x, x), torch.zeros(4))
+    distance = model.perceptual(x, y)
+    assert (distance > 0).all() and (distance <= 4 * len(model.perceptual.taps)).all()
+    distance.sum().backward()
+    assert y.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.perceptual.parameters())
+    # its layers are a copy: training the VQGAN cannot touch the shipped network's weights
+    net = mnist_feature_net()
+    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(model.perceptual.parameters(), net.parameters()))
+
+
+def test_perceptual_distance_matches_its_formula_on_the_feature_network():
+    torch.manual_seed(0)
+    loss = perceptual_loss()
+    x, y = torch.rand(2, 1, 28, 28), torch.rand(2, 1, 28, 28)
+    body, c = mnist_feature_net().body, mnist_feature_net().config
+    expected = torch.zeros(2)
+    hx, hy = (x - c.input_mean) / c.input_std, (y - c.input_mean) / c.input_std
+    for i, layer in enumerate(body):
+        hx, hy = layer(hx.clone()), layer(hy.clone())
+        if i + 1 < len(body) and isinstance(body[i + 1], nn.MaxPool2d):
+            a = hx / hx.norm(dim=1, keepdim=True).clamp_min(1e-10)
+            b = hy / hy.norm(dim=1, keepdim=True).clamp_min(1e-10)
+            expected += ((a - b) ** 2).sum(1).mean((1, 2))
+    assert loss.taps == (5, 12, 19)
+    torch.testing.assert_close(loss(x, y), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_vqgan_is_a_tokenizer_of_its_code_grid():
+    model = _model().eval()
+    x = _batch()["x"]
+    codes = model.encode(x)
+    assert model.grid == (8, 8) and codes.shape == (4, 8, 8) and codes.dtype == torch.long
+    assert 0 <= codes.min() and codes.max() < model.num_codes
+    images = model.decode(codes)
+    assert images.shape == x.shape and 0 <= images.min() and images.max() <= 1
+    assert torch.equal(model.reconstruct(x), images)
+
+
+def test_without_perceptual_weight_no_perceptual_network_is_built():
+    model = _model(perceptual_weight=0.0)
+    assert model.perceptual is None
+    out = model.loss(_batch())
+    assert "perceptual" not in out and out["rec"] == out["l1"]
+
+
+def test_a_short_run_learns_to_reconstruct():
+    model = _model(disc_start=40)
+    opt = Optimizers(named_groups(model), TrainConfig(lr=3e-3, betas=(0.5, 0.9)), distributed.setup("cpu"))
+    x = _batch(8)
+    before = (model.eval().reconstruct(x["x"]) - x["x"]).abs().mean()
+    model.train()
+    for step in range(60):
+        out = model.train_step(x, step, opt)
+    assert torch.isfinite(out["loss_d"])
+    after = (model.eval().reconstruct(x["x"]) - x["x"]).abs().mean()
+    assert after < 0.7 * before
+
+
+def test_bad_sizes_are_refused():
+    with pytest.raises(ValueError, match="divide"):
+        VQGANConfig(image_size=20, channels=(4, 8, 8, 8))
