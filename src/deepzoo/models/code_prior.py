@@ -45,7 +45,8 @@ class CodePriorConfig:
     def __post_init__(self) -> None:
         if self.num_classes < 1 or self.condition_length < 1:
             raise ValueError(
-                f"need num_classes >= 1 and condition_length >= 1, got {self.num_classes}, {self.condition_length}"
+                "need num_classes >= 1 and condition_length >= 1, "
+                f"got {self.num_classes} and {self.condition_length}"
             )
 
 
