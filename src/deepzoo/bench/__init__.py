@@ -29,6 +29,7 @@ FAMILIES = (
     "rl",
     "detection",
     "online",
+    "vqgan",
     "gpu",
 )
 """Registration order is the table's row order."""

@@ -33,9 +33,14 @@ from deepzoo.viz import save_image_grid
 
 
 def _reconstruction_grid(x: torch.Tensor, recon: torch.Tensor, run_dir: Path) -> None:
-    """Originals (odd rows) above their reconstructions (even rows), 16 wide."""
-    pairs = torch.stack([x[:64].cpu(), recon[:64].float().cpu()]).unflatten(1, (4, 16)).transpose(0, 1)
-    save_image_grid(pairs.flatten(0, 2), run_dir / "samples" / "reconstructions.png", nrow=16)
+    """Originals (odd rows) above their reconstructions (even rows): up to 4 rows of 16 (a
+    single row of all of them when fewer than 16)."""
+    width = min(16, len(x))
+    n = min(64, len(x)) // width * width
+    pairs = torch.stack([x[:n].cpu(), recon[:n].float().cpu()]).unflatten(1, (n // width, width))
+    save_image_grid(
+        pairs.transpose(0, 1).flatten(0, 2), run_dir / "samples" / "reconstructions.png", nrow=width
+    )
 
 
 # ------------------------------------------------------------------ AE, VAE, CVAE
