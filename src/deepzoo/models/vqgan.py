@@ -42,7 +42,7 @@ from deepzoo.nn.unet import AttentionBlock, GroupNorm
 class VQGANConfig:
     image_size: int = 64
     """S, the side of the (square, one-channel) images."""
-    channels: tuple[int, ...] = (16, 32, 64, 64)
+    channels: tuple[int, ...] = (8, 16, 32, 64)
     """Width of each level; each level but the last halves the side (64 -> 8 with four levels)."""
     blocks: int = 1
     """Residual blocks per level (the decoder has one more, as in the released code)."""

@@ -1,0 +1,84 @@
+"""Dance metrics against literal loop implementations of their definitions, and known cases."""
+
+import math
+
+import pytest
+import torch
+
+from deepzoo.metrics.dance import diversity, feature_fid, foot_skating, kinetic_features, relative_to_start
+
+
+def _loop_kinetic(p, dt=1 / 60, w=2):
+    """fairmotion's KineticFeatures, frame by frame, with its validity conditions (y up)."""
+    T, J, _ = p.shape
+    out = []
+    for joint in range(J):
+        kh = kv = ee = 0.0
+        for i in range(1, T):
+            v, n = torch.zeros(3, dtype=torch.float64), 0
+            for j in range(-w, w + 1):
+                if i + j - 1 < 0 or i + j >= T:
+                    continue
+                v += p[i + j, joint] - p[i + j - 1, joint]
+                n += 1
+            v = v / (n * dt)
+            kh += float(v[0] ** 2 + v[2] ** 2)
+            kv += float(v[1] ** 2)
+            a, m = torch.zeros(3, dtype=torch.float64), 0
+            for j in range(-w, w + 1):
+                if i + j - 1 < 0 or i + j + 1 >= T:
+                    continue
+                v2 = (p[i + j + 1, joint] - p[i + j, joint]) / dt
+                v1 = (p[i + j, joint] - p[i + j - 1, joint]) / dt
+                a += (v2 - v1) / dt
+                m += 1
+            ee += float((a / m).norm())
+        out += [kh / (T - 1), kv / (T - 1), ee / (T - 1)]
+    return torch.tensor(out, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("T", [3, 4, 7, 30])
+def test_kinetic_features_equal_the_frame_by_frame_definition(T):
+    p = torch.randn(T, 4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(T)) * 0.1
+    torch.testing.assert_close(kinetic_features(p), _loop_kinetic(p))
+
+
+def test_kinetic_energy_of_a_uniform_motion():
+    """A body sliding at 1 m/s along x has horizontal energy 1, vertical 0, expenditure 0."""
+    t = torch.arange(61, dtype=torch.float64) / 60
+    p = torch.zeros(61, 2, 3, dtype=torch.float64)
+    p[:, :, 0] = t[:, None]
+    f = kinetic_features(p).view(2, 3)
+    torch.testing.assert_close(f, torch.tensor([[1.0, 0.0, 0.0]] * 2, dtype=torch.float64))
+
+
+def test_fid_of_a_set_with_itself_is_zero_and_grows_with_a_shift():
+    f = torch.randn(200, 6, generator=torch.Generator().manual_seed(0)).exp()
+    assert feature_fid(f, f) == pytest.approx(0.0, abs=1e-8)
+    shifted = f + f.std(0, unbiased=False)  # one ground-truth standard deviation on every feature
+    assert feature_fid(shifted, f) == pytest.approx(6.0, rel=1e-6)  # ||mu||^2 = 6 x 1^2, same covariance
+
+
+def test_diversity_is_the_mean_pairwise_distance():
+    f = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 8.0]])
+    assert diversity(f) == pytest.approx((5 + 8 + 5) / 3)
+    with pytest.raises(ValueError):
+        diversity(f[:1])
+
+
+def test_foot_skating_is_the_horizontal_speed_of_planted_feet():
+    T = 61
+    joints = torch.zeros(T, 24, 3)
+    joints[:, 10, 0] = torch.arange(T) / 60 * 0.5  # left foot slides at 0.5 m/s on the ground
+    joints[:, 11, 1] = 0.3  # right foot in the air, moving fast
+    joints[:, 11, 2] = torch.arange(T) / 60 * 4.0
+    assert foot_skating(joints) == pytest.approx(0.5, rel=1e-6)
+    joints[:, 10, 0] = 0.0
+    assert foot_skating(joints) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_positions_are_taken_relative_to_the_first_root():
+    p = torch.randn(5, 24, 3)
+    r = relative_to_start(p)
+    assert torch.equal(r[0, 0], torch.zeros(3)) and torch.allclose(r[3] - r[2], p[3] - p[2])
+    assert not math.isnan(float(r.sum()))
