@@ -82,3 +82,39 @@ def test_positions_are_taken_relative_to_the_first_root():
     r = relative_to_start(p)
     assert torch.equal(r[0, 0], torch.zeros(3)) and torch.allclose(r[3] - r[2], p[3] - p[2])
     assert not math.isnan(float(r.sum()))
+
+
+def _pose_sequence(frames: int, **values) -> torch.Tensor:
+    """(frames, 75) SMPL motion at rest except the given {index: value per frame} entries."""
+    motion = torch.zeros(frames, 75, dtype=torch.float64)
+    for index, value in values.items():
+        motion[:, int(index[1:])] = value
+    return motion
+
+
+def test_geometric_features_of_a_body_standing_still():
+    from deepzoo.data.skeleton import forward_kinematics
+    from deepzoo.metrics.dance import geometric_features
+
+    f = geometric_features(forward_kinematics(_pose_sequence(10)))
+    assert f.shape == (32,) and ((f == 0) | (f == 1)).all()
+    fast_or_moving = [0, 1, 4, 5, 9, 10, 11, 12, 13, 21, 22, 31]
+    assert (f[fast_or_moving] == 0).all()  # nothing moves
+    assert f[6] == 0 and f[7] == 0  # straight elbows: 180 degrees, outside (0, 110)
+    assert f[28] == 0  # upright: root - neck is 180 degrees from +y, not within (70, 110) (lying)
+
+
+def test_geometric_features_see_a_bent_elbow_a_lying_body_and_a_fast_root():
+    import math
+
+    from deepzoo.data.skeleton import forward_kinematics
+    from deepzoo.metrics.dance import geometric_features
+
+    bent = geometric_features(forward_kinematics(_pose_sequence(10, j58=math.pi / 2)))  # right elbow (19), about y
+    assert bent[6] == 1 and bent[7] == 0
+    lying = geometric_features(forward_kinematics(_pose_sequence(10, j0=math.pi / 2)))  # root about x
+    assert lying[28] == 1
+    sliding = _pose_sequence(10)
+    sliding[:, 72] = torch.arange(10) * 0.1  # 0.1 m per frame = 12 m per AIST++ time unit of 1/120 s
+    f = geometric_features(forward_kinematics(sliding))
+    assert f[31] == 1 and f[12] == 1 and f[22] == 1  # root, right wrist, left ankle all "fast"

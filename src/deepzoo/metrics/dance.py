@@ -10,19 +10,27 @@ a_k = (p_{k+1} - 2 p_k + p_{k-1}) / dt^2 (k = 1..T-2), for every frame i = 1..T-
 
 window w = 2, dt = 1/60, and per joint
 
-    horizontal kinetic energy  mean_i |v_i,xz|^2,   vertical  mean_i v_i,y^2,   energy expenditure  mean_i |A_i|.
+    horizontal kinetic energy mean_i |v_i,xz|^2,  vertical mean_i v_i,y^2,  energy expenditure mean_i |A_i|.
 
 FID_k is the Fréchet distance between the kinetic features of generated and of ground-truth dances,
 after both are standardized with the ground truth's per-feature mean and standard deviation (as
 Bailando's `quantized_metrics` does; positions are taken relative to the first frame's root).
 Diversity is the mean Euclidean distance between the standardized features of all pairs of dances.
 Foot skating is the mean horizontal speed of the feet while in contact with the ground.
+
+Geometric features (FID_g; AIST++'s "manual" features after Müller et al., 2005, "Efficient
+content-based retrieval of motion capture data"): 32 boolean relations of a frame and the one
+before it (is the right wrist in front of the plane of the chest? is the left knee bent under
+110 degrees? is the root moving faster than 2.3 humerus lengths per unit time?), each averaged over
+frames 1..T-1. The relations, thresholds and body constants are those of AIST++'s
+`features/manual.py`, including its time unit of 1/120 s per frame in the velocity tests.
 """
 
 from __future__ import annotations
 
 import torch
 
+from deepzoo.data.skeleton import NAMES
 from deepzoo.metrics.fid import feature_statistics, frechet_distance
 
 FRAME_TIME = 1.0 / 60.0
@@ -111,3 +119,122 @@ def foot_skating(
     speed = (f[1:, :, horizontal] - f[:-1, :, horizontal]).norm(dim=-1) / frame_time  # (T-1, F)
     both = contact[1:] & contact[:-1]
     return float(speed[both].mean()) if both.any() else 0.0
+
+
+# ---------------------------------------------------------------- geometric features
+_HUMERUS = ((0.00121265, 0.37817603, 0.03681623), (0.19911349, 0.23680794, -0.01807022))
+_SHOULDERS = ((0.00121265, 0.37817603, 0.03681623), (-0.45181984, 0.2225595, -0.04357424))
+_HIPS = ((0.05640767, -0.32306919, 0.01091971), (-0.10574003, -0.7149903, 0.01019822))
+"""AIST++'s reference points for the humerus length hl, shoulder width sw and hip width hw."""
+_ALIAS = {
+    "root": "pelvis", "lhip": "left_hip", "rhip": "right_hip", "belly": "spine1", "lknee": "left_knee",
+    "rknee": "right_knee", "spine": "spine2", "lankle": "left_ankle", "rankle": "right_ankle",
+    "chest": "spine3", "ltoes": "left_foot", "rtoes": "right_foot", "neck": "neck",
+    "lshoulder": "left_shoulder", "rshoulder": "right_shoulder", "lelbow": "left_elbow",
+    "relbow": "right_elbow", "lwrist": "left_wrist", "rwrist": "right_wrist",
+}  # fmt: skip
+_MOVE_TIME = 1.0 / 120.0
+"""The time per frame AIST++'s velocity relations divide by (its default, kept for comparability)."""
+
+
+def _length(pair: tuple[tuple[float, ...], ...]) -> float:
+    return float(torch.tensor(pair[0]).sub(torch.tensor(pair[1])).norm())
+
+
+class _Frames:
+    """Positions of named joints and AIST++'s virtual points in frames 1..T-1 (`now`) and
+    0..T-2 (`before`), each (T - 1, 3)."""
+
+    def __init__(self, joints: torch.Tensor) -> None:
+        self.joints = joints.double()
+        n = len(joints) - 1
+        zero = torch.zeros(n, 3, dtype=torch.float64)
+        unit = zero.clone()
+        unit[:, 1] = 1.0
+        floor = zero.clone()
+        floor[:, 1] = self.joints[1:, :, 1].min(dim=1).values
+        self.virtual = {"zero": zero, "y_unit": unit, "minus_y_unit": -unit, "y_min": floor}
+
+    def now(self, name: str) -> torch.Tensor:
+        if name in self.virtual:
+            return self.virtual[name]
+        return self.joints[1:, NAMES.index(_ALIAS[name])]
+
+    def before(self, name: str) -> torch.Tensor:
+        return self.joints[:-1, NAMES.index(_ALIAS[name])]
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).sum(-1)
+
+
+def geometric_features(joints: torch.Tensor) -> torch.Tensor:
+    """joints (T, 24, 3), T >= 2, y up -> (32,) float64: the share of frames 1..T-1 in which each
+    of AIST++'s 32 geometric relations holds (module docstring)."""
+    if joints.ndim != 3 or joints.shape[1:] != (24, 3) or len(joints) < 2:
+        raise ValueError(f"need joint positions (T >= 2, 24, 3), got {tuple(joints.shape)}")
+    f = _Frames(joints)
+    hl, sw, hw = _length(_HUMERUS), _length(_SHOULDERS), _length(_HIPS)
+
+    def move(j1, j2, j3, j4, threshold):  # velocity of j3 relative to j1, along j1 -> j2
+        velocity = (f.now(j3) - f.now(j1)) - (f.before(j3) - f.before(j1))
+        direction = f.now(j2) - f.now(j1)
+        return _dot(velocity, direction) / direction.norm(dim=-1) / _MOVE_TIME > threshold
+
+    def nmove(j1, j2, j3, j4, threshold):  # velocity of j4 relative to j1, along the plane's normal
+        velocity = (f.now(j4) - f.now(j1)) - (f.before(j4) - f.before(j1))
+        normal = torch.linalg.cross(f.now(j3) - f.now(j1), f.now(j2) - f.now(j1))
+        return _dot(velocity, normal) / normal.norm(dim=-1) / _MOVE_TIME > threshold
+
+    def plane(j1, j2, j3, j4, threshold):  # j4 beyond the plane through j1, j2, j3
+        normal = torch.linalg.cross(f.now(j3) - f.now(j1), f.now(j2) - f.now(j1))
+        return _dot(normal, f.now(j4) - f.now(j1)) / normal.norm(dim=-1) > threshold
+
+    def nplane(j1, j2, j3, j4, threshold):  # j4 beyond the plane through j3 with normal j1 -> j2
+        normal = f.now(j2) - f.now(j1)
+        return _dot(normal, f.now(j4) - f.now(j3)) / normal.norm(dim=-1) > threshold
+
+    def angle(j1, j2, j3, j4, low, high):  # angle between j1 -> j2 and j3 -> j4 in (low, high) degrees
+        a, b = f.now(j2) - f.now(j1), f.now(j4) - f.now(j3)
+        cosine = _dot(a, b) / (a.norm(dim=-1) * b.norm(dim=-1))
+        degrees = torch.rad2deg(torch.arccos(cosine))
+        return (degrees > low) & (degrees < high)
+
+    def fast(j, threshold):
+        return (f.now(j) - f.before(j)).norm(dim=-1) / _MOVE_TIME > threshold
+
+    relations = [
+        nmove("neck", "rhip", "lhip", "rwrist", 1.8 * hl),
+        nmove("neck", "lhip", "rhip", "lwrist", 1.8 * hl),
+        nplane("chest", "neck", "neck", "rwrist", 0.2 * hl),
+        nplane("chest", "neck", "neck", "lwrist", 0.2 * hl),
+        move("belly", "chest", "chest", "rwrist", 1.8 * hl),
+        move("belly", "chest", "chest", "lwrist", 1.8 * hl),
+        angle("relbow", "rshoulder", "relbow", "rwrist", 0, 110),
+        angle("lelbow", "lshoulder", "lelbow", "lwrist", 0, 110),
+        nplane("lshoulder", "rshoulder", "lwrist", "rwrist", 2.5 * sw),
+        move("lwrist", "rwrist", "rwrist", "lwrist", 1.4 * hl),
+        move("rwrist", "root", "lwrist", "root", 1.4 * hl),
+        move("lwrist", "root", "rwrist", "root", 1.4 * hl),
+        fast("rwrist", 2.5 * hl),
+        fast("lwrist", 2.5 * hl),
+        plane("root", "lhip", "ltoes", "rankle", 0.38 * hl),
+        plane("root", "rhip", "rtoes", "lankle", 0.38 * hl),
+        nplane("zero", "y_unit", "y_min", "rankle", 1.2 * hl),
+        nplane("zero", "y_unit", "y_min", "lankle", 1.2 * hl),
+        nplane("lhip", "rhip", "lankle", "rankle", 2.1 * hw),
+        angle("rknee", "rhip", "rknee", "rankle", 0, 110),
+        angle("lknee", "lhip", "lknee", "lankle", 0, 110),
+        fast("rankle", 2.5 * hl),
+        fast("lankle", 2.5 * hl),
+        angle("neck", "root", "rshoulder", "relbow", 25, 180),
+        angle("neck", "root", "lshoulder", "lelbow", 25, 180),
+        angle("neck", "root", "rhip", "rknee", 50, 180),
+        angle("neck", "root", "lhip", "lknee", 50, 180),
+        plane("rankle", "neck", "lankle", "root", 0.5 * hl),
+        angle("neck", "root", "zero", "y_unit", 70, 110),
+        nplane("zero", "minus_y_unit", "y_min", "rwrist", -1.2 * hl),
+        nplane("zero", "minus_y_unit", "y_min", "lwrist", -1.2 * hl),
+        fast("root", 2.3 * hl),
+    ]
+    return torch.stack(relations, dim=1).double().mean(0)

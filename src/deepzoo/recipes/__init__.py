@@ -20,7 +20,7 @@ from deepzoo.recipes.runs import (
 
 FAMILIES = (
     "classifiers", "language", "autoencoders", "diffusion", "gan", "likelihood", "contrastive", "rl",
-    "detection", "shapes", "online", "vqgan",
+    "detection", "shapes", "online", "vqgan", "dance",
 )  # fmt: skip
 """Each family's module registers its recipes when imported; `deepzoo list` shows them in this order."""
 for _family in FAMILIES:

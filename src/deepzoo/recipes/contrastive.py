@@ -97,7 +97,13 @@ def _dance_split(config: ClipDanceRun, split: str) -> TensorData:
     d = config.data
     songs, seed = (d.train_songs, d.seed) if split == "train" else (d.test_songs, d.seed + 1)
     dance = synthetic_dance_set(songs, d.seconds, seed, cache=cache_root() / "synthetic-dance")
-    return TensorData({"motion": torch.from_numpy(dance.motion), "music": torch.from_numpy(dance.music)})
+    return TensorData(
+        {
+            "motion": torch.from_numpy(dance.motion),
+            "music": torch.from_numpy(dance.music),
+            "beats": torch.from_numpy(dance.beats),
+        }
+    )
 
 
 def dance_splits(config: ClipDanceRun, device: torch.device) -> tuple[TensorData, TensorData]:

@@ -1,0 +1,87 @@
+"""Recipes of the music-to-dance family (Bailando) on the synthetic music-dance set of the CLIP
+issue (data/synthetic_dance.py): `dance-vqvae`, the choreographic memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from deepzoo.data.skeleton import forward_kinematics
+from deepzoo.data.tensors import TensorData
+from deepzoo.metrics.dance import feature_fid, kinetic_features, relative_to_start
+from deepzoo.metrics.retrieval import beat_align_score, kinetic_beats
+from deepzoo.models.dance import MotionVQVAE, MotionVQVAEConfig
+from deepzoo.nn.quantize import perplexity
+from deepzoo.recipes.common import adamw_linear
+from deepzoo.recipes.contrastive import DanceData, dance_splits
+from deepzoo.recipes.registry import Recipe, register
+from deepzoo.train.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class DanceVQVAERun:
+    model: MotionVQVAEConfig = MotionVQVAEConfig()
+    data: DanceData = DanceData()
+    train: TrainConfig = TrainConfig()
+
+
+def dance_quality(motion: torch.Tensor, reference: torch.Tensor, beats: torch.Tensor) -> dict[str, float]:
+    """Of dances (N, T, 75) against ground-truth dances (M, T', 75) with the music beats (N, T)
+    (bool frames) of the dances' songs: FID_k (kinetic features of positions relative to the
+    first frame's root) and the mean Beat Align Score."""
+    joints = forward_kinematics(motion.float().cpu())
+    truth = forward_kinematics(reference.float().cpu())
+    features = torch.stack([kinetic_features(relative_to_start(j)) for j in joints])
+    reference_features = torch.stack([kinetic_features(relative_to_start(j)) for j in truth])
+    bas = [
+        beat_align_score(torch.nonzero(b.cpu()).view(-1), kinetic_beats(j)) for j, b in zip(joints, beats)
+    ]
+    return {"fid_k": feature_fid(features, reference_features), "bas": sum(bas) / len(bas)}
+
+
+def _fit_normalization(model: MotionVQVAE, data: TensorData) -> None:
+    model.fit_normalization(data.tensors["motion"])
+
+
+def _evaluate_dance_vqvae(
+    model: MotionVQVAE, data: TensorData, run_dir: Path, config: DanceVQVAERun
+) -> dict[str, float]:
+    """Over the test songs: mean absolute error of the reconstructed motion values, mean
+    per-joint position error (metres, forward kinematics), code perplexity and usage (mean over
+    the body parts), and FID_k / Beat Align Score of the reconstructions and of the ground truth."""
+    motion = data.tensors["motion"]
+    codes = torch.cat([model.encode(b["motion"]) for b in data.batches(50)])
+    recon = torch.cat([model.decode(c) for c in codes.split(50)])
+    joints_error = (forward_kinematics(recon.cpu()) - forward_kinematics(motion.float().cpu())).norm(dim=-1)
+    k = model.num_codes
+    per_part = [codes[:, i].flatten() for i in range(model.parts)]
+    beats = data.tensors["beats"]
+    quality = dance_quality(recon, motion, beats)
+    truth = dance_quality(motion, motion, beats)
+    return {
+        "mae": (recon - motion).abs().mean().item(),
+        "mpjpe": joints_error.mean().item(),
+        "perplexity": sum(perplexity(c, k).item() for c in per_part) / model.parts,
+        "usage": sum((torch.bincount(c, minlength=k) > 0).float().mean().item() for c in per_part) / model.parts,
+        "fid_k": quality["fid_k"],
+        "bas": quality["bas"],
+        "bas_ground_truth": truth["bas"],
+    }
+
+
+register(
+    Recipe(
+        name="dance-vqvae",
+        summary="Bailando's choreographic memory: 1-D conv VQ-VAE over 75-d poses, upper and lower "
+        "body quantized separately, one code per 8 frames",
+        default=DanceVQVAERun(train=adamw_linear(3000, 32, 1e-3, 100, 500, max_seconds=300.0)),
+        build=lambda c: MotionVQVAE(c.model),
+        data=dance_splits,
+        prepare=_fit_normalization,
+        evaluate=_evaluate_dance_vqvae,
+        metric="mpjpe",
+        reference="Li et al. (2022): reconstruction of held-out dances (joint error, FID_k, Beat Align Score)",
+    )
+)

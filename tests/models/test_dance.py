@@ -1,0 +1,73 @@
+"""The motion VQ-VAE (Bailando's choreographic memory): body parts, shapes, losses, learning."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from deepzoo.models.dance import MotionVQVAE, MotionVQVAEConfig, body_parts, temporal_l1
+
+SMALL = MotionVQVAEConfig(downsample=2, hidden=32, num_codes=32, code_dim=8)
+
+
+def test_the_body_parts_cover_every_motion_value_once():
+    upper, lower = body_parts(True)
+    assert len(upper) == 45 and len(lower) == 30
+    assert sorted(upper + lower) == list(range(75))
+    assert {72, 73, 74} <= set(lower) and {0, 1, 2} <= set(lower)  # root translation and orientation
+    assert body_parts(False) == [list(range(75))]
+
+
+def test_temporal_l1_differences_along_time():
+    x = torch.tensor([[[0.0], [1.0], [4.0], [9.0]]])
+    y = torch.zeros_like(x)
+    assert temporal_l1(x, y, 0).item() == pytest.approx(14 / 4)
+    assert temporal_l1(x, y, 1).item() == pytest.approx((1 + 3 + 5) / 3)
+    assert temporal_l1(x, y, 2).item() == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_codes_and_reconstructions_have_the_documented_shapes(split):
+    torch.manual_seed(0)
+    model = MotionVQVAE(replace(SMALL, split_body=split)).eval()
+    motion = torch.randn(3, 32, 75)
+    codes = model.encode(motion)
+    assert codes.shape == (3, 2 if split else 1, 8) and codes.max() < 32
+    assert model.decode(codes).shape == motion.shape
+    with pytest.raises(ValueError, match="divisible"):
+        model.encode(torch.randn(1, 30, 75))
+
+
+def test_normalization_is_undone_by_decode():
+    torch.manual_seed(0)
+    model = MotionVQVAE(SMALL)
+    motion = torch.randn(4, 16, 75) * 3 + 5
+    model.fit_normalization(motion)
+    torch.testing.assert_close(model.mean, motion.reshape(-1, 75).mean(0), rtol=1e-4, atol=1e-4)
+    model.eval()
+    decoded = model.decode(model.encode(motion))
+    # an untrained decoder outputs about 0 in standardized units: about the mean in data units
+    assert (decoded - motion.reshape(-1, 75).mean(0)).abs().mean() < (motion - 5).abs().mean()
+
+
+def _dance(seconds: float = 4.0) -> torch.Tensor:
+    from deepzoo.data.synthetic_dance import make_song
+
+    song = make_song(seed=7, genre=1, seconds=seconds)
+    return torch.from_numpy(song.motion[: int(seconds * 60) // 16 * 16]).float()[None]
+
+
+def test_a_short_run_reconstructs_its_dance_better_than_the_mean_pose():
+    torch.manual_seed(0)
+    motion = _dance()
+    model = MotionVQVAE(SMALL)
+    model.fit_normalization(motion)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for _ in range(150):
+        out = model.loss({"motion": motion})
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+    error = (model.eval().reconstruct(motion) - motion).abs().mean()
+    mean_pose = (motion.mean(1, keepdim=True) - motion).abs().mean()
+    assert error < 0.5 * mean_pose
