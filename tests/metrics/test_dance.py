@@ -75,6 +75,10 @@ def test_foot_skating_is_the_horizontal_speed_of_planted_feet():
     assert foot_skating(joints) == pytest.approx(0.5, rel=1e-6)
     joints[:, 10, 0] = 0.0
     assert foot_skating(joints) == pytest.approx(0.0, abs=1e-9)
+    # a step that leaves the ground is not skating: only steps with the foot down at both ends count
+    joints[30:, 10, 1] = 0.5
+    joints[30:, 10, 0] = 1.0  # moved 1 m forward while lifting off
+    assert foot_skating(joints) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_positions_are_taken_relative_to_the_first_root():
@@ -110,8 +114,12 @@ def test_geometric_features_see_a_bent_elbow_a_lying_body_and_a_fast_root():
     from deepzoo.data.skeleton import forward_kinematics
     from deepzoo.metrics.dance import geometric_features
 
-    bent = geometric_features(forward_kinematics(_pose_sequence(10, j58=math.pi / 2)))  # right elbow (19), about y
+    bent = geometric_features(
+        forward_kinematics(_pose_sequence(10, j58=math.pi / 2))
+    )  # right elbow (19), about y
     assert bent[6] == 1 and bent[7] == 0
+    raised = geometric_features(forward_kinematics(_pose_sequence(10, j53=-math.pi / 2)))  # right arm up
+    assert raised[2] == 1 and raised[3] == 0 and bent[2] == 0  # wrist above the neck (plane test)
     lying = geometric_features(forward_kinematics(_pose_sequence(10, j0=math.pi / 2)))  # root about x
     assert lying[28] == 1
     sliding = _pose_sequence(10)

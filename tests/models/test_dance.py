@@ -71,3 +71,14 @@ def test_a_short_run_reconstructs_its_dance_better_than_the_mean_pose():
     error = (model.eval().reconstruct(motion) - motion).abs().mean()
     mean_pose = (motion.mean(1, keepdim=True) - motion).abs().mean()
     assert error < 0.5 * mean_pose
+
+
+def test_the_loss_adds_its_weighted_terms():
+    torch.manual_seed(0)
+    config = replace(SMALL, velocity_weight=0.3, acceleration_weight=2.0)
+    model = MotionVQVAE(config).eval()
+    out = model.loss({"motion": torch.randn(2, 16, 75)})
+    vq = config.beta * out["commit"] * model.parts  # EMA codebooks: only the commitment, summed over parts
+    expected = out["position"] + 0.3 * out["velocity"] + 2.0 * out["acceleration"] + vq
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert out["velocity"] > 0 and out["acceleration"] > out["velocity"]  # white noise: |D^2| > |D| > 0

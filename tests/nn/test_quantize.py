@@ -218,6 +218,8 @@ def test_normalized_codes_pick_the_largest_cosine_and_stay_unit_length():
         cosine = torch.nn.functional.normalize(z, dim=1) @ vq.codes().T
         assert torch.equal(out.codes, cosine.argmax(1))
         torch.testing.assert_close(out.z_q.norm(dim=1), torch.ones(64))
+        unit = torch.nn.functional.normalize(z, dim=1)  # the commitment is measured between unit vectors
+        torch.testing.assert_close(out.commit, (unit - vq.codes()[out.codes]).square().mean())
         vq.train()
         for _ in range(5):
             vq(torch.randn(64, 4))

@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from deepzoo.nn.quantize import VectorQuantizer
@@ -76,8 +75,10 @@ class ResidualBlock1d(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(
             nn.Sequential(
-                nn.ReLU(), nn.Conv1d(channels, channels, 3, padding=d, dilation=d),
-                nn.ReLU(), nn.Conv1d(channels, channels, 1),
+                nn.ReLU(),
+                nn.Conv1d(channels, channels, 3, padding=d, dilation=d),
+                nn.ReLU(),
+                nn.Conv1d(channels, channels, 1),
             )  # fmt: skip
             for d in dilations
         )
@@ -99,11 +100,15 @@ class PartVQVAE(nn.Module):
         for _ in range(c.downsample):
             down += [nn.Conv1d(h, h, 4, 2, 1), nn.ReLU(), ResidualBlock1d(h)]
             up += [ResidualBlock1d(h), nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv1d(h, h, 3, 1, 1)]
-        self.encoder = nn.Sequential(nn.Conv1d(channels, h, 3, 1, 1), nn.ReLU(), *down, nn.Conv1d(h, c.code_dim, 3, 1, 1))
+        self.encoder = nn.Sequential(
+            nn.Conv1d(channels, h, 3, 1, 1), nn.ReLU(), *down, nn.Conv1d(h, c.code_dim, 3, 1, 1)
+        )
         self.quantizer = VectorQuantizer(
             c.num_codes, c.code_dim, c.beta, ema=c.ema, dead_threshold=c.dead_threshold
         )
-        self.decoder = nn.Sequential(nn.Conv1d(c.code_dim, h, 3, 1, 1), *up, nn.ReLU(), nn.Conv1d(h, channels, 3, 1, 1))
+        self.decoder = nn.Sequential(
+            nn.Conv1d(c.code_dim, h, 3, 1, 1), *up, nn.ReLU(), nn.Conv1d(h, channels, 3, 1, 1)
+        )
 
     def forward(self, x: torch.Tensor):
         """x (B, T, C) -> (x_hat (B, T, C), the quantizer's `Quantized` with codes (B, T'))."""
@@ -187,14 +192,22 @@ class MotionVQVAE(nn.Module):
         x = x.float()
         position, velocity, acceleration = (temporal_l1(x_hat, x, k) for k in (0, 1, 2))
         loss = position + c.velocity_weight * velocity + c.acceleration_weight * acceleration + vq_loss
-        return {"loss": loss, "position": position, "velocity": velocity, "acceleration": acceleration, **terms}
+        return {
+            "loss": loss,
+            "position": position,
+            "velocity": velocity,
+            "acceleration": acceleration,
+            **terms,
+        }
 
     @torch.no_grad()
     def encode(self, motion: torch.Tensor) -> torch.Tensor:
         """motion (B, T, 75) -> codes (B, parts, T / frames_per_code)."""
         self._check(motion)
         x = (motion - self.mean) / self.std
-        return torch.stack([part(x[..., dims])[1].codes for dims, part in zip(self.part_dims, self.part_vqvaes)], 1)
+        return torch.stack(
+            [part(x[..., dims])[1].codes for dims, part in zip(self.part_dims, self.part_vqvaes)], 1
+        )
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

@@ -35,9 +35,7 @@ def dance_quality(motion: torch.Tensor, reference: torch.Tensor, beats: torch.Te
     truth = forward_kinematics(reference.float().cpu())
     features = torch.stack([kinetic_features(relative_to_start(j)) for j in joints])
     reference_features = torch.stack([kinetic_features(relative_to_start(j)) for j in truth])
-    bas = [
-        beat_align_score(torch.nonzero(b.cpu()).view(-1), kinetic_beats(j)) for j, b in zip(joints, beats)
-    ]
+    bas = [beat_align_score(torch.nonzero(b.cpu()).view(-1), kinetic_beats(j)) for j, b in zip(joints, beats)]
     return {"fid_k": feature_fid(features, reference_features), "bas": sum(bas) / len(bas)}
 
 
@@ -64,7 +62,8 @@ def _evaluate_dance_vqvae(
         "mae": (recon - motion).abs().mean().item(),
         "mpjpe": joints_error.mean().item(),
         "perplexity": sum(perplexity(c, k).item() for c in per_part) / model.parts,
-        "usage": sum((torch.bincount(c, minlength=k) > 0).float().mean().item() for c in per_part) / model.parts,
+        "usage": sum((torch.bincount(c, minlength=k) > 0).float().mean().item() for c in per_part)
+        / model.parts,
         "fid_k": quality["fid_k"],
         "bas": quality["bas"],
         "bas_ground_truth": truth["bas"],
