@@ -81,6 +81,6 @@ register(
         prepare=_fit_normalization,
         evaluate=_evaluate_dance_vqvae,
         metric="mpjpe",
-        reference="Li et al. (2022): reconstruction of held-out dances (joint error, FID_k, Beat Align Score)",
+        reference="Li et al. (2022): reconstructions of held-out dances (joint error, FID_k, BAS)",
     )
 )
