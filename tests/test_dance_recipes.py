@@ -20,7 +20,16 @@ def test_dance_vqvae_reports_reconstruction_and_dance_metrics(tmp_path):
     )
     run = train_recipe("dance-vqvae", config, tmp_path / "vq").run_dir
     record = _eval_record(run)
-    assert {"mae", "mpjpe", "perplexity", "usage", "fid_k", "bas", "bas_ground_truth"} <= record.keys()
+    assert {
+        "mae",
+        "mpjpe",
+        "perplexity",
+        "usage",
+        "fid_k",
+        "fid_g",
+        "bas",
+        "bas_ground_truth",
+    } <= record.keys()
     assert record["mpjpe"] > 0 and 0 <= record["bas"] <= 1
     assert record["bas_ground_truth"] > 0.5  # the synthetic dances are on the beat by construction
     loaded = load_run(run).model

@@ -86,5 +86,6 @@ def test_a_short_run_learns_the_code_distribution():
         loss.backward()
         optimizer.step()
     assert loss.item() < 0.1  # from log 11 = 2.4 nats per code at the start
+    # mean p(right code) >= exp(-0.1) = 0.905 (Jensen); 210 draws have a standard deviation of 0.02
     drawn = prior.eval().sample_codes(14, generator=torch.Generator().manual_seed(0))
-    assert (drawn == (torch.arange(14) % 7)[:, None, None]).float().mean() > 0.95
+    assert (drawn == (torch.arange(14) % 7)[:, None, None]).float().mean() > 0.8

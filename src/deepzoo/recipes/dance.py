@@ -10,7 +10,7 @@ import torch
 
 from deepzoo.data.skeleton import forward_kinematics
 from deepzoo.data.tensors import TensorData
-from deepzoo.metrics.dance import feature_fid, kinetic_features, relative_to_start
+from deepzoo.metrics.dance import feature_fid, geometric_features, kinetic_features, relative_to_start
 from deepzoo.metrics.retrieval import beat_align_score, kinetic_beats
 from deepzoo.models.dance import MotionVQVAE, MotionVQVAEConfig
 from deepzoo.nn.quantize import perplexity
@@ -29,14 +29,16 @@ class DanceVQVAERun:
 
 def dance_quality(motion: torch.Tensor, reference: torch.Tensor, beats: torch.Tensor) -> dict[str, float]:
     """Of dances (N, T, 75) against ground-truth dances (M, T', 75) with the music beats (N, T)
-    (bool frames) of the dances' songs: FID_k (kinetic features of positions relative to the
-    first frame's root) and the mean Beat Align Score."""
-    joints = forward_kinematics(motion.float().cpu())
-    truth = forward_kinematics(reference.float().cpu())
-    features = torch.stack([kinetic_features(relative_to_start(j)) for j in joints])
-    reference_features = torch.stack([kinetic_features(relative_to_start(j)) for j in truth])
+    (bool frames) of the dances' songs: FID_k and FID_g (kinetic and geometric features of the
+    positions relative to the first frame's root) and the mean Beat Align Score."""
+    joints = [relative_to_start(j) for j in forward_kinematics(motion.float().cpu())]
+    truth = [relative_to_start(j) for j in forward_kinematics(reference.float().cpu())]
+    out = {}
+    for name, features in (("fid_k", kinetic_features), ("fid_g", geometric_features)):
+        ours, theirs = torch.stack([features(j) for j in joints]), torch.stack([features(j) for j in truth])
+        out[name] = feature_fid(ours, theirs)
     bas = [beat_align_score(torch.nonzero(b.cpu()).view(-1), kinetic_beats(j)) for j, b in zip(joints, beats)]
-    return {"fid_k": feature_fid(features, reference_features), "bas": sum(bas) / len(bas)}
+    return out | {"bas": sum(bas) / len(bas)}
 
 
 def _fit_normalization(model: MotionVQVAE, data: TensorData) -> None:
@@ -48,7 +50,8 @@ def _evaluate_dance_vqvae(
 ) -> dict[str, float]:
     """Over the test songs: mean absolute error of the reconstructed motion values, mean
     per-joint position error (metres, forward kinematics), code perplexity and usage (mean over
-    the body parts), and FID_k / Beat Align Score of the reconstructions and of the ground truth."""
+    the body parts), FID_k and FID_g of the reconstructions against the test dances, and the Beat
+    Align Score of the reconstructions and of the ground truth."""
     motion = data.tensors["motion"]
     codes = torch.cat([model.encode(b["motion"]) for b in data.batches(50)])
     recon = torch.cat([model.decode(c) for c in codes.split(50)])
@@ -65,6 +68,7 @@ def _evaluate_dance_vqvae(
         "usage": sum((torch.bincount(c, minlength=k) > 0).float().mean().item() for c in per_part)
         / model.parts,
         "fid_k": quality["fid_k"],
+        "fid_g": quality["fid_g"],
         "bas": quality["bas"],
         "bas_ground_truth": truth["bas"],
     }
