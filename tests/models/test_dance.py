@@ -82,3 +82,81 @@ def test_the_loss_adds_its_weighted_terms():
     expected = out["position"] + 0.3 * out["velocity"] + 2.0 * out["acceleration"] + vq
     assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
     assert out["velocity"] > 0 and out["acceleration"] > out["velocity"]  # white noise: |D^2| > |D| > 0
+
+
+def _dance_gpt(block: int = 121, split: bool = True):
+    from deepzoo.models.dance import DanceGPT, DanceGPTConfig
+    from deepzoo.models.gpt import GPTConfig
+
+    torch.manual_seed(0)
+    vqvae = MotionVQVAE(replace(SMALL, split_body=split)).eval()
+    gpt = GPTConfig(vocab_size=0, block_size=block, layers=1, heads=2, dim=16, positions="learned")
+    return DanceGPT(DanceGPTConfig(gpt=gpt, music_dim=6), vqvae)
+
+
+def test_the_sequence_takes_the_parts_of_each_step_in_turn():
+    model = _dance_gpt()
+    codes = torch.tensor([[[1, 2, 3], [4, 5, 6]]])  # (B, P, T')
+    assert model.sequence(codes).tolist() == [[1, 32 + 4, 2, 32 + 5, 3, 32 + 6]]
+    assert model.start == 64
+
+
+def test_the_loss_scores_each_token_among_its_parts_codes():
+    model = _dance_gpt()
+    motion, music = torch.randn(2, 16, 75), torch.randn(2, 16, 6)
+    s = model.sequence(model.vqvae.encode(motion))
+    inputs = torch.cat([torch.full((2, 1), model.start), s[:, :-1]], 1)
+    logits = model.gpt(inputs, extra=model.conditioning(model.music_steps(music), 0, s.shape[1]))
+    expected = 0.0
+    for i in range(s.shape[1]):
+        part = i % 2
+        allowed = logits[:, i, part * 32 : (part + 1) * 32]
+        expected += torch.nn.functional.cross_entropy(allowed, s[:, i] - part * 32) / s.shape[1]
+    assert model.loss({"motion": motion, "music": music})["loss"].item() == pytest.approx(
+        expected.item(), rel=1e-5
+    )
+
+
+def test_a_code_sees_the_music_of_its_own_step_and_before_only():
+    model = _dance_gpt()
+    motion, music = torch.randn(1, 16, 75), torch.randn(1, 16, 6)
+    s = model.sequence(model.vqvae.encode(motion))
+    inputs = torch.cat([torch.full((1, 1), model.start), s[:, :-1]], 1)
+
+    def logits(m):
+        return model.gpt(inputs, extra=model.conditioning(model.music_steps(m), 0, s.shape[1]))
+
+    changed = music.clone()
+    changed[:, 8:12] += 3.0  # the frames of code step 2 (4 frames per code)
+    a, b = logits(music), logits(changed)
+    assert torch.equal(a[:, :4], b[:, :4])  # tokens of steps 0 and 1
+    assert not torch.allclose(a[:, 4:], b[:, 4:])
+
+
+@pytest.mark.parametrize("block", [121, 5])  # 5: the window slides (start + 2 steps of 2 parts)
+def test_generation_with_the_cache_equals_generation_without(block):
+    model = _dance_gpt(block)
+    music = torch.randn(3, 32, 6)
+    cached = model.generate_codes(music, torch.Generator().manual_seed(1), use_cache=True)
+    plain = model.generate_codes(music, torch.Generator().manual_seed(1), use_cache=False)
+    assert cached.shape == (3, 2, 8) and torch.equal(cached, plain)
+    assert 0 <= cached.min() and cached.max() < 32
+    assert model.generate(music, torch.Generator().manual_seed(1)).shape == (3, 32, 75)
+
+
+def test_a_sliding_window_always_begins_at_a_code_step():
+    """Training sequences start with the start token, then the upper body's code of a step; past
+    the context the window [start, s_first .. s_(i-1)] keeps that: first is a multiple of P."""
+    model = _dance_gpt(block=7)
+    lengths = []
+    forward = model.gpt.forward
+
+    def spy(tokens, caches=None, extra=None):
+        lengths.append(tokens.shape[1])
+        return forward(tokens, caches, extra)
+
+    model.gpt.forward = spy
+    model.generate_codes(torch.randn(1, 40, 6), torch.Generator().manual_seed(0), use_cache=False)
+    firsts = [i - (length - 1) for i, length in enumerate(lengths)]
+    assert len(lengths) == 20 and max(lengths) <= 7 and min(firsts) == 0
+    assert all(first % 2 == 0 for first in firsts) and max(firsts) > 0

@@ -1,6 +1,7 @@
 """Music-to-dance models after Bailando (Li et al., 2022, "Bailando: 3D Dance Generation by
 Actor-Critic GPT with Choreographic Memory"). This module: the choreographic memory, a 1-D
-convolutional VQ-VAE over pose sequences.
+convolutional VQ-VAE over pose sequences, and the music-conditioned GPT over its codes
+(`DanceGPT`, its docstring has the sequence and the factorization).
 
 Motion: (B, T, 75) at 60 FPS, AIST++'s SMPL parameters (24 joint axis-angles, then the root
 translation; data/skeleton.py), standardized per dimension with the training set's mean and
@@ -21,11 +22,13 @@ finite differences along time (velocity, acceleration) as Bailando's:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from deepzoo.models.gpt import GPT, GPTConfig
 from deepzoo.nn.quantize import VectorQuantizer
 
 MOTION_DIM = 75
@@ -223,3 +226,138 @@ class MotionVQVAE(nn.Module):
     @torch.no_grad()
     def reconstruct(self, motion: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(motion))
+
+
+# ---------------------------------------------------------------- the music-conditioned GPT
+@dataclass(frozen=True)
+class DanceGPTConfig:
+    gpt: GPTConfig = GPTConfig(vocab_size=0, block_size=121, layers=4, heads=4, dim=128, positions="learned")
+    """vocab_size 0: parts * K + 1 (the start token); block_size: tokens of context, the start token
+    included (121 = 60 code steps of 2 parts = 8 s of motion)."""
+    music_dim: int = 438
+    """Width of the music features (data/music.py)."""
+    temperature: float = 1.0
+    """Sampling temperature."""
+    top_k: int = 0
+    """Sample from the top-k codes only (0: all)."""
+
+
+class DanceGPT(nn.Module):
+    """A GPT over a frozen `MotionVQVAE`'s codes, conditioned on the music.
+
+    The codes (B, P, T') are read step by step, the P parts of each step in turn (upper then lower
+    body): s = [k^1_1, k^2_1, k^1_2, k^2_2, ...], part p's ids shifted by p K. The input is
+    [start, s_1, ..., s_{n-1}]; at position i the embedding gets W m_j added, m_j the standardized
+    music features averaged over the frames of the code step j = floor(i / P) that position i
+    predicts, so every code is chosen knowing the music of its own frames (and all before):
+
+        p(s | m) = prod_i p(s_i | s_<i, m_<=j(i)),    s_i among part (i mod P)'s K codes only.
+
+    Bailando predicts both parts of a step at once with cross-conditional heads; the interleaved
+    sequence is the same factorization with the lower body also seeing the upper body's code of
+    the same step. Sequences longer than the context slide: the window restarts from the start
+    token followed by the last block_size - 1 tokens (as the training crops start)."""
+
+    def __init__(self, config: DanceGPTConfig, vqvae: MotionVQVAE) -> None:
+        super().__init__()
+        self.config = c = config
+        self.vqvae = vqvae.requires_grad_(False).eval()
+        self.parts, self.num_codes = vqvae.parts, vqvae.num_codes
+        vocab = self.parts * self.num_codes + 1
+        if c.gpt.vocab_size not in (0, vocab):
+            raise ValueError(f"the dance GPT's vocabulary must be 0 or parts * num_codes + 1 = {vocab}")
+        if c.gpt.block_size < self.parts + 1:
+            raise ValueError(f"gpt.block_size must hold the start token and one step, got {c.gpt.block_size}")
+        self.gpt = GPT(replace(c.gpt, vocab_size=vocab))
+        self.start = vocab - 1
+        self.music = nn.Linear(c.music_dim, c.gpt.dim)
+        self.register_buffer("music_mean", torch.zeros(c.music_dim))
+        self.register_buffer("music_std", torch.ones(c.music_dim))
+
+    def train(self, mode: bool = True) -> DanceGPT:
+        super().train(mode)
+        self.vqvae.eval()
+        return self
+
+    @torch.no_grad()
+    def fit_normalization(self, music: torch.Tensor) -> None:
+        """Standardize music features with the mean and standard deviation of music (N, T, F)."""
+        flat = music.reshape(-1, music.shape[-1]).double()
+        std = flat.std(0)
+        self.music_mean.copy_(flat.mean(0))
+        self.music_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+
+    def music_steps(self, music: torch.Tensor) -> torch.Tensor:
+        """music (B, T, F) at 60 FPS -> (B, T / frames_per_code, F): standardized, averaged per code step."""
+        steps = music.shape[1] // self.vqvae.frames_per_code
+        music = (music[:, : steps * self.vqvae.frames_per_code] - self.music_mean) / self.music_std
+        return music.unflatten(1, (steps, self.vqvae.frames_per_code)).mean(2)
+
+    def sequence(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, P, T') -> s (B, P T'), the parts of each step in turn, part p shifted by p K."""
+        shifted = codes + self.num_codes * torch.arange(self.parts, device=codes.device)[:, None]
+        return shifted.transpose(1, 2).flatten(1)
+
+    def conditioning(self, steps: torch.Tensor, first: int, length: int) -> torch.Tensor:
+        """W m_j for the positions first .. first + length - 1 (j = floor(i / P)): (B, length, D)."""
+        j = (torch.arange(first, first + length, device=steps.device) // self.parts).clamp(
+            max=steps.shape[1] - 1
+        )
+        return self.music(steps[:, j].to(self.music.weight.dtype))
+
+    def _part_logits(self, logits: torch.Tensor, first: int) -> torch.Tensor:
+        """Logits (B, L, V) of positions first.. -> (B, L, K): each position's part's codes only."""
+        part = torch.arange(first, first + logits.shape[1], device=logits.device) % self.parts
+        index = part[:, None] * self.num_codes + torch.arange(self.num_codes, device=logits.device)
+        return logits.gather(2, index.expand(logits.shape[0], -1, -1))
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """batch "motion" (B, T, 75), "music" (B, T, F) -> {"loss": nats per code}. T must fit the
+        context: P T / frames_per_code <= block_size - 1."""
+        codes = self.vqvae.encode(batch["motion"])
+        s = self.sequence(codes)
+        if s.shape[1] > self.gpt.config.block_size:
+            raise ValueError(
+                f"{s.shape[1]} tokens exceed the context of {self.gpt.config.block_size}; crop the batch"
+            )
+        inputs = torch.cat([torch.full_like(s[:, :1], self.start), s[:, :-1]], dim=1)
+        extra = self.conditioning(self.music_steps(batch["music"]), 0, s.shape[1])
+        logits = self._part_logits(self.gpt(inputs, extra=extra), 0)
+        target = s - (torch.arange(s.shape[1], device=s.device) % self.parts) * self.num_codes
+        return {"loss": F.cross_entropy(logits.flatten(0, 1).float(), target.flatten())}
+
+    @torch.no_grad()
+    def generate_codes(
+        self, music: torch.Tensor, generator: torch.Generator | None = None, use_cache: bool = True
+    ) -> torch.Tensor:
+        """Codes (B, P, T') for music (B, T, F) of any length, T' = T / frames_per_code: each token
+        drawn from softmax(logits / temperature) over its part's codes (top-k when set)."""
+        from deepzoo.models.gpt import sample_next
+
+        steps = self.music_steps(music)
+        n, block, c = steps.shape[1] * self.parts, self.gpt.config.block_size, self.config
+        s = torch.empty(music.shape[0], 0, dtype=torch.long, device=music.device)
+        start = torch.full((music.shape[0], 1), self.start, dtype=torch.long, device=music.device)
+        caches, cached_from = None, -1
+        for i in range(n):
+            # the window [start, s[first:i]] fits the block and begins at a code step, as training crops do
+            first = max(0, -(-(i - (block - 1)) // self.parts) * self.parts)
+            if use_cache and caches is not None and first == cached_from:
+                logits = self.gpt(s[:, -1:], caches, self.conditioning(steps, i, 1))
+            else:
+                inputs = torch.cat([start, s[:, first:]], dim=1)
+                caches, cached_from = (self.gpt.new_caches(), first) if use_cache else (None, -1)
+                logits = self.gpt(inputs, caches, self.conditioning(steps, first, inputs.shape[1]))
+            part_logits = self._part_logits(logits[:, -1:], i)[:, -1]
+            token = (
+                sample_next(part_logits, c.temperature, c.top_k, generator)
+                + (i % self.parts) * self.num_codes
+            )
+            s = torch.cat([s, token], dim=1)
+        codes = s.view(len(s), steps.shape[1], self.parts).transpose(1, 2)
+        return codes - self.num_codes * torch.arange(self.parts, device=s.device)[:, None]
+
+    @torch.no_grad()
+    def generate(self, music: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A dance (B, T' frames_per_code, 75) for music (B, T, F)."""
+        return self.vqvae.decode(self.generate_codes(music, generator))

@@ -96,14 +96,27 @@ class GPT(nn.Module):
             for proj in (block.attn.out_proj, block.mlp.proj):
                 nn.init.normal_(proj.weight, std=0.02 / (2 * self.config.layers) ** 0.5)
 
-    def forward(self, tokens: torch.Tensor, caches: list[dict[str, KVCache]] | None = None) -> torch.Tensor:
-        """tokens (B, T) -> logits (B, T, V). With caches, tokens continue the cached sequence."""
-        return self.head(self.features(tokens, caches))
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        caches: list[dict[str, KVCache]] | None = None,
+        extra: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """tokens (B, T) -> logits (B, T, V). With caches, tokens continue the cached sequence;
+        `extra` (B, T, D) is added to the token embeddings (a per-position conditioning)."""
+        return self.head(self.features(tokens, caches, extra))
 
-    def features(self, tokens: torch.Tensor, caches: list[dict[str, KVCache]] | None = None) -> torch.Tensor:
+    def features(
+        self,
+        tokens: torch.Tensor,
+        caches: list[dict[str, KVCache]] | None = None,
+        extra: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """tokens (B, T) -> the final LayerNorm's output (B, T, D), which `head` maps to logits."""
         offset = 0 if caches is None else caches[0]["self"].length
         x = self.embed(tokens)  # (B, T, D)
+        if extra is not None:
+            x = x + extra
         if self.positions is not None:
             x = self.positions(x, offset)
         x = self.drop(x)
