@@ -1,5 +1,6 @@
 """End-to-end run of the music-to-dance recipes at toy sizes."""
 
+import math
 from dataclasses import replace
 
 import torch
@@ -36,3 +37,34 @@ def test_dance_vqvae_reports_reconstruction_and_dance_metrics(tmp_path):
     motion = torch.zeros(1, 120, 75)
     assert loaded.encode(motion).shape == (1, 2, 15)
     assert not torch.equal(loaded.std, torch.ones(75))  # the normalization was fitted and saved
+
+
+def test_dance_gpt_generates_dances_for_held_out_music(tmp_path):
+    from deepzoo.models.gpt import GPTConfig
+
+    data = DanceData(train_songs=8, test_songs=4, seconds=2.0)
+    train = {**FAST, "batch_size": 4}
+    vq_default = get_recipe("dance-vqvae").default
+    vq_config = replace(
+        vq_default,
+        model=replace(vq_default.model, hidden=16, num_codes=16, code_dim=8),
+        data=data,
+        train=replace(vq_default.train, **train),
+    )
+    vq_run = train_recipe("dance-vqvae", vq_config, tmp_path / "vq").run_dir
+    default = get_recipe("dance-gpt").default
+    model = replace(
+        default.model, gpt=GPTConfig(vocab_size=0, block_size=31, layers=1, heads=2, dim=16), window_steps=8
+    )
+    config = replace(
+        default, vqvae_run=str(vq_run), model=model, data=data, train=replace(default.train, **train)
+    )
+    run = train_recipe("dance-gpt", config, tmp_path / "gpt").run_dir
+    record = _eval_record(run)
+    assert {"val_loss", "fid_k", "fid_g", "diversity_k", "bas", "bas_ground_truth"} <= record.keys()
+    assert 0 < record["val_loss"] < 2 * math.log(16) and 0 <= record["bas"] <= 1
+    gpt = load_run(run).model
+    assert not torch.equal(gpt.music_std, torch.ones(438))  # the music normalization was fitted and saved
+    vq = load_run(vq_run).model
+    for a, b in zip(vq.state_dict().values(), gpt.vqvae.state_dict().values()):
+        assert torch.equal(a, b)

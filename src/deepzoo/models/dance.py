@@ -236,6 +236,9 @@ class DanceGPTConfig:
     included (121 = 60 code steps of 2 parts = 8 s of motion)."""
     music_dim: int = 438
     """Width of the music features (data/music.py)."""
+    window_steps: int = 30
+    """Training crops: a random window of this many code steps (30 = 240 frames = 4 s) of each
+    dance, starting at a code boundary; evaluation reads whole sequences (they must fit the context)."""
     temperature: float = 1.0
     """Sampling temperature."""
     top_k: int = 0
@@ -312,16 +315,23 @@ class DanceGPT(nn.Module):
         return logits.gather(2, index.expand(logits.shape[0], -1, -1))
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """batch "motion" (B, T, 75), "music" (B, T, F) -> {"loss": nats per code}. T must fit the
-        context: P T / frames_per_code <= block_size - 1."""
-        codes = self.vqvae.encode(batch["motion"])
+        """batch "motion" (B, T, 75), "music" (B, T, F) -> {"loss": nats per code}. In training a
+        random window of `window_steps` code steps (one offset for the batch) is read; in
+        evaluation the whole sequence, which must fit the context: P T / frames_per_code <= block_size."""
+        motion, music = batch["motion"], batch["music"]
+        frames = self.config.window_steps * self.vqvae.frames_per_code
+        if self.training and motion.shape[1] > frames:
+            steps = motion.shape[1] // self.vqvae.frames_per_code - self.config.window_steps
+            first = int(torch.randint(steps + 1, ())) * self.vqvae.frames_per_code
+            motion, music = motion[:, first : first + frames], music[:, first : first + frames]
+        codes = self.vqvae.encode(motion)
         s = self.sequence(codes)
         if s.shape[1] > self.gpt.config.block_size:
             raise ValueError(
                 f"{s.shape[1]} tokens exceed the context of {self.gpt.config.block_size}; crop the batch"
             )
         inputs = torch.cat([torch.full_like(s[:, :1], self.start), s[:, :-1]], dim=1)
-        extra = self.conditioning(self.music_steps(batch["music"]), 0, s.shape[1])
+        extra = self.conditioning(self.music_steps(music), 0, s.shape[1])
         logits = self._part_logits(self.gpt(inputs, extra=extra), 0)
         target = s - (torch.arange(s.shape[1], device=s.device) % self.parts) * self.num_codes
         return {"loss": F.cross_entropy(logits.flatten(0, 1).float(), target.flatten())}

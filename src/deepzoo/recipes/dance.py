@@ -1,8 +1,10 @@
 """Recipes of the music-to-dance family (Bailando) on the synthetic music-dance set of the CLIP
-issue (data/synthetic_dance.py): `dance-vqvae`, the choreographic memory."""
+issue (data/synthetic_dance.py): `dance-vqvae`, the choreographic memory, and `dance-gpt`, the
+music-conditioned GPT over its codes (`--vqvae-run RUN`)."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,13 +12,20 @@ import torch
 
 from deepzoo.data.skeleton import forward_kinematics
 from deepzoo.data.tensors import TensorData
-from deepzoo.metrics.dance import feature_fid, geometric_features, kinetic_features, relative_to_start
+from deepzoo.metrics.dance import (
+    diversity,
+    feature_fid,
+    geometric_features,
+    kinetic_features,
+    relative_to_start,
+)
 from deepzoo.metrics.retrieval import beat_align_score, kinetic_beats
-from deepzoo.models.dance import MotionVQVAE, MotionVQVAEConfig
+from deepzoo.models.dance import DanceGPT, DanceGPTConfig, MotionVQVAE, MotionVQVAEConfig
 from deepzoo.nn.quantize import perplexity
-from deepzoo.recipes.common import adamw_linear
+from deepzoo.recipes.common import adamw_linear, mean_terms
 from deepzoo.recipes.contrastive import DanceData, dance_splits
 from deepzoo.recipes.registry import Recipe, register
+from deepzoo.recipes.runs import load_parent
 from deepzoo.train.config import TrainConfig
 
 
@@ -30,13 +39,15 @@ class DanceVQVAERun:
 def dance_quality(motion: torch.Tensor, reference: torch.Tensor, beats: torch.Tensor) -> dict[str, float]:
     """Of dances (N, T, 75) against ground-truth dances (M, T', 75) with the music beats (N, T)
     (bool frames) of the dances' songs: FID_k and FID_g (kinetic and geometric features of the
-    positions relative to the first frame's root) and the mean Beat Align Score."""
+    positions relative to the first frame's root), the diversity of each feature set (standardized
+    by the ground truth's statistics, as Bailando reports it) and the mean Beat Align Score."""
     joints = [relative_to_start(j) for j in forward_kinematics(motion.float().cpu())]
     truth = [relative_to_start(j) for j in forward_kinematics(reference.float().cpu())]
     out = {}
-    for name, features in (("fid_k", kinetic_features), ("fid_g", geometric_features)):
+    for name, features in (("k", kinetic_features), ("g", geometric_features)):
         ours, theirs = torch.stack([features(j) for j in joints]), torch.stack([features(j) for j in truth])
-        out[name] = feature_fid(ours, theirs)
+        out[f"fid_{name}"] = feature_fid(ours, theirs)
+        out[f"diversity_{name}"] = diversity(ours, theirs)
     bas = [beat_align_score(torch.nonzero(b.cpu()).view(-1), kinetic_beats(j)) for j, b in zip(joints, beats)]
     return out | {"bas": sum(bas) / len(bas)}
 
@@ -86,5 +97,62 @@ register(
         evaluate=_evaluate_dance_vqvae,
         metric="mpjpe",
         reference="Li et al. (2022): reconstructions of held-out dances (joint error, FID_k, BAS)",
+    )
+)
+
+
+@dataclass(frozen=True)
+class DanceGPTRun:
+    vqvae_run: str = ""
+    """The `dance-vqvae` run whose (frozen) VQ-VAE gives the codes; required."""
+    model: DanceGPTConfig = DanceGPTConfig()
+    data: DanceData = DanceData()
+    train: TrainConfig = TrainConfig()
+
+
+def _build_dance_gpt(config: DanceGPTRun) -> DanceGPT:
+    parent = load_parent(config.vqvae_run, ("dance-vqvae",), "vqvae-run")
+    return DanceGPT(config.model, copy.deepcopy(parent.model).cpu())
+
+
+def _fit_music(model: DanceGPT, data: TensorData) -> None:
+    model.fit_normalization(data.tensors["music"])
+
+
+def _evaluate_dance_gpt(
+    model: DanceGPT, data: TensorData, run_dir: Path, config: DanceGPTRun
+) -> dict[str, float]:
+    """Test nats per code over whole test songs; then one dance generated for each test song's
+    music (seeded): FID_k, FID_g, diversity and Beat Align Score against the test dances, and the
+    ground truth's own diversity and Beat Align Score for reference."""
+    metrics = {"val_loss": mean_terms(model, data, batch_size=50)["loss"]}
+    generator = torch.Generator(data.tensors["music"].device).manual_seed(0)
+    dances = torch.cat([model.generate(b["music"], generator) for b in data.batches(50)])
+    motion, beats = data.tensors["motion"], data.tensors["beats"]
+    truth = dance_quality(motion, motion, beats)
+    return (
+        metrics
+        | dance_quality(dances, motion, beats[:, : dances.shape[1]])
+        | {
+            "bas_ground_truth": truth["bas"],
+            "diversity_k_ground_truth": truth["diversity_k"],
+        }
+    )
+
+
+register(
+    Recipe(
+        name="dance-gpt",
+        summary="music-conditioned GPT over a dance-vqvae run's codes (--vqvae-run RUN): upper and lower "
+        "body codes in turn, music features of each code step added to its embedding",
+        default=DanceGPTRun(
+            train=adamw_linear(3000, 32, 1e-3, 100, 500, max_seconds=300.0, keep_best="val_loss:min")
+        ),
+        build=_build_dance_gpt,
+        data=dance_splits,
+        prepare=_fit_music,
+        evaluate=_evaluate_dance_gpt,
+        metric="fid_k",
+        reference="Li et al. (2022), stage 2: FID_k, FID_g, diversity and BAS of dances for held-out music",
     )
 )
