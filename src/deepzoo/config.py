@@ -40,4 +40,7 @@ def _convert(hint: Any, value: Any) -> Any:
         return tuple(value) if isinstance(value, list) else value
     if origin is tuple and isinstance(value, list):
         return tuple(value)
+    if origin is dict and isinstance(value, dict):  # e.g. train.optim: {group: OptimConfig}
+        key_hint, value_hint = typing.get_args(hint) or (Any, Any)
+        return {k: _convert(value_hint, v) for k, v in value.items()}
     return value

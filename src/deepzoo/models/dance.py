@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepzoo.models.gpt import GPT, GPTConfig
+from deepzoo.models.gpt import GPT, GPTConfig, sample_next
 from deepzoo.nn.quantize import VectorQuantizer
 
 MOTION_DIM = 75
@@ -342,9 +342,11 @@ class DanceGPT(nn.Module):
     ) -> torch.Tensor:
         """Codes (B, P, T') for music (B, T, F) of any length, T' = T / frames_per_code: each token
         drawn from softmax(logits / temperature) over its part's codes (top-k when set)."""
-        from deepzoo.models.gpt import sample_next
-
         steps = self.music_steps(music)
+        if steps.shape[1] == 0:
+            raise ValueError(
+                f"need at least {self.vqvae.frames_per_code} frames of music, got {music.shape[1]}"
+            )
         n, block, c = steps.shape[1] * self.parts, self.gpt.config.block_size, self.config
         s = torch.empty(music.shape[0], 0, dtype=torch.long, device=music.device)
         start = torch.full((music.shape[0], 1), self.start, dtype=torch.long, device=music.device)
