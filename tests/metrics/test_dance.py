@@ -127,3 +127,11 @@ def test_geometric_features_see_a_bent_elbow_a_lying_body_and_a_fast_root():
     sliding[:, 72] = torch.arange(10) * 0.1  # 0.1 m per frame = 12 m per AIST++ time unit of 1/120 s
     f = geometric_features(forward_kinematics(sliding))
     assert f[31] == 1 and f[12] == 1 and f[22] == 1  # root, right wrist, left ankle all "fast"
+
+
+def test_a_feature_constant_in_the_ground_truth_is_centred_not_divided_by_zero():
+    truth = torch.zeros(50, 2, dtype=torch.float64)
+    truth[:, 0] = torch.randn(50, generator=torch.Generator().manual_seed(0))
+    ours = truth.clone()
+    ours[:, 1] = 0.5  # a relation the ground truth never shows fires half the time
+    assert feature_fid(ours, truth) == pytest.approx(0.25, rel=1e-6)  # only the mean shift 0.5^2 remains

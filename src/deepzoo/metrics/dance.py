@@ -14,7 +14,8 @@ window w = 2, dt = 1/60, and per joint
 
 FID_k is the Fréchet distance between the kinetic features of generated and of ground-truth dances,
 after both are standardized with the ground truth's per-feature mean and standard deviation (as
-Bailando's `quantized_metrics` does; positions are taken relative to the first frame's root).
+Bailando's `quantized_metrics` does, except that a feature constant in the ground truth is only
+centred; positions are taken relative to the first frame's root).
 Diversity is the mean Euclidean distance between the standardized features of all pairs of dances.
 Foot skating is the mean horizontal speed of the feet while in contact with the ground.
 
@@ -76,10 +77,13 @@ def relative_to_start(joints: torch.Tensor) -> torch.Tensor:
 
 def standardize(features: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """(N, D) features standardized with the (M, D) reference's per-feature mean and (biased)
-    standard deviation, + 1e-10 (Bailando's `normalize`)."""
+    standard deviation + 1e-10 (Bailando's `normalize`). A feature that is constant in the
+    reference (std 0: a geometric relation that never fires in the ground truth) is only centred:
+    Bailando's 1e-10 would turn any deviation there into ~1e10 standard deviations and the FID
+    into ~1e20."""
     reference = reference.double()
     mean, std = reference.mean(0), reference.std(0, unbiased=False)
-    return (features.double() - mean) / (std + 1e-10)
+    return (features.double() - mean) / torch.where(std > 0, std + 1e-10, torch.ones_like(std))
 
 
 def feature_fid(features: torch.Tensor, reference: torch.Tensor) -> float:
