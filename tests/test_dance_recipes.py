@@ -3,8 +3,11 @@
 import math
 from dataclasses import replace
 
+import numpy as np
 import torch
 
+from deepzoo.cli import main
+from deepzoo.data.synthetic_dance import make_song, write_wav
 from deepzoo.recipes import get_recipe, load_run, train_recipe
 from deepzoo.recipes.contrastive import DanceData
 from tests.test_generative_recipes import FAST, _eval_record
@@ -68,3 +71,16 @@ def test_dance_gpt_generates_dances_for_held_out_music(tmp_path):
     vq = load_run(vq_run).model
     for a, b in zip(vq.state_dict().values(), gpt.vqvae.state_dict().values()):
         assert torch.equal(a, b)
+    assert (run / "samples" / "dances.gif").exists()
+    assert np.load(run / "samples" / "dances.npy").shape == (4, 120, 75)
+
+    # dances from the command line: for test songs, and for a user's wav file
+    out = tmp_path / "dance.png"
+    assert main(["sample", str(run), "--n", "2", "--out", str(out), "--device", "cpu"]) in (0, None)
+    assert np.load(out.with_suffix(".npy")).shape == (2, 120, 75) and out.with_suffix(".gif").exists()
+    song = make_song(seed=3, genre=2, seconds=1.5)
+    write_wav(tmp_path / "song.wav", song.audio)
+    wav_out = tmp_path / "wav-dance.png"
+    argv = ["sample", str(run), "--wav", str(tmp_path / "song.wav"), "--out", str(wav_out), "--device", "cpu"]
+    assert main(argv) in (0, None)
+    assert np.load(wav_out.with_suffix(".npy")).shape == (1, 88, 75)  # 1.5 s = 90 frames: 11 codes of 8

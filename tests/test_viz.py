@@ -42,3 +42,21 @@ def test_draw_boxes_outlines_each_box_in_its_colour_and_leaves_the_rest():
     outline[4, 2:8] = outline[11, 2:8] = outline[4:12, 2] = outline[4:12, 7] = True  # x 2..7, y 4..11
     assert (out[0][:, outline] == red.T).all()
     assert (out[0][:, ~outline] == 0.5).all() and (out[1] == 0.5).all()
+
+
+def test_skeleton_frames_draw_every_third_frame_red_on_the_beats():
+    from deepzoo.data.skeleton import PARENTS, forward_kinematics
+    from deepzoo.viz import skeleton_frames
+
+    motion = torch.zeros(30, 75)
+    motion[:, 72] = torch.linspace(0, 0.5, 30)  # walks to the side
+    beats = torch.zeros(30, dtype=torch.bool)
+    beats[15] = True
+    frames = skeleton_frames(forward_kinematics(motion), PARENTS, size=64, beats=beats)
+    assert frames.shape == (10, 3, 64, 64) and 0 <= frames.min() and frames.max() <= 1
+    red = (frames[:, 0] > 0.9) & (frames[:, 1] < 0.5)  # (F, H, W)
+    drawn = frames.sum(1) > 0
+    assert drawn.flatten(1).any(1).all()  # every frame shows the figure
+    assert red.flatten(1).any(1).tolist() == [f == 5 for f in range(10)]  # frame 5 stands for 15-17
+    columns = [torch.nonzero(d.any(0)).float().mean() for d in drawn]
+    assert columns[-1] > columns[0]  # the figure moves across the picture

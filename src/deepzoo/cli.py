@@ -163,6 +163,12 @@ def cmd_sample(ns: argparse.Namespace) -> None:
         with torch.no_grad():
             print(write_predictions(run.recipe.draw(run.model, eval_data[chosen.to(device)]), out))
         return
+    if run.recipe.samples == "dance":
+        for written in _sample_dances(run, ns, out, device):
+            print(written)
+        return
+    if ns.wav:
+        raise UsageError(f"--wav is for dance runs; {run.recipe.name!r} does not dance")
     generator = torch.Generator(device).manual_seed(ns.seed)
     with torch.no_grad():
         samples = run.model.sample(ns.n, generator=generator)
@@ -170,6 +176,31 @@ def cmd_sample(ns: argparse.Namespace) -> None:
     if run.recipe.samples == "text":
         print(written.read_text(), end="")
     print(written)
+
+
+def _sample_dances(run, ns: argparse.Namespace, out: Path, device) -> list[Path]:
+    """A dance for the music of --wav, or for N random songs of the evaluation split (their beats
+    marked): out.npy (AIST++'s 75 values per frame, 60 FPS) and out.gif (stick figures)."""
+    import torch
+
+    from deepzoo.recipes import write_dances
+
+    generator = torch.Generator(device).manual_seed(ns.seed)
+    if ns.wav:
+        from deepzoo.data.music import load_audio, music_features
+
+        if not Path(ns.wav).is_file():
+            raise UsageError(f"--wav {ns.wav}: no such file")
+        music = torch.from_numpy(music_features(load_audio(ns.wav))).float()[None].to(device)
+        beats = None
+    else:
+        _, eval_data = run.recipe.data(run.config, device)
+        chosen = torch.randperm(len(eval_data), generator=torch.Generator().manual_seed(ns.seed))[: ns.n]
+        batch = eval_data[chosen.to(device)]
+        music, beats = batch["music"], batch["beats"]
+    with torch.no_grad():
+        motion = run.model.generate(music, generator)
+    return write_dances(motion, None if beats is None else beats[:, : motion.shape[1]], out)
 
 
 def cmd_bench(ns: argparse.Namespace) -> None:
@@ -228,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", help="file to write (default RUN_DIR/samples/sample-seedSEED.png, or .txt for text)"
     )
     sample.add_argument("--device", default="auto", help="auto (cuda > mps > cpu) or a torch device")
+    sample.add_argument(
+        "--wav", help="dance runs: dance to this audio file (else to N songs of the evaluation split)"
+    )
     from deepzoo.bench import BENCHMARK_SUMMARIES
 
     bench = sub.add_parser(

@@ -189,3 +189,36 @@ def save_gif(frames: torch.Tensor, path: str | Path, fps: float = 25.0) -> None:
     images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=1000 / fps, loop=0)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_bytes(Path(path), buffer.getvalue())
+
+
+def skeleton_frames(
+    joints: torch.Tensor,
+    parents: tuple[int, ...],
+    size: int = 128,
+    beats: torch.Tensor | None = None,
+    every: int = 3,
+) -> torch.Tensor:
+    """Stick-figure frames of joint positions (T, J, 3) (y up), seen from the front (x across,
+    y up) at one scale for the whole sequence: (ceil(T / every), 3, size, size) in [0, 1], every
+    `every`-th frame (60 FPS motion -> 20 FPS). A drawn frame whose `every` frames hold a music
+    beat (beats: (T,) bool) shows the figure in red, the others in white: each beat is seen once."""
+    points = joints[::every, :, :2].float().cpu()  # (F, J, 2)
+    low, high = points.flatten(0, 1).min(0).values, points.flatten(0, 1).max(0).values
+    scale = (size * 0.8) / (high - low).max().clamp(min=1e-6)
+    centre = (low + high) / 2
+    pixels = (points - centre) * scale * torch.tensor([1.0, -1.0]) + size / 2  # image rows grow down
+    t = torch.linspace(0, 1, 24)
+    frames = torch.zeros(len(points), 3, size, size)
+    on_beat = torch.zeros(len(points), dtype=torch.bool)
+    if beats is not None:
+        near = (
+            torch.nn.functional.max_pool1d(beats.float()[None, None], 2 * every - 1, 1, every - 1)[0, 0] > 0
+        )
+        on_beat = near[::every][: len(points)]
+    bones = [(j, p) for j, p in enumerate(parents) if p >= 0]
+    for f in range(len(points)):
+        segment = torch.cat([pixels[f, p] + t[:, None] * (pixels[f, j] - pixels[f, p]) for j, p in bones])
+        col, row = segment.round().long().clamp(0, size - 1).unbind(1)
+        colour = torch.tensor([1.0, 0.2, 0.2]) if on_beat[f] else torch.ones(3)
+        frames[f][:, row, col] = colour[:, None]
+    return frames

@@ -6,7 +6,7 @@ load / load_parent; each family registers its recipes in its own module."""
 
 import importlib
 
-from deepzoo.recipes.common import SampleEval, write_predictions, write_samples
+from deepzoo.recipes.common import SampleEval, write_dances, write_predictions, write_samples
 from deepzoo.recipes.registry import RECIPES, Recipe, get_recipe, register
 from deepzoo.recipes.runs import (
     LoadedRun,
@@ -39,6 +39,7 @@ __all__ = [
     "register",
     "resume_recipe",
     "train_recipe",
+    "write_dances",
     "write_predictions",
     "write_samples",
 ]

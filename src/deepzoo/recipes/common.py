@@ -121,3 +121,29 @@ def mean_terms(model: nn.Module, data: TensorData, batch_size: int = 1000) -> di
         for key, value in model.loss(batch).items():
             sums[key] = sums.get(key, 0.0) + float(value) * size
     return {k: v / len(data) for k, v in sums.items()}
+
+
+def write_dances(motion: torch.Tensor, beats: torch.Tensor | None, out: Path, shown: int = 4) -> list[Path]:
+    """Dances (N, T, 75) -> out.npy (float32, AIST++'s 75 values per frame at 60 FPS) and out.gif:
+    the first `shown` dances side by side as stick figures (forward kinematics on the SMPL tree),
+    red on the frames near the music's beats (beats: (N, T) bool, or None). Returns the files."""
+    import io
+
+    import numpy as np
+
+    from deepzoo.data.skeleton import PARENTS, forward_kinematics
+    from deepzoo.files import write_bytes
+    from deepzoo.viz import save_gif, skeleton_frames
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.save(buffer, motion.float().cpu().numpy())
+    npy, gif = out.with_suffix(".npy"), out.with_suffix(".gif")
+    write_bytes(npy, buffer.getvalue())
+    joints = forward_kinematics(motion[:shown].float().cpu())
+    clips = [
+        skeleton_frames(j, PARENTS, beats=None if beats is None else beats[i].cpu())
+        for i, j in enumerate(joints)
+    ]
+    save_gif(torch.cat(clips, dim=3), gif, fps=20.0)
+    return [npy, gif]

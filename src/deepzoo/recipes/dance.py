@@ -22,7 +22,7 @@ from deepzoo.metrics.dance import (
 from deepzoo.metrics.retrieval import beat_align_score, kinetic_beats
 from deepzoo.models.dance import DanceGPT, DanceGPTConfig, MotionVQVAE, MotionVQVAEConfig
 from deepzoo.nn.quantize import perplexity
-from deepzoo.recipes.common import adamw_linear, mean_terms
+from deepzoo.recipes.common import adamw_linear, mean_terms, write_dances
 from deepzoo.recipes.contrastive import DanceData, dance_splits
 from deepzoo.recipes.registry import Recipe, register
 from deepzoo.recipes.runs import load_parent
@@ -124,11 +124,13 @@ def _evaluate_dance_gpt(
 ) -> dict[str, float]:
     """Test nats per code over whole test songs; then one dance generated for each test song's
     music (seeded): FID_k, FID_g, diversity and Beat Align Score against the test dances, and the
-    ground truth's own diversity and Beat Align Score for reference."""
+    ground truth's own diversity and Beat Align Score for reference; the first four dances as
+    run_dir/samples/dances.npy and dances.gif (stick figures, red near the beats)."""
     metrics = {"val_loss": mean_terms(model, data, batch_size=50)["loss"]}
     generator = torch.Generator(data.tensors["music"].device).manual_seed(0)
     dances = torch.cat([model.generate(b["music"], generator) for b in data.batches(50)])
     motion, beats = data.tensors["motion"], data.tensors["beats"]
+    write_dances(dances[:4], beats[:4, : dances.shape[1]], run_dir / "samples" / "dances")
     truth = dance_quality(motion, motion, beats)
     return (
         metrics
@@ -152,6 +154,7 @@ register(
         data=dance_splits,
         prepare=_fit_music,
         evaluate=_evaluate_dance_gpt,
+        samples="dance",
         metric="fid_k",
         reference="Li et al. (2022), stage 2: FID_k, FID_g, diversity and BAS of dances for held-out music",
     )

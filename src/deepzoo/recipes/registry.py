@@ -35,7 +35,7 @@ class Recipe:
     called when a run is loaded."""
     eval_split: str = "test"
     """What the evaluation split is (the final summary names it): test, or val."""
-    samples: Literal["images", "text", "episode", "predictions"] | None = None
+    samples: Literal["images", "text", "episode", "predictions", "dance"] | None = None
     """What `model.sample` draws, for `deepzoo sample` to write (None: the model does not sample;
     episode: the rendered frames of one episode; predictions: the model does not sample, `draw`
     shows its predictions on examples of the evaluation split)."""
