@@ -66,3 +66,16 @@ def test_bad_shapes_are_rejected():
         LayerNorm(4)(torch.randn(2, 5))
     with pytest.raises(ValueError, match="spatial"):
         InstanceNorm(3)(torch.randn(2, 3))
+
+
+def test_feature_standardization_floors_a_constant_feature():
+    from deepzoo.nn.norms import feature_standardization
+
+    x = torch.randn(4, 50, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * torch.tensor(
+        [1.0, 5.0, 0.0]
+    )
+    mean, std = feature_standardization(x)
+    flat = x.reshape(-1, 3)
+    torch.testing.assert_close(mean, flat.mean(0))
+    torch.testing.assert_close(std[:2], flat.std(0)[:2])
+    assert std[2] == pytest.approx(1e-3 * flat.std(0).max().item())  # constant: floored, finite

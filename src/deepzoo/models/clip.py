@@ -25,6 +25,7 @@ from torch import nn
 
 from deepzoo.models.classifier import CNN, CNNConfig
 from deepzoo.nn.contrastive import LogitScale, clip_loss, per_frame_clip_loss
+from deepzoo.nn.norms import feature_standardization
 from deepzoo.nn.transformer import DecoderBlock
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -223,10 +224,9 @@ class MotionMusicCLIP(nn.Module):
         """Per-feature mean and standard deviation (floored at 1e-3 of the largest, so constant
         features stay finite) of (N, T, 75) motion and (N, T, 438) music."""
         for name, x in (("motion", motion), ("music", music)):
-            flat = x.flatten(0, -2).double()
-            std = flat.std(0)
-            getattr(self, f"{name}_mean").copy_(flat.mean(0))
-            getattr(self, f"{name}_std").copy_(std.clamp_min(1e-3 * std.max()))
+            mean, std = feature_standardization(x)
+            getattr(self, f"{name}_mean").copy_(mean)
+            getattr(self, f"{name}_std").copy_(std)
 
     def encode_motion(self, motion: torch.Tensor) -> torch.Tensor:
         """(B, S, 75) -> (B, S, E) unit vectors."""

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepzoo.models.gpt import GPT, GPTConfig, sample_next
+from deepzoo.nn.norms import feature_standardization
 from deepzoo.nn.quantize import VectorQuantizer
 
 MOTION_DIM = 75
@@ -157,11 +158,10 @@ class MotionVQVAE(nn.Module):
     @torch.no_grad()
     def fit_normalization(self, motion: torch.Tensor) -> None:
         """Standardize with the per-dimension mean and standard deviation of motion (N, T, 75)
-        (a dimension that never moves keeps std 1)."""
-        flat = motion.reshape(-1, MOTION_DIM).double()
-        std = flat.std(0)
-        self.mean.copy_(flat.mean(0))
-        self.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+        (`nn.norms.feature_standardization`: a dimension that never moves standardizes to 0)."""
+        mean, std = feature_standardization(motion)
+        self.mean.copy_(mean)
+        self.std.copy_(std)
 
     def _check(self, motion: torch.Tensor) -> None:
         if motion.ndim != 3 or motion.shape[-1] != MOTION_DIM or motion.shape[1] % self.frames_per_code:
@@ -285,10 +285,9 @@ class DanceGPT(nn.Module):
     @torch.no_grad()
     def fit_normalization(self, music: torch.Tensor) -> None:
         """Standardize music features with the mean and standard deviation of music (N, T, F)."""
-        flat = music.reshape(-1, music.shape[-1]).double()
-        std = flat.std(0)
-        self.music_mean.copy_(flat.mean(0))
-        self.music_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+        mean, std = feature_standardization(music)
+        self.music_mean.copy_(mean)
+        self.music_std.copy_(std)
 
     def music_steps(self, music: torch.Tensor) -> torch.Tensor:
         """music (B, T, F) at 60 FPS -> (B, T / frames_per_code, F): standardized, averaged per code step."""

@@ -95,3 +95,12 @@ class InstanceNorm(nn.Module):
             shape = _channel_shape(x)
             x_hat = x_hat * self.weight.view(shape) + self.bias.view(shape)
         return x_hat
+
+
+def feature_standardization(x: torch.Tensor, floor: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and (unbiased) standard deviation of x (..., F) over all leading axes,
+    in float64, for inputs standardized as (x - mean) / std. The std is floored at `floor` times
+    the largest one, so a feature that never changes stays finite (it standardizes to 0)."""
+    flat = x.reshape(-1, x.shape[-1]).double()
+    std = flat.std(0)
+    return flat.mean(0), std.clamp_min(floor * std.max())
