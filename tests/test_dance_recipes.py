@@ -4,12 +4,14 @@ import math
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 
 from deepzoo.cli import main
 from deepzoo.data.synthetic_dance import make_song, write_wav
 from deepzoo.recipes import get_recipe, load_run, train_recipe
 from deepzoo.recipes.contrastive import DanceData
+from deepzoo.recipes.dance import _build_dance_ac
 from tests.test_generative_recipes import FAST, _eval_record
 
 
@@ -84,3 +86,22 @@ def test_dance_gpt_generates_dances_for_held_out_music(tmp_path):
     argv = ["sample", str(run), "--wav", str(tmp_path / "song.wav"), "--out", str(wav_out), "--device", "cpu"]
     assert main(argv) in (0, None)
     assert np.load(wav_out.with_suffix(".npy")).shape == (1, 88, 75)  # 1.5 s = 90 frames: 11 codes of 8
+
+    # stage 3: the actor-critic fine-tunes the GPT on windows of the training songs; the VQ-VAE stays frozen
+    ac_default = get_recipe("dance-ac").default
+    ac_config = replace(
+        ac_default, gpt_run=str(run), window_steps=8, data=data, train=replace(ac_default.train, **train)
+    )
+    with pytest.raises(ValueError, match="exceed the GPT's context"):  # 16 steps of 2 codes > 31 tokens
+        _build_dance_ac(replace(ac_config, window_steps=16))
+    ac_run = train_recipe("dance-ac", ac_config, tmp_path / "ac").run_dir
+    record = _eval_record(ac_run)
+    assert {"val_loss", "fid_k", "bas", "reward", "kl"} <= record.keys()
+    assert 0 <= record["reward"] <= 1 and 0 <= record["bas"] <= 1
+    tuned = load_run(ac_run).model
+    for a, b in zip(vq.state_dict().values(), tuned.reward.vqvae.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not all(torch.equal(a, b) for a, b in zip(tuned.policy.parameters(), tuned.reference.parameters()))
+    ac_out = tmp_path / "ac-dance.png"
+    assert main(["sample", str(ac_run), "--n", "1", "--out", str(ac_out), "--device", "cpu"]) in (0, None)
+    assert np.load(ac_out.with_suffix(".npy")).shape == (1, 120, 75)

@@ -198,8 +198,9 @@ def _sample_dances(run, ns: argparse.Namespace, out: Path, device) -> list[Path]
         chosen = torch.randperm(len(eval_data), generator=torch.Generator().manual_seed(ns.seed))[: ns.n]
         batch = eval_data[chosen.to(device)]
         music, beats = batch["music"], batch["beats"]
+    dancer = getattr(run.model, "policy", run.model)  # an actor-critic run dances with its policy
     with torch.no_grad():
-        motion = run.model.generate(music, generator)
+        motion = dancer.generate(music, generator)
     return write_dances(motion, None if beats is None else beats[:, : motion.shape[1]], out)
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from deepzoo.models.gpt import GPT, GPTConfig
-from deepzoo.rl.sequence import SequenceACConfig, SequenceActorCritic
+from deepzoo.rl.sequence import PromptedGPT, SequenceACConfig, SequenceActorCritic
 
 START = 4  # the prompt token; ids 0-3 are generated
 
@@ -12,24 +12,29 @@ START = 4  # the prompt token; ids 0-3 are generated
 def _model(kl_coef=0.05, seed=0):
     torch.manual_seed(seed)
     gpt = GPT(GPTConfig(vocab_size=5, block_size=8, layers=1, heads=2, dim=16, positions="learned"))
-    reward = lambda tokens: (tokens[:, 1:] == 0).float().mean(1)  # noqa: E731 - share of zeros
-    prompts = lambda size, device: torch.full((size, 1), START, device=device)  # noqa: E731
-    return SequenceActorCritic(
-        gpt, reward, prompts, SequenceACConfig(new_tokens=6, kl_coef=kl_coef, max_token=4)
-    )
+    reward = lambda context, actions: (actions == 0).float().mean(1)  # noqa: E731 - share of zeros
+    contexts = lambda batch, device: {"prompt": torch.full((int(batch["size"]), 1), START, device=device)}  # noqa: E731
+    policy = PromptedGPT(gpt, new_tokens=6, max_token=4)
+    return SequenceActorCritic(policy, reward, contexts, SequenceACConfig(kl_coef=kl_coef))
 
 
-def _by_hand(model, tokens):
+def _size(n):
+    return {"size": torch.tensor(n)}
+
+
+def _by_hand(model, context, actions):
     """log pi(a_t), V(s_t) and G_t of finished sequences (prompt length 1), written out."""
-    actions = tokens[:, 1:]
-    log_p = model.policy(tokens[:, :-1])[:, :, :4].log_softmax(-1).gather(-1, actions[..., None]).squeeze(-1)
+    tokens = torch.cat([context["prompt"], actions], dim=1)
+    log_p = (
+        model.policy.gpt(tokens[:, :-1])[:, :, :4].log_softmax(-1).gather(-1, actions[..., None]).squeeze(-1)
+    )
     with torch.no_grad():
-        reference = model.reference(tokens[:, :-1])[:, :, :4].log_softmax(-1)
+        reference = model.reference.gpt(tokens[:, :-1])[:, :, :4].log_softmax(-1)
         log_q = reference.gather(-1, actions[..., None]).squeeze(-1)
         rewards = -0.05 * (log_p - log_q)
         rewards[:, -1] += (actions == 0).float().mean(1)
         returns = rewards.flip(1).cumsum(1).flip(1)
-    values = model.value_head(model.policy.features(tokens[:, :-1]).detach()).squeeze(-1)
+    values = model.value_head(model.policy.gpt.features(tokens[:, :-1]).detach()).squeeze(-1)
     return log_p, log_q, values, returns
 
 
@@ -44,9 +49,9 @@ def _moved_model():
 
 def test_the_terms_follow_the_per_token_kl_rewards_and_the_sequence_reward():
     model = _moved_model()
-    tokens, prompt_length = model.rollout(8, torch.Generator().manual_seed(1))
-    terms = model.terms(tokens, prompt_length)
-    log_p, log_q, values, returns = _by_hand(model, tokens)
+    context, actions = model.rollout(_size(8), torch.Generator().manual_seed(1))
+    terms = model.terms(context, actions)
+    log_p, log_q, values, returns = _by_hand(model, context, actions)
     expected = -(log_p * (returns - values)).mean()
     torch.testing.assert_close(terms["policy_loss"], expected.detach())
     torch.testing.assert_close(terms["value_loss"], ((values - returns) ** 2).mean().detach())
@@ -57,11 +62,11 @@ def test_actor_and_critic_do_not_move_each_other():
     """The loss's gradient in the policy is the actor term's alone, and in the value head the
     critic term's alone (the advantage is detached, the critic reads detached features)."""
     model = _moved_model()
-    tokens, prompt_length = model.rollout(8)
+    context, actions = model.rollout(_size(8))
     head, policy = list(model.value_head.parameters()), list(model.policy.parameters())
-    loss = model.terms(tokens, prompt_length)["loss"]
+    loss = model.terms(context, actions)["loss"]
     got = torch.autograd.grad(loss, policy + head)
-    log_p, _, values, returns = _by_hand(model, tokens)
+    log_p, _, values, returns = _by_hand(model, context, actions)
     actor = -(log_p * (returns - values).detach()).mean()
     critic = model.config.value_coef * ((values - returns) ** 2).mean()
     expected = torch.autograd.grad(actor, policy) + torch.autograd.grad(critic, head)
@@ -79,13 +84,12 @@ def test_the_reward_rises_and_a_large_kl_weight_holds_the_policy_near_its_start(
             model = _model(kl_coef, seed)
             opt = torch.optim.Adam(model.parameters(), lr=1e-2)
             for _ in range(40):
-                terms = model.loss({"size": torch.tensor(64)})
+                terms = model.loss(_size(64))
                 opt.zero_grad()
                 terms["loss"].backward()
                 opt.step()
             with torch.no_grad():
-                tokens, p = model.rollout(512)
-                final = model.terms(tokens, p)
+                final = model.terms(*model.rollout(_size(512)))
             rewards[kl_coef] = final
         assert rewards[0.01]["reward"] > 0.6, seed
         assert rewards[10.0]["kl"] < 0.5 and rewards[10.0]["reward"] < rewards[0.01]["reward"], seed

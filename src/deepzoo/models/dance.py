@@ -274,6 +274,7 @@ class DanceGPT(nn.Module):
         self.gpt = GPT(replace(c.gpt, vocab_size=vocab))
         self.start = vocab - 1
         self.music = nn.Linear(c.music_dim, c.gpt.dim)
+        self.feature_dim = c.gpt.dim
         self.register_buffer("music_mean", torch.zeros(c.music_dim))
         self.register_buffer("music_std", torch.ones(c.music_dim))
 
@@ -313,6 +314,32 @@ class DanceGPT(nn.Module):
         index = part[:, None] * self.num_codes + torch.arange(self.num_codes, device=logits.device)
         return logits.gather(2, index.expand(logits.shape[0], -1, -1))
 
+    def action_logits(
+        self, context: dict[str, torch.Tensor], actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """For music context["music"] (B, T, F) and codes `actions` (B, P T') in sequence order
+        (part-local ids, T' <= T / frames_per_code): the features of the states that choose them
+        (B, P T', D) and the logits over each position's part's codes (B, P T', K); one pass,
+        so P T' <= block_size."""
+        if actions.shape[1] > self.gpt.config.block_size:
+            raise ValueError(
+                f"{actions.shape[1]} tokens exceed the context of {self.gpt.config.block_size}; "
+                "crop the batch"
+            )
+        s = actions + (torch.arange(actions.shape[1], device=actions.device) % self.parts) * self.num_codes
+        inputs = torch.cat([torch.full_like(s[:, :1], self.start), s[:, :-1]], dim=1)
+        extra = self.conditioning(self.music_steps(context["music"]), 0, s.shape[1])
+        features = self.gpt.features(inputs, extra=extra)
+        return features, self._part_logits(self.gpt.head(features), 0)
+
+    def sample(
+        self, context: dict[str, torch.Tensor], temperature: float, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Codes (B, P T') in sequence order (part-local ids) for music context["music"], drawn
+        from softmax(logits / temperature) over all of each part's codes (the actor-critic's policy)."""
+        codes = self.generate_codes(context["music"], generator, temperature=temperature, top_k=0)
+        return codes.transpose(1, 2).flatten(1)
+
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """batch "motion" (B, T, 75), "music" (B, T, F) -> {"loss": nats per code}. In training a
         random window of `window_steps` code steps (one offset for the batch) is read; in
@@ -323,30 +350,30 @@ class DanceGPT(nn.Module):
             steps = motion.shape[1] // self.vqvae.frames_per_code - self.config.window_steps
             first = int(torch.randint(steps + 1, ())) * self.vqvae.frames_per_code
             motion, music = motion[:, first : first + frames], music[:, first : first + frames]
-        codes = self.vqvae.encode(motion)
-        s = self.sequence(codes)
-        if s.shape[1] > self.gpt.config.block_size:
-            raise ValueError(
-                f"{s.shape[1]} tokens exceed the context of {self.gpt.config.block_size}; crop the batch"
-            )
-        inputs = torch.cat([torch.full_like(s[:, :1], self.start), s[:, :-1]], dim=1)
-        extra = self.conditioning(self.music_steps(music), 0, s.shape[1])
-        logits = self._part_logits(self.gpt(inputs, extra=extra), 0)
-        target = s - (torch.arange(s.shape[1], device=s.device) % self.parts) * self.num_codes
+        target = self.vqvae.encode(motion).transpose(1, 2).flatten(1)  # (B, P T'), part-local ids
+        _, logits = self.action_logits({"music": music}, target)
         return {"loss": F.cross_entropy(logits.flatten(0, 1).float(), target.flatten())}
 
     @torch.no_grad()
     def generate_codes(
-        self, music: torch.Tensor, generator: torch.Generator | None = None, use_cache: bool = True
+        self,
+        music: torch.Tensor,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+        temperature: float | None = None,
+        top_k: int | None = None,
     ) -> torch.Tensor:
         """Codes (B, P, T') for music (B, T, F) of any length, T' = T / frames_per_code: each token
-        drawn from softmax(logits / temperature) over its part's codes (top-k when set)."""
+        drawn from softmax(logits / temperature) over its part's codes (top-k when set; both
+        default to the config's)."""
+        temperature = self.config.temperature if temperature is None else temperature
+        top_k = self.config.top_k if top_k is None else top_k
         steps = self.music_steps(music)
         if steps.shape[1] == 0:
             raise ValueError(
                 f"need at least {self.vqvae.frames_per_code} frames of music, got {music.shape[1]}"
             )
-        n, block, c = steps.shape[1] * self.parts, self.gpt.config.block_size, self.config
+        n, block = steps.shape[1] * self.parts, self.gpt.config.block_size
         s = torch.empty(music.shape[0], 0, dtype=torch.long, device=music.device)
         start = torch.full((music.shape[0], 1), self.start, dtype=torch.long, device=music.device)
         caches, cached_from = None, -1
@@ -361,8 +388,7 @@ class DanceGPT(nn.Module):
                 logits = self.gpt(inputs, caches, self.conditioning(steps, first, inputs.shape[1]))
             part_logits = self._part_logits(logits[:, -1:], i)[:, -1]
             token = (
-                sample_next(part_logits, c.temperature, c.top_k, generator)
-                + (i % self.parts) * self.num_codes
+                sample_next(part_logits, temperature, top_k, generator) + (i % self.parts) * self.num_codes
             )
             s = torch.cat([s, token], dim=1)
         codes = s.view(len(s), steps.shape[1], self.parts).transpose(1, 2)

@@ -1,6 +1,7 @@
 """Recipes of the music-to-dance family (Bailando) on the synthetic music-dance set of the CLIP
-issue (data/synthetic_dance.py): `dance-vqvae`, the choreographic memory, and `dance-gpt`, the
-music-conditioned GPT over its codes (`--vqvae-run RUN`)."""
+issue (data/synthetic_dance.py): `dance-vqvae`, the choreographic memory, `dance-gpt`, the
+music-conditioned GPT over its codes (`--vqvae-run RUN`), and `dance-ac`, the actor-critic
+fine-tuning of that GPT with the Beat Align Score as reward (`--gpt-run RUN`)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from deepzoo.recipes.common import adamw_linear, mean_terms, write_dances
 from deepzoo.recipes.contrastive import DanceData, dance_splits
 from deepzoo.recipes.registry import Recipe, register
 from deepzoo.recipes.runs import load_parent
+from deepzoo.rl.rewards import BeatAlignReward
+from deepzoo.rl.sequence import SequenceACConfig, SequenceActorCritic
 from deepzoo.train.config import TrainConfig
 
 
@@ -119,9 +122,7 @@ def _fit_music(model: DanceGPT, data: TensorData) -> None:
     model.fit_normalization(data.tensors["music"])
 
 
-def _evaluate_dance_gpt(
-    model: DanceGPT, data: TensorData, run_dir: Path, config: DanceGPTRun
-) -> dict[str, float]:
+def dances_for_music(model: DanceGPT, data: TensorData, run_dir: Path) -> dict[str, float]:
     """Test nats per code over whole test songs; then one dance generated for each test song's
     music (seeded): FID_k, FID_g, diversity and Beat Align Score against the test dances, and the
     ground truth's own diversity and Beat Align Score for reference; the first four dances as
@@ -142,6 +143,12 @@ def _evaluate_dance_gpt(
     )
 
 
+def _evaluate_dance_gpt(
+    model: DanceGPT, data: TensorData, run_dir: Path, config: DanceGPTRun
+) -> dict[str, float]:
+    return dances_for_music(model, data, run_dir)
+
+
 register(
     Recipe(
         name="dance-gpt",
@@ -157,5 +164,88 @@ register(
         samples="dance",
         metric="fid_k",
         reference="Li et al. (2022), stage 2: FID_k, FID_g, diversity and BAS of dances for held-out music",
+    )
+)
+
+
+@dataclass(frozen=True)
+class DanceACRun:
+    gpt_run: str = ""
+    """The `dance-gpt` run whose GPT is the starting policy (its VQ-VAE decodes); required."""
+    model: SequenceACConfig = SequenceACConfig(kl_coef=0.01)
+    window_steps: int = 30
+    """Code steps of each rollout (30 = 240 frames = 4 s): a window of each training song's music."""
+    data: DanceData = DanceData()
+    train: TrainConfig = TrainConfig()
+
+
+def _build_dance_ac(config: DanceACRun) -> SequenceActorCritic:
+    """The GPT (a copy) as the policy; contexts: one random window of `window_steps` code steps
+    of each song of the batch (one offset for the batch), its music and its beats; reward: the
+    Beat Align Score of the decoded dance against those beats."""
+    parent = load_parent(config.gpt_run, ("dance-gpt",), "gpt-run")
+    policy = copy.deepcopy(parent.model).cpu()
+    if config.window_steps * policy.parts > policy.gpt.config.block_size:
+        raise ValueError(
+            f"--window-steps {config.window_steps}: {policy.parts} codes a step exceed the GPT's "
+            f"context of {policy.gpt.config.block_size} tokens"
+        )
+    frames = config.window_steps * policy.vqvae.frames_per_code
+
+    def contexts(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+        music, beats = batch["music"], batch["beats"]
+        if music.shape[1] < frames:
+            raise ValueError(f"songs of {music.shape[1]} frames are shorter than a window of {frames}")
+        f = policy.vqvae.frames_per_code
+        first = int(torch.randint(music.shape[1] // f - config.window_steps + 1, ())) * f
+        window = slice(first, first + frames)
+        return {"music": music[:, window].to(device), "beats": beats[:, window].to(device)}
+
+    reward = BeatAlignReward(copy.deepcopy(policy.vqvae))
+    return SequenceActorCritic(policy, reward, contexts, config.model)
+
+
+def _evaluate_dance_ac(
+    model: SequenceActorCritic, data: TensorData, run_dir: Path, config: DanceACRun
+) -> dict[str, float]:
+    """The policy's dances for the whole test songs (as `dance-gpt` evaluates), and, on one window
+    of each test song, the mean reward (BAS of the window) and the sequence KL to the starting GPT."""
+    torch.manual_seed(0)
+    sums = {"reward": 0.0, "kl": 0.0}
+    with torch.no_grad():
+        for batch in data.batches(50):
+            terms = model.terms(*model.rollout(batch))
+            for k in sums:
+                sums[k] += terms[k].item() * len(batch["music"])
+    return dances_for_music(model.policy, data, run_dir) | {k: v / len(data) for k, v in sums.items()}
+
+
+register(
+    Recipe(
+        name="dance-ac",
+        summary="actor-critic fine-tuning of a dance-gpt run (--gpt-run RUN): reward = Beat Align Score "
+        "of the decoded dance, KL penalty to the starting GPT",
+        default=DanceACRun(
+            train=TrainConfig(
+                steps=200,
+                batch_size=32,
+                optimizer="adamw",
+                lr=1e-4,
+                weight_decay=0.0,
+                schedule="constant",
+                grad_clip=1.0,
+                eval_every=50,
+                checkpoint_every=50,
+                log_every=10,
+                diverge_factor=0.0,
+                max_seconds=300.0,
+            )
+        ),  # fmt: skip
+        build=_build_dance_ac,
+        data=dance_splits,
+        evaluate=_evaluate_dance_ac,
+        samples="dance",
+        metric="bas",
+        reference="Li et al. (2022), stage 3: actor-critic raises the Beat Align Score of the GPT's dances",
     )
 )

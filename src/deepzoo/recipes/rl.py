@@ -12,8 +12,9 @@ import torch
 
 from deepzoo.recipes.registry import Recipe, register
 from deepzoo.rl.actor_critic import A2CConfig, ActorCritic, evaluate_policy
+from deepzoo.rl.rewards import DigitReward
 from deepzoo.rl.rollouts import Rollouts
-from deepzoo.rl.sequence import DigitReward, SequenceACConfig, SequenceActorCritic
+from deepzoo.rl.sequence import PromptedGPT, SequenceACConfig, SequenceActorCritic
 from deepzoo.train.config import TrainConfig
 
 
@@ -128,7 +129,7 @@ class PriorFinetuneRun:
     """The `vqvae-prior-mnist` run whose GPT is the starting policy (its VQ-VAE decodes); required."""
     target: int = 3
     """The digit the reward asks for, whatever the class token of the prompt."""
-    model: SequenceACConfig = SequenceACConfig(new_tokens=49, kl_coef=0.02)
+    model: SequenceACConfig = SequenceACConfig(kl_coef=0.02)
     samples: int = 500
     """Sequences the evaluation draws (prompts: the class tokens 0, 1, ..., 9 in turn)."""
     train: TrainConfig = TrainConfig()
@@ -166,13 +167,14 @@ def _build_finetune(config: PriorFinetuneRun) -> SequenceActorCritic:
     prior = _prior(config)
     codes, classes = prior.num_codes, prior.config.num_classes
 
-    def prompts(size: int, device: torch.device) -> torch.Tensor:
-        return (codes + torch.arange(size, device=device) % classes)[:, None]
+    def contexts(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+        size = int(batch["size"])
+        return {"prompt": (codes + torch.arange(size, device=device) % classes)[:, None]}
 
     reward = DigitReward(copy.deepcopy(prior.tokenizer), mnist_feature_net(), config.target)
     h, w = prior.grid
-    model = replace(config.model, new_tokens=h * w, max_token=codes)
-    return SequenceActorCritic(copy.deepcopy(prior.gpt), reward, prompts, model)
+    policy = PromptedGPT(copy.deepcopy(prior.gpt), new_tokens=h * w, max_token=codes)
+    return SequenceActorCritic(policy, reward, contexts, config.model)
 
 
 def _evaluate_finetune(
@@ -183,9 +185,9 @@ def _evaluate_finetune(
     from deepzoo.viz import save_image_grid
 
     torch.manual_seed(0)
-    tokens, prompt_length = model.rollout(config.samples)
-    terms = model.terms(tokens, prompt_length)
-    images = model.reward.decode(tokens)
+    context, codes = model.rollout({"size": torch.tensor(config.samples)})
+    terms = model.terms(context, codes)
+    images = model.reward.decode(codes)
     hits = (model.reward.classifier(images).argmax(-1) == config.target).float().mean()
     save_image_grid(images[:100].cpu(), run_dir / "samples" / "samples.png", nrow=10)
     return {"reward": terms["reward"].item(), "target_share": hits.item(), "kl": terms["kl"].item()}
