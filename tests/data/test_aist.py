@@ -94,3 +94,34 @@ def test_missing_or_malformed_files_are_clear_errors(aist_root, tmp_path):
         read_motion(bad)
     with pytest.raises(ValueError, match="music id"):
         music_id("gBR_sBM_cAll_d04_ch01")
+
+
+def test_a_split_is_cut_into_windows_with_the_musics_beats(aist_root):
+    """aist_windows: consecutive windows of every sequence, motion and music cut alike, the beats
+    the music feature's beat one-hot; the dance recipes read them with --data.root."""
+    import torch
+
+    from deepzoo.data.aist import aist_windows
+    from deepzoo.data.music import COLUMNS, music_features
+    from deepzoo.data.synthetic_dance import make_song, write_wav
+    from deepzoo.recipes.contrastive import ClipDanceRun, DanceData, dance_splits
+
+    root, records = aist_root
+    (root / "wav").mkdir()
+    for i, song in enumerate(("mBR0", "mPO1")):
+        write_wav(root / "wav" / f"{song}.wav", make_song(seed=i, genre=i, seconds=2.0).audio)
+    (root / "splits" / "crossmodal_test.txt").write_text("gPO_sFM_cAll_d10_mPO1_ch02\n")
+    windows = aist_windows(root, "train", 12)  # sequences of 30 and 35 frames: 2 + 2 windows
+    assert windows["motion"].shape == (4, 12, 75) and windows["music"].shape == (4, 12, 438)
+    second = read_motion(root / "motions" / "gPO_sFM_cAll_d10_mPO1_ch02.pkl")
+    np.testing.assert_array_equal(windows["motion"][3], second[12:24])
+    music = music_features(root / "wav" / "mPO1.wav")
+    np.testing.assert_allclose(windows["music"][2], music[:12], rtol=1e-6)
+    np.testing.assert_array_equal(windows["beats"][2], music[:12, COLUMNS["beat"]] > 0.5)
+    assert windows["beats"][2].any()  # this song has a beat in its first 12 frames
+    with pytest.raises(ValueError, match="has 60 frames"):
+        aist_windows(root, "train", 60)
+
+    config = ClipDanceRun(data=DanceData(root=str(root), seconds=0.2))  # 12 frames
+    train, test = dance_splits(config, torch.device("cpu"))
+    assert len(train) == 4 and len(test) == 2 and set(train.tensors) == {"motion", "music", "beats"}

@@ -30,6 +30,7 @@ FAMILIES = (
     "detection",
     "online",
     "vqgan",
+    "dance",
     "gpu",
 )
 """Registration order is the table's row order."""

@@ -127,3 +127,25 @@ def load_aist(root: str | Path, split: str, with_music: bool = True) -> list[Dan
             motion, music = motion[:frames], music[:frames]
         clips.append(DanceClip(name, motion, music))
     return clips
+
+
+def aist_windows(root: str | Path, split: str, frames: int) -> dict[str, np.ndarray]:
+    """A split cut into windows for training and evaluation: every sequence's consecutive,
+    non-overlapping windows of `frames` frames (a shorter tail is dropped). Returns "motion"
+    (N, frames, 75) float32, "music" (N, frames, 438) float32 and "beats" (N, frames) bool, the
+    music's beat frames (the feature's beat one-hot, data/music.py column 53)."""
+    from deepzoo.data.music import COLUMNS
+
+    motion, music = [], []
+    for clip in load_aist(root, split):
+        for start in range(0, len(clip.motion) - frames + 1, frames):
+            motion.append(clip.motion[start : start + frames])
+            music.append(clip.music[start : start + frames])
+    if not motion:
+        raise ValueError(f"no sequence of the {split} split of {root} has {frames} frames")
+    music_array = np.stack(music).astype(np.float32)
+    return {
+        "motion": np.stack(motion).astype(np.float32),
+        "music": music_array,
+        "beats": music_array[..., COLUMNS["beat"]] > 0.5,
+    }

@@ -31,7 +31,8 @@ class ClipMnistRun:
 
 @dataclass(frozen=True)
 class DanceData:
-    """The synthetic music-dance set (data/synthetic_dance.py), cached under the cache root."""
+    """The synthetic music-dance set (data/synthetic_dance.py), cached under the cache root; or,
+    with `root`, the real AIST++ set."""
 
     train_songs: int = 160
     """Songs to train on (genres in turn)."""
@@ -41,6 +42,10 @@ class DanceData:
     """Length of every song."""
     seed: int = 0
     """The train set's seed; the test set's is seed + 1."""
+    root: str = ""
+    """An AIST++ root (data/aist.py's layout) to use instead of the synthetic set: its crossmodal
+    train and test splits, every sequence cut into windows of `seconds` (the song counts and the
+    seed are then unused)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,11 @@ def _dance_split(config: ClipDanceRun, split: str) -> TensorData:
     from deepzoo.data.synthetic_dance import synthetic_dance_set
 
     d = config.data
+    if d.root:
+        from deepzoo.data.aist import FPS, aist_windows
+
+        arrays = aist_windows(d.root, split, round(d.seconds * FPS))
+        return TensorData({name: torch.from_numpy(array) for name, array in arrays.items()})
     songs, seed = (d.train_songs, d.seed) if split == "train" else (d.test_songs, d.seed + 1)
     dance = synthetic_dance_set(songs, d.seconds, seed, cache=cache_root() / "synthetic-dance")
     return TensorData(

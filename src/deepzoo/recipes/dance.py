@@ -109,7 +109,9 @@ class DanceGPTRun:
     vqvae_run: str = ""
     """The `dance-vqvae` run whose (frozen) VQ-VAE gives the codes; required."""
     model: DanceGPTConfig = DanceGPTConfig()
-    data: DanceData = DanceData()
+    data: DanceData = DanceData(train_songs=640)
+    """640 training songs: on the VQ-VAE's 160 the GPT overfits after 500 steps (its test loss
+    rises from there while the training loss falls); on 640 the test loss still falls at the end."""
     train: TrainConfig = TrainConfig()
 
 
@@ -172,10 +174,11 @@ register(
 class DanceACRun:
     gpt_run: str = ""
     """The `dance-gpt` run whose GPT is the starting policy (its VQ-VAE decodes); required."""
-    model: SequenceACConfig = SequenceACConfig(kl_coef=0.01)
+    model: SequenceACConfig = SequenceACConfig(kl_coef=0.05)
     window_steps: int = 30
     """Code steps of each rollout (30 = 240 frames = 4 s): a window of each training song's music."""
-    data: DanceData = DanceData()
+    data: DanceData = DanceData(train_songs=640)
+    """The GPT's training songs: their music windows are the rollouts' contexts."""
     train: TrainConfig = TrainConfig()
 
 
