@@ -9,7 +9,7 @@ ifneq ($(wildcard ../shared/data),)
 export DEEPZOO_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: demo test test-seeds bench lint clean
+.PHONY: demo test test-seeds bench lint clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,13 @@ demo: $(VENV)/.installed
 	$(BIN)/deepzoo train cnn-mnist --run-dir runs/demo/cnn-mnist --overwrite
 	$(BIN)/deepzoo eval runs/demo/cnn-mnist
 
-test: $(VENV)/.installed
+# Debian's headless Chromium for the report's browser test (tests/test_report.py); where it cannot
+# be installed (no root, no apt) the test skips and says so.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium could not be installed: the report's browser test will skip"
+
+test: $(VENV)/.installed browser
 	$(BIN)/python -m pytest
 
 # Every test under five seed offsets (see tests/conftest.py): a training test must pass for each.

@@ -204,6 +204,17 @@ def _sample_dances(run, ns: argparse.Namespace, out: Path, device) -> list[Path]
     return write_dances(motion, None if beats is None else beats[:, : motion.shape[1]], out)
 
 
+def cmd_report(ns: argparse.Namespace) -> None:
+    from deepzoo.report import write_report
+
+    if ns.bench is not None and not Path(ns.bench).is_dir():
+        raise UsageError(f"--bench {ns.bench}: no such results directory")
+    try:
+        print(write_report(ns.runs, ns.out, ns.bench))
+    except FileNotFoundError as error:
+        raise UsageError(str(error)) from None
+
+
 def cmd_bench(ns: argparse.Namespace) -> None:
     from deepzoo.bench import BENCHMARKS, run_benchmarks
 
@@ -263,6 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--wav", help="dance runs: dance to this audio file (else to N songs of the evaluation split)"
     )
+    report = sub.add_parser(
+        "report", help="one self-contained HTML page of runs (metrics, curves, samples) and benchmark results"
+    )
+    report.add_argument("runs", nargs="*", help="run directories, or directories holding runs")
+    report.add_argument("--bench", help="a benchmark results directory to include (e.g. benchmarks/results)")
+    report.add_argument(
+        "-o", "--out", default="report.html", help="the HTML file to write (default report.html)"
+    )
     from deepzoo.bench import BENCHMARK_SUMMARIES
 
     bench = sub.add_parser(
@@ -303,7 +322,13 @@ def _main(argv: list[str], debug: bool) -> None:
         elif rest:
             raise UsageError(f"deepzoo {ns.command}: unrecognized arguments: {' '.join(rest)}")
         else:
-            {"list": cmd_list, "eval": cmd_eval, "sample": cmd_sample, "bench": cmd_bench}[ns.command](ns)
+            {
+                "list": cmd_list,
+                "eval": cmd_eval,
+                "sample": cmd_sample,
+                "bench": cmd_bench,
+                "report": cmd_report,
+            }[ns.command](ns)
     except UsageError as err:
         _fail(f"error: {err}", 2, debug)
     except (FileNotFoundError, ValueError, DamagedRunFile) as err:

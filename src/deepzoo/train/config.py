@@ -116,6 +116,8 @@ class TrainConfig:
     """Early stopping: stop after this many evaluations without a new best (0: never; needs keep_best)."""
     progress: bool = True
     """Show a progress bar."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files to run_dir/tensorboard (needs the tensorboard package)."""
 
     def __post_init__(self) -> None:
         _require(self.steps >= 0, "steps", ">= 0", self.steps)

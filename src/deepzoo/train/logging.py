@@ -34,3 +34,43 @@ def read_metrics(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return records
+
+
+class TensorBoardLog:
+    """TensorBoard event files in run_dir/tensorboard (`--train.tensorboard`): every numeric term
+    of a metrics record as the scalar "SPLIT/TERM" at its step, and after each evaluation the
+    PNG images under run_dir/samples as "samples/NAME". Needs the `tensorboard` package."""
+
+    def __init__(self, run_dir: Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ImportError(
+                "--train.tensorboard needs the tensorboard package: pip install 'deepzoo[tensorboard]'"
+            ) from None
+        self.run_dir = run_dir
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def write(self, record: dict) -> None:
+        split, step = record.get("split", "train"), int(record["step"])
+        for key, value in record.items():
+            if key not in ("step", "split") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(f"{split}/{key}", value, step)
+        if split == "eval":
+            self._images(step)
+        self.writer.flush()
+
+    def _images(self, step: int) -> None:
+        import numpy as np
+        from PIL import Image
+
+        for path in sorted((self.run_dir / "samples").glob("*.png")):
+            try:
+                with Image.open(path) as image:
+                    pixels = np.asarray(image.convert("RGB"))
+            except OSError:
+                continue  # a sample being rewritten or damaged: the next evaluation logs it
+            self.writer.add_image(f"samples/{path.stem}", pixels, step, dataformats="HWC")
+
+    def close(self) -> None:
+        self.writer.close()

@@ -36,7 +36,7 @@ from deepzoo.train.batches import BatchSource, ShuffledBatches, batch_indices
 from deepzoo.train.config import OptimConfig, TrainConfig
 from deepzoo.train.ema import EMA
 from deepzoo.train.errors import DivergedError, NonFiniteLossError, TrainingInterrupted, TrainingStopped
-from deepzoo.train.logging import MetricsLog
+from deepzoo.train.logging import MetricsLog, TensorBoardLog
 from deepzoo.train.rundir import RunDirLock, claim_new_run
 from deepzoo.train.step import Optimizers, default_step, named_groups
 
@@ -226,9 +226,12 @@ class Trainer:
             if self.dist.is_main
             else None
         )
+        self.tensorboard = TensorBoardLog(self.run_dir) if cfg.tensorboard and self.dist.is_main else None
 
     def release(self) -> None:
         """Free the run directory for other processes (done when `fit` returns or fails)."""
+        if getattr(self, "tensorboard", None) is not None:
+            self.tensorboard.close()
         if self.lock is not None:
             self.lock.release()
 
@@ -393,7 +396,10 @@ class Trainer:
     def _record(self, split: str, terms: dict[str, float]) -> None:
         if self.log is not None:
             record = {"step": self.step, "split": split, "time": round(self.elapsed, 4)}
-            self.log.write(record | {k: float(v) for k, v in terms.items()})
+            record |= {k: float(v) for k, v in terms.items()}
+            self.log.write(record)
+            if self.tensorboard is not None:
+                self.tensorboard.write(record)
 
     # ---------------------------------------------------------------- checkpoints
     def _save_checkpoint(self) -> None:

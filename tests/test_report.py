@@ -1,0 +1,165 @@
+"""`deepzoo report`: the page holds each run's metrics, curves and output, and renders in headless
+Chromium with every image loaded and no console error, also when a run's files are missing or
+damaged; TensorBoard event files hold the logged scalars."""
+
+import json
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from deepzoo.cli import main
+from deepzoo.report import find_runs, read_run, write_report
+from deepzoo.viz import plot_curves, save_image_grid
+
+ARTIFACTS = Path(
+    os.environ.get("DEEPZOO_TEST_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts")
+)
+"""Where the browser test keeps its screenshots (kept after the run, ignored by git)."""
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+def _fake_run(root: Path, name: str, recipe: str = "vae-mnist", loss: float = 0.5) -> Path:
+    """A run directory as `deepzoo train` writes it: config, metrics, curves and a sample grid."""
+    run = root / name
+    (run / "samples").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"recipe": recipe, "config": {"train": {"steps": 20}}}))
+    records = [
+        {"step": 10, "split": "train", "time": 1.0, "loss": loss + 0.1},
+        {"step": 10, "split": "eval", "time": 1.5, "val_loss": loss + 0.05, "fid": 42.125},
+        {"step": 20, "split": "train", "time": 2.0, "loss": loss},
+        {"step": 20, "split": "eval", "time": 2.5, "val_loss": loss, "fid": 40.5},
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    plot_curves(records, run / "curves.png")
+    save_image_grid(torch.rand(16, 1, 28, 28), run / "samples" / "samples.png", nrow=4)
+    (run / "samples" / "text.txt").write_text("to be <or> not")
+    return run
+
+
+def _damaged_run(root: Path) -> Path:
+    run = _fake_run(root, "damaged")
+    (run / "samples" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot an image at all")
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 30, "split": "ev')  # a line cut short by a crash
+    (run / "curves.png").unlink()
+    return run
+
+
+def test_the_page_holds_each_runs_metrics_curves_output_and_a_comparison(tmp_path):
+    a, b = _fake_run(tmp_path / "runs", "a"), _fake_run(tmp_path / "runs", "b", loss=0.25)
+    assert find_runs([tmp_path / "runs"]) == [a, b]
+    view = read_run(a)
+    assert view.recipe == "vae-mnist" and view.problems == []
+    assert view.last_eval["fid"] == "40.5" and [r["step"] for r in view.eval_rows] == ["10", "20"]
+    assert view.curves is not None and [p.name for p in view.pictures] == ["samples/samples.png"]
+    html = write_report([tmp_path / "runs"], tmp_path / "report.html").read_text()
+    assert "Comparison: vae-mnist" in html and "0.25" in html and "42.12" in html
+    assert "to be &lt;or&gt; not" in html  # text is escaped
+    assert html.count("data:image/png;base64,") == 4  # two curves, two sample grids
+    assert "http://" not in html and "https://" not in html  # nothing to fetch
+
+
+def test_damaged_and_missing_files_are_stated_on_the_page(tmp_path):
+    run = _damaged_run(tmp_path)
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "config.json").write_text("{not json")
+    views = {Path(v.path).name: v for v in map(read_run, [run, tmp_path / "bare"])}
+    damaged = " ".join(views["damaged"].problems)
+    assert "broken.png is not a readable image" in damaged and "1 line(s) could not be read" in damaged
+    assert views["damaged"].curves is not None  # drawn from the records instead
+    bare = " ".join(views["bare"].problems)
+    assert "config.json could not be read" in bare and "metrics.jsonl is missing" in bare
+
+
+def test_the_command_writes_the_report_and_refuses_what_is_not_there(tmp_path, capsys):
+    run = _fake_run(tmp_path, "a")
+    out = tmp_path / "r.html"
+    assert main(["report", str(run), "-o", str(out)]) in (0, None)
+    assert out.is_file() and str(out) in capsys.readouterr().out
+    for argv in (["report", str(tmp_path / "nope")], ["report", str(run), "--bench", str(tmp_path / "no")]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv + ["-o", str(out)])
+        assert exit_info.value.code == 2
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip(
+            "headless Chromium is not installed (Debian: apt-get install chromium; `make test` tries)"
+        )
+    pytest.importorskip(
+        "playwright", reason="the playwright package drives Chromium (pip install playwright)"
+    )
+    return path
+
+
+def test_the_report_renders_in_headless_chromium(tmp_path):
+    """From a file URL: no console errors, every image decoded (naturalWidth > 0), the metrics
+    table shows metrics.jsonl's values; the screenshot is kept in test-artifacts/."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = _chromium()
+    runs = [_fake_run(tmp_path / "runs", "a"), _damaged_run(tmp_path / "runs")]
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "README.md").write_text(
+        "| benchmark | result | goal |\n| --- | --- | --- |\n| vae | 1.5 | met |\n"
+    )
+    plot_curves([{"step": 1, "split": "train", "loss": 1.0}], results / "plot.png")
+    page_path = write_report(runs, tmp_path / "report.html", bench=results)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors = []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(page_path.resolve().as_uri())
+        widths = page.eval_on_selector_all("img", "images => images.map(i => i.complete && i.naturalWidth)")
+        cells = page.eval_on_selector_all(
+            "#run-1 table.metrics tr:last-child td", "cells => cells.map(c => c.textContent)"
+        )
+        headers = page.eval_on_selector_all(
+            "#run-1 table.metrics th", "cells => cells.map(c => c.textContent)"
+        )
+        problems = page.eval_on_selector_all(".problem", "ps => ps.map(p => p.textContent)")
+        bench_cells = page.eval_on_selector_all("table.bench td", "cells => cells.map(c => c.textContent)")
+        page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        browser.close()
+    assert errors == []
+    # two runs' curves and sample grids and the bench plot; the broken PNG is not on the page
+    assert len(widths) == 5 and all(w and w > 0 for w in widths)
+    last = json.loads((runs[0] / "metrics.jsonl").read_text().splitlines()[-1])
+    shown = dict(zip(headers, cells))
+    assert float(shown["val_loss"]) == last["val_loss"] and float(shown["fid"]) == last["fid"]
+    assert any("broken.png is not a readable image" in p for p in problems)
+    assert bench_cells == ["vae", "1.5", "met"]
+    assert (ARTIFACTS / "report.png").stat().st_size > 0
+
+
+def test_tensorboard_event_files_hold_the_logged_scalars(tmp_path):
+    pytest.importorskip("tensorboard", reason="--train.tensorboard needs the tensorboard package")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from deepzoo.recipes import get_recipe, train_recipe
+    from deepzoo.train.logging import read_metrics
+
+    default = get_recipe("linear-softmax-mnist").default
+    train = replace(default.train, steps=20, eval_every=10, log_every=5, progress=False, tensorboard=True)
+    run = train_recipe("linear-softmax-mnist", replace(default, train=train), tmp_path / "run").run_dir
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    for record in read_metrics(run / "metrics.jsonl"):
+        for key, value in record.items():
+            if key in ("step", "split") or not isinstance(value, (int, float)):
+                continue
+            logged = {e.step: e.value for e in events.Scalars(f"{record['split']}/{key}")}
+            assert logged[record["step"]] == pytest.approx(value, rel=1e-6), (record["split"], key)
