@@ -230,8 +230,8 @@ register(
         "of the decoded dance, KL penalty to the starting GPT",
         default=DanceACRun(
             train=TrainConfig(
-                steps=200,
-                batch_size=32,
+                steps=300,
+                batch_size=64,
                 optimizer="adamw",
                 lr=1e-4,
                 weight_decay=0.0,
