@@ -54,7 +54,8 @@ class TensorBoardLog:
     def write(self, record: dict) -> None:
         split, step = record.get("split", "train"), int(record["step"])
         for key, value in record.items():
-            if key not in ("step", "split") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if numeric and key not in ("step", "split"):
                 self.writer.add_scalar(f"{split}/{key}", value, step)
         if split == "eval":
             self._images(step)
