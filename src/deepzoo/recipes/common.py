@@ -33,6 +33,25 @@ def adamw_linear(
     )
 
 
+def sequence_ac_train(steps: int, batch_size: int, lr: float, eval_every: int, **kw: Any) -> TrainConfig:
+    """The sequence actor-critic's fine-tuning: AdamW at a constant rate, no weight decay, gradients
+    clipped at 1, no divergence check (the loss is a policy gradient, not a quantity that falls)."""
+    return TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        optimizer="adamw",
+        lr=lr,
+        weight_decay=0.0,
+        schedule="constant",
+        grad_clip=1.0,
+        eval_every=eval_every,
+        checkpoint_every=eval_every,
+        log_every=10,
+        diverge_factor=0.0,
+        **kw,
+    )
+
+
 @dataclass(frozen=True)
 class SampleEval:
     """What each evaluation of a generative recipe measures."""

@@ -23,7 +23,7 @@ from deepzoo.metrics.dance import (
 from deepzoo.metrics.retrieval import beat_align_score, kinetic_beats
 from deepzoo.models.dance import DanceGPT, DanceGPTConfig, MotionVQVAE, MotionVQVAEConfig
 from deepzoo.nn.quantize import perplexity
-from deepzoo.recipes.common import adamw_linear, mean_terms, write_dances
+from deepzoo.recipes.common import adamw_linear, mean_terms, sequence_ac_train, write_dances
 from deepzoo.recipes.contrastive import DanceData, dance_splits
 from deepzoo.recipes.registry import Recipe, register
 from deepzoo.recipes.runs import load_parent
@@ -228,22 +228,7 @@ register(
         name="dance-ac",
         summary="actor-critic fine-tuning of a dance-gpt run (--gpt-run RUN): reward = Beat Align Score "
         "of the decoded dance, KL penalty to the starting GPT",
-        default=DanceACRun(
-            train=TrainConfig(
-                steps=300,
-                batch_size=64,
-                optimizer="adamw",
-                lr=1e-4,
-                weight_decay=0.0,
-                schedule="constant",
-                grad_clip=1.0,
-                eval_every=50,
-                checkpoint_every=50,
-                log_every=10,
-                diverge_factor=0.0,
-                max_seconds=300.0,
-            )
-        ),  # fmt: skip
+        default=DanceACRun(train=sequence_ac_train(300, 64, 1e-4, 50, max_seconds=300.0)),
         build=_build_dance_ac,
         data=dance_splits,
         evaluate=_evaluate_dance_ac,

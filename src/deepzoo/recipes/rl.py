@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from deepzoo.recipes.common import sequence_ac_train
 from deepzoo.recipes.registry import Recipe, register
 from deepzoo.rl.actor_critic import A2CConfig, ActorCritic, evaluate_policy
 from deepzoo.rl.rewards import DigitReward
@@ -197,21 +198,7 @@ register(
     Recipe(
         name="ac-vqvae-prior-mnist",
         summary="sequence actor-critic: fine-tune a VQ-VAE prior (--prior-run) to draw a target digit",
-        default=PriorFinetuneRun(
-            train=TrainConfig(
-                steps=100,
-                batch_size=64,
-                optimizer="adamw",
-                lr=3e-4,
-                weight_decay=0.0,
-                schedule="constant",
-                grad_clip=1.0,
-                eval_every=25,
-                checkpoint_every=25,
-                log_every=10,
-                diverge_factor=0.0,
-            )
-        ),  # fmt: skip
+        default=PriorFinetuneRun(train=sequence_ac_train(100, 64, 3e-4, 25)),
         build=_build_finetune,
         data=lambda config, device: (_Sizes(config.train.batch_size), None),
         evaluate=_evaluate_finetune,
