@@ -160,3 +160,20 @@ def test_a_sliding_window_always_begins_at_a_code_step():
     firsts = [i - (length - 1) for i, length in enumerate(lengths)]
     assert len(lengths) == 20 and max(lengths) <= 7 and min(firsts) == 0
     assert all(first % 2 == 0 for first in firsts) and max(firsts) > 0
+
+
+def test_the_actor_critics_view_scores_the_codes_the_policy_samples():
+    """sample (step by step, cached) and action_logits (one pass) are the same policy: at a
+    temperature near 0 each sampled code is the argmax of its position's logits, and the sample
+    is in sequence order (part-local ids), as the reward reads it."""
+    model = _dance_gpt()
+    with torch.no_grad():
+        for p in model.gpt.parameters():
+            p.normal_(0.0, 0.5)  # peaked logits: no near-ties for the argmax
+    music = torch.randn(4, 32, 6)
+    actions = model.sample({"music": music}, temperature=1e-4)
+    features, logits = model.action_logits({"music": music}, actions)
+    assert actions.shape == (4, 16) and logits.shape == (4, 16, 32) and features.shape == (4, 16, 16)
+    assert torch.equal(logits.argmax(-1), actions)
+    codes = model.generate_codes(music, temperature=1e-4)
+    assert torch.equal(codes.transpose(1, 2).flatten(1), actions)
