@@ -25,10 +25,10 @@ demo: $(VENV)/.installed
 	$(BIN)/deepzoo eval runs/demo/cnn-mnist
 
 # Debian's headless Chromium for the report's browser test (tests/test_report.py); where it cannot
-# be installed (no root, no apt) the test skips and says so.
+# be installed (no root, no apt) that test fails and says so.
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-		|| echo "chromium could not be installed: the report's browser test will skip"
+		|| echo "chromium could not be installed: the report's browser test will fail"
 
 test: $(VENV)/.installed browser
 	$(BIN)/python -m pytest
