@@ -123,6 +123,15 @@ def test_knn_recipe_trains_without_steps_and_reloads_its_memory(tmp_path, capsys
     assert load_run(run_dir).model.train_x.shape[0] == 10_000  # the limit holds when reloaded too
 
 
+def test_steps_for_a_model_without_parameters_fail_before_it_is_fitted(tmp_path, capsys, monkeypatch):
+    from deepzoo.models.knn import KNN
+
+    monkeypatch.setattr(KNN, "fit", lambda *a: pytest.fail("fitted before the error"))
+    argv = ["train", "knn-mnist", "--train.steps", "2", "--run-dir", str(tmp_path / "k")]
+    code, err = _error_of(capsys, argv)
+    assert code == 2 and "no trainable parameters" in err and not (tmp_path / "k").exists()
+
+
 def test_sampling_a_language_model_prints_and_saves_text(tmp_path, capsys):
     tiny = [
         "--model.hidden",

@@ -5,34 +5,39 @@ a reader finds the page stale. (Commands are checked, not run: running them trai
 
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from deepzoo.bench import BENCHMARKS
-from deepzoo.cli import build_parser, parse_overrides
-from deepzoo.recipes import get_recipe
+from deepzoo.cli import build_parser, main, parse_overrides
+from deepzoo.recipes import RECIPES, get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RUN_OPTIONS = {"--run-dir": 1, "--overwrite": 0, "--resume": 1}
 
 
-def documented_commands() -> list[tuple[str, list[str]]]:
-    """(page, argv after `deepzoo`) of every deepzoo command line in a bash/sh block."""
+def documented_commands() -> list[tuple[str, list[str], bool]]:
+    """(page, argv after `deepzoo`, launched by torchrun) of every deepzoo command line in a
+    bash/sh block, in the page's order."""
     commands = []
     for page in PAGES:
         for block in re.findall(r"```(?:bash|sh|shell)\n(.*?)```", page.read_text(), re.S):
             for line in block.splitlines():
                 tokens = shlex.split(line, comments=True)
-                if tokens[:1] == ["torchrun"] and "-m" in tokens:
+                torchrun = tokens[:1] == ["torchrun"] and "-m" in tokens
+                if torchrun:
                     tokens = tokens[tokens.index("-m") + 1 :]
                 if tokens and Path(tokens[0]).name == "deepzoo":
-                    commands.append((page.name, [t for t in tokens[1:] if t != "--debug"]))
+                    commands.append((page.name, [t for t in tokens[1:] if t != "--debug"], torchrun))
     return commands
 
 
-COMMANDS = documented_commands()
+LINES = documented_commands()
+COMMANDS = [(page, argv) for page, argv, _ in LINES]
 
 
 def test_the_pages_show_commands():
@@ -60,3 +65,117 @@ def test_a_documented_command_names_what_exists(page, argv):
     else:
         _, unknown = build_parser().parse_known_args(argv)
         assert unknown == [], argv
+
+
+# ---- Running them: every command of a page, in order, in a fresh directory, each training run
+# shrunk to a smoke run (two steps, a tiny evaluation) by flags appended after the documented ones.
+
+SMOKE = [
+    "--train.steps", "2", "--train.eval-every", "2", "--train.checkpoint-every", "2",
+    "--train.log-every", "1", "--train.no-progress", "--train.precision", "fp32", "--train.device", "cpu",
+]  # fmt: skip
+_DIFFUSION = ["--eval.samples", "16", "--model.steps", "2"]
+_LIKELIHOOD = ["--eval.examples", "64", "--eval.samples", "1"]
+_SCENES = ["--data.train", "64", "--data.test", "16"]
+_DIGIT_STREAMS = ["--data.train-streams", "4", "--data.test-streams", "2"]
+_DANCE = [
+    "--data.train-songs", "6", "--data.test-songs", "4", "--data.seconds", "2", "--train.batch-size", "4",
+]  # fmt: skip
+SMOKE_OF = {
+    "knn-mnist": ["--train-limit", "500", "--model.k", "3"],
+    "vqvae-prior-mnist": ["--eval.samples", "16"],
+    "ddpm-mnist": _DIFFUSION, "edm-mnist": _DIFFUSION, "flow-matching-mnist": _DIFFUSION,
+    "rectified-flow-mnist": [
+        *_DIFFUSION, "--pairs", "32", "--teacher-steps", "2", "--train.batch-size", "16",
+    ],
+    "nice-mnist": _LIKELIHOOD, "realnvp-mnist": _LIKELIHOOD, "glow-mnist": _LIKELIHOOD,
+    "pixelcnn-mnist": _LIKELIHOOD, "gated-pixelcnn-mnist": _LIKELIHOOD, "pixelrnn-mnist": _LIKELIHOOD,
+    "unet-scenes": _SCENES, "fcn-scenes": _SCENES, "faster-rcnn-scenes": _SCENES, "vqgan-scenes": _SCENES,
+    "vqvae-scenes": _SCENES, "vqgan-prior-scenes": [*_SCENES, "--eval.samples", "8"],
+    "lstm-digit-streams": _DIGIT_STREAMS, "trn-digit-streams": _DIGIT_STREAMS,
+    "idn-digit-streams": _DIGIT_STREAMS,
+    "dance-vqvae": _DANCE, "dance-gpt": _DANCE, "dance-ac": [*_DANCE, "--window-steps", "4"],
+    "clip-dance": [*_DANCE, "--eval.segment", "60", "--eval.short-segment", "30", "--eval.per-song", "2"],
+}  # fmt: skip
+PARENT_OF = {  # second-stage recipe: (its flag naming the first stage's run, the first stage's recipe)
+    "vqvae-prior-mnist": ("--vqvae-run", "vqvae-mnist"),
+    "rectified-flow-mnist": ("--flow-run", "flow-matching-mnist"),
+    "ac-vqvae-prior-mnist": ("--prior-run", "vqvae-prior-mnist"),
+    "vqgan-prior-scenes": ("--tokenizer-run", "vqgan-scenes"),
+    "dance-gpt": ("--vqvae-run", "dance-vqvae"),
+    "dance-ac": ("--gpt-run", "dance-gpt"),
+}
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "deepzoo"]
+
+
+class Page:
+    """A page's commands, run in order in `cwd`. A documented run directory runs/RECIPE/NAME that
+    does not exist yet is first trained there as a smoke run (its first stage likewise); a .wav to
+    dance to is a synthetic song; /data/aist is a small AIST++ tree in the release's layout."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+
+    def run(self, argv: list[str], torchrun: bool = False) -> None:
+        argv = self.resolve(argv)
+        helping = bool({"-h", "--help"} & set(argv))
+        if argv[0] == "bench" and not helping:
+            return  # a benchmark trains for minutes even with --quick: only checked above (`make bench`)
+        if argv[0] == "train" and argv[1] != "--resume" and not helping:
+            argv = [*argv, *SMOKE, *SMOKE_OF.get(argv[1], [])]  # the last value of a flag wins
+        if torchrun:
+            done = subprocess.run([*TORCHRUN, *argv], cwd=self.cwd, capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr[-3000:]
+            return
+        try:
+            main([*argv, "--debug"])
+        except SystemExit as exit_:
+            assert exit_.code in (0, None), f"deepzoo {' '.join(argv)} exited with {exit_.code}"
+
+    def resolve(self, argv: list[str]) -> list[str]:
+        resolved = []
+        for before, token in zip(["", *argv], argv):
+            if before == "--data.root" and token == "/data/aist":
+                token = str(self.aist())
+            elif before == "--wav":
+                token = str(self.song(token))
+            elif before != "--run-dir" and token.startswith("runs/") and len(Path(token).parts) == 3:
+                self.ensure_run(token)
+            resolved.append(token)
+        return resolved
+
+    def ensure_run(self, run: str) -> None:
+        recipe = Path(run).parts[1]
+        if recipe not in RECIPES or (self.cwd / run / "config.json").exists():
+            return
+        argv = ["train", recipe, "--run-dir", run]
+        if recipe in PARENT_OF:
+            flag, parent = PARENT_OF[recipe]
+            argv += [flag, f"runs/{parent}/RUN"]
+        self.run(argv)
+
+    def song(self, name: str) -> Path:
+        from deepzoo.data.synthetic_dance import make_song, write_wav
+
+        path = self.cwd / name
+        if not path.exists():
+            write_wav(path, make_song(seed=0, genre=0, seconds=3.0).audio)
+        return path
+
+    def aist(self) -> Path:
+        from tests.data.test_aist import write_aist
+
+        root = self.cwd / "aist"
+        return root if root.exists() else write_aist(root, frames=150)
+
+
+@pytest.mark.parametrize("page", sorted({page for page, _ in COMMANDS}))
+def test_the_commands_of_a_page_run(page, tmp_path, monkeypatch, capsys):
+    """Each command exits with status 0 (bench commands other than --help are only checked)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "benchmarks").symlink_to(ROOT / "benchmarks")
+    runner = Page(tmp_path)
+    for name, argv, torchrun in LINES:
+        if name == page:
+            runner.run(argv, torchrun)
+    capsys.readouterr()

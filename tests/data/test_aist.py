@@ -24,6 +24,24 @@ def _write_motion(path, frames, seed):
     return record
 
 
+def write_aist(root, frames, train=4, test=2):
+    """A small AIST++ tree: `train` + `test` random dances of `frames` frames, each on its own
+    synthetic song (3 s), with the crossmodal split files."""
+    from deepzoo.data.synthetic_dance import make_song, write_wav
+
+    genres = ["BR", "PO", "LO", "MH", "LH", "HO", "WA", "KR", "JS", "JB"]
+    names = [f"g{g}_sBM_cAll_d04_m{g}{i}_ch01" for i, g in enumerate(genres[: train + test])]
+    (root / "wav").mkdir(parents=True)
+    for i, name in enumerate(names):
+        _write_motion(root / "motions" / f"{name}.pkl", frames, seed=i)
+        write_wav(root / "wav" / f"{music_id(name)}.wav", make_song(seed=i, genre=i % 4, seconds=3.0).audio)
+    (root / "splits").mkdir()
+    (root / "splits" / "crossmodal_train.txt").write_text("\n".join(names[:train]) + "\n")
+    (root / "splits" / "crossmodal_test.txt").write_text("\n".join(names[train:]) + "\n")
+    (root / "splits" / "ignore_list.txt").write_text("")
+    return root
+
+
 @pytest.fixture
 def aist_root(tmp_path):
     names = ["gBR_sBM_cAll_d04_mBR0_ch01", "gPO_sFM_cAll_d10_mPO1_ch02", "gLH_sBM_cAll_d16_mLH2_ch03"]

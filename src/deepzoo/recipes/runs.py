@@ -16,7 +16,7 @@ from deepzoo.config import from_dict, to_dict
 from deepzoo.recipes.registry import Recipe, get_recipe
 from deepzoo.train import checkpoint as ckpt
 from deepzoo.train import distributed
-from deepzoo.train.trainer import Trainer, TrainResult
+from deepzoo.train.trainer import NO_PARAMETERS, Trainer, TrainResult
 
 
 def default_run_dir(recipe: str, root: str | Path = "runs") -> Path:
@@ -57,6 +57,8 @@ def _fit(
     info = distributed.setup(config.train.device)
     torch.manual_seed(config.train.seed)  # the same initialization on every rank
     model = recipe.build(config)
+    if config.train.steps > 0 and not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(NO_PARAMETERS)  # before `prepare` fits a kNN to 60,000 images
     train_data, eval_data = recipe.data(config, info.device)
     if hasattr(train_data, "attach"):  # rollouts act with the model they train
         train_data.attach(model)

@@ -152,6 +152,9 @@ class _StopSignals:
             signal.signal(sig, handler)
 
 
+NO_PARAMETERS = "this model has no trainable parameters: train it with --train.steps 0"
+
+
 class Trainer:
     """Trains `model` on `data` (a TensorData, shuffled, or any batch source) under `cfg`,
     writing everything to `run_dir`.
@@ -201,7 +204,7 @@ class Trainer:
         groups = named_groups(self.model)
         self.opt = Optimizers(groups, cfg, self.dist) if groups else None
         if self.opt is None and cfg.steps > 0:
-            raise ValueError("this model has no trainable parameters: train it with --train.steps 0")
+            raise ValueError(NO_PARAMETERS)
         self.step_fn = self._step_function()
         self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_of) if cfg.ema_decay else None
         self.step, self.elapsed, self.saved_step = 0, 0.0, 0
