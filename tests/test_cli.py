@@ -213,6 +213,21 @@ def _run_cli(*args, env_extra=None, **kw):
     return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300, env=env, **kw)
 
 
+@pytest.mark.parametrize("recipe", ["wgan-gp-mnist", "vqgan-scenes"])
+def test_a_parameter_groups_own_settings_are_flags(recipe):
+    from deepzoo.cli import parse_overrides
+    from deepzoo.recipes import get_recipe
+
+    default = get_recipe(recipe).default
+    config = parse_overrides(
+        recipe, default, ["--train.optim.d.lr", "2e-4", "--train.optim.d.nesterov", "True"]
+    )
+    assert config.train.optim["d"].lr == 2e-4 and config.train.optim["d"].nesterov is True
+    assert config.train.lr == default.train.lr  # the other groups keep the shared value
+    with pytest.raises(Exception, match="unknown option --train.optim.e.lr"):
+        parse_overrides(recipe, default, ["--train.optim.e.lr", "2e-4"])
+
+
 @pytest.mark.parametrize(
     "flag,value,message",
     [

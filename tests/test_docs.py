@@ -74,16 +74,24 @@ SMOKE = [
     "--train.steps", "2", "--train.eval-every", "2", "--train.checkpoint-every", "2",
     "--train.log-every", "1", "--train.no-progress", "--train.precision", "fp32", "--train.device", "cpu",
 ]  # fmt: skip
-_DIFFUSION = ["--eval.samples", "16", "--model.steps", "2"]
+_DIFFUSION = ["--eval.samples", "16", "--model.steps", "2", "--model.net.channels", "8", "16", "16"]
 _LIKELIHOOD = ["--eval.examples", "64", "--eval.samples", "1"]
 _SCENES = ["--data.train", "64", "--data.test", "16"]
-_DIGIT_STREAMS = ["--data.train-streams", "4", "--data.test-streams", "2"]
+_STREAMS = [
+    "--data.train-streams", "4", "--data.test-streams", "2", "--data.train-length", "256",
+    "--data.test-length", "256", "--train.batch-size", "8",
+]  # fmt: skip
 _DANCE = [
     "--data.train-songs", "6", "--data.test-songs", "4", "--data.seconds", "2", "--train.batch-size", "4",
 ]  # fmt: skip
+_SMALL_GPT = ["--model.gpt.layers", "1", "--model.gpt.dim", "32"]
 SMOKE_OF = {
-    "knn-mnist": ["--train-limit", "500", "--model.k", "3"],
-    "vqvae-prior-mnist": ["--eval.samples", "16"],
+    "knn-mnist": ["--train-limit", "500", "--model.k", "3", "--train.steps", "0"],
+    "resnet-mnist": ["--model.widths", "8", "16", "32"],
+    "cnn-mnist-wide": ["--model.channels", "8", "16", "32"],
+    "gpt-shakespeare": ["--model.layers", "1", "--model.dim", "32"],
+    "vqvae-mnist": ["--model.hidden", "16", "--model.res-hidden", "8"],
+    "vqvae-prior-mnist": ["--eval.samples", "16", *_SMALL_GPT],
     "ddpm-mnist": _DIFFUSION, "edm-mnist": _DIFFUSION, "flow-matching-mnist": _DIFFUSION,
     "rectified-flow-mnist": [
         *_DIFFUSION, "--pairs", "32", "--teacher-steps", "2", "--train.batch-size", "16",
@@ -91,10 +99,12 @@ SMOKE_OF = {
     "nice-mnist": _LIKELIHOOD, "realnvp-mnist": _LIKELIHOOD, "glow-mnist": _LIKELIHOOD,
     "pixelcnn-mnist": _LIKELIHOOD, "gated-pixelcnn-mnist": _LIKELIHOOD, "pixelrnn-mnist": _LIKELIHOOD,
     "unet-scenes": _SCENES, "fcn-scenes": _SCENES, "faster-rcnn-scenes": _SCENES, "vqgan-scenes": _SCENES,
-    "vqvae-scenes": _SCENES, "vqgan-prior-scenes": [*_SCENES, "--eval.samples", "8"],
-    "lstm-digit-streams": _DIGIT_STREAMS, "trn-digit-streams": _DIGIT_STREAMS,
-    "idn-digit-streams": _DIGIT_STREAMS,
-    "dance-vqvae": _DANCE, "dance-gpt": _DANCE, "dance-ac": [*_DANCE, "--window-steps", "4"],
+    "vqvae-scenes": _SCENES, "vqgan-prior-scenes": [*_SCENES, "--eval.samples", "8", *_SMALL_GPT],
+    "lstm-streams": _STREAMS, "trn-streams": _STREAMS, "idn-streams": _STREAMS,
+    "lstm-digit-streams": [*_STREAMS, "--data.pool", "1000"],
+    "trn-digit-streams": [*_STREAMS, "--data.pool", "1000"],
+    "idn-digit-streams": [*_STREAMS, "--data.pool", "1000"],
+    "dance-vqvae": _DANCE, "dance-gpt": [*_DANCE, *_SMALL_GPT], "dance-ac": [*_DANCE, "--window-steps", "4"],
     "clip-dance": [*_DANCE, "--eval.segment", "60", "--eval.short-segment", "30", "--eval.per-song", "2"],
 }  # fmt: skip
 PARENT_OF = {  # second-stage recipe: (its flag naming the first stage's run, the first stage's recipe)
@@ -179,3 +189,47 @@ def test_the_commands_of_a_page_run(page, tmp_path, monkeypatch, capsys):
         if name == page:
             runner.run(argv, torchrun)
     capsys.readouterr()
+
+
+def test_the_code_of_the_adding_a_model_page_runs(tmp_path, monkeypatch, capsys):
+    """Its python blocks, run in order in one namespace: the two toy recipes train and learn (each
+    block asserts what it reaches); they leave the registry as they found it."""
+    from deepzoo.recipes import RECIPES
+
+    page = (ROOT / "docs" / "adding-a-model.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, re.S)
+    assert len(blocks) >= 3
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("deepzoo.recipes.registry.RECIPES", dict(RECIPES))
+    namespace: dict = {"__name__": "adding_a_model"}
+    for block in blocks:
+        exec(compile(block, "docs/adding-a-model.md", "exec"), namespace)
+    assert (tmp_path / "runs" / "mlp-mnist" / "model.safetensors").exists()
+    capsys.readouterr()
+
+
+LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
+FAMILY_PAGES = [
+    p for p in PAGES if p.parent.name == "docs" and p.stem not in ("training", "report", "adding-a-model")
+]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_the_links_of_a_page_lead_to_files(page):
+    targets = [t for t in LINK.findall(page.read_text()) if "://" not in t]
+    missing = [t for t in targets if not (page.parent / t).exists()]
+    assert not missing, f"{page.name} links to missing files: {missing}"
+
+
+def test_every_family_page_links_its_code_and_shows_how_to_run_it_and_the_readme_links_every_page():
+    for page in FAMILY_PAGES:
+        text = page.read_text()
+        assert "](../src/deepzoo/" in text, f"{page.name} links no source file"
+        assert any(name == page.name and argv[0] == "train" for name, argv in COMMANDS), page.name
+    readme = (ROOT / "README.md").read_text()
+    assert all(f"](docs/{p.name})" in readme for p in PAGES if p.parent.name == "docs")
+
+
+def test_every_recipe_is_documented_on_a_family_page():
+    text = "\n".join(p.read_text() for p in FAMILY_PAGES)
+    assert [name for name in RECIPES if not re.search(rf"(?<![\w-]){name}(?![\w-])", text)] == []

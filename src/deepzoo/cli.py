@@ -32,10 +32,14 @@ def _flag_names(config: Any, prefix: str = "") -> set[str]:
         name = f"{prefix}{f.name}".replace("_", "-")
         if dataclasses.is_dataclass(value):
             names |= _flag_names(value, f"{prefix}{f.name}.")
-        else:
-            names.add(name)
-            if isinstance(value, bool):
-                names.add(re.sub(r"([^.]+)$", r"no-\1", name))
+            continue
+        names.add(name)
+        if isinstance(value, bool):
+            names.add(re.sub(r"([^.]+)$", r"no-\1", name))
+        if isinstance(value, dict):  # named sections, e.g. train.optim.d (a parameter group)
+            for key, section in value.items():
+                if dataclasses.is_dataclass(section):
+                    names |= _flag_names(section, f"{prefix}{f.name}.{key}.")
     return names
 
 

@@ -12,7 +12,7 @@ from deepzoo.metrics.fid import sample_quality
 from deepzoo.models.gan import GAN, GANConfig
 from deepzoo.recipes.common import SampleEval, mnist_splits, sample_grid
 from deepzoo.recipes.registry import Recipe, register
-from deepzoo.train.config import TrainConfig
+from deepzoo.train.config import OptimConfig, TrainConfig
 
 BUDGET_SECONDS = 300.0
 """The CPU budget of every GAN recipe: the same as the diffusion family's, so the benchmark
@@ -53,6 +53,7 @@ def adam_gan(lr: float, betas: tuple[float, float] = (0.5, 0.999), **kw) -> Trai
         checkpoint_every=2000,
         max_seconds=BUDGET_SECONDS,
         diverge_factor=0.0,  # an adversarial loss may rise for good reasons
+        optim={"g": OptimConfig(), "d": OptimConfig()},  # each player's own settings, as flags
         **kw,
     )
 
