@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from deepzoo.bench import BENCHMARKS
-from deepzoo.cli import build_parser, main, parse_overrides
+from deepzoo.cli import _flag_names, build_parser, main, parse_overrides
 from deepzoo.recipes import RECIPES, get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,8 +74,8 @@ SMOKE = [
     "--train.steps", "2", "--train.eval-every", "2", "--train.checkpoint-every", "2",
     "--train.log-every", "1", "--train.no-progress", "--train.precision", "fp32", "--train.device", "cpu",
 ]  # fmt: skip
-_DIFFUSION = ["--eval.samples", "16", "--model.steps", "2", "--model.net.channels", "8", "16", "16"]
-_LIKELIHOOD = ["--eval.examples", "64", "--eval.samples", "1"]
+_DIFFUSION = ["--model.steps", "2", "--model.net.channels", "8", "16", "16"]
+_LIKELIHOOD = ["--eval.samples", "1"]
 _SCENES = ["--data.train", "64", "--data.test", "16"]
 _STREAMS = [
     "--data.train-streams", "4", "--data.test-streams", "2", "--data.train-length", "256",
@@ -91,7 +91,7 @@ SMOKE_OF = {
     "cnn-mnist-wide": ["--model.channels", "8", "16", "32"],
     "gpt-shakespeare": ["--model.layers", "1", "--model.dim", "32"],
     "vqvae-mnist": ["--model.hidden", "16", "--model.res-hidden", "8"],
-    "vqvae-prior-mnist": ["--eval.samples", "16", *_SMALL_GPT],
+    "vqvae-prior-mnist": _SMALL_GPT,
     "ddpm-mnist": _DIFFUSION, "edm-mnist": _DIFFUSION, "flow-matching-mnist": _DIFFUSION,
     "rectified-flow-mnist": [
         *_DIFFUSION, "--pairs", "32", "--teacher-steps", "2", "--train.batch-size", "16",
@@ -99,7 +99,7 @@ SMOKE_OF = {
     "nice-mnist": _LIKELIHOOD, "realnvp-mnist": _LIKELIHOOD, "glow-mnist": _LIKELIHOOD,
     "pixelcnn-mnist": _LIKELIHOOD, "gated-pixelcnn-mnist": _LIKELIHOOD, "pixelrnn-mnist": _LIKELIHOOD,
     "unet-scenes": _SCENES, "fcn-scenes": _SCENES, "faster-rcnn-scenes": _SCENES, "vqgan-scenes": _SCENES,
-    "vqvae-scenes": _SCENES, "vqgan-prior-scenes": [*_SCENES, "--eval.samples", "8", *_SMALL_GPT],
+    "vqvae-scenes": _SCENES, "vqgan-prior-scenes": [*_SCENES, *_SMALL_GPT],
     "lstm-streams": _STREAMS, "trn-streams": _STREAMS, "idn-streams": _STREAMS,
     "lstm-digit-streams": [*_STREAMS, "--data.pool", "1000"],
     "trn-digit-streams": [*_STREAMS, "--data.pool", "1000"],
@@ -115,6 +115,16 @@ PARENT_OF = {  # second-stage recipe: (its flag naming the first stage's run, th
     "dance-gpt": ("--vqvae-run", "dance-vqvae"),
     "dance-ac": ("--gpt-run", "dance-gpt"),
 }
+SMALL_EVAL = {"eval.samples": "16", "eval.iwae-k": "2", "eval.iwae-examples": "16", "eval.examples": "64"}
+
+
+def smoke_flags(recipe: str) -> list[str]:
+    """SMOKE, the smaller evaluation sizes the recipe's config has, then its own SMOKE_OF."""
+    names = _flag_names(get_recipe(recipe).default)
+    small = [part for name, value in SMALL_EVAL.items() if name in names for part in (f"--{name}", value)]
+    return [*SMOKE, *small, *SMOKE_OF.get(recipe, [])]
+
+
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "deepzoo"]
 
 
@@ -132,7 +142,7 @@ class Page:
         if argv[0] == "bench" and not helping:
             return  # a benchmark trains for minutes even with --quick: only checked above (`make bench`)
         if argv[0] == "train" and argv[1] != "--resume" and not helping:
-            argv = [*argv, *SMOKE, *SMOKE_OF.get(argv[1], [])]  # the last value of a flag wins
+            argv = [*argv, *smoke_flags(argv[1])]  # the last value of a flag wins
         if torchrun:
             done = subprocess.run([*TORCHRUN, *argv], cwd=self.cwd, capture_output=True, text=True)
             assert done.returncode == 0, done.stderr[-3000:]
