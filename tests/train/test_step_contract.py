@@ -313,6 +313,11 @@ def test_shuffled_batches_shard_the_global_batch_and_generated_batches_depend_on
     assert not torch.equal(source.next(5)["x"], source.next(6)["x"])
     with pytest.raises(ValueError, match="not divisible"):
         GeneratedBatches(draw, 15, seed=0, rank=0, world_size=2)
+    placed = source.placed(1, 2, "cpu")  # what the trainer makes of it on rank 1 of 2
+    assert torch.equal(
+        placed.next(5)["x"], GeneratedBatches(draw, 16, seed=0, rank=1, world_size=2).next(5)["x"]
+    )
+    assert len(placed.next(5)["x"]) == 8 and not torch.equal(placed.next(5)["x"], source.next(5)["x"][:8])
 
 
 def test_the_trainer_reads_a_generated_batch_source(tmp_path):
@@ -321,8 +326,9 @@ def test_the_trainer_reads_a_generated_batch_source(tmp_path):
         return {"x": x, "z": torch.randn(n, 4, generator=generator)}
 
     cfg = TrainConfig(steps=6, batch_size=16, optim=TWO_GROUPS, **CPU)
-    result = Trainer(TwoPlayer(), GeneratedBatches(draw, 16, seed=0), cfg, tmp_path).fit()
-    assert result.step == 6
+    trainer = Trainer(TwoPlayer(), GeneratedBatches(draw, 16, seed=0, device="meta"), cfg, tmp_path)
+    assert trainer.batches.device == trainer.device  # placed on the trainer's rank and device
+    assert trainer.fit().step == 6
 
 
 @pytest.mark.parametrize(

@@ -99,8 +99,14 @@ class GeneratedBatches:
     ) -> None:
         if batch_size % world_size:
             raise ValueError(f"train.batch_size {batch_size} is not divisible by {world_size} ranks")
-        self.draw, self.local_batch, self.seed, self.rank = draw, batch_size // world_size, seed, rank
+        self.draw, self.batch_size, self.seed = draw, batch_size, seed
+        self.local_batch, self.rank = batch_size // world_size, rank
         self.device = torch.device(device)
+
+    def placed(self, rank: int, world_size: int, device: torch.device | str) -> GeneratedBatches:
+        """The same source as rank `rank` of `world_size` draws it, on `device` (the trainer calls
+        this, so a recipe builds the source without knowing where it will run)."""
+        return GeneratedBatches(self.draw, self.batch_size, self.seed, rank, world_size, device)
 
     def next(self, step: int) -> Batch:
         generator = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 1_009 + self.rank)

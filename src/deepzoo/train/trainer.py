@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from deepzoo.data.tensors import TensorData
 from deepzoo.train import checkpoint as ckpt
 from deepzoo.train import distributed
-from deepzoo.train.batches import BatchSource, ShuffledBatches, batch_indices
+from deepzoo.train.batches import BatchSource, GeneratedBatches, ShuffledBatches, batch_indices
 from deepzoo.train.config import OptimConfig, TrainConfig
 from deepzoo.train.ema import EMA
 from deepzoo.train.errors import DivergedError, NonFiniteLossError, TrainingInterrupted, TrainingStopped
@@ -200,6 +200,8 @@ class Trainer:
             data = ShuffledBatches(
                 data.to(self.device), cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world_size
             )
+        elif isinstance(data, GeneratedBatches):
+            data = data.placed(self.dist.rank, self.dist.world_size, self.device)
         self.batches: BatchSource = data
         groups = named_groups(self.model)
         self.opt = Optimizers(groups, cfg, self.dist) if groups else None
