@@ -33,6 +33,10 @@ browser:
 test: $(VENV)/.installed browser
 	$(BIN)/python -m pytest
 
+# The benchmarks the docs show, each with --quick (a few minutes; CI runs it after `make test`).
+test-docs-bench: $(VENV)/.installed
+	$(BIN)/python -m pytest -m docs_bench tests/test_docs.py
+
 # Every test under five seed offsets (see tests/conftest.py): a training test must pass for each.
 test-seeds: $(VENV)/.installed
 	for k in 0 1 2 3 4; do DEEPZOO_TEST_SEED_OFFSET=$$k $(BIN)/python -m pytest || exit 1; done

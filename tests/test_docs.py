@@ -140,7 +140,7 @@ class Page:
         argv = self.resolve(argv)
         helping = bool({"-h", "--help"} & set(argv))
         if argv[0] == "bench" and not helping:
-            return  # a benchmark trains for minutes even with --quick: only checked above (`make bench`)
+            return  # minutes even with --quick: test_a_documented_benchmark_runs_quick (make test-docs-bench)
         if argv[0] == "train" and argv[1] != "--resume" and not helping:
             argv = [*argv, *smoke_flags(argv[1])]  # the last value of a flag wins
         if torchrun:
@@ -243,3 +243,17 @@ def test_every_family_page_links_its_code_and_shows_how_to_run_it_and_the_readme
 def test_every_recipe_is_documented_on_a_family_page():
     text = "\n".join(p.read_text() for p in FAMILY_PAGES)
     assert [name for name in RECIPES if not re.search(rf"(?<![\w-]){name}(?![\w-])", text)] == []
+
+
+BENCH_LINES = [(p, a) for p, a in COMMANDS if a[0] == "bench" and not {"-h", "--help"} & set(a)]
+
+
+@pytest.mark.docs_bench
+@pytest.mark.parametrize("page, argv", BENCH_LINES, ids=[f"{p}: {' '.join(a)}" for p, a in BENCH_LINES])
+def test_a_documented_benchmark_runs_quick(page, argv, tmp_path, capsys):
+    """Each documented `deepzoo bench NAME ...` with --quick, its results in a temporary directory:
+    every named benchmark writes its JSON there (and nothing into benchmarks/results)."""
+    main([*argv, "--quick", "--results", str(tmp_path)])
+    names = [a for a in argv[1:] if not a.startswith("-")]
+    assert names and all((tmp_path / f"{name}.json").exists() for name in names)
+    capsys.readouterr()
