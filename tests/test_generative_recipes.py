@@ -183,3 +183,21 @@ def test_likelihood_recipes_log_the_test_likelihood_of_their_saved_weights_and_s
     out = tmp_path / "sample.png"
     assert main(["sample", str(run_dir), "--n", "2", "--out", str(out), "--device", "cpu"]) in (0, None)
     assert out.exists()
+
+
+def test_likelihoods_are_evaluated_in_fp32_inside_a_bf16_autocast():
+    """A run trained in bf16 evaluates under the trainer's bf16 autocast: the reported nats and
+    bits/dim must still be the fp32 ones, bit for bit."""
+    from deepzoo.models.flows import Flow, FlowConfig
+    from deepzoo.models.pixelcnn import PixelCNN, PixelCNNConfig
+    from deepzoo.recipes.likelihood import mean_bits_per_dim, mean_nats
+
+    torch.manual_seed(0)
+    grey = TensorData({"x": torch.rand(16, 1, 28, 28)})
+    binary = TensorData({"x": torch.bernoulli(grey.tensors["x"])})
+    pixelcnn = PixelCNN(PixelCNNConfig(hidden=8, layers=1)).eval()
+    flow = Flow(FlowConfig(kind="realnvp", depth=1, hidden=8, blocks=1)).eval()
+    exact = mean_nats(pixelcnn, binary), mean_bits_per_dim(flow, grey)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (mean_nats(pixelcnn, binary), mean_bits_per_dim(flow, grey)) == exact
+        assert -pixelcnn.log_prob(binary.tensors["x"]).mean().item() != exact[0]  # bf16 would differ

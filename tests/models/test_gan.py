@@ -12,7 +12,7 @@ from scipy.spatial.distance import jensenshannon
 from torch import nn
 
 from deepzoo.models.gan import GAN, GANConfig
-from deepzoo.nn.adversarial import Objective, gradient_penalty
+from deepzoo.nn.adversarial import Objective, gradient_penalty, r1_penalty
 from deepzoo.train import TrainConfig, Trainer, distributed
 from deepzoo.train import checkpoint as ckpt
 from deepzoo.train.step import Optimizers, named_groups
@@ -146,6 +146,27 @@ def test_the_gradient_penalty_is_the_squared_distance_of_the_critic_gradient_nor
     )
 
 
+def test_r1_is_the_squared_gradient_norm_at_the_data_added_to_the_critic_loss_with_weight_gamma_over_2():
+    real, fake = torch.randn(16, 1, 4, 4, dtype=torch.float64), torch.randn(16, 1, 4, 4, dtype=torch.float64)
+    quartic = lambda x: 0.25 * x.flatten(1).pow(4).sum(1)  # noqa: E731 - gradient x^3
+    x = real.clone().requires_grad_(True)
+    expected = real.pow(3).flatten(1).square().sum(1).mean()
+    assert r1_penalty(quartic(x), x).item() == pytest.approx(expected.item(), rel=1e-12)
+    for name in ("non_saturating", "hinge", "wgan"):
+        plain = Objective(name).discriminator_loss(quartic, real, fake)["loss_d"]
+        out = Objective(name, r1_weight=3.0).discriminator_loss(quartic, real, fake)
+        assert out["loss_d"].item() == pytest.approx(plain.item() + 1.5 * expected.item(), rel=1e-12)
+        assert out["r1"].item() == pytest.approx(expected.item(), rel=1e-12)
+    # the penalty trains the critic: its gradient w.r.t. a critic weight is d/dw of (gamma/2) w^2 ||x||^2
+    w = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    scaled = lambda x: w * x.flatten(1).sum(1)  # noqa: E731 - gradient w everywhere: R1 = w^2 * 16
+    loss = Objective("wgan", r1_weight=3.0).discriminator_loss(scaled, real, fake)["loss_d"]
+    (dw,) = torch.autograd.grad(loss, w)
+    assert dw.item() == pytest.approx(
+        (fake.flatten(1).sum(1).mean() - real.flatten(1).sum(1).mean()).item() + 1.5 * 2 * 2.0 * 16, rel=1e-12
+    )
+
+
 # ------------------------------------------------------------------ the step contract
 class Spy:
     """Wraps the trainer's Optimizers: records, for each update, which player's weights moved."""
@@ -225,6 +246,8 @@ def test_bad_gan_settings_are_refused():
         GANConfig(n_critic=0)
     with pytest.raises(ValueError, match="per-example"):
         GANConfig(objective="wgan_gp", d_norm="batch")
+    with pytest.raises(ValueError, match="r1_weight"):
+        GANConfig(r1_weight=-1.0)
 
 
 def test_a_short_conditional_run_draws_every_digit_mostly_as_asked(mnist_small, tmp_path):

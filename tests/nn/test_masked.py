@@ -41,6 +41,19 @@ def test_a_masked_convolution_sees_exactly_the_earlier_pixels_in_its_window(mask
             assert depends[p, q] == (earlier and in_window), (p, q)
 
 
+@pytest.mark.parametrize("mask_type", ["A", "B"])
+@pytest.mark.parametrize("kernel", [3, 7])
+def test_a_masked_convolution_equals_the_full_convolution_with_the_masked_kernel(mask_type, kernel):
+    """It skips the kernel's all-zero rows below the centre: the values must not change."""
+    torch.manual_seed(0)
+    conv = MaskedConv2d(3, 5, kernel, mask_type).double()
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64)
+    full = nn.functional.conv2d(x, conv.weight * conv.mask, conv.bias, padding=kernel // 2)
+    torch.testing.assert_close(conv(x), full, rtol=1e-12, atol=1e-12)
+    nhwc = conv.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(nhwc, full, rtol=1e-12, atol=1e-12)
+
+
 def test_gate_and_shift_down():
     x = torch.randn(2, 4, 3, 3)
     assert torch.equal(gate(x), torch.tanh(x[:, :2]) * torch.sigmoid(x[:, 2:]))

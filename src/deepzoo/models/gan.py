@@ -43,6 +43,8 @@ class GANConfig:
     objective: ObjectiveName = "non_saturating"
     gp_weight: float = 10.0
     """wgan_gp: lambda of the gradient penalty."""
+    r1_weight: float = 0.0
+    """gamma of the R1 penalty (gamma / 2) E_p ||grad_x D(x)||^2 added to D's loss; 0: none."""
     clip: float = 0.01
     """wgan: every critic weight is clipped into [-clip, clip] after each critic step."""
     n_critic: int = 1
@@ -52,7 +54,7 @@ class GANConfig:
     wgan_gp, whose penalty is per example: use layer or none there)."""
 
     def __post_init__(self) -> None:
-        Objective(self.objective)  # validates the name
+        Objective(self.objective, r1_weight=self.r1_weight)  # validates them
         if self.n_critic < 1:
             raise ValueError(f"n_critic must be >= 1, got {self.n_critic}")
         if self.objective == "wgan_gp" and self.d_norm == "batch":
@@ -131,7 +133,7 @@ class GAN(nn.Module):
         self.config = config
         self.generator = Generator(config)
         self.discriminator = Discriminator(config)
-        self.objective = Objective(config.objective, config.gp_weight)
+        self.objective = Objective(config.objective, config.gp_weight, config.r1_weight)
         self._init_weights()
 
     def _init_weights(self) -> None:

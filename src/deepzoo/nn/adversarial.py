@@ -16,6 +16,10 @@ two losses, both minimized; batch means stand for expectations over p (data) and
     wgan_gp (Gulrajani et al., 2017): wgan + lambda E_x^ (||grad_x^ f(x^)||_2 - 1)^2 on
         x^ = eps x + (1 - eps) x~, eps ~ U[0, 1] per example (`gradient_penalty`).
     hinge (Lim & Ye, 2017; Miyato et al., 2018): d: E_p relu(1 - f) + E_q relu(1 + f);  g: -E_q f.
+
+Any of them may add R1 (Mescheder et al., 2018) to the critic's loss: (gamma / 2) E_p ||grad_x f(x)||^2,
+a penalty on the critic's gradient at the data only, which makes the game converge locally to
+the equilibrium (`r1_penalty`; gamma = `r1_weight`, 0 = off).
 """
 
 from __future__ import annotations
@@ -46,6 +50,13 @@ def gradient_penalty(
     return (grad.flatten(1).norm(dim=1) - 1).square().mean()
 
 
+def r1_penalty(scores: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """E_p ||grad_x f(x)||_2^2 for the scores (B,) of real (B, ...), which must require grad; the
+    gradient is taken with create_graph=True so the penalty trains the critic."""
+    (grad,) = torch.autograd.grad(scores.sum(), real, create_graph=True)
+    return grad.flatten(1).square().sum(dim=1).mean()
+
+
 @torch.no_grad()
 def clip_weights(parameters: Iterable[nn.Parameter], c: float) -> None:
     """WGAN's Lipschitz constraint: every parameter clamped into [-c, c], in place."""
@@ -60,10 +71,14 @@ class Objective:
     name: ObjectiveName = "non_saturating"
     gp_weight: float = 10.0
     """wgan_gp: lambda of the gradient penalty."""
+    r1_weight: float = 0.0
+    """gamma of the R1 penalty (gamma / 2) E_p ||grad f||^2 on the critic; 0: none."""
 
     def __post_init__(self) -> None:
         if self.name not in ("minimax", "non_saturating", "wgan", "wgan_gp", "hinge"):
             raise ValueError(f"unknown adversarial objective {self.name!r}")
+        if self.r1_weight < 0:
+            raise ValueError(f"r1_weight must be >= 0, got {self.r1_weight}")
 
     @property
     def wasserstein(self) -> bool:
@@ -73,6 +88,8 @@ class Objective:
         self, critic: Critic, real: torch.Tensor, fake: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """{"loss_d": what the critic minimizes, and its terms}. fake must be detached from G."""
+        if self.r1_weight:
+            real = real.detach().requires_grad_(True)
         s_real, s_fake = critic(real).flatten(), critic(fake).flatten()
         out: dict[str, torch.Tensor] = {}
         if self.name in ("minimax", "non_saturating"):
@@ -89,6 +106,10 @@ class Objective:
                 penalty = gradient_penalty(critic, real, fake)
                 loss = loss + self.gp_weight * penalty
                 out["gp"] = penalty.detach()
+        if self.r1_weight:
+            r1 = r1_penalty(s_real, real)
+            loss = loss + self.r1_weight / 2 * r1
+            out["r1"] = r1.detach()
         return {"loss_d": loss} | out
 
     def generator_loss(self, critic: Critic, fake: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -35,7 +35,11 @@ def raster_mask(height: int, width: int, mask_type: MaskType) -> torch.Tensor:
 class MaskedConv2d(nn.Conv2d):
     """A k x k convolution with 'same' padding whose weights are multiplied by `raster_mask`:
     out(i, j) sees in(i', j') only for (i', j') before (A) or at-or-before (B) (i, j) in raster
-    order, within the kernel. x: (B, C_in, H, W) -> (B, C_out, H, W)."""
+    order, within the kernel. x: (B, C_in, H, W) -> (B, C_out, H, W).
+
+    The mask's rows below the centre are all zero, so the convolution runs with the kernel's top
+    k//2 + 1 rows over the input padded above only: the same output without the zero taps (a 7x7
+    type A kernel computes 28 of its 49)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, mask_type: MaskType) -> None:
         if kernel_size % 2 == 0:
@@ -44,7 +48,9 @@ class MaskedConv2d(nn.Conv2d):
         self.register_buffer("mask", raster_mask(kernel_size, kernel_size, mask_type))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+        half = self.kernel_size[0] // 2
+        weight = (self.weight * self.mask)[:, :, : half + 1]
+        return F.conv2d(F.pad(x, (half, half, half, 0)), weight, self.bias)
 
 
 def gate(x: torch.Tensor) -> torch.Tensor:
