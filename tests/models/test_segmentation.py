@@ -28,6 +28,30 @@ def test_logits_keep_the_image_size_and_odd_sizes_are_refused(arch):
         net(torch.rand(1, 1, 60, 64))
 
 
+@pytest.mark.parametrize("arch", ["unet", "unpool"])
+def test_the_channels_last_network_computes_what_the_contiguous_one_does(arch):
+    """The net keeps NHWC weights for speed; the pooling switches and the logits must not change."""
+    torch.manual_seed(0)
+    net = SegmentationNet(SegmentationConfig(arch=arch, widths=(4, 8, 8))).double().eval()
+    x = torch.rand(2, 1, 16, 16, dtype=torch.float64)
+    assert net.head.weight.is_contiguous(memory_format=torch.channels_last)
+    nhwc = net(x)
+    net.to(memory_format=torch.contiguous_format)  # the same layers in NCHW, by hand (forward goes NHWC)
+    h, skips, switches = x, [], []
+    for block in net.down:
+        h = block(h)
+        skips.append(h)
+        h, where = F.max_pool2d(h, 2, return_indices=True)
+        switches.append(where)
+    h = net.bottom(h)
+    for level in reversed(range(net.depth)):
+        if arch == "unet":
+            h = net.up[level](torch.cat([net.upsample[level](h), skips[level]], 1))
+        else:
+            h = net.up[level](F.max_unpool2d(net.upsample[level](h), switches[level], 2))
+    torch.testing.assert_close(nhwc, net.head(h), rtol=1e-12, atol=1e-12)
+
+
 def test_the_unpooling_decoder_puts_values_back_where_the_encoder_maxima_were():
     """In the unpool arch, what enters a decoder level is zero except where the encoder's 2x2
     max-pool of that level found its maxima (the pooling switches)."""
