@@ -99,14 +99,43 @@ def test_nms_equals_the_greedy_loop_with_score_ties_and_iou_at_the_threshold(see
     assert box_iou(boxes[:1], boxes[1:3]).tolist() == [[0.5, 0.6]]
     for threshold in (0.0, 0.3, 0.5, 0.7):
         want = _nms_by_hand(boxes.tolist(), scores.tolist(), threshold)
+        assert nms(boxes, scores, threshold, kernel="loop").tolist() == want, threshold
         for block in (7, 64, 512):  # blocks end mid-chain; one block
-            assert nms(boxes, scores, threshold, block=block).tolist() == want, (threshold, block)
-    kept = nms(boxes, scores, 0.5).tolist()
-    assert 1 in kept and 2 not in kept
+            got = nms(boxes, scores, threshold, block=block, kernel="blocked").tolist()
+            assert got == want, (threshold, block)
+    for kernel in ("loop", "blocked"):
+        kept = nms(boxes, scores, 0.5, kernel=kernel).tolist()
+        assert 1 in kept and 2 not in kept
 
 
-@pytest.mark.parametrize("block", [7, 512])
-def test_batched_nms_suppresses_only_within_a_class(block):
+def test_nms_kernels_agree_in_float32_on_clustered_boxes():
+    """The compiled loop and the blocks compute IoU in float32 the same way: same indices on
+    detector-like clusters (20 jittered boxes per object, long suppression chains), and both
+    refuse what they cannot run."""
+    g = torch.Generator().manual_seed(11)
+    objects = torch.rand(100, 4, generator=g) * torch.tensor([400.0, 400, 60, 60]) + torch.tensor(
+        [0, 0, 8, 8]
+    )
+    which = torch.randint(0, 100, (2000,), generator=g)
+    xy, wh = objects[which, :2], objects[which, 2:]
+    boxes = torch.cat([xy, xy + wh], 1) + (torch.rand(2000, 4, generator=g) - 0.5) * 0.3 * wh.repeat(1, 2)
+    scores, classes = torch.rand(2000, generator=g), torch.randint(0, 5, (2000,), generator=g)
+    for threshold in (0.3, 0.5, 0.7):
+        loop = nms(boxes, scores, threshold, kernel="loop")
+        assert 50 <= len(loop) < 1000  # clusters thinned, not emptied
+        assert torch.equal(loop, nms(boxes, scores, threshold, kernel="blocked"))
+        assert torch.equal(
+            batched_nms(boxes, scores, classes, threshold, kernel="loop"),
+            batched_nms(boxes, scores, classes, threshold, kernel="blocked"),
+        )
+    with pytest.raises(ValueError, match="numba"):
+        nms(boxes.bfloat16(), scores, 0.5, kernel="loop")
+    with pytest.raises(ValueError, match="kernel"):
+        nms(boxes, scores, 0.5, kernel="fast")
+
+
+@pytest.mark.parametrize("kernel,block", [("loop", 256), ("blocked", 7), ("blocked", 512)])
+def test_batched_nms_suppresses_only_within_a_class(kernel, block):
     """Against NMS class by class, with score ties (order: score, then index) and blocks that
     span several classes."""
     g = torch.Generator().manual_seed(5)
@@ -120,8 +149,8 @@ def test_batched_nms_suppresses_only_within_a_class(block):
             torch.tensor(_nms_by_hand(boxes[idx].tolist(), scores[idx].tolist(), 0.4), dtype=torch.long)
         ].tolist()
     want.sort(key=lambda i: (-scores[i].item(), i))
-    assert batched_nms(boxes, scores, classes, 0.4, block=block).tolist() == want
-    assert batched_nms(boxes[:0], scores[:0], classes[:0], 0.4).numel() == 0
+    assert batched_nms(boxes, scores, classes, 0.4, block=block, kernel=kernel).tolist() == want
+    assert batched_nms(boxes[:0], scores[:0], classes[:0], 0.4, kernel=kernel).numel() == 0
 
 
 def _bilinear_by_hand(image, y, x):

@@ -10,10 +10,13 @@ old PASCAL VOC code. Boxes are (..., 4) tensors; a box with x2 <= x1 or y2 <= y1
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from deepzoo.ops import nms_loop
 
 
 def box_area(boxes: Tensor) -> Tensor:
@@ -96,27 +99,40 @@ def clip_boxes(boxes: Tensor, height: int, width: int) -> Tensor:
     return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], -1)
 
 
-def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, block: int = 256) -> Tensor:
+NMSKernel = Literal["auto", "loop", "blocked"]
+
+
+def nms(
+    boxes: Tensor, scores: Tensor, iou_threshold: float, block: int = 256, kernel: NMSKernel = "auto"
+) -> Tensor:
     """Greedy non-maximum suppression: visit boxes by decreasing score (ties: lower index first)
     and keep a box unless a kept box overlaps it with IoU > iou_threshold (strictly, as
     torchvision). Returns the kept indices, by decreasing score.
 
-    Exact greedy NMS computed in blocks of the sorted boxes: a block's boxes are first suppressed
+    Two kernels give the same indices. "loop" (CPU, float32/64, needs numba) is the sequential
+    loop compiled (`ops.nms_loop`), as torchvision's C++. "blocked" (any device) is exact greedy NMS
+    in tensor operations, in blocks of the sorted boxes: a block's boxes are first suppressed
     by the boxes kept in earlier blocks (one IoU matrix), then resolved among themselves by the
     recursion keep_j = not any_{i<j} (keep_i and IoU_ij > t), iterated from "all kept" to its
     fixed point (entry j is final after j rounds; the rounds needed are the longest suppression
-    chain, usually a few). Memory is O(block x kept), never N^2."""
+    chain, usually a few). Memory is O(block x kept), never N^2. "auto" takes the loop where it
+    can run (faster on CPU at every size measured: `deepzoo bench nms-speed`), else the blocks."""
     if boxes.ndim != 2 or boxes.shape[-1] != 4 or scores.shape != boxes.shape[:1]:
         raise ValueError(
             f"nms needs boxes (N, 4) and scores (N,), got {tuple(boxes.shape)}, {tuple(scores.shape)}"
         )
     order = torch.sort(scores, descending=True, stable=True).indices
     groups = torch.zeros(len(boxes), dtype=torch.long, device=boxes.device)
-    return order[_greedy_nms(boxes[order], groups, iou_threshold, block)]
+    return order[_greedy_nms(boxes[order], groups, iou_threshold, block, kernel)]
 
 
 def batched_nms(
-    boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold: float, block: int = 256
+    boxes: Tensor,
+    scores: Tensor,
+    classes: Tensor,
+    iou_threshold: float,
+    block: int = 256,
+    kernel: NMSKernel = "auto",
 ) -> Tensor:
     """NMS within each class: a box is suppressed only by kept boxes of its own class. Returns
     the kept indices by decreasing score (ties: lower index first), as torchvision's.
@@ -134,15 +150,32 @@ def batched_nms(
         )
     by_score = torch.sort(scores, descending=True, stable=True).indices
     by_class = by_score[torch.sort(classes[by_score], stable=True).indices]
-    kept = by_class[_greedy_nms(boxes[by_class], classes[by_class].long(), iou_threshold, block)]
+    groups = classes[by_class].long()
+    kept = by_class[_greedy_nms(boxes[by_class], groups, iou_threshold, block, kernel)]
     score_rank = torch.empty_like(by_score)
     score_rank[by_score] = torch.arange(len(by_score), device=boxes.device)
     return kept[torch.argsort(score_rank[kept])]
 
 
-def _greedy_nms(boxes: Tensor, groups: Tensor, iou_threshold: float, block: int) -> Tensor:
+def _greedy_nms(boxes: Tensor, groups: Tensor, iou_threshold: float, block: int, kernel: NMSKernel) -> Tensor:
     """Positions kept by greedy NMS within groups of `boxes` (N, 4), given in visiting order,
     with `groups` (N,) non-decreasing."""
+    loop_runs = boxes.device.type == "cpu" and boxes.dtype in (torch.float32, torch.float64)
+    if kernel not in ("auto", "loop", "blocked"):
+        raise ValueError(f"kernel must be 'auto', 'loop' or 'blocked', got {kernel!r}")
+    if kernel == "loop" and not (loop_runs and nms_loop.available()):
+        raise ValueError(
+            "the compiled NMS loop needs float32/float64 boxes on the CPU and numba installed "
+            f"(pip install 'deepzoo[detection]'); got {boxes.dtype} on {boxes.device}"
+        )
+    if kernel == "loop" or (kernel == "auto" and loop_runs and nms_loop.available()):
+        kept = nms_loop.greedy_nms(boxes.detach().numpy(), groups.numpy(), iou_threshold)
+        return torch.from_numpy(kept)
+    return _greedy_nms_blocked(boxes, groups, iou_threshold, block)
+
+
+def _greedy_nms_blocked(boxes: Tensor, groups: Tensor, iou_threshold: float, block: int) -> Tensor:
+    """`_greedy_nms` in tensor operations, block by block (the recursion in `nms`)."""
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     kept_index = groups.new_zeros(0)
     kept = []
