@@ -33,8 +33,10 @@ class SegmentationConfig:
     in_channels: int = 1
     num_classes: int = 11
     """Classes including the background (class 0 of MNIST scenes)."""
-    widths: tuple[int, ...] = (8, 16, 32, 64)
-    """Channels at each resolution, full first; len(widths) - 1 2x downsamplings."""
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+    """Channels at each resolution, full first; len(widths) - 1 2x downsamplings. (16, ..., 128)
+    costs 1.37x (8, ..., 64)'s fp32 step on a CPU and the same in bf16 with AMX, and labels the
+    digits far better (docs/detection.md)."""
     ignore_index: int = 255
     """Class-map value left out of the loss."""
 

@@ -122,7 +122,7 @@ def _segmentation(name: str, summary: str, default: SegmentationRun, reference: 
 SEGMENTATION_TRAIN = adamw_linear(8000, 32, 3e-3, 50, 1000, max_seconds=600.0)
 """AdamW, lr 3e-3 decayed linearly to 0 over 8,000 steps of 32 scenes (about 10 minutes on a
 2-core Xeon with AMX in bf16), stopped at 10 minutes if slower (an fp32 CPU without AMX: about
-3,500 steps in that time, with the rate not yet decayed; give it --train.steps 3500)."""
+2,500 steps in that time, with the rate not yet decayed; give it --train.steps 2500)."""
 
 _segmentation(
     "unet-scenes",
