@@ -113,9 +113,8 @@ def test_nms_kernels_agree_in_float32_on_clustered_boxes():
     detector-like clusters (20 jittered boxes per object, long suppression chains), and both
     refuse what they cannot run."""
     g = torch.Generator().manual_seed(11)
-    objects = torch.rand(100, 4, generator=g) * torch.tensor([400.0, 400, 60, 60]) + torch.tensor(
-        [0, 0, 8, 8]
-    )
+    objects = torch.rand(100, 4, generator=g) * torch.tensor([400.0, 400, 60, 60])
+    objects[:, 2:] += 8  # x, y, width, height
     which = torch.randint(0, 100, (2000,), generator=g)
     xy, wh = objects[which, :2], objects[which, 2:]
     boxes = torch.cat([xy, xy + wh], 1) + (torch.rand(2000, 4, generator=g) - 0.5) * 0.3 * wh.repeat(1, 2)
@@ -132,6 +131,42 @@ def test_nms_kernels_agree_in_float32_on_clustered_boxes():
         nms(boxes.bfloat16(), scores, 0.5, kernel="loop")
     with pytest.raises(ValueError, match="kernel"):
         nms(boxes, scores, 0.5, kernel="fast")
+
+
+@pytest.mark.parametrize("kernel", ["loop", "blocked"])
+def test_float32_iou_is_compared_with_the_real_threshold(kernel):
+    """As torchvision (a float IoU against a double threshold): with float32 boxes, IoU 30 / 100 is
+    float32(0.3) = 0.300000012 > 0.3, so the second box goes; 70 / 100 is float32(0.7) =
+    0.699999988 < 0.7, so it stays; 50 / 100 is exactly 0.5, kept (strict >)."""
+    scores = torch.tensor([1.0, 0.5])
+    for height, threshold, kept in ((3.0, 0.3, [0]), (6.0, 0.6, [0]), (7.0, 0.7, [0, 1]), (5.0, 0.5, [0, 1])):
+        boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, height]])
+        iou = float(torch.tensor(10 * height) / torch.tensor(100.0))  # float32 division
+        assert (iou > threshold) == (kept == [0])
+        assert nms(boxes, scores, threshold, kernel=kernel).tolist() == kept, (height, threshold)
+        assert nms(boxes.double(), scores, threshold, kernel=kernel).tolist() == (
+            [0] if height * 10 / 100 > threshold else [0, 1]
+        )
+
+
+def test_auto_kernel_takes_the_loop_on_cpu_and_falls_back_to_blocks(monkeypatch):
+    """ "auto" runs the compiled loop for float32 CPU boxes, the blocks for bf16 boxes or without
+    numba, with the same indices as the by-hand loop."""
+    from deepzoo.ops import nms_loop
+
+    g = torch.Generator().manual_seed(3)
+    boxes, scores = _random_boxes(200, g, size=60, integer=True).float(), torch.rand(200, generator=g)
+    want = _nms_by_hand(boxes.tolist(), scores.tolist(), 0.5)
+    calls = []
+    loop = nms_loop.greedy_nms
+    monkeypatch.setattr(nms_loop, "greedy_nms", lambda *a: calls.append(1) or loop(*a))
+    assert nms(boxes, scores, 0.5).tolist() == want and len(calls) == 1
+    nms(boxes.bfloat16(), scores, 0.5)
+    assert len(calls) == 1
+    monkeypatch.setattr(nms_loop, "available", lambda: False)
+    assert nms(boxes, scores, 0.5).tolist() == want and len(calls) == 1
+    with pytest.raises(ValueError, match="numba"):
+        nms(boxes, scores, 0.5, kernel="loop")
 
 
 @pytest.mark.parametrize("kernel,block", [("loop", 256), ("blocked", 7), ("blocked", 512)])

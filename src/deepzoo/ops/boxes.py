@@ -160,6 +160,7 @@ def batched_nms(
 def _greedy_nms(boxes: Tensor, groups: Tensor, iou_threshold: float, block: int, kernel: NMSKernel) -> Tensor:
     """Positions kept by greedy NMS within groups of `boxes` (N, 4), given in visiting order,
     with `groups` (N,) non-decreasing."""
+    iou_threshold = _threshold_below(iou_threshold, boxes.dtype)
     loop_runs = boxes.device.type == "cpu" and boxes.dtype in (torch.float32, torch.float64)
     if kernel not in ("auto", "loop", "blocked"):
         raise ValueError(f"kernel must be 'auto', 'loop' or 'blocked', got {kernel!r}")
@@ -172,6 +173,17 @@ def _greedy_nms(boxes: Tensor, groups: Tensor, iou_threshold: float, block: int,
         kept = nms_loop.greedy_nms(boxes.detach().numpy(), groups.numpy(), iou_threshold)
         return torch.from_numpy(kept)
     return _greedy_nms_blocked(boxes, groups, iou_threshold, block)
+
+
+def _threshold_below(threshold: float, dtype: torch.dtype) -> float:
+    """The largest value of `dtype` <= threshold. A `dtype` IoU x satisfies x > threshold (the real
+    number, as torchvision compares a float IoU with a double threshold) exactly when x > this
+    value, so both kernels compare in the boxes' dtype without rounding the threshold up: with
+    float32 boxes, an IoU of float32(0.3) = 0.300000012 is above t = 0.3."""
+    rounded = torch.tensor(threshold, dtype=torch.float64).to(dtype)
+    if rounded.double().item() > threshold:
+        rounded = torch.nextafter(rounded, torch.tensor(-math.inf, dtype=dtype))
+    return rounded.item()
 
 
 def _greedy_nms_blocked(boxes: Tensor, groups: Tensor, iou_threshold: float, block: int) -> Tensor:
@@ -202,7 +214,8 @@ def _greedy_nms_blocked(boxes: Tensor, groups: Tensor, iou_threshold: float, blo
 
 
 def _iou_above(a: Tensor, area_a: Tensor, b: Tensor, area_b: Tensor, threshold: float) -> Tensor:
-    """(N, M) bool: IoU(a_i, b_j) > threshold, as torchvision's NMS kernel computes it
+    """(N, M) bool: IoU(a_i, b_j) > threshold (a value of the boxes' dtype: `_threshold_below`),
+    as torchvision's NMS kernel computes it
     (inter / (area_a + area_b - inter) in the boxes' dtype; 0 / 0 is NaN, never above), with
     in-place steps to spare the memory traffic of `box_iou`."""
     w = (

@@ -29,8 +29,7 @@ def available() -> bool:
 def _kernel() -> Any:
     import numba
 
-    @numba.njit(cache=True, nogil=True, error_model="numpy")  # 0 / 0 is NaN, not an error
-    def greedy(boxes, area, groups, threshold):  # pragma: no cover (compiled)
+    def greedy(boxes, area, groups, threshold):  # pragma: no cover (compiled; 0 / 0 is NaN)
         n = boxes.shape[0]
         suppressed = np.zeros(n, np.bool_)
         keep = np.empty(n, np.int64)
@@ -57,13 +56,17 @@ def _kernel() -> Any:
                     suppressed[j] = True
         return keep[:k]
 
-    return greedy
+    try:  # cached on disk where numba finds a writable cache folder; else compiled per process
+        return numba.njit(cache=True, nogil=True, error_model="numpy")(greedy)
+    except RuntimeError:
+        return numba.njit(nogil=True, error_model="numpy")(greedy)
 
 
 def greedy_nms(boxes: np.ndarray, groups: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Positions kept by greedy NMS of `boxes` (N, 4) float32/float64, given in visiting order,
     within runs of equal `groups` (N,) int64, non-decreasing. IoU is computed in the boxes' dtype
-    and compared with the threshold cast to it, as the tensor path's `inter / union > t` does."""
+    and compared with `iou_threshold` cast to it, as the tensor path's `inter / union > t` does
+    (`ops.boxes.nms` passes a threshold the dtype holds exactly: `_threshold_below`)."""
     boxes = np.ascontiguousarray(boxes)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     threshold = boxes.dtype.type(iou_threshold)
