@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from deepzoo.cli import main
 from deepzoo.data.tensors import TensorData
@@ -131,11 +132,22 @@ def test_flow_matching_then_reflow_then_sampling(tmp_path):
     assert out.exists()
 
 
-@pytest.mark.parametrize("name", ["gan-mnist", "dcgan-mnist", "cgan-mnist", "wgan-mnist", "wgan-gp-mnist"])
-def test_gan_recipes_write_grids_and_sample_quality_and_sample_from_the_command_line(name, tmp_path):
+@pytest.mark.parametrize(
+    "name, clusters",
+    [("gan-mnist", 0), ("dcgan-mnist", 0), ("cgan-mnist", 0), ("wgan-mnist", 0), ("wgan-gp-mnist", 0),
+     ("scgan-mnist", 7)],
+)  # fmt: skip
+def test_gan_recipes_write_grids_and_sample_quality_and_sample_from_the_command_line(
+    name, clusters, tmp_path
+):
     default = get_recipe(name).default
-    config = _config(name, model=replace(default.model, width=8, latent=8), eval=FEW)
+    config = _config(name, model=replace(default.model, width=8, latent=8, clusters=clusters), eval=FEW)
     run_dir = train_recipe(name, config, tmp_path / name).run_dir
+    if clusters:  # fitted on the training images before the first step, saved with the weights
+        model = load_run(run_dir).model
+        saved = load_file(run_dir / "model.safetensors")
+        assert torch.equal(saved["cluster_frequencies"], model.cluster_frequencies)
+        assert model.cluster_frequencies.sum().item() == pytest.approx(1.0) and model.clusters_fitted
     assert (run_dir / "samples" / "samples.png").exists()
     conditional = name == "cgan-mnist"
     _assert_logged_quality_is_recomputed(run_dir, FEW.samples, conditional=conditional)

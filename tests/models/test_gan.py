@@ -285,3 +285,72 @@ def test_the_bf16_path_trains_both_players_with_finite_losses(objective, mnist_s
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [r[k] for r in records if r["split"] == "train" for k in ("loss_d", "loss_g") if k in r]
     assert losses and all(math.isfinite(v) for v in losses)
+
+
+# ------------------------------------------------------------------ self-conditioning on clusters
+def test_fitted_clusters_are_a_k_means_fixed_point_with_the_training_frequencies(mnist_small):
+    """Lloyd's fixed point, brute force: every centroid is the mean of the images nearest to it,
+    pi_k is the share of images nearest to mu_k, and cluster_of is that nearest centroid."""
+    images = mnist_small.tensors["x"][:1000]
+    model = GAN(replace(TINY, clusters=6))
+    model.fit_clusters(images, iters=50)
+    x = images.flatten(1).double()
+    nearest = torch.cdist(x, model.centroids.double()).argmin(1)
+    assert torch.equal(model.cluster_of(images), nearest)
+    counts = torch.bincount(nearest, minlength=6).double()
+    assert torch.allclose(model.cluster_frequencies.double(), counts / 1000, atol=1e-7)
+    assert (counts > 0).all()
+    for k in range(6):
+        assert torch.allclose(model.centroids[k].double(), x[nearest == k].mean(0), atol=1e-5)
+    again = GAN(replace(TINY, clusters=6))
+    again.fit_clusters(images, iters=50)
+    assert torch.equal(again.centroids, model.centroids)  # seeded: every rank, every resume
+
+
+def test_a_self_conditioned_step_conditions_both_players_on_the_nearest_centroid_never_the_label(mnist_small):
+    torch.manual_seed(0)
+    model = GAN(replace(TINY, clusters=5))
+    model.fit_clusters(mnist_small.tensors["x"])
+    seen = []
+    generator_forward, critic_forward = model.generator.forward, model.discriminator.forward
+    model.generator.forward = lambda z, y=None: seen.append(("g", y)) or generator_forward(z, y)
+    model.discriminator.forward = lambda x, y=None: seen.append(("d", y)) or critic_forward(x, y)
+    opt = Optimizers(named_groups(model), TrainConfig(lr=1e-3, **CPU), distributed.setup("cpu"))
+    x = mnist_small.tensors["x"][:32]
+    model.train_step({"x": x, "y": torch.full((32,), 99)}, 0, opt)  # a label would fail to embed
+    expected = torch.cdist(x.flatten(1).double(), model.centroids.double()).argmin(1)
+    assert {who for who, _ in seen} == {"g", "d"}
+    assert all(torch.equal(y, expected) for _, y in seen)
+
+
+def test_self_conditioned_samples_draw_each_cluster_with_its_frequency():
+    """All of pi on cluster 3: every sample is G(z, 3) on the z the sampler draws first."""
+    torch.manual_seed(0)
+    model = GAN(replace(TINY, clusters=4)).eval()
+    model.centroids.normal_()
+    model.cluster_frequencies.copy_(torch.tensor([0.0, 0.0, 0.0, 1.0]))
+    samples = model.sample(12, generator=torch.Generator().manual_seed(5))
+    z = torch.randn(12, TINY.latent, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = (model.generator(z, torch.full((12,), 3)) + 1) / 2
+    assert torch.allclose(samples, expected.clamp(0, 1), atol=1e-6)
+    model.cluster_frequencies.copy_(torch.tensor([0.5, 0.0, 0.5, 0.0]))
+    drawn = []
+    model.generator.forward = lambda z, y=None: drawn.append(y) or torch.zeros(len(z), 1, 28, 28)
+    model.sample(4000, generator=torch.Generator().manual_seed(0))
+    share = (drawn[0] == 0).double().mean().item()
+    assert set(drawn[0].tolist()) == {0, 2} and abs(share - 0.5) < 4 * 0.5 / 4000**0.5
+
+
+def test_self_conditioning_is_refused_with_labels_and_without_a_fit():
+    with pytest.raises(ValueError, match="not both"):
+        GANConfig(num_classes=10, clusters=10)
+    with pytest.raises(ValueError, match="clusters must be >= 0"):
+        GANConfig(clusters=-1)
+    model = GAN(replace(TINY, clusters=3))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        model.sample(2)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        model.cluster_of(torch.zeros(2, 1, 28, 28))
+    with pytest.raises(ValueError, match="clusters > 0"):
+        GAN(TINY).fit_clusters(torch.zeros(4, 1, 28, 28))
