@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepzoo.viz import draw_boxes, image_grid, plot_confusion, plot_curves, save_image_grid
+from deepzoo.viz import draw_boxes, image_grid, plot_confusion, plot_curves, plot_lines, save_image_grid
 
 
 def test_image_grid_places_image_i_at_row_i_div_cols_and_column_i_mod_cols():
@@ -25,7 +25,9 @@ def test_pictures_are_written_as_png(tmp_path):
     save_image_grid(torch.rand(6, 1, 8, 8), tmp_path / "grid.png")
     plot_curves([{"step": s, "split": "train", "loss": 1 / (s + 1)} for s in range(5)], tmp_path / "c.png")
     plot_confusion(torch.eye(3, dtype=torch.int64) * 5, tmp_path / "m.png")
-    for name in ("grid.png", "c.png", "m.png"):
+    lines = {"a": ([1.0, 2.0, 4.0], [2000.0, 100.0, 10.0]), "b": ([1.0, 4.0], [50.0, 20.0])}
+    plot_lines({"panel": lines}, tmp_path / "l.png", "seconds", log_x=True, log_y=True)
+    for name in ("grid.png", "c.png", "m.png", "l.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import matplotlib.image
 

@@ -163,8 +163,10 @@ def plot_lines(
     path: str | Path,
     xlabel: str,
     log_x: bool = False,
+    log_y: bool = False,
 ) -> None:
-    """One panel per entry of `panels` (its title -> {line label: (xs, ys)}), side by side."""
+    """One panel per entry of `panels` (its title -> {line label: (xs, ys)}), side by side; log_x
+    puts x on a base-2 log scale, log_y y on a base-10 one."""
     plt = _figure()
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, (title, lines) in zip(axes.flat, panels.items()):
@@ -172,6 +174,8 @@ def plot_lines(
             ax.plot(xs, ys, marker="o", label=label)
         if log_x:
             ax.set_xscale("log", base=2)
+        if log_y:
+            ax.set_yscale("log")
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.legend(fontsize=7)

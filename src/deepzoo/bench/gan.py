@@ -38,13 +38,23 @@ def _final_quality(model: torch.nn.Module, n: int) -> dict[str, float]:
     return sample_quality(samples, load_mnist("test").tensors["x"], labels)
 
 
+def plot_fid_curves(models: dict[str, Any], path: Path) -> None:
+    """Each row's FID curve against training seconds, FID on a log scale (it spans 10 to 2,000)."""
+    from deepzoo.viz import plot_lines
+
+    curves = {
+        name: ([c["seconds"] for c in r["curve"]], [c["fid"] for c in r["curve"]])
+        for name, r in models.items()
+    }
+    plot_lines({"classifier-FID (2,000 samples)": curves}, path, "training seconds", log_y=True)
+
+
 def bench_gan(quick: bool, results: Path) -> dict[str, Any]:
     """Issue #11: every GAN recipe trained for its 300 CPU seconds (evaluation time excluded),
     evaluated every 400 steps on 2,000 samples (the curve), then on 10,000 at the end."""
     from deepzoo.recipes import get_recipe, load_run
     from deepzoo.recipes.gan import BUDGET_SECONDS
     from deepzoo.train.logging import read_metrics
-    from deepzoo.viz import plot_lines
 
     n = 500 if quick else 10_000
     models: dict[str, Any] = {}
@@ -74,11 +84,7 @@ def bench_gan(quick: bool, results: Path) -> dict[str, Any]:
                 met = row[metric] <= goal if sense == "<=" else row[metric] >= goal
                 row |= {"goal": f"{metric} {sense} {goal:g}", "met": met}
             models[name] = row
-    curves = {
-        name: ([c["seconds"] for c in r["curve"]], [c["fid"] for c in r["curve"]])
-        for name, r in models.items()
-    }
-    plot_lines({"classifier-FID (2,000 samples)": curves}, results / "gan_fid_curve.png", "training seconds")
+    plot_fid_curves(models, results / "gan_fid_curve.png")
     return {"budget_seconds": BUDGET_SECONDS, "samples": n, "models": models,
             "met": all(r.get("met", True) for r in models.values())}  # fmt: skip
 
