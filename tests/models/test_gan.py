@@ -290,10 +290,12 @@ def test_the_bf16_path_trains_both_players_with_finite_losses(objective, mnist_s
 # ------------------------------------------------------------------ self-conditioning on clusters
 def test_fitted_clusters_are_a_k_means_fixed_point_with_the_training_frequencies(mnist_small):
     """Lloyd's fixed point, brute force: every centroid is the mean of the images nearest to it,
-    pi_k is the share of images nearest to mu_k, and cluster_of is that nearest centroid."""
+    pi_k is the share of images nearest to mu_k, and cluster_of is that nearest centroid. 200
+    Lloyd steps: on these images the assignments stop changing after 11-44 (k-means seeds 0-19),
+    so another CPU's rounding, which may change the path, still ends at a fixed point."""
     images = mnist_small.tensors["x"][:1000]
     model = GAN(replace(TINY, clusters=6))
-    model.fit_clusters(images, iters=50)
+    model.fit_clusters(images, iters=200)
     x = images.flatten(1).double()
     nearest = torch.cdist(x, model.centroids.double()).argmin(1)
     assert torch.equal(model.cluster_of(images), nearest)
@@ -303,7 +305,7 @@ def test_fitted_clusters_are_a_k_means_fixed_point_with_the_training_frequencies
     for k in range(6):
         assert torch.allclose(model.centroids[k].double(), x[nearest == k].mean(0), atol=1e-5)
     again = GAN(replace(TINY, clusters=6))
-    again.fit_clusters(images, iters=50)
+    again.fit_clusters(images, iters=200)
     assert torch.equal(again.centroids, model.centroids)  # seeded: every rank, every resume
 
 
