@@ -64,3 +64,20 @@ def test_a_model_that_does_not_fit_the_streams_is_refused():
     default = get_recipe("lstm-streams").default
     with pytest.raises(ValueError, match="num_classes"):
         streams_splits(replace(default, model=replace(default.model, num_classes=5)), "cpu")
+
+
+def test_the_bayes_filter_ranks_above_chance_and_below_reading_the_primitives():
+    """The ceiling row of the benchmark: the exact posterior from Gaussian frames beats chance
+    (AP = a class's share of frames) and loses to the posterior of the primitives read without
+    error (more information), on the same layouts."""
+    from dataclasses import replace
+
+    from deepzoo.data.streams import synthetic_streams
+    from deepzoo.recipes.online import bayes_filter_metrics
+
+    data = StreamsData(test_streams=6, test_length=500)
+    target = synthetic_streams(6, 500, data.seed + 1, data.stream).tensors["target"]
+    chance = float(target[..., 1:].mean(dim=(0, 1)).mean())
+    from_features = bayes_filter_metrics(data)
+    from_primitives = bayes_filter_metrics(replace(data, frames="digits"))
+    assert chance + 0.3 < from_features["map"] < from_primitives["map"] - 0.03

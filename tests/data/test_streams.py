@@ -14,6 +14,7 @@ from deepzoo.data.streams import (
     pack_streams,
     stream_grammar,
     stream_layout,
+    stream_primitives,
     synthetic_streams,
 )
 
@@ -32,6 +33,8 @@ def test_labels_and_features_match_the_construction():
     data = synthetic_streams(4, 600, 7, config)
     generator = torch.Generator().manual_seed(7)
     layouts = [stream_layout(600, config, generator) for _ in range(4)]
+    shown = stream_primitives(4, 600, 7, config)
+    assert torch.equal(shown, torch.stack([layout.primitive for layout in layouts]))
     residuals = []
     for layout, x, target in zip(layouts, data.tensors["x"], data.tensors["target"]):
         # one-hot rows, the layout's labels

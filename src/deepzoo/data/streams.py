@@ -138,6 +138,23 @@ def stream_layout(length: int, config: StreamConfig, generator: torch.Generator)
     return StreamLayout(primitive[offset:total].clone(), label[offset:total].clone(), actions)
 
 
+def _seeded_layouts(
+    n: int, length: int, seed: int, config: StreamConfig
+) -> tuple[list[StreamLayout], torch.Generator]:
+    """The layouts of the n streams of `seed`, and the generator that drew them (drawn first, so
+    that features and digit frames of one seed share them)."""
+    generator = torch.Generator().manual_seed(seed)
+    return [stream_layout(length, config, generator) for _ in range(n)], generator
+
+
+def stream_primitives(
+    n: int, length: int, seed: int = 0, config: StreamConfig = StreamConfig()
+) -> torch.Tensor:
+    """(n, length) int64: the primitive each frame of `synthetic_streams` (and `digit_frame_streams`)
+    of this seed shows, -1 for none."""
+    return torch.stack([layout.primitive for layout in _seeded_layouts(n, length, seed, config)[0]])
+
+
 def synthetic_streams(
     n: int, length: int, seed: int = 0, config: StreamConfig = StreamConfig()
 ) -> TensorData:
@@ -145,9 +162,8 @@ def synthetic_streams(
     (n, length, K + 1) one-hot}."""
     if n < 1 or length < 1:
         raise ValueError(f"need n >= 1 and length >= 1, got {n}, {length}")
-    generator = torch.Generator().manual_seed(seed)
+    layouts, generator = _seeded_layouts(n, length, seed, config)
     prototypes, _ = stream_grammar(config)
-    layouts = [stream_layout(length, config, generator) for _ in range(n)]
     primitive = torch.stack([layout.primitive for layout in layouts])  # (n, T)
     label = torch.stack([layout.label for layout in layouts])
     means = torch.cat([prototypes, torch.zeros(1, config.dim)])[primitive]  # index -1: the zero row
@@ -168,8 +184,7 @@ def digit_frame_streams(
     TRN and IDN read features of a pretrained CNN."""
     if config.primitives > 9:
         raise ValueError(f"digit frames need primitives <= 9 (a clutter class left), got {config.primitives}")
-    generator = torch.Generator().manual_seed(seed)
-    layouts = [stream_layout(length, config, generator) for _ in range(n)]
+    layouts, generator = _seeded_layouts(n, length, seed, config)
     primitive = torch.stack([layout.primitive for layout in layouts])
     clutter = torch.randint(config.primitives, 10, primitive.shape, generator=generator)
     digit = torch.where(primitive >= 0, primitive, clutter)

@@ -6,13 +6,20 @@ evaluation writes run_dir/samples/timeline.png: predictions against the truth on
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import torch
 
-from deepzoo.data.streams import StreamConfig, chunk_streams, digit_frame_streams, synthetic_streams
+from deepzoo.data.streams import (
+    StreamConfig,
+    chunk_streams,
+    digit_frame_streams,
+    stream_primitives,
+    synthetic_streams,
+)
 from deepzoo.data.tensors import TensorData
 from deepzoo.models.online import OnlineConfig, OnlineDetector, online_detector
 from deepzoo.recipes.common import adamw_linear
@@ -82,26 +89,15 @@ def streams_splits(config: OnlineRun, device: torch.device) -> tuple[TensorData,
     return chunk_streams(train, d.chunk).to(device), test.to(device)
 
 
-def _evaluate(model: OnlineDetector, data: TensorData, run_dir: Path, config: OnlineRun) -> dict[str, float]:
-    """Per-frame mAP and calibrated mAP over the action classes, frame accuracy, and mAP over
-    each tenth of the actions (map_00_10: the first tenth of every action...), the models run
-    online over each whole test stream; run_dir/samples/timeline.png shows the first 400 frames
-    of 3 test streams."""
+def frame_metrics(probabilities: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """probabilities, target (n, T, C) -> per-frame mAP and calibrated mAP over the action
+    classes, frame accuracy, the worst class's AP, and mAP over each tenth of the actions
+    (map_00_10: the first tenth of every action...)."""
     from deepzoo.metrics.online import per_frame_map, portion_map
-    from deepzoo.viz import plot_timeline
 
-    probabilities = torch.cat([model.stream_probabilities(batch["x"]) for batch in data.batches(8)]).cpu()
-    target = data.tensors["target"].cpu()
     scores = per_frame_map(probabilities, target)
     portions = portion_map(probabilities, target, PORTIONS)
     truth = torch.where(target.sum(-1) > 0, target.argmax(-1), -1)
-    n = min(3, len(target))
-    plot_timeline(
-        truth[:n, :400],
-        probabilities[:n, :400],
-        run_dir / "samples" / "timeline.png",
-        [f"test stream {i}" for i in range(n)],
-    )
     accuracy = (probabilities.argmax(-1) == truth).float().sum() / (truth >= 0).sum()
     return (
         {"map": scores["map"], "mcap": scores["mcap"], "accuracy": float(accuracy)}
@@ -111,6 +107,47 @@ def _evaluate(model: OnlineDetector, data: TensorData, run_dir: Path, config: On
             for (low, high), v in zip(PORTIONS, portions)
         }
     )
+
+
+def _evaluate(model: OnlineDetector, data: TensorData, run_dir: Path, config: OnlineRun) -> dict[str, float]:
+    """`frame_metrics` of the model run online over each whole test stream;
+    run_dir/samples/timeline.png shows the first 400 frames of 3 test streams."""
+    from deepzoo.viz import plot_timeline
+
+    probabilities = torch.cat([model.stream_probabilities(batch["x"]) for batch in data.batches(8)]).cpu()
+    target = data.tensors["target"].cpu()
+    truth = torch.where(target.sum(-1) > 0, target.argmax(-1), -1)
+    n = min(3, len(target))
+    plot_timeline(
+        truth[:n, :400],
+        probabilities[:n, :400],
+        run_dir / "samples" / "timeline.png",
+        [f"test stream {i}" for i in range(n)],
+    )
+    return frame_metrics(probabilities, target)
+
+
+def bayes_filter_metrics(data: StreamsData = StreamsData()) -> dict[str, float]:
+    """`frame_metrics` of the exact online posterior (data/stream_filter.py) on the recipes' test
+    streams: the best any causal model can do. Feature streams: from each frame's Gaussian
+    likelihoods. Digit streams: from the primitives themselves, as if each digit were read without
+    error (an upper bound: a network reads about 99% of them); equal posteriors are frequent
+    there, and the ranking of AP enters tied frames together, so ties are broken by a seeded
+    jitter of 1e-9 (the expected AP of a random order among them)."""
+    from deepzoo.data.stream_filter import gaussian_log_likelihoods, stream_posterior
+
+    n, length, seed, config = data.test_streams, data.test_length, data.seed + 1, data.stream
+    test = synthetic_streams(n, length, seed, config)
+    if data.frames == "digits":
+        shown = stream_primitives(n, length, seed, config)
+        log_likelihoods = torch.full((n, length, config.primitives + 1), -math.inf, dtype=torch.float64)
+        log_likelihoods.scatter_(2, (shown + 1)[..., None], 0.0)
+    else:
+        log_likelihoods = gaussian_log_likelihoods(test.tensors["x"], config)
+    posterior, _ = stream_posterior(log_likelihoods, config)
+    if data.frames == "digits":
+        posterior = posterior + 1e-9 * torch.rand(posterior.shape, generator=torch.Generator().manual_seed(0))
+    return frame_metrics(posterior, test.tensors["target"])
 
 
 def online_train(steps: int, eval_every: int) -> TrainConfig:
