@@ -18,10 +18,12 @@ which starts with a gap. Forward filtering,
     alpha_t(s) = p(x_t | s) sum_s' alpha_{t-1}(s') P(s' -> s),    alpha_0(s) = p(x_0 | s) pi(s),
 
 gives p(label_t = c | x_0..t) = sum_{s: label(s) = c} alpha_t(s) / sum_s alpha_t(s): the best
-scores any causal model can give (per frame, in expectation), so their per-frame mAP is the
-ceiling of the models trained on these streams. Frames enter through their log-likelihoods under
-each primitive (`gaussian_log_likelihoods` for the synthetic features), so a detector of the
-primitives (a digit classifier on digit frames) can stand in for the noise model.
+scores any causal model can give (under every proper scoring rule, e.g. the log-loss the models
+are trained on), so their per-frame mAP is the ceiling of the models trained on these streams
+(AP, a ranking over all frames, is not exactly maximised by the posterior, but nearly). Frames
+enter through their log-likelihoods under each primitive (`gaussian_log_likelihoods` for the
+synthetic features), so a detector of the primitives (a digit classifier on digit frames) can
+stand in for the noise model.
 """
 
 from __future__ import annotations
