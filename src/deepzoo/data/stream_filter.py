@@ -38,94 +38,102 @@ from deepzoo.data.streams import StreamConfig, stream_grammar
 class StreamChain:
     """The Markov chain of `config`'s streams: per state `head` (S,) the primitive shown (-1:
     none) and `label` (S,) in 0..K; transitions as edges (`source`, `target`, `probability`)
-    (E,); `prior` (S,) the distribution of a stream's first state."""
+    (E,); `prior` (S,) the distribution of a stream's first state. States are keyed as in the
+    module docstring: ("action", k, i, r), ("before", a, v, h, b), ("distractor", h, v, b),
+    ("after", b)."""
 
     def __init__(self, config: StreamConfig) -> None:
-        _, sequences = stream_grammar(config)
         self.config = config
-        index: dict[tuple, int] = {}
-        keys: list[tuple] = []
-        heads: list[int] = []
-        labels: list[int] = []
-
-        def state(key: tuple) -> int:
-            """The index of the state `key` (module docstring), added on first sight."""
-            if key not in index:
-                index[key] = len(keys)
-                keys.append(key)
-                if key[0] == "action":  # ("action", k, i, r): primitive i of action k
-                    heads.append(int(sequences[key[1] - 1, key[2]]))
-                    labels.append(key[1])
-                else:  # ("distractor", h, v, b) shows v; ("before", ...), ("after", b) show nothing
-                    heads.append(key[2] if key[0] == "distractor" else -1)
-                    labels.append(0)
-            return index[key]
-
-        holds = range(config.min_hold, config.max_hold + 1)
-        gaps = range(config.min_gap, config.max_gap + 1)
-        action_start = {
-            state(("action", k, 0, h)): 1 / (config.actions * len(holds))
+        self._sequences = stream_grammar(config)[1]
+        self._holds = range(config.min_hold, config.max_hold + 1)
+        self._index: dict[tuple, int] = {}
+        self._keys: list[tuple] = []
+        self._action_start = {
+            self._state(("action", k, 0, h)): 1 / (config.actions * len(self._holds))
             for k in range(1, config.actions + 1)
-            for h in holds
+            for h in self._holds
         }
-        gap_start: dict[int, float] = {}
-
-        def add(distribution: dict[int, float], s: int, p: float) -> None:
-            distribution[s] = distribution.get(s, 0.0) + p
-
-        for g in gaps:
-            add(gap_start, state(("after", g)), (1 - config.distractor) / len(gaps))
-            for h0 in holds:
-                h = min(h0, g)
-                for place in range(g - h + 1):
-                    for v in range(config.primitives):
-                        p = config.distractor / (len(gaps) * len(holds) * (g - h + 1) * config.primitives)
-                        if place:
-                            add(gap_start, state(("before", place, v, h, g - place - h)), p)
-                        else:
-                            add(gap_start, state(("distractor", h, v, g - h)), p)
-
+        self._gap_start = self._gap_starts()
         edges: list[tuple[int, int, float]] = []
         source = 0
-        while source < len(keys):  # every state reachable from the starts, breadth first
-            key = keys[source]
-            kind = key[0]
-            if kind == "action":
-                _, k, i, r = key
-                if r > 1:
-                    nxt = {state(("action", k, i, r - 1)): 1.0}
-                elif i + 1 < config.steps:
-                    nxt = {state(("action", k, i + 1, h)): 1 / len(holds) for h in holds}
-                else:
-                    nxt = gap_start
-            elif kind == "before":
-                _, a, v, h, b = key
-                nxt = {state(("before", a - 1, v, h, b) if a > 1 else ("distractor", h, v, b)): 1.0}
-            elif kind == "distractor":
-                _, h, v, b = key
-                if h > 1:
-                    nxt = {state(("distractor", h - 1, v, b)): 1.0}
-                else:
-                    nxt = {state(("after", b)): 1.0} if b else action_start
-            else:
-                _, b = key
-                nxt = {state(("after", b - 1)): 1.0} if b > 1 else action_start
-            edges.extend((source, t, p) for t, p in nxt.items())
+        while source < len(self._keys):  # every state reachable from the starts, breadth first
+            edges.extend((source, t, p) for t, p in self._successors(self._keys[source]).items())
             source += 1
 
-        self.head = torch.tensor(heads)
-        self.label = torch.tensor(labels)
+        shown = [self._shows(key) for key in self._keys]
+        self.head = torch.tensor([head for head, _ in shown])
+        self.label = torch.tensor([label for _, label in shown])
         self.source = torch.tensor([e[0] for e in edges])
         self.target = torch.tensor([e[1] for e in edges])
         self.probability = torch.tensor([e[2] for e in edges], dtype=torch.float64)
-        start = torch.zeros(len(heads), dtype=torch.float64)
-        for s, p in gap_start.items():
+        start = torch.zeros(len(self._keys), dtype=torch.float64)
+        for s, p in self._gap_start.items():
             start[s] += p
         prior = torch.zeros_like(start)
         for _ in range(config.max_gap):  # offset uniform in [0, max_gap)
             prior += start / config.max_gap
             start = self.step(start[None])[0]
         self.prior = prior
+
+    def _state(self, key: tuple) -> int:
+        """The index of the state `key`, added on first sight."""
+        if key not in self._index:
+            self._index[key] = len(self._keys)
+            self._keys.append(key)
+        return self._index[key]
+
+    def _shows(self, key: tuple) -> tuple[int, int]:
+        """(primitive shown or -1, label) of the state `key`."""
+        if key[0] == "action":
+            return int(self._sequences[key[1] - 1, key[2]]), key[1]
+        return (key[2] if key[0] == "distractor" else -1), 0
+
+    def _gap_starts(self) -> dict[int, float]:
+        """The first state of a gap and its probability: length g uniform; with probability
+        `distractor` a primitive v held h = min(hold, g) frames from a uniform place in it."""
+        config = self.config
+        gaps = range(config.min_gap, config.max_gap + 1)
+        starts: dict[int, float] = {}
+
+        def add(key: tuple, p: float) -> None:
+            s = self._state(key)
+            starts[s] = starts.get(s, 0.0) + p
+
+        for g in gaps:
+            add(("after", g), (1 - config.distractor) / len(gaps))
+            for h0 in self._holds:
+                h = min(h0, g)
+                for place in range(g - h + 1):
+                    for v in range(config.primitives):
+                        p = config.distractor / (
+                            len(gaps) * len(self._holds) * (g - h + 1) * config.primitives
+                        )
+                        add(
+                            ("before", place, v, h, g - place - h) if place else ("distractor", h, v, g - h),
+                            p,
+                        )
+        return starts
+
+    def _successors(self, key: tuple) -> dict[int, float]:
+        """The states that follow `key` and their probabilities."""
+        kind = key[0]
+        if kind == "action":
+            _, k, i, r = key
+            if r > 1:
+                return {self._state(("action", k, i, r - 1)): 1.0}
+            if i + 1 < self.config.steps:
+                return {self._state(("action", k, i + 1, h)): 1 / len(self._holds) for h in self._holds}
+            return self._gap_start
+        if kind == "before":
+            _, a, v, h, b = key
+            return {self._state(("before", a - 1, v, h, b) if a > 1 else ("distractor", h, v, b)): 1.0}
+        if kind == "distractor":
+            _, h, v, b = key
+            if h > 1:
+                return {self._state(("distractor", h - 1, v, b)): 1.0}
+            return {self._state(("after", b)): 1.0} if b else self._action_start
+        _, b = key
+        return {self._state(("after", b - 1)): 1.0} if b > 1 else self._action_start
 
     def __len__(self) -> int:
         return len(self.head)
