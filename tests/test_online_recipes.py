@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from deepzoo.data.streams import StreamConfig
 from deepzoo.models.online import online_detector
@@ -81,3 +82,32 @@ def test_the_bayes_filter_ranks_above_chance_and_below_reading_the_primitives():
     from_features = bayes_filter_metrics(data)
     from_primitives = bayes_filter_metrics(replace(data, frames="digits"))
     assert chance + 0.3 < from_features["map"] < from_primitives["map"] - 0.03
+    # computed on the test split the models are evaluated on
+    from deepzoo.data.stream_filter import gaussian_log_likelihoods, stream_posterior
+    from deepzoo.recipes.online import frame_metrics, streams_splits
+
+    default = get_recipe("lstm-streams").default
+    _, test = streams_splits(replace(default, data=replace(data, train_streams=1)), "cpu")
+    posterior, _ = stream_posterior(gaussian_log_likelihoods(test.tensors["x"], data.stream), data.stream)
+    assert frame_metrics(posterior, test.tensors["target"]) == from_features
+
+
+def test_frame_metrics_of_perfect_and_of_constant_scores():
+    """Scores equal to the targets give 1 everywhere; a constant score that always says
+    background gives each class's AP its share of frames, and accuracy the background's share;
+    unscored (all-zero) frames count nowhere."""
+    from deepzoo.data.streams import synthetic_streams
+    from deepzoo.recipes.online import frame_metrics
+
+    target = synthetic_streams(3, 300, seed=2).tensors["target"]
+    target[:, :10] = 0  # unscored
+    perfect = frame_metrics(target.clone(), target)
+    assert all(v == 1 for v in perfect.values())
+    constant = torch.zeros_like(target)
+    constant[..., 0] = 1
+    scored = target.sum(-1) > 0
+    shares = target[scored].mean(0)
+    metrics = frame_metrics(constant, target)
+    assert metrics["accuracy"] == pytest.approx(float(shares[0]))
+    present = shares[1:][shares[1:] > 0]  # a class without positive frames is left out of mAP
+    assert metrics["map"] == pytest.approx(float(present.mean()))

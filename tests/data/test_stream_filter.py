@@ -10,19 +10,18 @@ import math
 import pytest
 import torch
 
-from deepzoo.data.stream_filter import StreamChain, gaussian_log_likelihoods, stream_posterior
+from deepzoo.data.stream_filter import (
+    StreamChain,
+    gaussian_log_likelihoods,
+    primitive_log_likelihoods,
+    stream_posterior,
+)
 from deepzoo.data.streams import StreamConfig, stream_layout, synthetic_streams
 
 SMALL = StreamConfig(
     actions=2, primitives=3, steps=2, dim=4, min_hold=1, max_hold=2, min_gap=1, max_gap=3, distractor=0.3
 )
 """Short holds and gaps: a window of 6 frames crosses several segments (gap -> action -> gap)."""
-
-
-def observed(primitives: torch.Tensor, config: StreamConfig) -> torch.Tensor:
-    """(n, T) primitives shown (-1: none) -> log-likelihoods of frames that show them exactly."""
-    log_likelihoods = torch.full((*primitives.shape, config.primitives + 1), -math.inf, dtype=torch.float64)
-    return log_likelihoods.scatter_(2, (primitives + 1)[..., None], 0.0)
 
 
 @pytest.mark.parametrize(("config", "frames"), [(SMALL, 6), (StreamConfig(), 4)], ids=["small", "default"])
@@ -41,7 +40,7 @@ def test_the_chain_gives_the_generators_probabilities(config, frames):
         windows[window] += 1
         last_labels[window, int(layout.label[-1])] += 1
     seen = list(windows)
-    posterior, evidence = stream_posterior(observed(torch.tensor(seen), config), config)
+    posterior, evidence = stream_posterior(primitive_log_likelihoods(torch.tensor(seen), config), config)
     p = evidence.exp()
     counts = torch.tensor([windows[w] for w in seen], dtype=torch.float64)
     frequent = n * p >= 50
@@ -96,7 +95,11 @@ def test_an_impossible_stream_and_a_wrong_shape_are_refused():
     # primitive show the same primitive in a row: 3 * max_hold frames
     run = torch.zeros(1, 3 * config.max_hold + 1, dtype=torch.int64)
     with pytest.raises(ValueError, match="impossible"):
-        stream_posterior(observed(run, config), config)
+        stream_posterior(primitive_log_likelihoods(run, config), config)
+    nothing_fits = torch.zeros(1, 4, config.primitives + 1, dtype=torch.float64)
+    nothing_fits[0, 2] = -math.inf  # a frame no state can show
+    with pytest.raises(ValueError, match="impossible"):
+        stream_posterior(nothing_fits, config)
     with pytest.raises(ValueError, match="log-likelihoods"):
         stream_posterior(torch.zeros(1, 5, 3), config)
     with pytest.raises(ValueError, match="noise"):

@@ -155,6 +155,13 @@ def gaussian_log_likelihoods(x: torch.Tensor, config: StreamConfig) -> torch.Ten
     return -squared / (2 * config.noise**2) - config.dim / 2 * math.log(2 * math.pi * config.noise**2)
 
 
+def primitive_log_likelihoods(primitives: torch.Tensor, config: StreamConfig) -> torch.Tensor:
+    """(n, T) primitives shown (-1: none) -> (n, T, V + 1) log-likelihoods of frames whose
+    primitive is read without error: 0 for the primitive shown, -inf for every other."""
+    log_likelihoods = torch.full((*primitives.shape, config.primitives + 1), -math.inf, dtype=torch.float64)
+    return log_likelihoods.scatter_(-1, (primitives + 1)[..., None].to(torch.int64), 0.0)
+
+
 def stream_posterior(
     log_likelihoods: torch.Tensor, config: StreamConfig, chain: StreamChain | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,7 +185,7 @@ def stream_posterior(
         shift = log_likelihoods[:, t].max(1, keepdim=True).values
         alpha = alpha * torch.exp(log_likelihoods[:, t] - shift)[:, chain.head + 1]
         total = alpha.sum(1, keepdim=True)
-        if (total <= 0).any():
+        if not (total > 0).all():  # 0, or NaN from a frame impossible under every primitive
             raise ValueError(f"frame {t} is impossible under the stream model (zero likelihood)")
         alpha = alpha / total
         evidence += (total.log() + shift).squeeze(1)

@@ -6,7 +6,6 @@ evaluation writes run_dir/samples/timeline.png: predictions against the truth on
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -134,14 +133,16 @@ def bayes_filter_metrics(data: StreamsData = StreamsData()) -> dict[str, float]:
     error (an upper bound: a network reads about 99% of them); equal posteriors are frequent
     there, and the ranking of AP enters tied frames together, so ties are broken by a seeded
     jitter of 1e-9 (the expected AP of a random order among them)."""
-    from deepzoo.data.stream_filter import gaussian_log_likelihoods, stream_posterior
+    from deepzoo.data.stream_filter import (
+        gaussian_log_likelihoods,
+        primitive_log_likelihoods,
+        stream_posterior,
+    )
 
     n, length, seed, config = data.test_streams, data.test_length, data.seed + 1, data.stream
-    test = synthetic_streams(n, length, seed, config)
+    test = synthetic_streams(n, length, seed, config)  # the digit streams of a seed share its layouts
     if data.frames == "digits":
-        shown = stream_primitives(n, length, seed, config)
-        log_likelihoods = torch.full((n, length, config.primitives + 1), -math.inf, dtype=torch.float64)
-        log_likelihoods.scatter_(2, (shown + 1)[..., None], 0.0)
+        log_likelihoods = primitive_log_likelihoods(stream_primitives(n, length, seed, config), config)
     else:
         log_likelihoods = gaussian_log_likelihoods(test.tensors["x"], config)
     posterior, _ = stream_posterior(log_likelihoods, config)
