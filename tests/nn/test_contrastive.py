@@ -102,7 +102,7 @@ def _features(model, x):
     return F.normalize(a, dim=1), F.normalize(b, dim=1)
 
 
-def _ddp_rank(rank, world, init_file, results):
+def _ddp_rank(rank, world, init_file, results, seed):
     import torch.distributed as dist
 
     from deepzoo.train.distributed import teardown
@@ -110,7 +110,7 @@ def _ddp_rank(rank, world, init_file, results):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        torch.manual_seed(0)
+        torch.manual_seed(seed)  # the parent's seed: a spawned rank does not load conftest's seed offset
         model, x = nn.Linear(6, 8).double(), torch.randn(8, 6, dtype=torch.float64)
         shard = x.chunk(world)[rank]
         gathered, offset = gather_batch(shard)
@@ -128,7 +128,8 @@ def _ddp_rank(rank, world, init_file, results):
 
 
 def test_two_gloo_ranks_with_gathered_negatives_equal_one_process_on_the_global_batch(tmp_path):
-    mp.spawn(_ddp_rank, args=(2, tmp_path / "init", tmp_path / "out"), nprocs=2, join=True)
+    seed = torch.manual_seed(0).initial_seed()  # 0, or 0 + the seed offset of tests/conftest.py
+    mp.spawn(_ddp_rank, args=(2, tmp_path / "init", tmp_path / "out", seed), nprocs=2, join=True)
     torch.manual_seed(0)
     model, x = nn.Linear(6, 8).double(), torch.randn(8, 6, dtype=torch.float64)
     out = clip_loss(*_features(model, x), torch.tensor(4.0, dtype=torch.float64))
