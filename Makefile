@@ -30,8 +30,11 @@ browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 		|| echo "chromium could not be installed: the report's browser test will fail"
 
+# One test worker per core (pytest-xdist), idle workers taking tests from busy ones.
+PARALLEL := -n auto --dist worksteal
+
 test: $(VENV)/.installed browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PARALLEL)
 
 # The benchmarks the docs show, each with --quick (a few minutes; CI runs it after `make test`).
 test-docs-bench: $(VENV)/.installed
@@ -39,7 +42,7 @@ test-docs-bench: $(VENV)/.installed
 
 # Every test under five seed offsets (see tests/conftest.py): a training test must pass for each.
 test-seeds: $(VENV)/.installed
-	for k in 0 1 2 3 4; do DEEPZOO_TEST_SEED_OFFSET=$$k $(BIN)/python -m pytest || exit 1; done
+	for k in 0 1 2 3 4; do DEEPZOO_TEST_SEED_OFFSET=$$k $(BIN)/python -m pytest $(PARALLEL) || exit 1; done
 
 # The peers the speed benchmarks compare against are installed for the benchmarks only.
 $(VENV)/.bench-installed: $(VENV)/.installed

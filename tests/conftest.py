@@ -12,7 +12,11 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 os.environ.setdefault("DEEPZOO_DATA", str(SHARED_DATA))
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Under pytest-xdist (`make test` runs `pytest -n auto`) the workers share the cores: each gets
+# cores // workers threads, since two workers of two threads each on two cores ran the suite 2x slower.
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, torch.get_num_threads(), _CORES // _WORKERS)))
 
 # DEEPZOO_TEST_SEED_OFFSET=k reruns the suite with every seed shifted by k (torch.manual_seed and
 # torch.Generator().manual_seed, hence also the trainer's seed and data order): a training test

@@ -125,7 +125,10 @@ def smoke_flags(recipe: str) -> list[str]:
     return [*SMOKE, *small, *SMOKE_OF.get(recipe, [])]
 
 
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "deepzoo"]
+# --standalone: a free port, so that test workers running pages side by side do not collide.
+TORCHRUN = [
+    sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "deepzoo"
+]  # fmt: skip
 
 
 class Page:

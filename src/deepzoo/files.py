@@ -1,5 +1,8 @@
 """Files a crash cannot corrupt: each is written whole to a hidden temporary beside it, flushed to
-disk, then renamed over the old one (an atomic replace). Used by checkpoints, logs and pictures."""
+disk, then renamed over the old one (an atomic replace). Used by checkpoints, logs and pictures.
+`atomic_write`'s temporary is named by the process, so that processes writing one file at once
+(two runs building the same cached set) each replace it whole; the checkpoint's commit uses
+`tmp_path`, a fixed name its recovery looks for (a run directory has one writer: its lock)."""
 
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ def write_synced(path: Path, write: Callable[[io.BufferedWriter], Any]) -> None:
 
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], Any]) -> None:
     """Write `path` through `write(file)`; readers see the old file or the whole new one."""
-    tmp = tmp_path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write_synced(tmp, write)
         os.replace(tmp, path)
