@@ -106,6 +106,10 @@ class TrainConfig:
     """Save weights and state every this many steps (and at the end)."""
     max_seconds: float = 0.0
     """Stop after this much training wall time, evaluations not counted (0: no limit)."""
+    horizon: Literal["steps", "time"] = "steps"
+    """What the cosine/linear decay spans: train.steps, or 'time': the steps max_seconds allows at
+    the speed measured so far (re-estimated at every log point), so that a slower machine still
+    decays before its budget ends; its rates then depend on timing (resume is not bit-exact)."""
     diverge_factor: float = 100.0
     """Stop as diverged when the logged loss exceeds this multiple of the first logged |loss| (0: never)."""
     target: str = ""
@@ -130,6 +134,9 @@ class TrainConfig:
         for name in ("log_every", "eval_every", "checkpoint_every"):
             _require(getattr(self, name) >= 1, name, ">= 1", getattr(self, name))
         _require(self.max_seconds >= 0, "max_seconds", ">= 0", self.max_seconds)
+        _require(self.horizon in ("steps", "time"), "horizon", "steps or time", self.horizon)
+        if self.horizon == "time" and not self.max_seconds:
+            raise ValueError("train.horizon 'time' needs a time budget: set train.max_seconds > 0")
         _require(self.diverge_factor >= 0, "diverge_factor", ">= 0", self.diverge_factor)
         _require(self.patience >= 0, "patience", ">= 0", self.patience)
 

@@ -95,8 +95,13 @@ def barrier(info: DistInfo) -> None:
 
 def any_rank(flag: bool, info: DistInfo) -> bool:
     """True on every rank when `flag` is true on any (one all-reduce)."""
+    return bool(max_over_ranks(float(flag), info))
+
+
+def max_over_ranks(value: float, info: DistInfo) -> float:
+    """The largest of the ranks' `value`, on every rank (one all-reduce, in float64)."""
     if not info.enabled:
-        return flag
-    value = torch.tensor([float(flag)], device=info.device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+        return value
+    box = torch.tensor([value], dtype=torch.float64, device=info.device)
+    dist.all_reduce(box, op=dist.ReduceOp.MAX)
+    return float(box.item())

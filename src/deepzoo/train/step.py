@@ -85,6 +85,7 @@ class Optimizers:
         self.settings = {name: cfg.group(name) for name in groups}
         self.optimizers = {name: build_optimizer(p, self.settings[name]) for name, p in groups.items()}
         self.total_steps, self.dist = cfg.steps, dist
+        self.horizon = cfg.steps  # where the decays end: set_horizon moves it under a time budget
         self.device = dist.device
         self.names = tuple(groups)
         # [first bad step (0: none), loss was non-finite (else the norm), group index]
@@ -98,9 +99,14 @@ class Optimizers:
         self._step.fill_(step + 1)
         for name, optimizer in self.optimizers.items():
             g = self.settings[name]
-            factor = lr_factor(step, self.total_steps, g.schedule, g.warmup_steps, g.min_lr_ratio)
+            factor = lr_factor(step, self.horizon, g.schedule, g.warmup_steps, g.min_lr_ratio)
             for param_group in optimizer.param_groups:
                 param_group["lr"] = g.lr * factor
+
+    def set_horizon(self, steps: int) -> None:
+        """End the cosine/linear decays at `steps` (at least 1, at most train.steps) instead of
+        train.steps; the rates follow at the next `set_step`."""
+        self.horizon = max(1, min(self.total_steps, steps))
 
     def update(self, names: str | Iterable[str], loss: torch.Tensor) -> dict[str, torch.Tensor]:
         """One update of the groups `names` from `loss`; returns their gradient norms (before

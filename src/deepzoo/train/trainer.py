@@ -292,6 +292,7 @@ class Trainer:
                     bar.update(1)
                     at_log = self.step % cfg.log_every == 0 or self.step == cfg.steps
                     if at_log:
+                        self._estimate_horizon()
                         means = self._log_window(sums, counts, window)
                         bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()}, refresh=False)
                         sums, counts, window = {}, {}, 0
@@ -321,6 +322,15 @@ class Trainer:
         result.step = self.step
         result.best = dict(self.best)
         return result
+
+    def _estimate_horizon(self) -> None:
+        """Under `horizon="time"`, end the decays at the steps max_seconds allows at the mean speed
+        so far, max_seconds * step / elapsed, with the slowest rank's elapsed time (the budget's
+        end is the slowest rank's too), so every rank sets the same rates."""
+        if self.cfg.horizon != "time" or self.opt is None or self.step == 0:
+            return
+        elapsed = distributed.max_over_ranks(self.elapsed, self.dist)
+        self.opt.set_horizon(round(self.cfg.max_seconds * self.step / max(elapsed, 1e-9)))
 
     def _stop_requested(self, stop: _StopSignals, at_log: bool) -> bool:
         if not self.dist.enabled:
@@ -467,6 +477,7 @@ class Trainer:
         _set_rng_state(rng_states[self.dist.rank], self.device)
         self.batches.load_state_dict(state.get("batches", [{}] * len(rng_states))[self.dist.rank])
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+        self._estimate_horizon()
         self.best = state.get("best", self.best)
         self.initial_loss = state.get("initial_loss")
         self.saved_step = self.step
