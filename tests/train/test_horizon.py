@@ -44,7 +44,8 @@ class Timed(TwoPlayer):
 def _fit(tmp_path, monkeypatch, seconds, resume=False, **fields):
     clock = FakeTime()
     monkeypatch.setattr(trainer_module, "time", clock)
-    cfg = TrainConfig(steps=1000, batch_size=32, optim=TWO_GROUPS, **(CPU | {"max_seconds": 10.0} | fields))
+    defaults = {"steps": 1000, "max_seconds": 10.0}
+    cfg = TrainConfig(batch_size=32, optim=TWO_GROUPS, **(CPU | defaults | fields))
     torch.manual_seed(0)
     result = Trainer(Timed(clock, seconds), two_player_data(), cfg, tmp_path, resume=resume).fit()
     train = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["split"] == "train"]
@@ -65,6 +66,15 @@ def test_the_decay_ends_where_the_time_budget_does(tmp_path, monkeypatch, second
     assert lrs[budget_steps] == pytest.approx(0.01 / budget_steps)  # the decay's last step
     _, by_steps = _fit(tmp_path / "steps", monkeypatch, seconds)  # the default: train.steps
     assert by_steps[budget_steps] == pytest.approx(0.01 * lr_factor(budget_steps - 1, 1000, "linear"))
+
+
+def test_a_budget_longer_than_the_run_keeps_the_decay_over_train_steps(tmp_path, monkeypatch):
+    """At 0.125 s a step the 10 s budget allows 80 steps, but the run has 60: it decays over
+    those 60 (lr_factor(step - 1, 60)) and ends at step 60 with the decay's last rate."""
+    result, lrs = _fit(tmp_path, monkeypatch, 0.125, horizon="time", steps=60)
+    assert result.step == 60
+    for step, lr in lrs.items():
+        assert lr == pytest.approx(0.01 * lr_factor(step - 1, 60, "linear")), step
 
 
 def test_a_resumed_run_estimates_the_horizon_from_the_saved_time(tmp_path, monkeypatch):
