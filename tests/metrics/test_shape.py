@@ -6,7 +6,14 @@ import math
 import pytest
 import torch
 
-from deepzoo.metrics.shape import chamfer_distance, f_score, nearest_distances, voxel_iou
+from deepzoo.metrics.shape import (
+    chamfer_distance,
+    cloud_scores,
+    f_score,
+    f_scores,
+    nearest_distances,
+    voxel_iou,
+)
 
 
 def test_voxel_iou_of_identical_disjoint_and_overlapping_shapes():
@@ -77,3 +84,24 @@ def test_f_score_counts_a_point_exactly_tau_away_as_a_miss():
     true = torch.tensor([[0.0, 0.0, 0.0], [5.0, 0.0, 0.0]])
     pred = torch.tensor([[1.0, 0.0, 0.0], [5.0, 0.5, 0.0]])  # 1 and 0.5 from the truth
     assert f_score(pred, true, tau=1.0) == {"precision": 0.5, "recall": 0.5, "f1": 0.5}
+
+
+def test_batched_f_scores_equal_one_cloud_at_a_time():
+    """f_scores over (B, N, D) clouds gives each cloud's f_score, a cloud far from its truth 0;
+    cloud_scores gives the same and chamfer_distance, bit for bit."""
+    g = torch.Generator().manual_seed(3)
+    pred, true = torch.rand(4, 40, 3, generator=g), torch.rand(4, 60, 3, generator=g)
+    pred[2] += 10  # no point within tau either way
+    batched = f_scores(pred, true, 0.1, budget=500)
+    assert set(batched) == {"precision", "recall", "f1"} and batched["f1"].shape == (4,)
+    for i in range(4):
+        one = f_score(pred[i], true[i], 0.1)
+        for name, value in one.items():
+            assert batched[name][i].item() == pytest.approx(value, abs=1e-6), (i, name)
+    assert batched["f1"][2].item() == 0.0 and 0 < batched["f1"].max() < 1
+    with pytest.raises(ValueError, match="f_scores"):
+        f_score(pred, true, 0.1)
+    both = cloud_scores(pred, true, 0.1, budget=500)
+    torch.testing.assert_close(both["chamfer"], chamfer_distance(pred, true), rtol=0, atol=0)
+    for name, value in batched.items():
+        torch.testing.assert_close(both[name], value, rtol=0, atol=0)

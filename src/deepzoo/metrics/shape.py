@@ -16,8 +16,8 @@ from torch import Tensor
 from deepzoo.ops.points import chamfer_distance, nearest_distances, nearest_indices, nearest_squared_distances
 
 __all__ = [
-    "chamfer_distance", "f_score", "nearest_distances", "nearest_indices", "nearest_squared_distances",
-    "voxel_iou", "voxelize",
+    "chamfer_distance", "cloud_scores", "f_score", "f_scores", "nearest_distances", "nearest_indices",
+    "nearest_squared_distances", "voxel_iou", "voxelize",
 ]  # fmt: skip
 
 
@@ -43,10 +43,41 @@ def voxelize(points: Tensor, resolution: int, low: float = -1.0, high: float = 1
     return grid.unflatten(-1, (resolution,) * 3)
 
 
+def _f_of_distances(d_pred: Tensor, d_target: Tensor, tau: float) -> dict[str, Tensor]:
+    """Precision, recall and F from the nearest distances (..., N) of the predicted points to the
+    truth and (..., M) of the true points to the prediction."""
+    precision, recall = (d_pred < tau).float().mean(-1), (d_target < tau).float().mean(-1)
+    total = precision + recall
+    f1 = torch.where(total > 0, 2 * precision * recall / total.clamp_min(1e-12), 0.0)
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def f_scores(pred: Tensor, target: Tensor, tau: float, budget: int = 2**24) -> dict[str, Tensor]:
+    """F-scores at distance tau of predicted clouds (..., N, D) against true ones (..., M, D), the
+    leading dimensions batched: {"precision", "recall", "f1"}, each (...) float32 (see the module
+    docstring)."""
+    return _f_of_distances(
+        nearest_distances(pred, target, budget), nearest_distances(target, pred, budget), tau
+    )
+
+
+def cloud_scores(pred: Tensor, target: Tensor, tau: float, budget: int = 2**24) -> dict[str, Tensor]:
+    """`chamfer_distance` and `f_scores` of clouds (..., N, D) against (..., M, D), each (...), from
+    one nearest-neighbour search each way (the costly part of both)."""
+    sq_pred, sq_target = (
+        nearest_squared_distances(pred, target, budget),
+        nearest_squared_distances(target, pred, budget),
+    )
+    chamfer = sq_pred.mean(-1) + sq_target.mean(-1)
+    return {"chamfer": chamfer} | _f_of_distances(sq_pred.sqrt(), sq_target.sqrt(), tau)
+
+
 def f_score(pred: Tensor, target: Tensor, tau: float, budget: int = 2**24) -> dict[str, float]:
-    """F-score at distance tau of a predicted cloud (N, D) against the true one (M, D):
-    {"precision", "recall", "f1"} (see the module docstring)."""
-    precision = (nearest_distances(pred, target, budget) < tau).float().mean().item()
-    recall = (nearest_distances(target, pred, budget) < tau).float().mean().item()
+    """F-score at distance tau of one predicted cloud (N, D) against the true one (M, D):
+    {"precision", "recall", "f1"} as floats (`f_scores` batches clouds)."""
+    if pred.ndim != 2:
+        raise ValueError(f"f_score takes one cloud (N, D), got {tuple(pred.shape)}: use f_scores")
+    scores = f_scores(pred, target, tau, budget)
+    precision, recall = scores["precision"].item(), scores["recall"].item()
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     return {"precision": precision, "recall": recall, "f1": f1}

@@ -68,13 +68,13 @@ def draw_reconstructions(model: PointNetAutoencoder, batch: dict[str, torch.Tens
 
 
 def _shape_scores(pred: torch.Tensor, true: torch.Tensor, config: ShapeEval) -> dict[str, float]:
-    from deepzoo.metrics.shape import chamfer_distance, f_score, voxel_iou, voxelize
+    from deepzoo.metrics.shape import cloud_scores, voxel_iou, voxelize
 
-    f1 = [f_score(p, t, config.tau)["f1"] for p, t in zip(pred, true)]
+    scores = cloud_scores(pred, true, config.tau)
     iou = voxel_iou(voxelize(pred, config.resolution), voxelize(true, config.resolution))
     return {
-        "chamfer": chamfer_distance(pred, true).mean().item(),
-        "f1": sum(f1) / len(f1),
+        "chamfer": scores["chamfer"].mean().item(),
+        "f1": scores["f1"].mean().item(),
         "voxel_iou": iou.mean().item(),
     }
 
