@@ -63,3 +63,37 @@ def test_reference_statistics_are_remembered_by_content():
     changed = x.clone()
     changed[0, 0, 0, 0] += 0.5
     assert not torch.equal(shipped_net_statistics(changed)[0], first[0])
+
+
+def test_reference_statistics_are_stored_on_disk_for_the_next_process(tmp_path, monkeypatch):
+    """A new process (an empty memory) reads the statistics from the cache without extracting
+    features; bf16 autocast, which changes the features, is a different entry; a damaged file is
+    computed again and replaced."""
+    from deepzoo.metrics import fid
+
+    monkeypatch.setenv("DEEPZOO_CACHE", str(tmp_path))
+    monkeypatch.setattr(fid, "_REFERENCE_STATISTICS", {})
+    x = torch.rand(40, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    first = fid.shipped_net_statistics(x)
+    (stored,) = (tmp_path / "fid-statistics").iterdir()
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("features extracted although the statistics are cached")
+
+    extract = fid.extract_features
+    monkeypatch.setattr(fid, "extract_features", no_extraction)
+    monkeypatch.setattr(fid, "_REFERENCE_STATISTICS", {})
+    again = fid.shipped_net_statistics(x)
+    assert torch.equal(again[0], first[0]) and torch.equal(again[1], first[1])
+
+    monkeypatch.setattr(fid, "_REFERENCE_STATISTICS", {})
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(AssertionError, match="extracted"):
+        fid.shipped_net_statistics(x)
+
+    monkeypatch.setattr(fid, "extract_features", extract)
+    stored.write_bytes(b"not a safetensors file")
+    monkeypatch.setattr(fid, "_REFERENCE_STATISTICS", {})
+    torch.testing.assert_close(fid.shipped_net_statistics(x), first, rtol=0, atol=0)
+    monkeypatch.setattr(fid, "_REFERENCE_STATISTICS", {})
+    monkeypatch.setattr(fid, "extract_features", no_extraction)
+    torch.testing.assert_close(fid.shipped_net_statistics(x), first, rtol=0, atol=0)  # replaced
