@@ -98,6 +98,7 @@ SMOKE_OF = {
     ],
     "nice-mnist": _LIKELIHOOD, "realnvp-mnist": _LIKELIHOOD, "glow-mnist": _LIKELIHOOD,
     "pixelcnn-mnist": _LIKELIHOOD, "gated-pixelcnn-mnist": _LIKELIHOOD, "pixelrnn-mnist": _LIKELIHOOD,
+    "pointnet-ae-digits": ["--data.train", "256", "--data.test", "64"],
     "unet-scenes": _SCENES, "fcn-scenes": _SCENES, "faster-rcnn-scenes": _SCENES, "vqgan-scenes": _SCENES,
     "vqvae-scenes": _SCENES, "vqgan-prior-scenes": [*_SCENES, *_SMALL_GPT],
     "lstm-streams": _STREAMS, "trn-streams": _STREAMS, "idn-streams": _STREAMS,
