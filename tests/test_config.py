@@ -18,3 +18,125 @@ def test_unknown_fields_are_rejected():
     data["train"]["learning_rate"] = 1.0
     with pytest.raises(ValueError, match="learning_rate"):
         from_dict(type(config), data)
+
+
+# ---- ranges: a field's annotation says what it may hold; check_ranges refuses the rest by flag name
+
+
+def _ranged_fields(config, path=()):
+    """(path of field names, Range) of every range-annotated field of a nested config."""
+    import dataclasses
+    import typing
+
+    from deepzoo.config import Range
+
+    hints = typing.get_type_hints(type(config), include_extras=True)
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            yield from _ranged_fields(value, (*path, field.name))
+        for bound in getattr(hints[field.name], "__metadata__", ()):
+            if isinstance(bound, Range):
+                yield (*path, field.name), bound
+
+
+def _replaced(config, path, value):
+    import dataclasses
+
+    if len(path) == 1:
+        return dataclasses.replace(config, **{path[0]: value})
+    return dataclasses.replace(config, **{path[0]: _replaced(getattr(config, path[0]), path[1:], value)})
+
+
+def _outside(bound, current):
+    """A value just outside the range (below it, else above it), shaped like the current one."""
+    if bound.low is not None:
+        bad = bound.low if bound.low_open else bound.low - 1
+    else:
+        bad = bound.high if bound.high_open else bound.high + 1
+    bad = type(current[0] if isinstance(current, tuple) else current)(bad)
+    return (*current[:-1], bad) if isinstance(current, tuple) else bad
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_ranged_field_of_a_recipe_refuses_a_value_outside_its_range(name):
+    """The defaults lie inside; a value just outside each field's range is refused, by the
+    field's own check or by check_ranges naming its flag; the closed bound itself is admitted."""
+    import functools
+
+    from deepzoo.config import check_ranges
+
+    default = RECIPES[name].default
+    check_ranges(default)
+    get = functools.partial(functools.reduce, getattr)
+    for path, bound in _ranged_fields(default):
+        current = get(path, default)
+        try:
+            config = _replaced(default, path, _outside(bound, current))
+        except ValueError:
+            continue  # the class's own check refused it
+        flag = ".".join(path).replace("_", "-")
+        with pytest.raises(ValueError, match=rf"^{flag} must be"):
+            check_ranges(config)
+        if bound.low is not None and not bound.low_open and not isinstance(current, tuple):
+            try:
+                check_ranges(_replaced(default, path, type(current)(bound.low)))
+            except ValueError as error:
+                assert not str(error).startswith(flag + " "), error
+
+
+def test_ranges_read_and_worded():
+    import dataclasses
+    from typing import Annotated
+
+    from deepzoo.config import Count, Positive, Range, Rate, Sizes, check_ranges
+
+    @dataclasses.dataclass(frozen=True)
+    class Inner:
+        widths: Sizes = (8, 16)
+        rate: Rate = 0.0
+
+    @dataclasses.dataclass(frozen=True)
+    class Outer:
+        inner: Inner = Inner()
+        groups: dict = dataclasses.field(default_factory=lambda: {"g": Inner()})
+        size: Count = 1
+        scale: Positive = 0.5
+        digit: Annotated[int, Range(0, 9)] = 9
+        free: int = -5
+
+    check_ranges(Outer())
+    cases = {
+        "inner.widths must be each >= 1, got (8, 0)": Outer(inner=Inner(widths=(8, 0))),
+        "inner.rate must be in [0, 1), got 1.0": Outer(inner=Inner(rate=1.0)),
+        "groups.g.rate must be in [0, 1), got -0.5": Outer(groups={"g": Inner(rate=-0.5)}),
+        "size must be >= 1, got 0": Outer(size=0),
+        "scale must be > 0, got 0.0": Outer(scale=0.0),
+        "digit must be in [0, 9], got 10": Outer(digit=10),
+    }
+    for message, config in cases.items():
+        with pytest.raises(ValueError) as error:
+            check_ranges(config)
+        assert str(error.value) == message
+    assert str(Range(0, 1, low_open=True)) == "in (0, 1]" and str(Range(2)) == ">= 2"
+
+
+def test_the_command_line_and_train_recipe_refuse_an_out_of_range_setting(tmp_path, capsys):
+    from deepzoo.cli import main
+    from deepzoo.recipes import train_recipe
+
+    for flags, message in [
+        (["--model.width", "-2"], "model.width must be >= 1, got -2"),
+        (["--eval.samples", "1"], "eval.samples must be >= 2, got 1"),
+        (["--model.clip", "0"], "model.clip must be > 0, got 0.0"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            main(["train", "wgan-mnist", *flags, "--run-dir", str(tmp_path / "run")])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and err.count("\n") == 1
+        assert "see `deepzoo train wgan-mnist --help`" in err  # a usage error, told before the run starts
+    default = RECIPES["dcgan-mnist"].default
+    with pytest.raises(ValueError, match="model.latent must be >= 1, got 0"):
+        train_recipe("dcgan-mnist", _replaced(default, ("model", "latent"), 0), run_dir=tmp_path / "api")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "api").exists()

@@ -47,6 +47,8 @@ def parse_overrides(recipe_name: str, default: Any, args: list[str]) -> Any:
     """The recipe's config with `--section.field value` overrides applied (parsed by tyro)."""
     import tyro
 
+    from deepzoo.config import check_ranges
+
     prog = f"deepzoo train {recipe_name}"
     if "-h" in args or "--help" in args:
         try:
@@ -62,12 +64,17 @@ def parse_overrides(recipe_name: str, default: Any, args: list[str]) -> Any:
     captured = io.StringIO()
     try:
         with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
-            return tyro.cli(type(default), default=default, args=args, prog=prog)
+            config = tyro.cli(type(default), default=default, args=args, prog=prog)
     except SystemExit as exit_:
         text = re.sub(r"[│╭╮╰╯─]+", " ", captured.getvalue())
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         reason = next((line for line in lines if "parsing" in line or "rror:" in line), " ".join(args))
         raise UsageError(f"{prog}: {reason} (see `{prog} --help`)") from exit_
+    try:
+        check_ranges(config)
+    except ValueError as error:
+        raise UsageError(f"{prog}: {error} (see `{prog} --help`)") from error
+    return config
 
 
 def cmd_list(_: argparse.Namespace) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 T = TypeVar("T")
 
@@ -44,3 +44,66 @@ def _convert(hint: Any, value: Any) -> Any:
         key_hint, value_hint = typing.get_args(hint) or (Any, Any)
         return {k: _convert(value_hint, v) for k, v in value.items()}
     return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric config field may take (each element, for a tuple field), read from its
+    annotation (`width: Count = 64`) by `check_ranges`: low <= v (low < v when `low_open`) and
+    v <= high (v < high when `high_open`); None: unbounded."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return (
+            f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        )
+
+
+Count = Annotated[int, Range(1)]
+"""A size or a number of things: >= 1."""
+Sizes = Annotated[tuple[int, ...], Range(1)]
+"""Sizes of layers or stages, each >= 1."""
+Index = Annotated[int, Range(0)]
+"""A count where 0 has a meaning (none, off, all), or an index: >= 0."""
+NonNegative = Annotated[float, Range(0)]
+"""A loss weight, coefficient or threshold: >= 0."""
+Positive = Annotated[float, Range(0, low_open=True)]
+"""A scale, temperature or standard deviation: > 0."""
+Probability = Annotated[float, Range(0, 1)]
+"""A probability, share or IoU threshold: in [0, 1]."""
+Rate = Annotated[float, Range(0, 1, high_open=True)]
+"""A dropout rate or an EMA decay: in [0, 1)."""
+
+
+def check_ranges(config: Any, prefix: str = "") -> None:
+    """Raise ValueError naming the first field (as its flag, e.g. model.width) whose value lies
+    outside the `Range` of its annotation; nested configs (and dicts of them) are checked too."""
+    hints = typing.get_type_hints(type(config), include_extras=True)
+    for field in dataclasses.fields(config):
+        value, name = getattr(config, field.name), prefix + field.name
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, name + ".")
+            continue
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if dataclasses.is_dataclass(item):
+                    check_ranges(item, f"{name}.{key}.")
+            continue
+        for bound in (m for m in getattr(hints[field.name], "__metadata__", ()) if isinstance(m, Range)):
+            values = value if isinstance(value, tuple) else (value,)
+            if any(v is not None and not bound.admits(v) for v in values):
+                flag = name.replace("_", "-")
+                raise ValueError(
+                    f"{flag} must be {'each ' if isinstance(value, tuple) else ''}{bound}, got {value!r}"
+                )

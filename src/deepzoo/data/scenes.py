@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from deepzoo.config import Probability
 from deepzoo.data.tensors import TensorData
 from deepzoo.ops.boxes import box_iou
 
@@ -44,7 +45,7 @@ class SceneConfig:
     min_scale: int = 16
     max_scale: int = 32
     """Side of a resized 28 x 28 MNIST image, uniform in [min_scale, max_scale]."""
-    max_iou: float = 0.3
+    max_iou: Probability = 0.3
     """Largest IoU of a new digit's box with an earlier one."""
     ink: float = 0.3
     """Intensity above which a resized pixel is the digit's (its mask); fainter ones are dropped."""

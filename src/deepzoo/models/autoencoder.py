@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepzoo.config import Count, Index
 from deepzoo.rng import randn
 
 IMAGE_SHAPE = (1, 28, 28)
@@ -35,13 +36,13 @@ class AutoencoderConfig:
     """ae: deterministic code; vae: Gaussian posterior and prior; cvae: VAE conditioned on the label."""
     arch: Literal["mlp", "conv"] = "mlp"
     """mlp: two hidden layers each way; conv: two stride-2 convolutions each way (28 -> 14 -> 7)."""
-    latent: int = 32
+    latent: Count = 32
     """Size of the latent code z."""
-    hidden: int = 512
+    hidden: Count = 512
     """mlp: units per hidden layer; conv: channels of the 7x7 stage (half of it at 14x14)."""
     likelihood: Literal["bernoulli", "gaussian"] = "bernoulli"
     """bernoulli: binary pixels (dynamically binarized); gaussian: continuous pixels, learned scale."""
-    num_classes: int = 10
+    num_classes: Index = 10
     """Classes of the CVAE's label (one-hot into encoder and decoder)."""
 
 

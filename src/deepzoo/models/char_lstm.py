@@ -16,23 +16,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepzoo.config import Count, Index, Rate
 from deepzoo.models.text import tokens_to_text
 from deepzoo.nn.recurrent import LSTM, detach_state
 
 
 @dataclass(frozen=True)
 class CharLSTMConfig:
-    vocab_size: int = 65
+    vocab_size: Index = 65
     """Number of token ids (tiny-shakespeare has 65 characters)."""
-    embed_dim: int = 64
+    embed_dim: Count = 64
     """Width of the character embedding."""
-    hidden: int = 256
+    hidden: Count = 256
     """LSTM hidden size."""
-    layers: int = 2
+    layers: Count = 2
     """Stacked LSTM layers."""
-    dropout: float = 0.0
+    dropout: Rate = 0.0
     """Dropout between LSTM layers and before the output layer."""
-    tbptt: int = 64
+    tbptt: Count = 64
     """Backpropagate through at most this many steps (0: the whole window)."""
     backend: Literal["torch", "deepzoo"] = "torch"
     """LSTM kernel: torch's fused one (5-7x faster on a CPU) or deepzoo's own `nn.recurrent.LSTM`.

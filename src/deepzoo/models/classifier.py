@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepzoo.config import Count, Positive, Rate, Sizes
 from deepzoo.nn.residual import BasicBlock
 
 
@@ -21,21 +22,21 @@ class CNNConfig:
     """[conv3x3-BN-ReLU] x convs_per_stage + 2x2 max-pool stages, flattened into a ReLU feature
     layer, then a linear classifier."""
 
-    channels: tuple[int, ...] = (32, 64, 128)
+    channels: Sizes = (32, 64, 128)
     """Output channels of each stage (each stage halves the resolution)."""
-    convs_per_stage: int = 1
+    convs_per_stage: Count = 1
     """3x3 convolutions in each stage."""
-    feature_dim: int = 128
+    feature_dim: Count = 128
     """Width of the penultimate (feature) layer."""
-    num_classes: int = 10
+    num_classes: Count = 10
     """Output classes."""
     batchnorm: bool = True
     """BatchNorm after every convolution."""
-    dropout: float = 0.0
+    dropout: Rate = 0.0
     """Dropout before the last layer."""
     input_mean: float = 0.1307
     """Pixel mean subtracted from the [0, 1] input (MNIST train's; the recipes pass data.mnist's)."""
-    input_std: float = 0.3081
+    input_std: Positive = 0.3081
     """Pixel standard deviation the input is divided by (MNIST train's)."""
 
 
@@ -43,15 +44,15 @@ class CNNConfig:
 class ResNetConfig:
     """A conv stem, then stages of basic residual blocks (the first block of a stage strides 2)."""
 
-    widths: tuple[int, ...] = (32, 64, 128)
+    widths: Sizes = (32, 64, 128)
     """Channels of each stage."""
-    blocks_per_stage: int = 2
+    blocks_per_stage: Count = 2
     """Basic blocks in each stage."""
-    num_classes: int = 10
+    num_classes: Count = 10
     """Output classes."""
     input_mean: float = 0.1307
     """Pixel mean subtracted from the [0, 1] input (MNIST train's; the recipes pass data.mnist's)."""
-    input_std: float = 0.3081
+    input_std: Positive = 0.3081
     """Pixel standard deviation the input is divided by (MNIST train's)."""
 
 

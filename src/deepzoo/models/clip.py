@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepzoo.config import Count, Positive
 from deepzoo.models.classifier import CNN, CNNConfig
 from deepzoo.nn.contrastive import LogitScale, clip_loss, per_frame_clip_loss
 from deepzoo.nn.norms import feature_standardization
@@ -66,19 +67,19 @@ def captions(templates: tuple[str, ...]) -> list[list[str]]:
 
 @dataclass(frozen=True)
 class ImageTextConfig:
-    embed_dim: int = 64
+    embed_dim: Count = 64
     """Dimension of the joint embedding space."""
     image: CNNConfig = CNNConfig(channels=(32, 64, 128), feature_dim=256)
     """The image encoder (its classifier layer, num_classes set to embed_dim, is the projection)."""
-    text_width: int = 128
+    text_width: Count = 128
     """Width of the text Transformer."""
-    text_layers: int = 2
+    text_layers: Count = 2
     """Causal Transformer blocks of the text encoder."""
-    text_heads: int = 4
+    text_heads: Count = 4
     """Attention heads of the text encoder."""
-    context: int = 40
+    context: Count = 40
     """Tokens per caption (SOT + bytes + EOT + padding)."""
-    init_temperature: float = 0.07
+    init_temperature: Positive = 0.07
     """Initial temperature; the learned logit scale 1 / temperature is clamped at 100."""
 
 
@@ -148,21 +149,21 @@ class ImageTextCLIP(nn.Module):
 
 @dataclass(frozen=True)
 class MotionMusicConfig:
-    motion_dim: int = 75
+    motion_dim: Count = 75
     """Per-frame motion features (AIST++: 72 SMPL pose values + 3 root translation)."""
-    music_dim: int = 438
+    music_dim: Count = 438
     """Per-frame music features (data/music.py)."""
-    width: int = 128
+    width: Count = 128
     """Channels of both sequence encoders."""
-    layers: int = 5
+    layers: Count = 5
     """Residual blocks of each encoder; block i dilates by 2^i, so a frame reads 2^layers - 1 each side."""
-    embed_dim: int = 64
+    embed_dim: Count = 64
     """Dimension of the joint per-frame embedding."""
-    window: int = 120
+    window: Count = 120
     """Frames of the training windows cut from each sequence (2 s at 60 FPS)."""
     both_directions: bool = True
     """Train on motion -> music and music -> motion (the notes' sum), or motion -> music only."""
-    init_temperature: float = 0.07
+    init_temperature: Positive = 0.07
     """Initial temperature; the learned logit scale is clamped at 100."""
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from deepzoo.config import Index, Positive
 from deepzoo.models.gpt import GPT, GPTConfig
 
 
@@ -34,12 +35,12 @@ class CodePriorConfig:
     """Values a condition token takes."""
     condition_length: int = 1
     """L, condition tokens before the codes."""
-    condition_bank: int = 0
+    condition_bank: Index = 0
     """Condition rows kept from the training data (`remember_conditions`) for `sample` to draw
     without labels when L > 1; with L = 1 it cycles 0, 1, ..., num_classes - 1."""
-    temperature: float = 1.0
+    temperature: Positive = 1.0
     """Sampling temperature of the prior."""
-    top_k: int = 0
+    top_k: Index = 0
     """Sample from the top-k codes only (0: all)."""
 
     def __post_init__(self) -> None:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepzoo.config import Count, Index, NonNegative, Positive
 from deepzoo.models.gpt import GPT, GPTConfig, sample_next
 from deepzoo.nn.norms import feature_standardization
 from deepzoo.nn.quantize import VectorQuantizer
@@ -52,23 +53,23 @@ def body_parts(split: bool) -> list[list[int]]:
 class MotionVQVAEConfig:
     split_body: bool = True
     """Upper and lower body quantized separately (Bailando), else one codebook for all 75 values."""
-    downsample: int = 3
+    downsample: Index = 3
     """Stride-2 convolutions: one code per 2^downsample frames (8: 7.5 codes per second)."""
-    hidden: int = 128
+    hidden: Count = 128
     """Channels of the convolutions."""
-    num_codes: int = 256
+    num_codes: Count = 256
     """K, codes in each part's codebook."""
-    code_dim: int = 64
+    code_dim: Count = 64
     """D, the dimension of a code."""
-    beta: float = 0.25
+    beta: NonNegative = 0.25
     """Weight of the commitment term."""
     ema: bool = True
     """EMA codebook updates (else the codebook loss)."""
-    dead_threshold: float = 1.0
+    dead_threshold: NonNegative = 1.0
     """Restart codes whose EMA usage (vectors per batch) falls below this; 0: never."""
-    velocity_weight: float = 1.0
+    velocity_weight: NonNegative = 1.0
     """w_v."""
-    acceleration_weight: float = 1.0
+    acceleration_weight: NonNegative = 1.0
     """w_a."""
 
 
@@ -234,14 +235,14 @@ class DanceGPTConfig:
     gpt: GPTConfig = GPTConfig(vocab_size=0, block_size=121, layers=4, heads=4, dim=128, positions="learned")
     """vocab_size 0: parts * K + 1 (the start token); block_size: tokens of context, the start token
     included (121 = 60 code steps of 2 parts = 8 s of motion)."""
-    music_dim: int = 438
+    music_dim: Count = 438
     """Width of the music features (data/music.py)."""
-    window_steps: int = 30
+    window_steps: Count = 30
     """Training crops: a random window of this many code steps (30 = 240 frames = 4 s) of each
     dance, starting at a code boundary; evaluation reads whole sequences (they must fit the context)."""
-    temperature: float = 1.0
+    temperature: Positive = 1.0
     """Sampling temperature."""
-    top_k: int = 0
+    top_k: Index = 0
     """Sample from the top-k codes only (0: all)."""
 
 

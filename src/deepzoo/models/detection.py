@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deepzoo.config import Count, Probability, Sizes
 from deepzoo.models.segmentation import conv_bn_relu
 from deepzoo.ops.boxes import (
     BACKGROUND,
@@ -55,11 +56,11 @@ SMOOTH_L1_BETA = 1.0 / 9
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    in_channels: int = 1
+    in_channels: Count = 1
     """Image channels."""
-    num_classes: int = 10
+    num_classes: Count = 10
     """Object classes (the box head adds the background)."""
-    widths: tuple[int, ...] = (32, 64)
+    widths: Sizes = (32, 64)
     """Backbone stages, each two 3x3 conv-BN-ReLU: the first conv has stride 2 and a 2x2 max-pool
     precedes each later stage, so the feature stride is 2^len(widths)."""
     anchor_sizes: tuple[float, ...] = (10.0, 16.0, 24.0)
@@ -70,30 +71,30 @@ class DetectorConfig:
     """An anchor with IoU >= this with a ground truth is positive (as are each one's best anchors)."""
     rpn_bg_iou: float = 0.3
     """An anchor with IoU < this with every ground truth is negative; between: ignored."""
-    rpn_batch: int = 256
+    rpn_batch: Count = 256
     """Anchors sampled per image for the RPN loss, at most half positive."""
-    pre_nms_train: int = 600
-    pre_nms_test: int = 300
-    post_nms_train: int = 128
-    post_nms_test: int = 64
+    pre_nms_train: Count = 600
+    pre_nms_test: Count = 300
+    post_nms_train: Count = 128
+    post_nms_test: Count = 64
     """Proposals per image before and after the RPN's NMS, in training and inference."""
-    rpn_nms: float = 0.7
+    rpn_nms: Probability = 0.7
     """IoU above which the RPN's NMS drops the lower-scored proposal."""
-    roi_size: int = 7
+    roi_size: Count = 7
     """RoI Align output side."""
-    head_width: int = 256
+    head_width: Count = 256
     """Width of the box head's two fully connected layers."""
-    roi_iou: float = 0.5
+    roi_iou: Probability = 0.5
     """A proposal with IoU >= roi_iou with a ground truth learns its class, else the background."""
-    roi_batch: int = 128
+    roi_batch: Count = 128
     """Candidate boxes sampled per image for the head's loss."""
-    roi_positive_fraction: float = 0.25
+    roi_positive_fraction: Probability = 0.25
     """Largest share of foreground candidates in that sample."""
-    score_threshold: float = 0.05
+    score_threshold: Probability = 0.05
     """Detections scoring at most this are dropped."""
-    nms: float = 0.5
+    nms: Probability = 0.5
     """IoU above which NMS (per image and class) drops the lower-scored detection."""
-    max_detections: int = 100
+    max_detections: Count = 100
     """Detections kept per image, best first."""
 
     def __post_init__(self) -> None:

@@ -9,11 +9,12 @@ both D(x | y) and D(x) for classifier-free guidance.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 
+from deepzoo.config import Count, NonNegative, Positive, Probability, Range
 from deepzoo.diffusion.losses import DDPMLoss, EDMLoss, FlowMatchingLoss
 from deepzoo.diffusion.preconditioning import Denoiser, Kind, Preconditioning
 from deepzoo.diffusion.samplers import SAMPLERS, guided
@@ -38,7 +39,7 @@ T_SCALE = {"vp": 1.0, "ve": 1000.0, "edm": 250.0, "flow": 1000.0}
 class DiffusionConfig:
     net: UNetConfig = UNetConfig(channels=(16, 32, 64), num_classes=10)
     """The U-Net behind every parameterization."""
-    image_size: int = 28
+    image_size: Count = 28
     """Height and width of the (square) images."""
     process: Process = "edm"
     """Noising process: vp (DDPM), ve (score matching), edm (sigma = t) or flow (straight path)."""
@@ -48,23 +49,23 @@ class DiffusionConfig:
     """What the network predicts: epsilon, x0, v, edm or velocity."""
     objective: Literal["ddpm", "edm", "flow"] = "edm"
     """Training noise levels and weighting: ddpm (uniform t, eps MSE), edm (log-normal sigma), flow."""
-    sigma_data: float = 0.5
+    sigma_data: Positive = 0.5
     """Standard deviation of the data, for the EDM/v preconditioning."""
-    label_dropout: float = 0.1
+    label_dropout: Probability = 0.1
     """Training probability of the null label (classifier-free guidance)."""
     sampler: str = "heun"
     """Default sampler of `sample`: euler, heun, ddim, ddpm, dpmpp_2m or rectified_flow_euler."""
-    steps: int = 18
+    steps: Count = 18
     """Default number of sampling steps (heun: 2 steps - 1 network evaluations)."""
-    guidance: float = 1.0
+    guidance: NonNegative = 1.0
     """Classifier-free guidance scale w (1: conditional, 0: unconditional, > 1: guided)."""
     spacing: Spacing = "trailing"
     """VP timestep spacing of the sampling grid."""
-    sigma_min: float = 0.002
+    sigma_min: Positive = 0.002
     """Smallest noise level of the VE/EDM processes and their sampling grids."""
-    sigma_max: float = 80.0
+    sigma_max: Positive = 80.0
     """EDM / VE sampling grid ends (Karras rho = 7 spacing)."""
-    flow_t_max: float = FLOW_T_MAX
+    flow_t_max: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = FLOW_T_MAX
     """Flows start sampling at t = flow_t_max (t = 1 is sigma = inf)."""
 
 

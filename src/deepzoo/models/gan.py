@@ -30,6 +30,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from deepzoo.config import Count, NonNegative, Positive
 from deepzoo.nn.adversarial import Objective, ObjectiveName, clip_weights
 from deepzoo.nn.quantize import kmeans, nearest_code
 from deepzoo.rng import randn
@@ -43,20 +44,20 @@ class GANConfig:
     arch: Literal["mlp", "dcgan"] = "dcgan"
     """mlp: two hidden layers each; dcgan: G projects z to 7x7 and upsamples with two stride-2
     transposed convolutions (BatchNorm, ReLU); D mirrors it with stride-2 convolutions (LeakyReLU 0.2)."""
-    latent: int = 64
+    latent: Count = 64
     """Size of the noise z."""
-    width: int = 64
+    width: Count = 64
     """mlp: units of the first hidden layer (twice that in the second); dcgan: channels at 14x14
     (twice that at 7x7)."""
     num_classes: int = 0
     """0: unconditional; else G takes the label's embedding next to z and D adds the projection
     <embed(y), phi(x)> to its score."""
     objective: ObjectiveName = "non_saturating"
-    gp_weight: float = 10.0
+    gp_weight: NonNegative = 10.0
     """wgan_gp: lambda of the gradient penalty."""
     r1_weight: float = 0.0
     """gamma of the R1 penalty (gamma / 2) E_p ||grad_x D(x)||^2 added to D's loss; 0: none."""
-    clip: float = 0.01
+    clip: Positive = 0.01
     """wgan: every critic weight is clipped into [-clip, clip] after each critic step."""
     n_critic: int = 1
     """Discriminator updates per generator update."""

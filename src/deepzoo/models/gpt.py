@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepzoo.config import Count, Index, Rate
 from deepzoo.models.text import tokens_to_text
 from deepzoo.nn.attention import KVCache
 from deepzoo.nn.positions import LearnedPositions, RotaryEmbedding, SinusoidalPositions
@@ -25,17 +26,17 @@ Positions = Literal["learned", "sinusoidal", "rope", "alibi"]
 
 @dataclass(frozen=True)
 class GPTConfig:
-    vocab_size: int = 65
+    vocab_size: Index = 65
     """Number of token ids."""
-    block_size: int = 64
+    block_size: Index = 64
     """Longest context the model is trained on (and the learned table's length)."""
-    layers: int = 4
+    layers: Count = 4
     """Transformer blocks."""
-    heads: int = 4
+    heads: Count = 4
     """Attention heads per block (dim must divide by it)."""
-    dim: int = 128
+    dim: Count = 128
     """Width of the residual stream."""
-    dropout: float = 0.0
+    dropout: Rate = 0.0
     """Dropout on the embeddings, attention weights and residual branches."""
     positions: Positions = "rope"
     """learned or sinusoidal (added to the embedding), rope (rotary) or alibi (score bias)."""

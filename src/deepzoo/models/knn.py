@@ -15,20 +15,22 @@ from typing import Literal
 import torch
 from torch import nn
 
+from deepzoo.config import Count, Index, Sizes
+
 
 @dataclass(frozen=True)
 class KNNConfig:
-    k: int = 0
+    k: Index = 0
     """Neighbours voting; 0 chooses k by cross-validation over `candidates`."""
     distance: Literal["l2", "l1"] = "l2"
     """l2 (Euclidean) or l1 (Manhattan) on raw pixels."""
-    candidates: tuple[int, ...] = (1, 3, 5, 7, 9)
+    candidates: Sizes = (1, 3, 5, 7, 9)
     """k values tried by cross-validation."""
-    folds: int = 5
+    folds: Count = 5
     """Cross-validation folds (contiguous blocks of the training set)."""
-    chunk: int = 1000
+    chunk: Count = 1000
     """Queries per distance computation (bounds memory: chunk x N_train floats)."""
-    num_classes: int = 10
+    num_classes: Count = 10
     """Classes of the labels."""
 
 

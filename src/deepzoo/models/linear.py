@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from deepzoo.config import Count, NonNegative, Positive
 from deepzoo.nn.init import kaiming_normal_
 from deepzoo.nn.losses import multiclass_svm_loss, regularization, softmax_cross_entropy
 
@@ -25,35 +26,35 @@ class LinearConfig:
     """Data loss: multiclass hinge (margin below) or softmax cross-entropy."""
     regularization: Literal["l2", "l1", "elastic", "none"] = "l2"
     """Penalty R(W) on the weights (never the biases)."""
-    reg_strength: float = 1e-4
+    reg_strength: NonNegative = 1e-4
     """lambda."""
-    elastic_beta: float = 1.0
+    elastic_beta: NonNegative = 1.0
     """beta in the elastic net R(W) = sum beta W^2 + |W|."""
-    margin: float = 1.0
+    margin: NonNegative = 1.0
     """SVM margin."""
-    input_dim: int = 784
+    input_dim: Count = 784
     """Pixels per image (flattened)."""
-    num_classes: int = 10
+    num_classes: Count = 10
     """Output classes."""
     input_mean: float = 0.1307
     """Pixel mean subtracted from the [0, 1] input (MNIST train's; the recipes pass data.mnist's)."""
-    input_std: float = 0.3081
+    input_std: Positive = 0.3081
     """Pixel standard deviation the input is divided by (MNIST train's)."""
 
 
 @dataclass(frozen=True)
 class TwoLayerConfig:
-    hidden: int = 512
+    hidden: Count = 512
     """Width of the ReLU hidden layer."""
-    reg_strength: float = 1e-5
+    reg_strength: NonNegative = 1e-5
     """lambda of the L2 penalty on W1 and W2."""
-    input_dim: int = 784
+    input_dim: Count = 784
     """Pixels per image (flattened)."""
-    num_classes: int = 10
+    num_classes: Count = 10
     """Output classes."""
     input_mean: float = 0.1307
     """Pixel mean subtracted from the [0, 1] input (MNIST train's; the recipes pass data.mnist's)."""
-    input_std: float = 0.3081
+    input_std: Positive = 0.3081
     """Pixel standard deviation the input is divided by (MNIST train's)."""
 
 

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepzoo.config import NonNegative
 from deepzoo.nn.recurrent import IDU
 
 
@@ -57,7 +58,7 @@ class OnlineConfig:
     """idn: frames in the window ending at the current frame (the paper's 16 chunks)."""
     margin: float = 1.0
     """idn: contrastive margin between embeddings of frames of different classes."""
-    embedding_weight: float = 1.0
+    embedding_weight: NonNegative = 1.0
     """idn: weight of the early embedding's losses."""
 
     def __post_init__(self) -> None:

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepzoo.config import Count, Index
 from deepzoo.nn.masked import GatedLayer, MaskedConv2d, RowLSTM
 from deepzoo.rng import rand
 
@@ -42,9 +43,9 @@ class PixelCNNConfig:
     """Channels of the residual stream (pixelcnn), of each stack (gated), of the LSTM state (pixelrnn)."""
     layers: int = 7
     """Residual blocks (pixelcnn), gated layers (gated), Row LSTM layers (pixelrnn)."""
-    kernel: int = 3
+    kernel: Count = 3
     """Width of the masked (pixelcnn) or stacked (gated) kernels and of the Row LSTM's input-to-state."""
-    num_classes: int = 0
+    num_classes: Index = 0
     """gated: > 0 conditions every layer on a label embedding (p(x | y))."""
     image_shape: tuple[int, int, int] = IMAGE_SHAPE
 

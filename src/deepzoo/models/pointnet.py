@@ -16,17 +16,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from deepzoo.config import Count, Sizes
 from deepzoo.ops.points import chamfer_distance
 
 
 @dataclass(frozen=True)
 class PointAEConfig:
-    points: int = 256
+    points: Count = 256
     """Points of a reconstruction."""
-    encoder: tuple[int, ...] = (64, 128, 256)
+    encoder: Sizes = (64, 128, 256)
     """Widths of the shared per-point MLP."""
-    latent: int = 128
-    decoder: tuple[int, ...] = (256, 512)
+    latent: Count = 128
+    decoder: Sizes = (256, 512)
     """Hidden widths of the decoder MLP."""
 
 

@@ -25,15 +25,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepzoo.config import Count, Sizes
+
 
 @dataclass(frozen=True)
 class SegmentationConfig:
     arch: Literal["unet", "unpool"] = "unet"
     """unet: transposed convolutions and skip concatenation; unpool: max-unpooling (SegNet)."""
-    in_channels: int = 1
-    num_classes: int = 11
+    in_channels: Count = 1
+    num_classes: Count = 11
     """Classes including the background (class 0 of MNIST scenes)."""
-    widths: tuple[int, ...] = (16, 32, 64, 128)
+    widths: Sizes = (16, 32, 64, 128)
     """Channels at each resolution, full first; len(widths) - 1 2x downsamplings. (16, ..., 128)
     costs 1.37x (8, ..., 64)'s fp32 step on a CPU and the same in bf16 with AMX, and labels the
     digits far better (docs/detection.md)."""

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepzoo.config import Count, Index, Rate
 from deepzoo.nn.attention import KVCache
 from deepzoo.nn.positions import RotaryEmbedding, SinusoidalPositions
 from deepzoo.nn.transformer import DecoderBlock, EncoderBlock
@@ -22,23 +23,23 @@ from deepzoo.nn.transformer import DecoderBlock, EncoderBlock
 
 @dataclass(frozen=True)
 class Seq2SeqConfig:
-    vocab_size: int = 13
+    vocab_size: Count = 13
     """Tokens, including PAD, BOS and EOS."""
-    pad: int = 10
+    pad: Index = 10
     """Id of the padding token (masked in attention and loss)."""
-    bos: int = 11
+    bos: Index = 11
     """Id of the begin-of-sequence token that starts decoding."""
-    eos: int = 12
+    eos: Index = 12
     """Id of the end-of-sequence token."""
-    dim: int = 64
+    dim: Count = 64
     """Width of the residual stream."""
-    heads: int = 4
+    heads: Count = 4
     """Attention heads per block."""
-    encoder_layers: int = 2
+    encoder_layers: Count = 2
     """Encoder blocks."""
-    decoder_layers: int = 2
+    decoder_layers: Count = 2
     """Decoder blocks (causal self-attention, then cross-attention)."""
-    dropout: float = 0.0
+    dropout: Rate = 0.0
     """Dropout in every block."""
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from deepzoo.config import Count, Index, NonNegative, Rate, Sizes
 from deepzoo.nn.adversarial import Objective
 from deepzoo.nn.losses import PerceptualLoss
 from deepzoo.nn.quantize import Quantized, VectorQuantizer
@@ -40,39 +41,39 @@ from deepzoo.nn.unet import AttentionBlock, GroupNorm
 
 @dataclass(frozen=True)
 class VQGANConfig:
-    image_size: int = 64
+    image_size: Count = 64
     """S, the side of the (square, one-channel) images."""
-    channels: tuple[int, ...] = (8, 16, 32, 64)
+    channels: Sizes = (8, 16, 32, 64)
     """Width of each level; each level but the last halves the side (64 -> 8 with four levels)."""
-    blocks: int = 1
+    blocks: Index = 1
     """Residual blocks per level (the decoder has one more, as in the released code)."""
     attention: bool = True
     """Self-attention between two residual blocks at the code-grid resolution."""
-    heads: int = 1
+    heads: Count = 1
     """Heads of that attention."""
-    num_codes: int = 256
+    num_codes: Count = 256
     """K, the codebook size."""
-    code_dim: int = 32
+    code_dim: Count = 32
     """D, the dimension of a code (4-32 with normalize_codes: "factorized" codes)."""
     normalize_codes: bool = False
     """l2-normalize z and the codes (cosine lookup; Yu et al., 2022)."""
-    beta: float = 0.25
+    beta: NonNegative = 0.25
     """Weight of the commitment term."""
     ema: bool = True
     """EMA codebook updates (else the codebook loss, with its own parameter group)."""
-    decay: float = 0.99
+    decay: Rate = 0.99
     """EMA decay of the codebook and of the usage counts."""
-    dead_threshold: float = 1.0
+    dead_threshold: NonNegative = 1.0
     """Restart codes whose EMA usage (vectors per batch) falls below this; 0: never."""
-    perceptual_weight: float = 1.0
+    perceptual_weight: NonNegative = 1.0
     """w_p; 0 turns the perceptual loss off (and does not build its network)."""
-    disc_weight: float = 0.8
+    disc_weight: NonNegative = 0.8
     """w_d, the adversarial weight on top of the adaptive lambda; 0 turns the GAN off."""
-    disc_start: int = 1000
+    disc_start: Index = 1000
     """First step of the discriminator and of the adversarial term."""
     adaptive_weight: bool = True
     """lambda as above (else lambda = 1)."""
-    disc_channels: int = 32
+    disc_channels: Count = 32
     """Channels of the discriminator's first conv (doubled per strided layer, at most 8x)."""
     disc_layers: int = 2
     """Stride-2 layers of the PatchGAN (2: 34x34-pixel patches; the paper's 3: 70x70)."""

@@ -20,37 +20,38 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepzoo.config import Count, Index, NonNegative, Positive, Rate
 from deepzoo.nn.quantize import VectorQuantizer
 from deepzoo.nn.residual import ResidualStack
 
 
 @dataclass(frozen=True)
 class VQVAEConfig:
-    image_size: int = 28
+    image_size: Count = 28
     """S, the side of the (square, one-channel) images."""
     downsamples: int = 2
     """Stride-2 convolutions: the code grid is S / 2^downsamples on a side."""
-    hidden: int = 64
+    hidden: Count = 64
     """Channels of the code-grid stage (half of it after the first stride-2 convolution)."""
-    res_hidden: int = 32
+    res_hidden: Count = 32
     """Channels inside each residual block."""
-    res_layers: int = 2
+    res_layers: Index = 2
     """Residual blocks in the encoder and in the decoder."""
-    num_codes: int = 128
+    num_codes: Count = 128
     """K, the codebook size."""
-    code_dim: int = 32
+    code_dim: Count = 32
     """D, the dimension of a code."""
-    beta: float = 0.25
+    beta: NonNegative = 0.25
     """Weight of the commitment term."""
     ema: bool = True
     """EMA codebook updates (else the codebook loss)."""
-    decay: float = 0.99
+    decay: Rate = 0.99
     """EMA decay of the codebook and of the usage counts."""
-    dead_threshold: float = 1.0
+    dead_threshold: NonNegative = 1.0
     """Restart codes whose EMA usage (vectors per batch) falls below this; 0: never."""
     kmeans_init: bool = False
     """Set the codebook by k-means on the first training batch."""
-    data_std: float = 0.3081
+    data_std: Positive = 0.3081
     """Standard deviation of the pixels: the reconstruction term is MSE / data_std^2 (MNIST train's)."""
 
     def __post_init__(self) -> None:

@@ -16,25 +16,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepzoo.config import Count, Index, Rate, Sizes
 from deepzoo.nn.attention import MultiHeadAttention
 from deepzoo.nn.positions import sinusoidal_features
 
 
 @dataclass(frozen=True)
 class UNetConfig:
-    in_channels: int = 1
+    in_channels: Count = 1
     """Image channels."""
-    channels: tuple[int, ...] = (32, 64, 128)
+    channels: Sizes = (32, 64, 128)
     """Width at each resolution level (each level halves H and W)."""
-    blocks: int = 1
+    blocks: Count = 1
     """Residual blocks per level on the way down (one more on the way up)."""
     attention_levels: tuple[int, ...] = (2,)
     """Levels (0 = full resolution) with self-attention after each block."""
-    heads: int = 4
+    heads: Count = 4
     """Attention heads at the attention levels."""
-    num_classes: int = 0
+    num_classes: Index = 0
     """> 0: class-conditional, with a learned null label for guidance."""
-    dropout: float = 0.0
+    dropout: Rate = 0.0
     """Dropout inside the residual blocks."""
 
 

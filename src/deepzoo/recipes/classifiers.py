@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from deepzoo.config import Index
 from deepzoo.data.tensors import TensorData
 from deepzoo.models.classifier import CNN, CNNConfig, ResNet, ResNetConfig
 from deepzoo.models.features import FEATURE_CONFIG
@@ -49,7 +50,7 @@ class TwoLayerRun:
 @dataclass(frozen=True)
 class KNNRun:
     model: KNNConfig = KNNConfig()
-    train_limit: int = 0
+    train_limit: Index = 0
     """Remember only the first this many training images (0: all 60,000)."""
     train: TrainConfig = TrainConfig(steps=0)
 

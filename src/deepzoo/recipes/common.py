@@ -6,11 +6,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
+from deepzoo.config import Count, Range
 from deepzoo.data.mnist import load_mnist
 from deepzoo.data.tensors import TensorData
 from deepzoo.train.config import TrainConfig
@@ -56,11 +57,12 @@ def sequence_ac_train(steps: int, batch_size: int, lr: float, eval_every: int, *
 class SampleEval:
     """What each evaluation of a generative recipe measures."""
 
-    samples: int = 1000
-    """Samples drawn for classifier-FID (against the whole test split) and label accuracy."""
-    iwae_k: int = 100
+    samples: Annotated[int, Range(2)] = 1000
+    """Samples drawn for classifier-FID (against the whole test split) and label accuracy (>= 2:
+    a covariance needs two)."""
+    iwae_k: Count = 100
     """Likelihood models: importance samples of the bound during training (the benchmark uses 1000)."""
-    iwae_examples: int = 1000
+    iwae_examples: Count = 1000
     """Likelihood models: test images the bound is averaged over during training (the benchmark: all)."""
 
 

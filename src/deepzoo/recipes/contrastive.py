@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from deepzoo.config import Count, Positive
 from deepzoo.data.tensors import TensorData
 from deepzoo.models.clip import ImageTextCLIP, ImageTextConfig, MotionMusicCLIP, MotionMusicConfig
 from deepzoo.recipes.common import adamw_linear, mnist_splits
@@ -18,7 +19,7 @@ from deepzoo.train.config import TrainConfig
 
 @dataclass(frozen=True)
 class ZeroShotEval:
-    examples: int = 10_000
+    examples: Count = 10_000
     """Test digits classified (10,000: the whole test split)."""
 
 
@@ -34,11 +35,11 @@ class DanceData:
     """The synthetic music-dance set (data/synthetic_dance.py), cached under the cache root; or,
     with `root`, the real AIST++ set."""
 
-    train_songs: int = 160
+    train_songs: Count = 160
     """Songs to train on (genres in turn)."""
-    test_songs: int = 100
+    test_songs: Count = 100
     """Held-out songs: the retrieval candidates (see DanceEval)."""
-    seconds: float = 8.0
+    seconds: Positive = 8.0
     """Length of every song."""
     seed: int = 0
     """The train set's seed; the test set's is seed + 1."""
@@ -50,11 +51,11 @@ class DanceData:
 
 @dataclass(frozen=True)
 class DanceEval:
-    segment: int = 240
+    segment: Count = 240
     """Frames of the across-songs test segments (4 s at 60 FPS), one per test song."""
-    short_segment: int = 120
+    short_segment: Count = 120
     """Frames of the within-song test segments (2 s)."""
-    per_song: int = 4
+    per_song: Count = 4
     """Within-song segments cut from each song (test_songs / per_song songs give the candidates)."""
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from deepzoo.config import Count
 from deepzoo.data.skeleton import forward_kinematics
 from deepzoo.data.tensors import TensorData
 from deepzoo.metrics.dance import (
@@ -175,7 +176,7 @@ class DanceACRun:
     gpt_run: str = ""
     """The `dance-gpt` run whose GPT is the starting policy (its VQ-VAE decodes); required."""
     model: SequenceACConfig = SequenceACConfig(kl_coef=0.05)
-    window_steps: int = 30
+    window_steps: Count = 30
     """Code steps of each rollout (30 = 240 frames = 4 s): a window of each training song's music."""
     data: DanceData = DanceData(train_songs=640)
     """The GPT's training songs: their music windows are the rollouts' contexts."""

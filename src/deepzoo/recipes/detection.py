@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from deepzoo.config import Count
 from deepzoo.data.scenes import NUM_CLASSES, SceneConfig, mnist_scenes, targets_of
 from deepzoo.data.tensors import TensorData
 from deepzoo.models.detection import DetectorConfig, FasterRCNN
@@ -21,9 +22,9 @@ from deepzoo.train.config import TrainConfig
 
 @dataclass(frozen=True)
 class ScenesData:
-    train: int = 10_000
+    train: Count = 10_000
     """Training scenes (of MNIST train digits)."""
-    test: int = 2_000
+    test: Count = 2_000
     """Evaluation scenes (of MNIST test digits)."""
     seed: int = 0
     """Scene seed of the training set; the test set uses seed + 1."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from deepzoo.config import Count
 from deepzoo.data.mnist import load_mnist
 from deepzoo.data.tensors import TensorData
 from deepzoo.diffusion.samplers import reflow_pairs
@@ -86,10 +87,10 @@ _diffusion(
 class ReflowRun:
     flow_run: str = ""
     """The trained `flow-matching-mnist` run to straighten (its weights initialize this model)."""
-    pairs: int = 10_000
+    pairs: Count = 10_000
     """(noise, sample) couplings drawn from it, cached in the flow run's directory."""
     teacher_sampler: str = "dpmpp_2m"
-    teacher_steps: int = 8
+    teacher_steps: Count = 8
     model: DiffusionConfig = DiffusionConfig(
         process="flow", parameterization="velocity", objective="flow", sampler="rectified_flow_euler", steps=4
     )

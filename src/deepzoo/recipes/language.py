@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from deepzoo.config import Count
 from deepzoo.data.digits import sorting_pairs
 from deepzoo.data.shakespeare import VOCAB, load_shakespeare
 from deepzoo.data.tensors import TensorData
@@ -25,9 +26,9 @@ from deepzoo.train.config import TrainConfig
 class TextWindows:
     """How tiny-shakespeare is cut into training windows."""
 
-    block_size: int = 128
+    block_size: Count = 128
     """Characters per training window (the model sees block_size inputs)."""
-    stride: int = 32
+    stride: Count = 32
     """Offset between consecutive training windows (validation windows never overlap)."""
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from deepzoo.config import Count
 from deepzoo.data.tensors import TensorData
 from deepzoo.models.flows import Flow, FlowConfig
 from deepzoo.models.pixelcnn import PixelCNN, PixelCNNConfig
@@ -22,9 +23,9 @@ BUDGET_SECONDS = 600.0
 
 @dataclass(frozen=True)
 class LikelihoodEval:
-    examples: int = 10_000
+    examples: Count = 10_000
     """Test images the likelihood is averaged over (10,000: the whole test split)."""
-    samples: int = 100
+    samples: Count = 100
     """Samples drawn for run_dir/samples/samples.png."""
 
 

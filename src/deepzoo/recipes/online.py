@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import torch
 
+from deepzoo.config import Count
 from deepzoo.data.streams import (
     StreamConfig,
     chunk_streams,
@@ -31,13 +32,13 @@ PORTIONS = tuple((k / 10, (k + 1) / 10) for k in range(10))
 
 @dataclass(frozen=True)
 class StreamsData:
-    train_streams: int = 4096
-    train_length: int = 1024
+    train_streams: Count = 4096
+    train_length: Count = 1024
     """Training streams, cut into chunks of `chunk` frames."""
-    chunk: int = 64
+    chunk: Count = 64
     """Frames per training example (TRN's 64 encoder steps), each started from a zero state."""
-    test_streams: int = 32
-    test_length: int = 2048
+    test_streams: Count = 32
+    test_length: Count = 2048
     """Evaluation streams, run online whole."""
     seed: int = 0
     """Stream seed of the training streams; the test streams use seed + 1."""
@@ -46,7 +47,7 @@ class StreamsData:
     """features: the synthetic Gaussian features (dim `stream.dim`); digits: MNIST digits (train
     streams from the train split, test streams from the test split) embedded by the shipped MNIST
     feature network (128 features a frame)."""
-    pool: int = 20_000
+    pool: Count = 20_000
     """digits: the train streams draw from the first `pool` MNIST train images."""
 
 

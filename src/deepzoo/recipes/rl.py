@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Annotated
 
 import torch
 
+from deepzoo.config import Count, Range
 from deepzoo.recipes.common import sequence_ac_train
 from deepzoo.recipes.registry import Recipe, register
 from deepzoo.rl.actor_critic import A2CConfig, ActorCritic, evaluate_policy
@@ -21,15 +23,15 @@ from deepzoo.train.config import TrainConfig
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    num_envs: int = 8
+    num_envs: Count = 8
     """Environments stepped together (gymnasium's synchronous vector)."""
-    steps: int = 5
+    steps: Count = 5
     """Steps of each environment per rollout (per update)."""
 
 
 @dataclass(frozen=True)
 class PolicyEval:
-    episodes: int = 20
+    episodes: Count = 20
     """Deterministic episodes averaged."""
     seed: int = 10_000
     """Episode i resets with seed + i (apart from the training environments' seeds)."""
@@ -128,10 +130,10 @@ _a2c(
 class PriorFinetuneRun:
     prior_run: str = ""
     """The `vqvae-prior-mnist` run whose GPT is the starting policy (its VQ-VAE decodes); required."""
-    target: int = 3
+    target: Annotated[int, Range(0, 9)] = 3
     """The digit the reward asks for, whatever the class token of the prompt."""
     model: SequenceACConfig = SequenceACConfig(kl_coef=0.02)
-    samples: int = 500
+    samples: Count = 500
     """Sequences the evaluation draws (prompts: the class tokens 0, 1, ..., 9 in turn)."""
     train: TrainConfig = TrainConfig()
 

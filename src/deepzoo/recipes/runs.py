@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from deepzoo.config import from_dict, to_dict
+from deepzoo.config import check_ranges, from_dict, to_dict
 from deepzoo.recipes.registry import Recipe, get_recipe
 from deepzoo.train import checkpoint as ckpt
 from deepzoo.train import distributed
@@ -35,11 +35,13 @@ def train_recipe(
     evaluate: bool = True,
     overwrite: bool = False,
 ) -> TrainResult:
-    """Train recipe `name` under `config` (its default when None) into `run_dir` (a run already
+    """Train recipe `name` under `config` (its default when None; a field outside the range its
+    annotation allows is refused: `config.check_ranges`) into `run_dir` (a run already
     there is refused unless `overwrite`); with `evaluate=False` the recipe's evaluation is skipped
     (for speed measurements)."""
     recipe = get_recipe(name)
     config = recipe.default if config is None else config
+    check_ranges(config)
     info = distributed.setup(config.train.device)
     run_dir = distributed.broadcast_object(str(run_dir or default_run_dir(name)), info)
     return _fit(recipe, config, Path(run_dir), resume=False, evaluate=evaluate, overwrite=overwrite)

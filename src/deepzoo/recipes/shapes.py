@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from deepzoo.config import Count, Positive
 from deepzoo.data.point_clouds import CloudConfig, digit_clouds, mnist_clouds
 from deepzoo.data.tensors import TensorData
 from deepzoo.models.pointnet import PointAEConfig, PointNetAutoencoder
@@ -19,9 +20,9 @@ from deepzoo.train.config import TrainConfig
 
 @dataclass(frozen=True)
 class CloudsData:
-    train: int = 10_000
+    train: Count = 10_000
     """Clouds of the first MNIST train digits."""
-    test: int = 1_000
+    test: Count = 1_000
     """Clouds of the first MNIST test digits."""
     seed: int = 0
     """Sampling seed of the training clouds; the test clouds use seed + 1."""
@@ -30,9 +31,9 @@ class CloudsData:
 
 @dataclass(frozen=True)
 class ShapeEval:
-    tau: float = 1 / 14
+    tau: Positive = 1 / 14
     """F-score threshold: one MNIST pixel."""
-    resolution: int = 16
+    resolution: Count = 16
     """Voxel grid side over [-1, 1]^3 for the voxel IoU."""
 
 

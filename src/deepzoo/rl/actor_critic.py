@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
+from deepzoo.config import Count, NonNegative, Probability
 from deepzoo.rl.returns import complete_episodes, gae
 from deepzoo.rl.rollouts import play_episode
 
@@ -34,9 +35,9 @@ from deepzoo.rl.rollouts import play_episode
 class A2CConfig:
     env: str = "CartPole-v1"
     """gymnasium environment id (its spaces size the networks)."""
-    hidden: int = 64
+    hidden: Count = 64
     """Units of each hidden layer (tanh)."""
-    layers: int = 2
+    layers: Count = 2
     """Hidden layers of the actor and of the critic."""
     shared: bool = False
     """One trunk for actor and critic (two heads) instead of two separate networks."""
@@ -44,13 +45,13 @@ class A2CConfig:
     """mc: GAE(1) = return - V; td: GAE(0) = the TD error; gae: GAE(gae_lambda); reinforce:
     REINFORCE with V as baseline, return - V on the steps whose episode ends within the rollout
     only (no bootstrapping at the rollout's end; the other steps are left out of the loss)."""
-    gae_lambda: float = 0.95
+    gae_lambda: Probability = 0.95
     """lambda of advantage 'gae'."""
-    gamma: float = 0.99
+    gamma: Probability = 0.99
     """Discount."""
-    value_coef: float = 0.5
+    value_coef: NonNegative = 0.5
     """Weight of the critic's squared error."""
-    entropy_coef: float = 0.0
+    entropy_coef: NonNegative = 0.0
     """Weight of the entropy bonus."""
     normalize_advantage: bool = False
     """Standardise the advantages of each rollout (SB3's A2C option)."""

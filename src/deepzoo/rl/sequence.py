@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepzoo.config import NonNegative, Positive
 from deepzoo.models.gpt import GPT
 from deepzoo.rl.returns import discounted_returns
 
@@ -77,11 +78,11 @@ class PromptedGPT(nn.Module):
 
 @dataclass(frozen=True)
 class SequenceACConfig:
-    kl_coef: float = 0.05
+    kl_coef: NonNegative = 0.05
     """beta, the weight of the per-token KL penalty to the starting policy."""
-    value_coef: float = 0.5
+    value_coef: NonNegative = 0.5
     """Weight of the critic's squared error."""
-    temperature: float = 1.0
+    temperature: Positive = 1.0
     """Sampling temperature of the rollouts."""
 
 
