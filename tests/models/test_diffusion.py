@@ -72,3 +72,8 @@ def test_a_short_run_lowers_the_denoising_loss(mnist_small, tmp_path):
     cfg = TrainConfig(steps=60, batch_size=32, lr=2e-3, device="cpu", progress=False, eval_every=1000)
     Trainer(model, mnist_small, cfg, tmp_path).fit()
     assert mean_loss() < 0.6 * before
+
+
+def test_noise_levels_in_the_wrong_order_are_refused_when_built():
+    with pytest.raises(ValueError, match="sigma_min \\(100\\) must be below sigma_max \\(80\\)"):
+        Diffusion(DiffusionConfig(sigma_min=100.0))

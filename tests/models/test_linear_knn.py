@@ -117,3 +117,15 @@ def test_folds_partition_the_training_set():
     assert {hi - lo for lo, hi in bounds} <= {20, 21}
     with pytest.raises(ValueError, match="folds"):
         fold_bounds(3, 5)
+
+
+def test_knn_refuses_more_neighbours_than_it_memorizes():
+    """k above the training set, or a candidate above what a cross-validation fold trains on,
+    is refused when fitting (not a topk error at the first evaluation); the largest k that fits works."""
+    x, y = torch.rand(20, 1, 4, 4), torch.arange(20) % 2
+    with pytest.raises(ValueError, match="k = 21 neighbours asked of a training set of 20"):
+        KNN(KNNConfig(k=21, num_classes=2)).fit(x, y)
+    assert KNN(KNNConfig(k=20, num_classes=2)).fit(x, y)(x).shape == (20, 2)
+    with pytest.raises(ValueError, match="candidates up to k = 17 need more than the 16 examples"):
+        KNN(KNNConfig(k=0, candidates=(1, 17), folds=5, num_classes=2)).fit(x, y)
+    assert int(KNN(KNNConfig(k=0, candidates=(1, 16), folds=5, num_classes=2)).fit(x, y).k) in (1, 16)

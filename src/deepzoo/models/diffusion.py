@@ -75,6 +75,8 @@ class Diffusion(nn.Module):
         self.config = c = config
         if c.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {c.sampler!r}; choose from {sorted(SAMPLERS)}")
+        if not c.sigma_min < c.sigma_max:
+            raise ValueError(f"sigma_min ({c.sigma_min:g}) must be below sigma_max ({c.sigma_max:g})")
         self.schedule = {
             "vp": lambda: VPSchedule(c.vp_kind),
             "ve": lambda: VESchedule(c.sigma_min, c.sigma_max),

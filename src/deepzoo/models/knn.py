@@ -10,12 +10,12 @@ to the tied class whose nearest member is closest (a deterministic rule).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 
-from deepzoo.config import Count, Index, Sizes
+from deepzoo.config import Count, Index, Range, Sizes
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class KNNConfig:
     """l2 (Euclidean) or l1 (Manhattan) on raw pixels."""
     candidates: Sizes = (1, 3, 5, 7, 9)
     """k values tried by cross-validation."""
-    folds: Count = 5
+    folds: Annotated[int, Range(2)] = 5
     """Cross-validation folds (contiguous blocks of the training set)."""
     chunk: Count = 1000
     """Queries per distance computation (bounds memory: chunk x N_train floats)."""
@@ -114,8 +114,17 @@ class KNN(nn.Module):
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> KNN:
         """Store the training set; choose k by cross-validation if it is not set yet."""
         cfg = self.config
+        n, k = len(x), int(self.k)
+        if k > n:
+            raise ValueError(f"k = {k} neighbours asked of a training set of {n} examples")
+        held_in = n - -(-n // max(cfg.folds, 1))  # the smallest training part of a cross-validation fold
+        if k == 0 and max(cfg.candidates) > held_in:
+            raise ValueError(
+                f"candidates up to k = {max(cfg.candidates)} need more than the {held_in} examples "
+                f"each of {cfg.folds} folds trains on"
+            )
         self.train_x, self.train_y = x.flatten(1).float(), y.long()
-        if int(self.k) == 0:
+        if k == 0:
             self.cv_accuracy = cross_validate(
                 self.train_x,
                 self.train_y,
