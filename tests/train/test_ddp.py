@@ -73,3 +73,25 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
         [sys.executable, "-m", "deepzoo", "train"], tmp_path / "half", "--train.batch-size", "32"
     )
     assert max((half_batch[k] - double[k]).abs().max().item() for k in double) > 1e-3
+
+
+def test_a_device_that_is_unknown_or_absent_is_refused_by_name(monkeypatch):
+    """Not torch's RuntimeError traceback: a one-line ValueError for the CLI; auto and cpu work."""
+    import pytest
+
+    from deepzoo.train.distributed import pick_device
+
+    assert pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="'tpu' is not a device torch knows"):
+        pick_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert pick_device("auto") == torch.device("cpu")
+    for name in ("cuda", "mps"):
+        with pytest.raises(ValueError, match=f"'{name}': this machine has no such device"):
+            pick_device(name)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match="'cuda:2': this machine has no such device"):
+        pick_device("cuda:2")

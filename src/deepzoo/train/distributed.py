@@ -27,9 +27,24 @@ class DistInfo:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """`auto` is cuda > mps > cpu; anything else is passed to torch.device."""
+    """`auto` is cuda > mps > cpu; anything else is passed to torch.device, and refused (ValueError)
+    when torch does not know it or this machine has no such device (cuda, cuda:3, mps)."""
     if name != "auto":
-        return torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError as error:
+            raise ValueError(
+                f"device {name!r} is not a device torch knows (auto, cpu, cuda, cuda:1, mps)"
+            ) from error
+        available = {
+            "cuda": lambda: torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count(),
+            "mps": lambda: torch.backends.mps.is_available(),
+        }.get(device.type, lambda: True)
+        if not available():
+            raise ValueError(
+                f"device {name!r}: this machine has no such device (auto picks one that exists)"
+            )
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():
