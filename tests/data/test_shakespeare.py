@@ -41,3 +41,12 @@ def test_download_from_a_mirror_is_verified_and_stored(tmp_path):
 def test_unknown_characters_are_rejected():
     with pytest.raises(ValueError, match="outside"):
         encode("héllo")
+
+
+def test_overlapping_windows_are_a_view_not_a_copy():
+    tokens = torch.arange(1000)
+    rows = windows(tokens, block_size=99, stride=4)
+    assert (
+        rows.shape == (226, 100) and rows.untyped_storage().data_ptr() == tokens.untyped_storage().data_ptr()
+    )
+    torch.testing.assert_close(rows[[3, 200]], torch.stack([torch.arange(12, 112), torch.arange(800, 900)]))

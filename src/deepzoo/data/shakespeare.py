@@ -61,10 +61,12 @@ def split_tokens(split: str, root: Path | None = None) -> torch.Tensor:
 
 
 def windows(tokens: torch.Tensor, block_size: int, stride: int) -> torch.Tensor:
-    """Rows tokens[s : s + block_size + 1] for s = 0, stride, 2 stride, ...: (W, block_size + 1)."""
+    """Rows tokens[s : s + block_size + 1] for s = 0, stride, 2 stride, ...: (W, block_size + 1),
+    a view of `tokens` (overlapping windows share memory: block 1024 at stride 32 would otherwise
+    copy the text 32 times over)."""
     if len(tokens) < block_size + 1:
         raise ValueError(f"{len(tokens)} tokens cannot fill one window of {block_size + 1}")
-    return tokens.unfold(0, block_size + 1, stride).contiguous()
+    return tokens.unfold(0, block_size + 1, stride)
 
 
 def load_shakespeare(

@@ -41,9 +41,7 @@ def pick_device(name: str = "auto") -> torch.device:
             "mps": lambda: torch.backends.mps.is_available(),
         }.get(device.type, lambda: True)
         if not available():
-            raise ValueError(
-                f"device {name!r}: this machine has no such device (auto picks one that exists)"
-            )
+            raise ValueError(f"device {name!r}: this machine has no such device (auto picks one that exists)")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
