@@ -3,10 +3,14 @@
 import subprocess
 import sys
 
+import pytest
+
 from deepzoo.files import write_bytes
 
 WRITER = """
 import sys
+
+import pytest
 from pathlib import Path
 from deepzoo.files import write_bytes
 for _ in range(300):
@@ -37,3 +41,11 @@ def test_two_processes_writing_one_file_at_once_each_replace_it_whole(tmp_path):
     data = path.read_bytes()
     assert len(data) == 100_000 and len(set(data)) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["shared.bin"]
+
+
+def test_a_file_that_cannot_be_written_is_named_in_the_error(tmp_path):
+    from deepzoo.files import write_bytes
+
+    target = tmp_path / "missing-folder" / "report.html"
+    with pytest.raises(FileNotFoundError, match=f"cannot write {target}: No such file or directory"):
+        write_bytes(target, b"x")

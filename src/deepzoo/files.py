@@ -31,6 +31,8 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], Any]) -> None:
     try:
         write_synced(tmp, write)
         os.replace(tmp, path)
+    except OSError as error:  # name the file asked for, not the temporary
+        raise OSError(error.errno, f"cannot write {path}: {error.strerror}") from error
     finally:
         tmp.unlink(missing_ok=True)
 
