@@ -9,6 +9,7 @@ to the tied class whose nearest member is closest (a deterministic rule).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -117,7 +118,7 @@ class KNN(nn.Module):
         n, k = len(x), int(self.k)
         if k > n:
             raise ValueError(f"k = {k} neighbours asked of a training set of {n} examples")
-        held_in = n - -(-n // max(cfg.folds, 1))  # the smallest training part of a cross-validation fold
+        held_in = n - math.ceil(n / max(cfg.folds, 1))  # the smallest part a fold trains on
         if k == 0 and max(cfg.candidates) > held_in:
             raise ValueError(
                 f"candidates up to k = {max(cfg.candidates)} need more than the {held_in} examples "
