@@ -2,7 +2,16 @@ import numpy as np
 import pytest
 import torch
 
-from deepzoo.viz import draw_boxes, image_grid, plot_confusion, plot_curves, plot_lines, save_image_grid
+from deepzoo.viz import (
+    curve_panels,
+    curves_figure,
+    draw_boxes,
+    image_grid,
+    plot_confusion,
+    plot_curves,
+    plot_lines,
+    save_image_grid,
+)
 
 
 def test_image_grid_places_image_i_at_row_i_div_cols_and_column_i_mod_cols():
@@ -32,6 +41,45 @@ def test_pictures_are_written_as_png(tmp_path):
     import matplotlib.image
 
     assert np.asarray(matplotlib.image.imread(tmp_path / "grid.png")).shape[:2] == (2 * 10 + 2, 3 * 10 + 2)
+
+
+def test_curve_panels_hold_a_line_per_split_and_share_a_panel_across_numeric_suffixes():
+    records = [
+        {"step": 1, "split": "train", "time": 0.1, "lr": 0.1, "loss": 3.0, "name": "x"},
+        {"step": 2, "split": "train", "time": 0.2, "lr": 0.1, "loss": 2.0},
+        {"step": 2, "split": "eval", "loss": 2.5, "map_00_10": 0.1, "map_10_20": 0.2, "fid_10": 5.0},
+        {"step": 4, "split": "eval", "loss": 1.5, "map_00_10": 0.3, "map_10_20": 0.4, "fid_10": 4.0},
+        {"step": 4, "split": "test", "map_00_10": 0.5},
+    ]
+    panels = curve_panels(records)
+    assert list(panels) == ["fid_10", "loss", "map_*"]  # a lone numbered term keeps its name
+    assert panels["loss"] == {"train": ([1, 2], [3.0, 2.0]), "eval": ([2, 4], [2.5, 1.5])}
+    assert panels["map_*"] == {  # two splits: each line names its split and its suffix
+        "eval 00_10": ([2, 4], [0.1, 0.3]),
+        "test 00_10": ([4], [0.5]),
+        "eval 10_20": ([2, 4], [0.2, 0.4]),
+    }
+    assert list(curve_panels(records[:4])["map_*"]) == ["00_10", "10_20"]  # one split: the suffix alone
+    assert curve_panels([{"step": 1, "split": "train", "lr": 0.1}]) == {} and curves_figure([]) is None
+
+
+def test_the_panels_labels_stay_inside_the_figure_and_off_their_neighbours():
+    """Fixed margins replace tight_layout: wide tick labels (-1234.5, step 200000) and a fourth
+    row must still fit their panel's room."""
+    records = [
+        {"step": s, "split": "train", **{f"t{i}": -1234.5 - s / 1e6 * i for i in range(10)}}
+        for s in range(0, 200_001, 20_000)
+    ]
+    fig = curves_figure(records)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [ax.get_tightbbox(renderer) for ax in fig.axes if ax.axison]
+    assert len(boxes) == 10
+    width, height = fig.bbox.width, fig.bbox.height
+    for i, box in enumerate(boxes):
+        assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height, box
+        for other in boxes[i + 1 :]:
+            assert not box.overlaps(other), (box, other)
 
 
 def test_draw_boxes_outlines_each_box_in_its_colour_and_leaves_the_rest():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -23,8 +24,34 @@ def _figure():
     return plt
 
 
-def _save_figure(fig, path: str | Path) -> None:
-    fig.tight_layout()
+# Margins of a grid of panels, in inches: room for the y tick labels (left), the x tick labels and
+# label (bottom, and between rows with the next row's title), the title (top).
+_LEFT, _RIGHT, _BOTTOM, _TOP, _BETWEEN_COLUMNS, _BETWEEN_ROWS = 0.85, 0.15, 0.55, 0.35, 0.95, 0.9
+
+
+def _panel_grid(rows: int, cols: int, width: float, height: float):
+    """A figure of rows x cols panels, each `width` x `height` inches with its margins, laid out
+    by fixed margins: tight_layout measures every label by drawing the figure once more, which
+    doubled the time of a figure written at every checkpoint."""
+    plt = _figure()
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    W, H = width * cols, height * rows
+    panel_w = (W - _LEFT - _RIGHT - (cols - 1) * _BETWEEN_COLUMNS) / cols
+    panel_h = (H - _BOTTOM - _TOP - (rows - 1) * _BETWEEN_ROWS) / rows
+    fig.subplots_adjust(
+        left=_LEFT / W,
+        right=1 - _RIGHT / W,
+        bottom=_BOTTOM / H,
+        top=1 - _TOP / H,
+        wspace=_BETWEEN_COLUMNS / panel_w,
+        hspace=_BETWEEN_ROWS / panel_h,
+    )
+    return fig, axes
+
+
+def _save_figure(fig, path: str | Path, tight: bool = True) -> None:
+    if tight:
+        fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
     _figure().close(fig)
@@ -118,31 +145,60 @@ def plot_timeline(
     _save_figure(fig, path)
 
 
-def plot_curves(records: list[dict], path: str | Path) -> None:
-    """Every numeric term of metrics.jsonl records against the step, one panel per term."""
-    series: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+_NUMBERED = re.compile(r"(.+?)_(\d+(?:_\d+)*)")
+
+
+def curve_panels(records: list[dict]) -> dict[str, dict[str, tuple[list, list]]]:
+    """The panels of `plot_curves`: panel title -> {line label: (steps, values)}. One panel per
+    numeric term of the records (not step, time, lr), a line per split; terms that differ only
+    in a numeric suffix (map_00_10, map_10_20, ...) share a panel "map_*", a line per suffix."""
+    points: dict[tuple[str, str], list] = defaultdict(list)
     for rec in records:
-        split = rec.get("split", "train")
         for key, value in rec.items():
             if key in ("step", "split", "time", "lr") or not isinstance(value, (int, float)):
                 continue
-            series[key][split].append((rec["step"], value))
-    if not series:
-        return
-    plt = _figure()
-    cols = min(3, len(series))
-    rows = math.ceil(len(series) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
-    for ax, (key, splits) in zip(axes.flat, sorted(series.items())):
-        for split, points in splits.items():
-            steps, values = zip(*points)
-            ax.plot(steps, values, marker="." if len(points) < 30 else None, label=split)
-        ax.set_title(key)
+            points[key, rec.get("split", "train")].append((rec["step"], value))
+    keys, splits = defaultdict(set), defaultdict(set)  # of each prefix of a numbered term
+    for key, split in points:
+        if match := _NUMBERED.fullmatch(key):
+            keys[match[1]].add(key)
+            splits[match[1]].add(split)
+    panels: dict[str, dict[str, tuple[list, list]]] = defaultdict(dict)
+    for (key, split), series in points.items():  # splits in order of appearance: train first
+        match = _NUMBERED.fullmatch(key)
+        title, label = key, split
+        if match and len(keys[match[1]]) > 1:
+            title = f"{match[1]}_*"
+            label = match[2] if len(splits[match[1]]) == 1 else f"{split} {match[2]}"
+        steps, values = zip(*series)
+        panels[title][label] = (list(steps), list(values))
+    return dict(sorted(panels.items()))
+
+
+def plot_curves(records: list[dict], path: str | Path) -> None:
+    """Every numeric term of metrics.jsonl records against the step, in the panels of
+    `curve_panels`, three a row (nothing is written without a numeric term)."""
+    fig = curves_figure(records)
+    if fig is not None:
+        _save_figure(fig, path, tight=False)
+
+
+def curves_figure(records: list[dict]):
+    """The matplotlib figure `plot_curves` writes, or None without a numeric term."""
+    panels = curve_panels(records)
+    if not panels:
+        return None
+    cols = min(3, len(panels))
+    fig, axes = _panel_grid(math.ceil(len(panels) / cols), cols, 4.5, 3.2)
+    for ax, (title, lines) in zip(axes.flat, panels.items()):
+        for label, (steps, values) in lines.items():
+            ax.plot(steps, values, marker="." if len(steps) < 30 else None, label=label)
+        ax.set_title(title)
         ax.set_xlabel("step")
-        ax.legend()
-    for ax in list(axes.flat)[len(series) :]:
+        ax.legend(fontsize=7 if len(lines) > 3 else None)
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    _save_figure(fig, path)
+    return fig
 
 
 def plot_confusion(matrix: torch.Tensor, path: str | Path) -> None:
@@ -167,8 +223,7 @@ def plot_lines(
 ) -> None:
     """One panel per entry of `panels` (its title -> {line label: (xs, ys)}), side by side; log_x
     puts x on a base-2 log scale, log_y y on a base-10 one."""
-    plt = _figure()
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    fig, axes = _panel_grid(1, len(panels), 5, 3.6)
     for ax, (title, lines) in zip(axes.flat, panels.items()):
         for label, (xs, ys) in lines.items():
             ax.plot(xs, ys, marker="o", label=label)
@@ -179,7 +234,7 @@ def plot_lines(
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.legend(fontsize=7)
-    _save_figure(fig, path)
+    _save_figure(fig, path, tight=False)
 
 
 def save_gif(frames: torch.Tensor, path: str | Path, fps: float = 25.0) -> None:
