@@ -198,11 +198,11 @@ def _sample_dances(run, ns: argparse.Namespace, out: Path, device) -> list[Path]
 
     generator = torch.Generator(device).manual_seed(ns.seed)
     if ns.wav:
-        from deepzoo.data.music import load_audio, music_features
+        from deepzoo.data.music import cached_music_features
 
         if not Path(ns.wav).is_file():
             raise UsageError(f"--wav {ns.wav}: no such file")
-        music = torch.from_numpy(music_features(load_audio(ns.wav))).float()[None].to(device)
+        music = torch.from_numpy(cached_music_features(ns.wav)).float()[None].to(device)
         beats = None
     else:
         _, eval_data = run.recipe.data(run.config, device)

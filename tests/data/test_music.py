@@ -56,3 +56,31 @@ def test_bad_audio_is_a_clear_error(tmp_path):
         music_features(np.zeros((2, 1000), dtype=np.float32))
     with pytest.raises(ValueError, match="too short"):
         music_features(np.zeros(100, dtype=np.float32))
+
+
+def test_cached_features_equal_the_computed_ones_and_are_keyed_by_the_files_bytes(tmp_path, monkeypatch):
+    import soundfile
+
+    from deepzoo.data import music
+
+    monkeypatch.setenv("DEEPZOO_CACHE", str(tmp_path / "cache"))
+    song, other = tmp_path / "song.wav", tmp_path / "other.wav"
+    soundfile.write(str(song), _tone_and_noise(1.0, SAMPLE_RATE), SAMPLE_RATE, subtype="PCM_16")
+    soundfile.write(str(other), 0.5 * _tone_and_noise(1.0, SAMPLE_RATE), SAMPLE_RATE, subtype="PCM_16")
+    computed = music_features(song)
+    np.testing.assert_array_equal(music.cached_music_features(song), computed)
+    stored = list((tmp_path / "cache" / "music-features").iterdir())
+    assert len(stored) == 1 and stored[0].suffix == ".npy"
+
+    calls = []
+    real = music.music_features
+    monkeypatch.setattr(music, "music_features", lambda path: calls.append(path) or real(path))
+    np.testing.assert_array_equal(music.cached_music_features(song), computed)  # read back, not computed
+    assert calls == []
+    assert not np.array_equal(music.cached_music_features(other), computed) and calls == [other]
+
+    stored[0].write_bytes(b"not an array")  # a damaged cache file is computed again and replaced
+    np.testing.assert_array_equal(music.cached_music_features(song), computed)
+    assert calls == [other, song] and np.array_equal(np.load(stored[0]), computed)
+    with pytest.raises(FileNotFoundError, match="missing.wav"):
+        music.cached_music_features(tmp_path / "missing.wav")

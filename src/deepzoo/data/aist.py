@@ -112,7 +112,7 @@ class DanceClip:
 def load_aist(root: str | Path, split: str, with_music: bool = True) -> list[DanceClip]:
     """Every sequence of a split with its motion and (optionally) its music features, the two cut
     to the shorter of their lengths (the music runs a frame longer, or more, than the dance)."""
-    from deepzoo.data.music import music_features
+    from deepzoo.data.music import cached_music_features
 
     root, features, clips = Path(root), {}, []
     for name in split_names(root, split):
@@ -121,7 +121,7 @@ def load_aist(root: str | Path, split: str, with_music: bool = True) -> list[Dan
         if with_music:
             song = music_id(name)  # many dances share one song: extract it once
             if song not in features:
-                features[song] = music_features(root / "wav" / f"{song}.wav")
+                features[song] = cached_music_features(root / "wav" / f"{song}.wav")
             music = features[song]
             frames = min(len(motion), len(music))
             motion, music = motion[:frames], music[:frames]
