@@ -193,7 +193,7 @@ def curves_figure(records: list[dict]):
     for ax, (title, lines) in zip(axes.flat, panels.items()):
         for label, (steps, values) in lines.items():
             ax.plot(steps, values, marker="." if len(steps) < 30 else None, label=label)
-        ax.set_title(title)
+        ax.set_title(title, y=1.0, pad=6)
         ax.set_xlabel("step")
         ax.legend(fontsize=7 if len(lines) > 3 else None)
     for ax in list(axes.flat)[len(panels) :]:
@@ -231,7 +231,7 @@ def plot_lines(
             ax.set_xscale("log", base=2)
         if log_y:
             ax.set_yscale("log")
-        ax.set_title(title)
+        ax.set_title(title, y=1.0, pad=6)
         ax.set_xlabel(xlabel)
         ax.legend(fontsize=7)
     _save_figure(fig, path, tight=False)
