@@ -232,8 +232,9 @@ def test_a_parameter_groups_own_settings_are_flags(recipe):
     "flag,value,message",
     [
         ("--train.steps", "-5", "train.steps must be >= 0, got -5"),
-        ("--train.batch-size", "0", "train.batch_size must be >= 1, got 0"),
-        ("--train.lr", "-1", "train.lr must be a finite number > 0"),
+        ("--train.batch-size", "0", "train.batch-size must be >= 1, got 0"),
+        ("--train.lr", "-1", "train.lr must be > 0, got -1.0"),
+        ("--train.lr", "nan", "train.lr must be a finite number > 0, got nan"),
         ("--train.lr", "1e38", "too large for AdamW"),
     ],
 )

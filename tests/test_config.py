@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 
@@ -104,6 +105,7 @@ def test_ranges_read_and_worded():
         scale: Positive = 0.5
         digit: Annotated[int, Range(0, 9)] = 9
         free: int = -5
+        maybe: Positive | None = None
 
     check_ranges(Outer())
     cases = {
@@ -113,12 +115,28 @@ def test_ranges_read_and_worded():
         "size must be >= 1, got 0": Outer(size=0),
         "scale must be > 0, got 0.0": Outer(scale=0.0),
         "digit must be in [0, 9], got 10": Outer(digit=10),
+        "maybe must be > 0, got -1.0": Outer(maybe=-1.0),  # inside an Optional; None is not checked
+        "scale must be a finite number > 0, got nan": Outer(scale=float("nan")),  # nan fails no comparison
+        "scale must be a finite number > 0, got inf": Outer(scale=float("inf")),
+        "inner.widths must be each a finite number >= 1, got (8, inf)": Outer(
+            inner=Inner(widths=(8, math.inf))
+        ),
     }
     for message, config in cases.items():
         with pytest.raises(ValueError) as error:
             check_ranges(config)
         assert str(error.value) == message
     assert str(Range(0, 1, low_open=True)) == "in (0, 1]" and str(Range(2)) == ">= 2"
+
+
+def test_help_shows_each_ranged_fields_bound_after_its_default(capsys):
+    from deepzoo.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "dcgan-mnist", "--help"])
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    for hint in ("(default: 64; >= 1)", "(default: 0.002; > 0)", "(default: 0.5 0.999; each in [0, 1))"):
+        assert hint in text, hint
 
 
 def test_the_command_line_and_train_recipe_refuse_an_out_of_range_setting(tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Annotated, Any, TypeVar
@@ -49,8 +50,8 @@ def _convert(hint: Any, value: Any) -> Any:
 @dataclasses.dataclass(frozen=True)
 class Range:
     """The values a numeric config field may take (each element, for a tuple field), read from its
-    annotation (`width: Count = 64`) by `check_ranges`: low <= v (low < v when `low_open`) and
-    v <= high (v < high when `high_open`); None: unbounded."""
+    annotation (`width: Count = 64`) by `check_ranges`: finite, low <= v (low < v when `low_open`)
+    and v <= high (v < high when `high_open`); None: unbounded."""
 
     low: float | None = None
     high: float | None = None
@@ -58,6 +59,8 @@ class Range:
     high_open: bool = False
 
     def admits(self, value: float) -> bool:
+        if not math.isfinite(value):  # nan passes every comparison's negation
+            return False
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
         return self.high is None or (value < self.high if self.high_open else value <= self.high)
@@ -70,19 +73,29 @@ class Range:
         )
 
 
-Count = Annotated[int, Range(1)]
+def ranged(kind: Any, bound: Range) -> Any:
+    """`kind` annotated with `bound` for `check_ranges`, and with the bound shown after the
+    default in `--help` (tyro's hint: "(default: 64; >= 1)")."""
+    import tyro
+
+    each = "each " if typing.get_origin(kind) is tuple else ""
+    hint = tyro.conf.arg(help_behavior_hint=lambda default: f"(default: {default}; {each}{bound})")
+    return Annotated[kind, bound, hint]
+
+
+Count = ranged(int, Range(1))
 """A size or a number of things: >= 1."""
-Sizes = Annotated[tuple[int, ...], Range(1)]
+Sizes = ranged(tuple[int, ...], Range(1))
 """Sizes of layers or stages, each >= 1."""
-Index = Annotated[int, Range(0)]
+Index = ranged(int, Range(0))
 """A count where 0 has a meaning (none, off, all), or an index: >= 0."""
-NonNegative = Annotated[float, Range(0)]
+NonNegative = ranged(float, Range(0))
 """A loss weight, coefficient or threshold: >= 0."""
-Positive = Annotated[float, Range(0, low_open=True)]
+Positive = ranged(float, Range(0, low_open=True))
 """A scale, temperature or standard deviation: > 0."""
-Probability = Annotated[float, Range(0, 1)]
+Probability = ranged(float, Range(0, 1))
 """A probability, share or IoU threshold: in [0, 1]."""
-Rate = Annotated[float, Range(0, 1, high_open=True)]
+Rate = ranged(float, Range(0, 1, high_open=True))
 """A dropout rate or an EMA decay: in [0, 1)."""
 
 
@@ -100,10 +113,17 @@ def check_ranges(config: Any, prefix: str = "") -> None:
                 if dataclasses.is_dataclass(item):
                     check_ranges(item, f"{name}.{key}.")
             continue
-        for bound in (m for m in getattr(hints[field.name], "__metadata__", ()) if isinstance(m, Range)):
+        for bound in _bounds(hints[field.name]):
             values = value if isinstance(value, tuple) else (value,)
             if any(v is not None and not bound.admits(v) for v in values):
+                each = "each " if isinstance(value, tuple) else ""
+                finite = "" if all(v is None or math.isfinite(v) for v in values) else "a finite number "
                 flag = name.replace("_", "-")
-                raise ValueError(
-                    f"{flag} must be {'each ' if isinstance(value, tuple) else ''}{bound}, got {value!r}"
-                )
+                raise ValueError(f"{flag} must be {each}{finite}{bound}, got {value!r}")
+
+
+def _bounds(hint: Any) -> list[Range]:
+    """The Ranges of an annotation, also inside an Optional (`Positive | None`)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return [bound for arg in typing.get_args(hint) for bound in _bounds(arg)]
+    return [m for m in getattr(hint, "__metadata__", ()) if isinstance(m, Range)]

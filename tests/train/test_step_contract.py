@@ -335,12 +335,15 @@ def test_the_trainer_reads_a_generated_batch_source(tmp_path):
     "field,value,message",
     [
         ("steps", -5, "train.steps must be >= 0"),
-        ("batch_size", 0, "train.batch_size must be >= 1"),
-        ("lr", 0.0, "train.lr must be a finite number > 0"),
+        ("batch_size", 0, "train.batch-size must be >= 1"),
+        ("lr", 0.0, "train.lr must be > 0, got 0.0"),
         ("lr", float("nan"), "train.lr must be a finite number > 0"),
-        ("ema_decay", 1.0, r"train.ema_decay must be in \[0, 1\)"),
-        ("log_every", 0, "train.log_every must be >= 1"),
-        ("betas", (0.9, 1.5), "train.betas must be two numbers"),
+        ("lr", float("inf"), "train.lr must be a finite number > 0"),
+        ("ema_decay", 1.0, r"train.ema-decay must be in \[0, 1\)"),
+        ("log_every", 0, "train.log-every must be >= 1"),
+        ("betas", (0.9, 1.5), r"train.betas must be each in \[0, 1\)"),
+        ("betas", (0.9,), "train.betas must be two numbers"),
+        ("optimizer", "lion", "train.optimizer must be sgd, adamw or rmsprop"),
     ],
 )
 def test_bad_train_settings_are_refused_naming_the_field(field, value, message):
@@ -349,8 +352,11 @@ def test_bad_train_settings_are_refused_naming_the_field(field, value, message):
 
 
 def test_bad_group_settings_are_refused_naming_the_field():
-    with pytest.raises(ValueError, match=r"train.optim.GROUP.lr must be a finite number > 0"):
+    with pytest.raises(ValueError, match=r"train.optim.GROUP.lr must be > 0, got -1.0"):
         OptimConfig(lr=-1.0)
+    with pytest.raises(ValueError, match=r"train.optim.GROUP.schedule must be one of"):
+        OptimConfig(schedule="step")
+    assert OptimConfig(lr=None).lr is None  # unset: the shared value
 
 
 DDP_SCRIPT = textwrap.dedent(

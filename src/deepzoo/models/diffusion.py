@@ -9,12 +9,12 @@ both D(x | y) and D(x) for classifier-free guidance.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 
-from deepzoo.config import Count, NonNegative, Positive, Probability, Range
+from deepzoo.config import Count, NonNegative, Positive, Probability, Range, ranged
 from deepzoo.diffusion.losses import DDPMLoss, EDMLoss, FlowMatchingLoss
 from deepzoo.diffusion.preconditioning import Denoiser, Kind, Preconditioning
 from deepzoo.diffusion.samplers import SAMPLERS, guided
@@ -33,6 +33,9 @@ from deepzoo.rng import randn
 Process = Literal["vp", "ve", "edm", "flow"]
 T_SCALE = {"vp": 1.0, "ve": 1000.0, "edm": 250.0, "flow": 1000.0}
 """c_noise = T_SCALE * native time: DDPM's index already spans 0..999; the others are stretched."""
+
+
+OpenUnit = ranged(float, Range(0, 1, low_open=True, high_open=True))
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class DiffusionConfig:
     """Smallest noise level of the VE/EDM processes and their sampling grids."""
     sigma_max: Positive = 80.0
     """EDM / VE sampling grid ends (Karras rho = 7 spacing)."""
-    flow_t_max: Annotated[float, Range(0, 1, low_open=True, high_open=True)] = FLOW_T_MAX
+    flow_t_max: OpenUnit = FLOW_T_MAX
     """Flows start sampling at t = flow_t_max (t = 1 is sigma = inf)."""
 
 

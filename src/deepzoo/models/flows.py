@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepzoo.config import Range
+from deepzoo.config import Range, ranged
 from deepzoo.nn.flows import (
     ActNorm,
     Coupling,
@@ -57,6 +57,9 @@ IMAGE_SHAPE = (1, 28, 28)
 LEVELS = 256
 
 
+LogitAlpha = ranged(float, Range(0, 0.5, low_open=True, high_open=True))
+
+
 @dataclass(frozen=True)
 class FlowConfig:
     kind: Literal["nice", "realnvp", "glow"] = "realnvp"
@@ -71,7 +74,7 @@ class FlowConfig:
     preprocess: Literal["default", "logit", "center", "none"] = "default"
     """What y in [0, 1] goes through first: logit(alpha + (1 - 2 alpha) y), y - 1/2, or nothing;
     default: each paper's choice (nice: none, realnvp: logit, glow: center)."""
-    logit_alpha: Annotated[float, Range(0, 0.5, low_open=True, high_open=True)] = 1e-6
+    logit_alpha: LogitAlpha = 1e-6
     """alpha of the logit preprocessing (1e-6 for MNIST as in MAF and FFJORD; RealNVP used 0.05 on
     natural images)."""
     dequantization: Literal["uniform", "variational"] = "uniform"

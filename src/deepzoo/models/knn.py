@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 
-from deepzoo.config import Count, Index, Range, Sizes
+from deepzoo.config import Count, Index, Range, Sizes, ranged
+
+Folds = ranged(int, Range(2))
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class KNNConfig:
     """l2 (Euclidean) or l1 (Manhattan) on raw pixels."""
     candidates: Sizes = (1, 3, 5, 7, 9)
     """k values tried by cross-validation."""
-    folds: Annotated[int, Range(2)] = 5
+    folds: Folds = 5
     """Cross-validation folds (contiguous blocks of the training set)."""
     chunk: Count = 1000
     """Queries per distance computation (bounds memory: chunk x N_train floats)."""

@@ -6,12 +6,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from deepzoo.config import Count, Range
+from deepzoo.config import Count, Range, ranged
 from deepzoo.data.mnist import load_mnist
 from deepzoo.data.tensors import TensorData
 from deepzoo.train.config import TrainConfig
@@ -53,11 +53,15 @@ def sequence_ac_train(steps: int, batch_size: int, lr: float, eval_every: int, *
     )
 
 
+Samples = ranged(int, Range(2))
+"""How many samples an evaluation draws: >= 2, a covariance needs two."""
+
+
 @dataclass(frozen=True)
 class SampleEval:
     """What each evaluation of a generative recipe measures."""
 
-    samples: Annotated[int, Range(2)] = 1000
+    samples: Samples = 1000
     """Samples drawn for classifier-FID (against the whole test split) and label accuracy (>= 2:
     a covariance needs two)."""
     iwae_k: Count = 100

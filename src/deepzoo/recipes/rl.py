@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated
 
 import torch
 
-from deepzoo.config import Count, Range
+from deepzoo.config import Count, Range, ranged
 from deepzoo.recipes.common import sequence_ac_train
 from deepzoo.recipes.registry import Recipe, register
 from deepzoo.rl.actor_critic import A2CConfig, ActorCritic, evaluate_policy
@@ -19,6 +18,8 @@ from deepzoo.rl.rewards import DigitReward
 from deepzoo.rl.rollouts import Rollouts
 from deepzoo.rl.sequence import PromptedGPT, SequenceACConfig, SequenceActorCritic
 from deepzoo.train.config import TrainConfig
+
+Digit = ranged(int, Range(0, 9))
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ _a2c(
 class PriorFinetuneRun:
     prior_run: str = ""
     """The `vqvae-prior-mnist` run whose GPT is the starting policy (its VQ-VAE decodes); required."""
-    target: Annotated[int, Range(0, 9)] = 3
+    target: Digit = 3
     """The digit the reward asks for, whatever the class token of the prompt."""
     model: SequenceACConfig = SequenceACConfig(kl_coef=0.02)
     samples: Count = 500
