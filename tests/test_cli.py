@@ -207,12 +207,6 @@ def test_gpt_and_seq2seq_recipes_run_end_to_end(tmp_path, capsys):
     assert evaluated["exact_match"] == summary["exact_match"]
 
 
-def _run_cli(*args, env_extra=None, **kw):
-    env = {**__import__("os").environ, "PYTHONPATH": str(REPO / "src"), **(env_extra or {})}
-    command = [sys.executable, "-m", "deepzoo", *args]
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300, env=env, **kw)
-
-
 @pytest.mark.parametrize("recipe", ["wgan-gp-mnist", "vqgan-scenes"])
 def test_a_parameter_groups_own_settings_are_flags(recipe):
     from deepzoo.cli import parse_overrides
@@ -276,25 +270,36 @@ def test_damaged_run_files_are_one_line_naming_the_file(tmp_path, capsys):
     assert code == 2 and "config.json is damaged" in err
 
 
-def test_debug_shows_the_traceback_of_an_error(tmp_path):
+def test_debug_shows_the_traceback_of_an_error(tmp_path, capsys, monkeypatch):
+    """Without --debug one line and exit status 2; with it (or DEEPZOO_DEBUG=1) the exception
+    itself, whose traceback the interpreter prints."""
+    from deepzoo.train.checkpoint import DamagedRunFile
+
     (tmp_path / "config.json").write_text("{not json")
-    plain = _run_cli("eval", str(tmp_path))
-    assert plain.returncode == 2 and "Traceback" not in plain.stderr and "--debug" in plain.stderr
-    assert plain.stderr.count("\n") == 1 and "config.json is damaged" in plain.stderr
-    debug = _run_cli("--debug", "eval", str(tmp_path))
-    assert debug.returncode != 0 and "Traceback" in debug.stderr and "DamagedRunFile" in debug.stderr
-    env = _run_cli("eval", str(tmp_path), env_extra={"DEEPZOO_DEBUG": "1"})
-    assert "Traceback" in env.stderr
+    code, err = _error_of(capsys, ["eval", str(tmp_path)])
+    assert code == 2 and "--debug" in err and err.count("\n") == 0 and "config.json is damaged" in err
+    with pytest.raises(DamagedRunFile, match="config.json is damaged"):
+        main(["--debug", "eval", str(tmp_path)])
+    monkeypatch.setenv("DEEPZOO_DEBUG", "1")
+    with pytest.raises(DamagedRunFile):
+        main(["eval", str(tmp_path)])
+    monkeypatch.setenv("DEEPZOO_DEBUG", "0")
+    assert _error_of(capsys, ["eval", str(tmp_path)])[0] == 2
 
 
-def test_help_lists_run_options_and_benchmarks_and_a_closed_pipe_is_quiet():
-    train_help = _run_cli("train", "cnn-mnist", "--help")
-    assert train_help.returncode == 0 and "--run-dir" in train_help.stdout and "--resume" in train_help.stdout
-    assert "--overwrite" in train_help.stdout
-    bench_help = _run_cli("bench", "--help")
-    assert "vq-speed" in bench_help.stdout and "gpu" in bench_help.stdout
-    sample_help = _run_cli("sample", "--help")
-    assert "how many samples" in sample_help.stdout
+def _help_of(capsys, argv):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code in (0, None)
+    return capsys.readouterr().out
+
+
+def test_help_lists_run_options_and_benchmarks_and_a_closed_pipe_is_quiet(capsys):
+    train_help = _help_of(capsys, ["train", "cnn-mnist", "--help"])
+    assert "--run-dir" in train_help and "--resume" in train_help and "--overwrite" in train_help
+    assert "vq-speed" in (bench_help := _help_of(capsys, ["bench", "--help"])) and "gpu" in bench_help
+    assert "how many samples" in _help_of(capsys, ["sample", "--help"])
+    # a real process (`python -m deepzoo`, the console script's entry) writing into a closed pipe
     piped = subprocess.run(
         f"{sys.executable} -m deepzoo train cnn-mnist --help | head -1",
         shell=True, capture_output=True, text=True, cwd=REPO, timeout=120,
