@@ -158,3 +158,24 @@ def test_the_command_line_and_train_recipe_refuse_an_out_of_range_setting(tmp_pa
     with pytest.raises(ValueError, match="model.latent must be >= 1, got 0"):
         train_recipe("dcgan-mnist", _replaced(default, ("model", "latent"), 0), run_dir=tmp_path / "api")
     assert not (tmp_path / "run").exists() and not (tmp_path / "api").exists()
+
+
+def test_a_sections_own_check_is_one_line_naming_the_flag(tmp_path, capsys):
+    """A config that checks itself when built (StreamConfig, TrainConfig) fails inside tyro's
+    parse: its message is still one line naming the flag, with tyro's wrapped lines joined."""
+    from deepzoo.cli import main
+
+    for recipe, flags, message in [
+        ("lstm-streams", ["--data.stream.primitives", "1"], ": data.stream.primitives must be >= 2, got 1 ("),
+        ("a2c-cartpole", ["--train.seed", "-1"], ": train.seed must be >= 0, got -1 ("),
+        (
+            "lstm-streams",
+            ["--data.stream.min-hold", "5", "--data.stream.max-hold", "2"],
+            "grammar_seed=1234)",
+        ),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            main(["train", recipe, *flags, "--run-dir", str(tmp_path / "run")])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()

@@ -66,15 +66,33 @@ def parse_overrides(recipe_name: str, default: Any, args: list[str]) -> Any:
         with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
             config = tyro.cli(type(default), default=default, args=args, prog=prog)
     except SystemExit as exit_:
-        text = re.sub(r"[│╭╮╰╯─]+", " ", captured.getvalue())
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        reason = next((line for line in lines if "parsing" in line or "rror:" in line), " ".join(args))
-        raise UsageError(f"{prog}: {reason} (see `{prog} --help`)") from exit_
+        raise UsageError(
+            f"{prog}: {_tyro_reason(captured.getvalue(), args)} (see `{prog} --help`)"
+        ) from exit_
     try:
         check_ranges(config)
     except ValueError as error:
         raise UsageError(f"{prog}: {error} (see `{prog} --help`)") from error
     return config
+
+
+def _tyro_reason(text: str, args: list[str]) -> str:
+    """tyro's error box as one line: its message, wrapped lines joined; a config's own check
+    ("Error parsing data.stream: primitives must be >= 2") names the flag (data.stream.primitives)."""
+    lines = [line.strip() for line in re.sub(r"[│╭╮╰╯─]+", " ", text).splitlines()]
+    start = next((i for i, line in enumerate(lines) if "parsing" in line or "rror:" in line), None)
+    if start is None:
+        return " ".join(args)
+    message = []
+    for line in lines[start:]:
+        if not line or set(line) <= {"-"} or line.startswith("For full helptext"):
+            break
+        message.append(line)
+    reason = " ".join(message)
+    if match := re.fullmatch(r"Error parsing ([\w.]+): ([\w.-]+) (must be .*)", reason):
+        section, field, rest = match.groups()
+        reason = f"{field if '.' in field else f'{section}.{field}'} {rest}"
+    return reason
 
 
 def cmd_list(_: argparse.Namespace) -> None:

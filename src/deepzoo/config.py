@@ -97,6 +97,8 @@ Probability = ranged(float, Range(0, 1))
 """A probability, share or IoU threshold: in [0, 1]."""
 Rate = ranged(float, Range(0, 1, high_open=True))
 """A dropout rate or an EMA decay: in [0, 1)."""
+Seed = ranged(int, Range(0))
+"""A random seed: >= 0 (numpy and gymnasium refuse negative ones)."""
 
 
 def check_ranges(config: Any, prefix: str = "") -> None:

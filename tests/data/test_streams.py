@@ -79,6 +79,14 @@ def test_bad_configs_are_refused():
         StreamConfig(actions=10, primitives=2, steps=2)
     with pytest.raises(ValueError, match="hold"):
         StreamConfig(min_hold=3, max_hold=2)
+    for field, value, message in [  # the ranges of the annotations, checked when built from Python too
+        ("primitives", 1, "primitives must be >= 2, got 1"),
+        ("distractor", 1.5, r"distractor must be in \[0, 1\], got 1.5"),
+        ("grammar_seed", -1, "grammar-seed must be >= 0, got -1"),
+        ("min_gap", 0, "min-gap must be >= 1, got 0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            StreamConfig(**{field: value})
 
 
 def test_chunks_cut_streams_in_order_and_pad_the_last_with_unscored_frames():

@@ -34,43 +34,43 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deepzoo.config import Count, NonNegative, Probability, Range, Seed, check_ranges, ranged
 from deepzoo.data.tensors import TensorData
+
+Primitives = ranged(int, Range(2))
 
 
 @dataclass(frozen=True)
 class StreamConfig:
-    actions: int = 8
+    actions: Count = 8
     """K action classes (targets have K + 1 columns, background first)."""
-    primitives: int = 6
-    """Motion primitives the actions are built from."""
-    steps: int = 3
+    primitives: Primitives = 6
+    """Motion primitives the actions are built from (no primitive follows itself: two at least)."""
+    steps: Count = 3
     """Primitives per action."""
-    dim: int = 32
+    dim: Count = 32
     """Feature dimension D."""
-    signal: float = 1.0
+    signal: NonNegative = 1.0
     """Norm of a primitive's prototype."""
-    noise: float = 0.5
+    noise: NonNegative = 0.5
     """Per-coordinate standard deviation of the feature noise (|noise| ~ noise * sqrt(D))."""
-    min_hold: int = 2
-    max_hold: int = 6
+    min_hold: Count = 2
+    max_hold: Count = 6
     """Frames a primitive is held."""
-    min_gap: int = 4
-    max_gap: int = 24
+    min_gap: Count = 4
+    max_gap: Count = 24
     """Background frames between actions."""
-    distractor: float = 0.5
+    distractor: Probability = 0.5
     """Probability that a background gap shows one stray primitive."""
-    grammar_seed: int = 1234
+    grammar_seed: Seed = 1234
     """Seed of the primitives' prototypes and the actions' primitive sequences."""
 
     def __post_init__(self) -> None:
-        if self.actions < 1 or self.primitives < 2 or self.steps < 1 or self.dim < 1:
-            raise ValueError(f"need actions >= 1, primitives >= 2, steps >= 1, dim >= 1; got {self}")
+        check_ranges(self)
         if self.actions > self.primitives * (self.primitives - 1) ** (self.steps - 1):
             raise ValueError(f"{self.actions} actions need more distinct primitive sequences than exist")
-        if not 1 <= self.min_hold <= self.max_hold or not 1 <= self.min_gap <= self.max_gap:
-            raise ValueError(f"need 1 <= min_hold <= max_hold and 1 <= min_gap <= max_gap; got {self}")
-        if not 0 <= self.distractor <= 1 or self.noise < 0:
-            raise ValueError(f"need 0 <= distractor <= 1 and noise >= 0; got {self}")
+        if self.min_hold > self.max_hold or self.min_gap > self.max_gap:
+            raise ValueError(f"need min_hold <= max_hold and min_gap <= max_gap; got {self}")
 
 
 def stream_grammar(config: StreamConfig) -> tuple[torch.Tensor, torch.Tensor]:

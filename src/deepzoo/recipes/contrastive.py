@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from deepzoo.config import Count, Positive
+from deepzoo.config import Count, Positive, Seed
 from deepzoo.data.tensors import TensorData
 from deepzoo.models.clip import ImageTextCLIP, ImageTextConfig, MotionMusicCLIP, MotionMusicConfig
 from deepzoo.recipes.common import adamw_linear, mnist_splits
@@ -41,7 +41,7 @@ class DanceData:
     """Held-out songs: the retrieval candidates (see DanceEval)."""
     seconds: Positive = 8.0
     """Length of every song."""
-    seed: int = 0
+    seed: Seed = 0
     """The train set's seed; the test set's is seed + 1."""
     root: str = ""
     """An AIST++ root (data/aist.py's layout) to use instead of the synthetic set: its crossmodal

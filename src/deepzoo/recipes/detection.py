@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from deepzoo.config import Count
+from deepzoo.config import Count, Seed
 from deepzoo.data.scenes import NUM_CLASSES, SceneConfig, mnist_scenes, targets_of
 from deepzoo.data.tensors import TensorData
 from deepzoo.models.detection import DetectorConfig, FasterRCNN
@@ -26,7 +26,7 @@ class ScenesData:
     """Training scenes (of MNIST train digits)."""
     test: Count = 2_000
     """Evaluation scenes (of MNIST test digits)."""
-    seed: int = 0
+    seed: Seed = 0
     """Scene seed of the training set; the test set uses seed + 1."""
     scene: SceneConfig = SceneConfig()
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import torch
 
-from deepzoo.config import Count
+from deepzoo.config import Count, Seed
 from deepzoo.data.streams import (
     StreamConfig,
     chunk_streams,
@@ -40,7 +40,7 @@ class StreamsData:
     test_streams: Count = 32
     test_length: Count = 2048
     """Evaluation streams, run online whole."""
-    seed: int = 0
+    seed: Seed = 0
     """Stream seed of the training streams; the test streams use seed + 1."""
     stream: StreamConfig = StreamConfig()
     frames: Literal["features", "digits"] = "features"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from deepzoo.config import Count, Range, ranged
+from deepzoo.config import Count, Range, Seed, ranged
 from deepzoo.recipes.common import sequence_ac_train
 from deepzoo.recipes.registry import Recipe, register
 from deepzoo.rl.actor_critic import A2CConfig, ActorCritic, evaluate_policy
@@ -34,7 +34,7 @@ class RolloutConfig:
 class PolicyEval:
     episodes: Count = 20
     """Deterministic episodes averaged."""
-    seed: int = 10_000
+    seed: Seed = 10_000
     """Episode i resets with seed + i (apart from the training environments' seeds)."""
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from deepzoo.config import Count, Positive
+from deepzoo.config import Count, Positive, Seed
 from deepzoo.data.point_clouds import CloudConfig, digit_clouds, mnist_clouds
 from deepzoo.data.tensors import TensorData
 from deepzoo.models.pointnet import PointAEConfig, PointNetAutoencoder
@@ -24,7 +24,7 @@ class CloudsData:
     """Clouds of the first MNIST train digits."""
     test: Count = 1_000
     """Clouds of the first MNIST test digits."""
-    seed: int = 0
+    seed: Seed = 0
     """Sampling seed of the training clouds; the test clouds use seed + 1."""
     cloud: CloudConfig = CloudConfig()
 

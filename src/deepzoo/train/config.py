@@ -7,7 +7,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Literal
 
-from deepzoo.config import Count, Index, NonNegative, Positive, Probability, Range, Rate, check_ranges, ranged
+from deepzoo.config import (
+    Count,
+    Index,
+    NonNegative,
+    Positive,
+    Probability,
+    Range,
+    Rate,
+    Seed,
+    check_ranges,
+    ranged,
+)
 from deepzoo.train.schedules import SCHEDULES, ScheduleName
 
 OptimizerName = Literal["sgd", "adamw", "rmsprop"]
@@ -97,7 +108,7 @@ class TrainConfig:
     """auto (cuda > mps > cpu), or a torch device string."""
     compile: bool = False
     """torch.compile the model's training forward (the saved weights stay uncompiled)."""
-    seed: int = 0
+    seed: Seed = 0
     """Seed of the initialization, the data order and every random draw."""
     log_every: Count = 50
     """Write averaged training terms every this many steps (non-finite values are acted on here)."""
