@@ -5,14 +5,14 @@ import sys
 
 import pytest
 
-from deepzoo.files import write_bytes
+from deepzoo.files import write_bytes, write_cache
 
 WRITER = """
 import sys
 
 import pytest
 from pathlib import Path
-from deepzoo.files import write_bytes
+from deepzoo.files import write_bytes, write_cache
 for _ in range(300):
     write_bytes(Path(sys.argv[1]), bytes([int(sys.argv[2])]) * 100_000)
 """
@@ -49,3 +49,11 @@ def test_a_file_that_cannot_be_written_is_named_in_the_error(tmp_path):
     target = tmp_path / "missing-folder" / "report.html"
     with pytest.raises(FileNotFoundError, match=f"cannot write {target}: No such file or directory"):
         write_bytes(target, b"x")
+
+
+def test_a_cache_file_is_kept_with_its_folder_and_an_unwritable_cache_is_skipped(tmp_path):
+    write_cache(tmp_path / "cache" / "kind" / "key.npy", b"data")
+    assert (tmp_path / "cache" / "kind" / "key.npy").read_bytes() == b"data"
+    (tmp_path / "blocked").write_text("a file where the folder should be")
+    write_cache(tmp_path / "blocked" / "key.npy", b"data")  # no error: the next reader recomputes
+    assert (tmp_path / "blocked").read_text() == "a file where the folder should be"

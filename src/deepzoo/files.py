@@ -41,5 +41,16 @@ def write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
+def write_cache(path: Path, data: bytes) -> None:
+    """Keep a computed result at `path` (its folder made, written atomically). A cache that cannot
+    be written (read-only, or a file where its folder should be) is skipped: that only costs the
+    next reader the computation, so it is never an error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(path, data)
+    except OSError:
+        pass
+
+
 def write_json(path: Path, obj: Any) -> None:
     write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())

@@ -84,3 +84,7 @@ def test_cached_features_equal_the_computed_ones_and_are_keyed_by_the_files_byte
     assert calls == [other, song] and np.array_equal(np.load(stored[0]), computed)
     with pytest.raises(FileNotFoundError, match="missing.wav"):
         music.cached_music_features(tmp_path / "missing.wav")
+    (tmp_path / "blocked").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("DEEPZOO_CACHE", str(tmp_path / "blocked"))  # unwritable: computed, not kept
+    np.testing.assert_array_equal(music.cached_music_features(song), computed)
+    assert calls == [other, song, song]

@@ -92,7 +92,7 @@ def cached_music_features(path: str | Path) -> np.ndarray:
     bytes, this module's source and the versions of librosa, numpy and scipy, so a cached file is
     never stale; an unreadable one is computed again and replaced."""
     from deepzoo.data.root import cache_root
-    from deepzoo.files import write_bytes
+    from deepzoo.files import write_cache
 
     path = Path(path)
     if not path.is_file():
@@ -112,9 +112,5 @@ def cached_music_features(path: str | Path) -> np.ndarray:
     features = music_features(path)
     buffer = io.BytesIO()
     np.save(buffer, features, allow_pickle=False)
-    try:
-        stored.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes(stored, buffer.getvalue())
-    except OSError:  # a read-only cache: the features are still right, only not kept
-        pass
+    write_cache(stored, buffer.getvalue())
     return features

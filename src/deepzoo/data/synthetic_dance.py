@@ -261,10 +261,9 @@ def synthetic_dance_set(
         beats[i, on_beat[on_beat < frames]] = True
     result = DanceSet(np.stack(motion), np.stack(music), beats, genre, np.array(tempo))
     if cache is not None:
-        from deepzoo.files import write_bytes
+        from deepzoo.files import write_cache
 
         buffer = io.BytesIO()
         np.savez(buffer, **{name: getattr(result, name) for name in DanceSet.__dataclass_fields__})
-        Path(cache).mkdir(parents=True, exist_ok=True)
-        write_bytes(Path(cache) / key, buffer.getvalue())
+        write_cache(Path(cache) / key, buffer.getvalue())
     return result

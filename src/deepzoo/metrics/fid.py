@@ -149,18 +149,13 @@ def _stored_statistics(key: str) -> tuple[torch.Tensor, torch.Tensor] | None:
 def _compute_statistics(images: torch.Tensor, scenes: bool, key: str) -> tuple[torch.Tensor, torch.Tensor]:
     from safetensors.torch import save
 
-    from deepzoo.files import write_bytes
+    from deepzoo.files import write_cache
     from deepzoo.models.features import mnist_feature_net
 
     data = images.detach().cpu()
     features = scene_features(data) if scenes else extract_features(mnist_feature_net(), data)
     mu, sigma = feature_statistics(features)
-    path = _statistics_file(key)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes(path, save({"mu": mu.contiguous(), "sigma": sigma.contiguous()}))
-    except OSError:  # a read-only cache only costs the next process the extraction
-        pass
+    write_cache(_statistics_file(key), save({"mu": mu.contiguous(), "sigma": sigma.contiguous()}))
     return mu, sigma
 
 
