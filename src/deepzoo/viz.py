@@ -203,15 +203,18 @@ def curves_figure(records: list[dict]):
 
 def plot_confusion(matrix: torch.Tensor, path: str | Path) -> None:
     """A (K, K) confusion matrix (rows: true class, columns: predicted) as a heat map."""
-    plt = _figure()
     counts = matrix.cpu().numpy()
-    fig, ax = plt.subplots(figsize=(5, 4.5))
+    fig, axes = _panel_grid(1, 1, 5, 4.5)
+    ax = axes[0, 0]
     ax.imshow(np.log1p(counts), cmap="Blues")
     for (i, j), value in np.ndenumerate(counts):
         ax.text(j, i, str(int(value)), ha="center", va="center", fontsize=6)
+    if len(counts) <= 30:  # every class named
+        ax.set_xticks(range(len(counts)))
+        ax.set_yticks(range(len(counts)))
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    _save_figure(fig, path)
+    _save_figure(fig, path, tight=False)
 
 
 def plot_lines(

@@ -69,6 +69,36 @@ def test_corrupted_copy_fails_its_checksum(tmp_path):
         read_mnist("test", root=root, download=False)
 
 
+def test_a_file_read_again_is_remembered_until_it_changes(tmp_path, monkeypatch):
+    """The second read neither decompresses nor digests; the tensors handed out are the caller's
+    own; a file rewritten in place (same size, another modification time) is verified again."""
+    import os
+
+    from deepzoo.data import root as data_root_module
+
+    root = _copy_split(tmp_path, TEST_FILES)
+    digests = []
+    real_md5 = data_root_module.md5
+    monkeypatch.setattr(data_root_module, "md5", lambda raw: digests.append(1) or real_md5(raw))
+    images, labels = read_mnist("test", root=root, download=False)
+    assert len(digests) == 2
+    images[0] = 255 - images[0]
+    labels[0] = 3
+    again, again_labels = read_mnist("test", root=root, download=False)
+    assert len(digests) == 2
+    reference_images, reference_labels = read_mnist("test")
+    assert torch.equal(again, reference_images) and torch.equal(again_labels, reference_labels)
+
+    path = root / "mnist" / TEST_FILES[0]
+    data = bytearray(path.read_bytes())
+    data[5000] ^= 0xFF
+    stat = path.stat()
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    with pytest.raises(ChecksumError, match="MD5"):
+        read_mnist("test", root=root, download=False)
+
+
 def test_truncated_gzip_is_an_error_not_a_partial_dataset(tmp_path):
     directory = tmp_path / "mnist"
     directory.mkdir()
