@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepzoo.data.tensors import TensorData
+from deepzoo.data.tensors import EVAL_BATCH, TensorData
 
 
 def confusion_matrix(target: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -15,7 +15,7 @@ def confusion_matrix(target: torch.Tensor, predicted: torch.Tensor, num_classes:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: TensorData, batch_size: int = 1000) -> torch.Tensor:
+def predict(model: nn.Module, data: TensorData, batch_size: int = EVAL_BATCH) -> torch.Tensor:
     """argmax of model(x) over `data` in batches: (N,) int64."""
     return torch.cat([model(batch["x"]).argmax(dim=1) for batch in data.batches(batch_size)])
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from deepzoo.data.tensors import EVAL_BATCH
+
 
 def feature_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (D,) and unbiased covariance (D, D) of features (N, D), in float64."""
@@ -48,7 +50,7 @@ def frechet_distance(
 
 
 @torch.no_grad()
-def extract_features(net: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def extract_features(net: nn.Module, images: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
     """net.features over images (N, C, H, W) in [0, 1], in batches: (N, D) float32."""
     device = next(net.parameters()).device
     return torch.cat(
@@ -160,7 +162,7 @@ def _compute_statistics(images: torch.Tensor, scenes: bool, key: str) -> tuple[t
 
 
 @torch.no_grad()
-def scene_features(images: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
+def scene_features(images: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
     """images (N, 1, H, W) in [0, 1], H, W >= 28 -> (N, 128): the shipped classifier's features of
     every 28x28-sized window (8 pixels apart; `models.features.window_features`), averaged."""
     from deepzoo.models.features import mnist_feature_net, window_features

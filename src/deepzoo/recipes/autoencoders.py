@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from deepzoo.data.mnist import load_mnist
-from deepzoo.data.tensors import TensorData
+from deepzoo.data.tensors import EVAL_BATCH, TensorData
 from deepzoo.metrics.fid import sample_quality
 from deepzoo.metrics.likelihood import iwae_nll
 from deepzoo.models.autoencoder import Autoencoder, AutoencoderConfig
@@ -203,7 +203,7 @@ def _prior_splits(config: CodePriorRun, device: torch.device) -> tuple[TensorDat
     splits = []
     for split in ("train", "test"):
         data = load_mnist(split, device)
-        codes = torch.cat([vqvae.encode(b["x"]) for b in data.batches(1000)])
+        codes = torch.cat([vqvae.encode(b["x"]) for b in data.batches(EVAL_BATCH)])
         splits.append(TensorData({"codes": codes, "y": data.tensors["y"]}))
     return splits[0], splits[1]
 

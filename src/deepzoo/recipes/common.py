@@ -13,7 +13,7 @@ from torch import nn
 
 from deepzoo.config import Count, Range, ranged
 from deepzoo.data.mnist import load_mnist
-from deepzoo.data.tensors import TensorData
+from deepzoo.data.tensors import EVAL_BATCH, TensorData
 from deepzoo.train.config import TrainConfig
 
 
@@ -138,7 +138,7 @@ def write_predictions(pictures: torch.Tensor, out: Path) -> Path:
     return out
 
 
-def mean_terms(model: nn.Module, data: TensorData, batch_size: int = 1000) -> dict[str, float]:
+def mean_terms(model: nn.Module, data: TensorData, batch_size: int = EVAL_BATCH) -> dict[str, float]:
     """The model's loss terms averaged over all of `data`."""
     sums: dict[str, float] = {}
     for batch in data.batches(batch_size):

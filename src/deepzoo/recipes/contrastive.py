@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from deepzoo.config import Count, Positive, Seed
-from deepzoo.data.tensors import TensorData
+from deepzoo.data.tensors import EVAL_BATCH, TensorData
 from deepzoo.models.clip import ImageTextCLIP, ImageTextConfig, MotionMusicCLIP, MotionMusicConfig
 from deepzoo.recipes.common import adamw_linear, mnist_splits
 from deepzoo.recipes.registry import Recipe, register
@@ -74,7 +74,7 @@ def zero_shot_accuracy(
     """Accuracy of zero-shot classification of all of `data` with the prompt ensemble `templates`
     (`images`: the data's image embeddings, when already computed)."""
     if images is None:
-        images = torch.cat([model.encode_image(b["x"]) for b in data.batches(1000)])
+        images = torch.cat([model.encode_image(b["x"]) for b in data.batches(EVAL_BATCH)])
     predicted = (images @ model.class_embeddings(templates).T).argmax(dim=1)
     return (predicted == data.tensors["y"]).float().mean().item()
 
@@ -87,7 +87,7 @@ def _evaluate_clip_mnist(
     from deepzoo.models.clip import TEST_TEMPLATES, TRAIN_TEMPLATES
 
     data = TensorData(data[slice(0, config.eval.examples)])
-    images = torch.cat([model.encode_image(b["x"]) for b in data.batches(1000)])
+    images = torch.cat([model.encode_image(b["x"]) for b in data.batches(EVAL_BATCH)])
     accuracy = lambda templates: zero_shot_accuracy(model, data, templates, images)  # noqa: E731
     return {
         "zero_shot_accuracy": accuracy(TEST_TEMPLATES),

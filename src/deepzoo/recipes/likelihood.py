@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from deepzoo.config import Count
-from deepzoo.data.tensors import TensorData
+from deepzoo.data.tensors import EVAL_BATCH, TensorData
 from deepzoo.models.flows import Flow, FlowConfig
 from deepzoo.models.pixelcnn import PixelCNN, PixelCNNConfig
 from deepzoo.recipes.common import adamw_linear, binarized_mnist_splits, mnist_splits, sample_grid
@@ -44,7 +44,7 @@ class PixelCNNRun:
 
 
 @torch.no_grad()
-def mean_bits_per_dim(model: Flow, data: TensorData, batch_size: int = 500) -> float:
+def mean_bits_per_dim(model: Flow, data: TensorData, batch_size: int = EVAL_BATCH) -> float:
     """Mean bits/dim over `data`, one dequantization of each image drawn from a generator seeded 0
     (so evaluations of one model agree, and the mean is an unbiased estimate of the bound)."""
     generator = torch.Generator(data.tensors["x"].device).manual_seed(0)
@@ -56,7 +56,7 @@ def mean_bits_per_dim(model: Flow, data: TensorData, batch_size: int = 500) -> f
 
 
 @torch.no_grad()
-def mean_nats(model: PixelCNN, data: TensorData, batch_size: int = 500) -> float:
+def mean_nats(model: PixelCNN, data: TensorData, batch_size: int = EVAL_BATCH) -> float:
     """Mean -log p(x) in nats per image over binary `data`, in fp32 even inside a bf16 autocast
     (as the flows' bits/dim: a bf16-trained run reports its exact likelihood)."""
     total = 0.0

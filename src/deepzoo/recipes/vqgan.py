@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from deepzoo.data.scenes import NUM_CLASSES, reading_order_labels
-from deepzoo.data.tensors import TensorData
+from deepzoo.data.tensors import EVAL_BATCH, TensorData
 from deepzoo.metrics.fid import scene_fid
 from deepzoo.models.code_prior import CodePrior, CodePriorConfig
 from deepzoo.models.gpt import GPTConfig
@@ -140,7 +140,7 @@ def _scene_codes(config: ScenePriorRun, device: torch.device) -> tuple[TensorDat
     train, test = scenes_splits(config, device)
     splits = []
     for data in (train, test):
-        codes = torch.cat([tokenizer.encode(b["x"]) for b in data.batches(500)])
+        codes = torch.cat([tokenizer.encode(b["x"]) for b in data.batches(EVAL_BATCH)])
         splits.append({"codes": codes, "y": reading_order_labels(data.tensors)})
     return TensorData(splits[0]), TensorData(splits[1] | {"x": test.tensors["x"]})
 
