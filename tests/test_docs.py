@@ -75,7 +75,8 @@ SMOKE = [
     "--train.log-every", "1", "--train.no-progress", "--train.precision", "fp32", "--train.device", "cpu",
 ]  # fmt: skip
 _DIFFUSION = ["--model.steps", "2", "--model.net.channels", "8", "16", "16"]
-_LIKELIHOOD = ["--eval.samples", "1"]
+_LIKELIHOOD = ["--eval.samples", "1", "--model.hidden", "16"]
+_PIXELS = [*_LIKELIHOOD, "--model.layers", "2"]
 _SCENES = ["--data.train", "64", "--data.test", "16"]
 _STREAMS = [
     "--data.train-streams", "4", "--data.test-streams", "2", "--data.train-length", "256",
@@ -90,6 +91,7 @@ SMOKE_OF = {
     "resnet-mnist": ["--model.widths", "8", "16", "32"],
     "cnn-mnist-wide": ["--model.channels", "8", "16", "32"],
     "gpt-shakespeare": ["--model.layers", "1", "--model.dim", "32"],
+    "char-lstm-shakespeare": ["--model.hidden", "32"],
     "vqvae-mnist": ["--model.hidden", "16", "--model.res-hidden", "8"],
     "vqvae-prior-mnist": _SMALL_GPT,
     "ddpm-mnist": _DIFFUSION, "edm-mnist": _DIFFUSION, "flow-matching-mnist": _DIFFUSION,
@@ -97,7 +99,7 @@ SMOKE_OF = {
         *_DIFFUSION, "--pairs", "32", "--teacher-steps", "2", "--train.batch-size", "16",
     ],
     "nice-mnist": _LIKELIHOOD, "realnvp-mnist": _LIKELIHOOD, "glow-mnist": _LIKELIHOOD,
-    "pixelcnn-mnist": _LIKELIHOOD, "gated-pixelcnn-mnist": _LIKELIHOOD, "pixelrnn-mnist": _LIKELIHOOD,
+    "pixelcnn-mnist": _PIXELS, "gated-pixelcnn-mnist": _PIXELS, "pixelrnn-mnist": _PIXELS,
     "pointnet-ae-digits": ["--data.train", "256", "--data.test", "64"],
     "unet-scenes": _SCENES, "fcn-scenes": _SCENES, "faster-rcnn-scenes": _SCENES, "vqgan-scenes": _SCENES,
     "vqvae-scenes": _SCENES, "vqgan-prior-scenes": [*_SCENES, *_SMALL_GPT],
@@ -116,7 +118,10 @@ PARENT_OF = {  # second-stage recipe: (its flag naming the first stage's run, th
     "dance-gpt": ("--vqvae-run", "dance-vqvae"),
     "dance-ac": ("--gpt-run", "dance-gpt"),
 }
-SMALL_EVAL = {"eval.samples": "16", "eval.iwae-k": "2", "eval.iwae-examples": "16", "eval.examples": "64"}
+SMALL_EVAL = {
+    "eval.samples": "16", "eval.iwae-k": "2", "eval.iwae-examples": "16", "eval.examples": "64",
+    "eval.episodes": "2",
+}  # fmt: skip
 
 
 def smoke_flags(recipe: str) -> list[str]:
