@@ -49,8 +49,17 @@ def _run(cmd, run_dir, *extra):
     return load_file(run_dir / "model.safetensors")
 
 
+def _run_here(run_dir, *extra):
+    """The single-process runs in this process: the same code, without a second interpreter's
+    imports (seconds)."""
+    from deepzoo.cli import main
+
+    main(["train", *ARGS, *extra, "--run-dir", str(run_dir)])
+    return load_file(run_dir / "model.safetensors")
+
+
 def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_path):
-    single = _run([sys.executable, "-m", "deepzoo", "train"], tmp_path / "one")
+    single = _run_here(tmp_path / "one")
     torchrun = [
         sys.executable,
         "-m",
@@ -69,9 +78,7 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
     state = torch.load(tmp_path / "two" / "state.pt", weights_only=True)
     assert len(state["rng"]) == 2  # each rank's RNG state is kept for an exact resume
     # The tolerance tells a right sharding from a wrong one: one rank's batch alone differs.
-    half_batch = _run(
-        [sys.executable, "-m", "deepzoo", "train"], tmp_path / "half", "--train.batch-size", "32"
-    )
+    half_batch = _run_here(tmp_path / "half", "--train.batch-size", "32")
     assert max((half_batch[k] - double[k]).abs().max().item() for k in double) > 1e-3
 
 

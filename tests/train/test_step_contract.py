@@ -359,28 +359,37 @@ def test_bad_group_settings_are_refused_naming_the_field():
     assert OptimConfig(lr=None).lr is None  # unset: the shared value
 
 
+def _train_two_player(run_dir, batch_size: int) -> None:
+    """The run every process of the DDP test makes (one process: in this one)."""
+    groups = {"g": OptimConfig(lr=0.05), "d": OptimConfig(lr=0.1)}
+    cfg = TrainConfig(
+        steps=12, batch_size=batch_size, optimizer="sgd", optim=groups, checkpoint_every=6,
+        progress=False, precision="fp32", device="cpu",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    Trainer(TwoPlayer(), two_player_data(), cfg, run_dir).fit()
+
+
 DDP_SCRIPT = textwrap.dedent(
     """
-    import sys, torch
+    import sys
     sys.path.insert(0, {repo!r})
-    from tests.conftest import TwoPlayer, two_player_data
-    from deepzoo.train import OptimConfig, TrainConfig, Trainer
+    from tests.train.test_step_contract import _train_two_player
     from deepzoo.train import distributed
 
-    groups = {{"g": OptimConfig(lr=0.05), "d": OptimConfig(lr=0.1)}}
-    cfg = TrainConfig(steps=12, batch_size=int(sys.argv[2]), optimizer="sgd", optim=groups,
-                      checkpoint_every=6, progress=False, precision="fp32", device="cpu")
-    torch.manual_seed(0)
-    Trainer(TwoPlayer(), two_player_data(), cfg, sys.argv[1]).fit()
+    _train_two_player(sys.argv[1], int(sys.argv[2]))
     distributed.teardown()
     """
 )
 
 
 def _ddp_run(run_dir, nproc, batch_size):
+    if nproc == 1:
+        _train_two_player(run_dir, batch_size)
+        return load_file(run_dir / ckpt.WEIGHTS)
     script = run_dir.parent / f"{run_dir.name}.py"
     script.write_text(DDP_SCRIPT.format(repo=str(REPO)))
-    launcher = [sys.executable] if nproc == 1 else [
+    launcher = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)
     ]  # fmt: skip
     env = os.environ | {
