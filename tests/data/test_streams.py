@@ -63,6 +63,21 @@ def test_every_primitive_is_shared_so_one_frame_cannot_name_the_action():
     assert len({tuple(s) for s in sequences.tolist()}) == len(sequences)
 
 
+def test_the_grammar_is_drawn_once_per_config_and_handed_out_as_copies():
+    """Layouts read one remembered grammar; a caller that edits its copy changes nothing else."""
+    config = StreamConfig(grammar_seed=99)
+    prototypes, sequences = stream_grammar(config)
+    layout = stream_layout(300, config, torch.Generator().manual_seed(0))
+    prototypes.zero_()
+    sequences.fill_(0)
+    again_prototypes, again_sequences = stream_grammar(config)
+    assert again_prototypes.abs().sum() > 0 and len(again_sequences.unique()) > 1
+    assert torch.equal(
+        stream_layout(300, config, torch.Generator().manual_seed(0)).primitive, layout.primitive
+    )
+    assert not torch.equal(stream_grammar(StreamConfig(grammar_seed=98))[1], again_sequences)
+
+
 def test_background_gaps_hold_distractors_and_actions_are_separated():
     config = StreamConfig(distractor=1.0)
     layout = stream_layout(2000, config, torch.Generator().manual_seed(0))

@@ -29,6 +29,7 @@ root/<target>/<video>.npy (T, C) one-hot (or multi-hot) rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +78,13 @@ def stream_grammar(config: StreamConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(prototypes (V, D), sequences (K, steps) int64): the primitives' feature means and each
     action's primitive sequence (distinct sequences, no primitive twice in a row). Where there are
     enough slots (K * steps >= 2V), every primitive occurs in at least two actions: the grammar is
-    redrawn until it does."""
+    redrawn until it does. Drawn once per config (copies returned): each stream's layout reads it."""
+    prototypes, sequences = _grammar(config)
+    return prototypes.clone(), sequences.clone()
+
+
+@lru_cache(maxsize=16)
+def _grammar(config: StreamConfig) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(config.grammar_seed)
     prototypes = torch.randn(config.primitives, config.dim, generator=generator)
     prototypes = config.signal * prototypes / prototypes.norm(dim=1, keepdim=True)
@@ -108,7 +115,7 @@ class StreamLayout:
 
 def stream_layout(length: int, config: StreamConfig, generator: torch.Generator) -> StreamLayout:
     """The segments of one stream of `length` frames (see the module docstring)."""
-    _, sequences = stream_grammar(config)
+    sequences = _grammar(config)[1].tolist()
 
     def uniform(low: int, high: int) -> int:
         return int(torch.randint(low, high + 1, (1,), generator=generator))
@@ -128,7 +135,7 @@ def stream_layout(length: int, config: StreamConfig, generator: torch.Generator)
         t += gap
         k = uniform(1, config.actions)
         start = t
-        for v in sequences[k - 1].tolist():
+        for v in sequences[k - 1]:
             hold = uniform(config.min_hold, config.max_hold)
             primitive[t : t + hold] = v
             t += hold
