@@ -31,6 +31,7 @@ FAMILIES = (
     "online",
     "vqgan",
     "dance",
+    "evaluation",
     "gpu",
 )
 """Registration order is the table's row order."""
@@ -57,6 +58,12 @@ def run_benchmarks(names: list[str], results_dir: Path, quick: bool = False) -> 
         result = BENCHMARKS[name].run(quick, results_dir) | {"machine": machine(), "quick": quick}
         write_json(results_dir / f"{name}.json", result)
         print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1))
+    print(write_tables(results_dir))
+
+
+def write_tables(results_dir: Path) -> str:
+    """The table of every result in results_dir, written to results_dir/README.md and, when
+    results_dir is the repository's benchmarks/results, to README.md's results section."""
     results = {
         path.stem: json.loads(path.read_text())
         for path in sorted(results_dir.glob("*.json"))
@@ -72,7 +79,7 @@ def run_benchmarks(names: list[str], results_dir: Path, quick: bool = False) -> 
         head, rest = text.split(start, 1)
         tail = rest.split(end, 1)[1]
         write_bytes(readme, f"{head}{start}\n{markdown}{end}{tail}".encode())
-    print(markdown)
+    return markdown
 
 
-__all__ = ["BENCHMARKS", "BENCHMARK_SUMMARIES", "Benchmark", "run_benchmarks", "table"]
+__all__ = ["BENCHMARKS", "BENCHMARK_SUMMARIES", "Benchmark", "run_benchmarks", "table", "write_tables"]
