@@ -8,10 +8,10 @@ import torch
 
 EVAL_BATCH = 128
 """Batch size of the evaluations that run a network over a whole split (predictions, features,
-mean loss terms, likelihoods, codes). Measured on a 2-core AMD EPYC (32 MiB L3), per 2,000-4,000
-test digits: batches of 1,000 (500 for the likelihoods) ran the convolutional nets 1.3-2.8x slower
-than 128 (the feature CNN 1.8x, ResNet 2.6x, Glow 2.4x, PixelCNN 2.8x) as their activations left
-the cache; 64-256 were within noise of 128; the sequence models did not care."""
+mean loss terms, likelihoods, codes). `deepzoo bench eval-batch` on a 2-core AMD EPYC (32 MiB L3):
+against 128, batches of 1,000 took 1.6x (feature CNN), 1.7x (ResNet), 2.5x (Glow) and 3.3x
+(PixelCNN) as long, their activations out of the cache, and 0.88x for the VQ-VAE's encoder; 64-128
+were within 5% of the fastest size for every net but that encoder. Sequence models did not care."""
 
 
 @dataclass
