@@ -10,8 +10,8 @@ EVAL_BATCH = 128
 """Batch size of the evaluations that run a network over a whole split (predictions, features,
 mean loss terms, likelihoods, codes). `deepzoo bench eval-batch` on a 2-core AMD EPYC (32 MiB L3):
 against 128, batches of 1,000 took 1.6x (feature CNN), 1.7x (ResNet), 2.5x (Glow) and 3.3x
-(PixelCNN) as long, their activations out of the cache, and 0.88x for the VQ-VAE's encoder; 64-128
-were within 5% of the fastest size for every net but that encoder. Sequence models did not care."""
+(PixelCNN) as long, their activations out of the cache, and 0.88x for the VQ-VAE's encoder; 128
+was within 2% of the fastest size for every net but that encoder. Sequence models did not care."""
 
 
 @dataclass
