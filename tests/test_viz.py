@@ -11,6 +11,7 @@ from deepzoo.viz import (
     plot_curves,
     plot_lines,
     save_image_grid,
+    timeline_figure,
 )
 
 
@@ -70,11 +71,23 @@ def test_the_panels_labels_stay_inside_the_figure_and_off_their_neighbours():
         {"step": s, "split": "train", **{f"t{i}": -1234.5 - s / 1e6 * i for i in range(10)}}
         for s in range(0, 200_001, 20_000)
     ]
-    fig = curves_figure(records)
+    _assert_laid_out(curves_figure(records), 10)
+
+
+def test_a_timeline_keeps_its_labels_and_titles_inside_and_apart():
+    """Three streams of 400 frames, four classes: band, curves and titles of each stream apart."""
+    generator = torch.Generator().manual_seed(0)
+    truth = torch.randint(-1, 4, (3, 400), generator=generator)
+    probabilities = torch.rand(3, 400, 4, generator=generator).softmax(-1)
+    _assert_laid_out(timeline_figure(truth, probabilities, [f"test stream {i}" for i in range(3)]), 6)
+
+
+def _assert_laid_out(fig, panels: int) -> None:
+    """Every panel's tight box (labels and title included) inside the figure, off the others."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     boxes = [ax.get_tightbbox(renderer) for ax in fig.axes if ax.axison]
-    assert len(boxes) == 10
+    assert len(boxes) == panels
     width, height = fig.bbox.width, fig.bbox.height
     for i, box in enumerate(boxes):
         assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height, box

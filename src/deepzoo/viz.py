@@ -121,12 +121,29 @@ def plot_timeline(
     true class and one of the predicted class (argmax) per frame, in `class_colours` (background
     black), and each action class's probability (C >= 2) over the frames, in its colour.
     truth (N, T) int classes (-1: not scored, white), probabilities (N, T, C)."""
+    _save_figure(timeline_figure(truth, probabilities, titles), path, tight=False)
+
+
+def timeline_figure(truth: torch.Tensor, probabilities: torch.Tensor, titles: list[str] | None = None):
+    """The figure plot_timeline writes."""
     plt = _figure()
     N, T, C = probabilities.shape
     colours = torch.cat([class_colours(C), torch.ones(1, 3)]).numpy()  # index -1: white
-    fig, axes = plt.subplots(2 * N, 1, figsize=(12, 2.6 * N), squeeze=False, height_ratios=[1, 2] * N)
+    # fixed margins in inches (see _panel_grid): a stream's band sits 0.1 in above its curves,
+    # streams are 0.8 in apart (the x label, then the next title)
+    width, height, left, bottom, top, between = 12, 2.6 * N, 0.95, 0.55, 0.35, 0.8
+    fig = plt.figure(figsize=(width, height))
+    stream_h = (height - bottom - top - (N - 1) * between) / N
+    outer = fig.add_gridspec(
+        N, 1, left=left / width, right=1 - 0.15 / width, bottom=bottom / height, top=1 - top / height,
+        hspace=between / stream_h,
+    )  # fmt: skip
+    axes = []
     for i in range(N):
-        band, curves = axes[2 * i, 0], axes[2 * i + 1, 0]
+        inner = outer[i].subgridspec(2, 1, height_ratios=[1, 2], hspace=0.1 / ((stream_h - 0.1) / 2))
+        axes += [fig.add_subplot(inner[0]), fig.add_subplot(inner[1])]
+    for i in range(N):
+        band, curves = axes[2 * i], axes[2 * i + 1]
         predicted = probabilities[i].argmax(-1)
         band.imshow(
             colours[torch.stack([truth[i], predicted]).cpu().numpy()], aspect="auto", interpolation="nearest"
@@ -141,8 +158,8 @@ def plot_timeline(
         curves.set_ylim(0, 1.02)
         curves.set_xlabel("frame")
         curves.set_ylabel("p(class)")
-    axes[1, 0].legend(ncol=min(C - 1, 10), fontsize=7, loc="upper right", title="class", title_fontsize=7)
-    _save_figure(fig, path)
+    axes[1].legend(ncol=min(C - 1, 10), fontsize=7, loc="upper right", title="class", title_fontsize=7)
+    return fig
 
 
 _NUMBERED = re.compile(r"(.+?)_(\d+(?:_\d+)*)")
