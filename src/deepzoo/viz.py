@@ -49,9 +49,8 @@ def _panel_grid(rows: int, cols: int, width: float, height: float):
     return fig, axes
 
 
-def _save_figure(fig, path: str | Path, tight: bool = True) -> None:
-    if tight:
-        fig.tight_layout()
+def _save_figure(fig, path: str | Path) -> None:
+    """Write fig as a PNG (its layout already fixed: no tight_layout, see _panel_grid)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
     _figure().close(fig)
@@ -121,7 +120,7 @@ def plot_timeline(
     true class and one of the predicted class (argmax) per frame, in `class_colours` (background
     black), and each action class's probability (C >= 2) over the frames, in its colour.
     truth (N, T) int classes (-1: not scored, white), probabilities (N, T, C)."""
-    _save_figure(timeline_figure(truth, probabilities, titles), path, tight=False)
+    _save_figure(timeline_figure(truth, probabilities, titles), path)
 
 
 def timeline_figure(truth: torch.Tensor, probabilities: torch.Tensor, titles: list[str] | None = None):
@@ -197,7 +196,7 @@ def plot_curves(records: list[dict], path: str | Path) -> None:
     `curve_panels`, three a row (nothing is written without a numeric term)."""
     fig = curves_figure(records)
     if fig is not None:
-        _save_figure(fig, path, tight=False)
+        _save_figure(fig, path)
 
 
 def curves_figure(records: list[dict]):
@@ -231,7 +230,7 @@ def plot_confusion(matrix: torch.Tensor, path: str | Path) -> None:
         ax.set_yticks(range(len(counts)))
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    _save_figure(fig, path, tight=False)
+    _save_figure(fig, path)
 
 
 def plot_lines(
@@ -254,7 +253,7 @@ def plot_lines(
         ax.set_title(title, y=1.0, pad=6)
         ax.set_xlabel(xlabel)
         ax.legend(fontsize=7)
-    _save_figure(fig, path, tight=False)
+    _save_figure(fig, path)
 
 
 def save_gif(frames: torch.Tensor, path: str | Path, fps: float = 25.0) -> None:
