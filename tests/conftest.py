@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,19 @@ os.environ.setdefault("DEEPZOO_DATA", str(SHARED_DATA))
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 torch.set_num_threads(max(1, min(2, torch.get_num_threads(), _CORES // _WORKERS)))
+
+
+@contextmanager
+def one_thread():
+    """torch on one thread inside the block: a reference run made in the test's process sums in
+    the order of the OMP_NUM_THREADS=1 processes it is compared with."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
 
 # DEEPZOO_TEST_SEED_OFFSET=k reruns the suite with every seed shifted by k (torch.manual_seed and
 # torch.Generator().manual_seed, hence also the trainer's seed and data order): a training test

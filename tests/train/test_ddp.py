@@ -5,7 +5,7 @@ import sys
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import REPO
+from tests.conftest import REPO, one_thread
 
 ARGS = [
     "cnn-mnist",
@@ -54,7 +54,8 @@ def _run_here(run_dir, *extra):
     imports (seconds)."""
     from deepzoo.cli import main
 
-    main(["train", *ARGS, *extra, "--run-dir", str(run_dir)])
+    with one_thread():
+        main(["train", *ARGS, *extra, "--run-dir", str(run_dir)])
     return load_file(run_dir / "model.safetensors")
 
 

@@ -32,7 +32,7 @@ from deepzoo.train.logging import read_metrics
 from deepzoo.train.rundir import RunDirError
 from deepzoo.train.schedules import lr_factor
 from deepzoo.train.step import Optimizers, named_groups
-from tests.conftest import REPO, TinyNet, TwoPlayer, two_player_data
+from tests.conftest import REPO, TinyNet, TwoPlayer, one_thread, two_player_data
 
 CPU = dict(progress=False, precision="fp32", device="cpu", log_every=5, eval_every=1000)
 TWO_GROUPS = {
@@ -385,7 +385,8 @@ DDP_SCRIPT = textwrap.dedent(
 
 def _ddp_run(run_dir, nproc, batch_size):
     if nproc == 1:
-        _train_two_player(run_dir, batch_size)
+        with one_thread():
+            _train_two_player(run_dir, batch_size)
         return load_file(run_dir / ckpt.WEIGHTS)
     script = run_dir.parent / f"{run_dir.name}.py"
     script.write_text(DDP_SCRIPT.format(repo=str(REPO)))
