@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from deepzoo.viz import (
+    confusion_figure,
     curve_panels,
     curves_figure,
     draw_boxes,
@@ -80,6 +81,19 @@ def test_a_timeline_keeps_its_labels_and_titles_inside_and_apart():
     truth = torch.randint(-1, 4, (3, 400), generator=generator)
     probabilities = torch.rand(3, 400, 4, generator=generator).softmax(-1)
     _assert_laid_out(timeline_figure(truth, probabilities, [f"test stream {i}" for i in range(3)]), 6)
+
+
+def test_the_confusion_matrix_names_every_class_and_writes_count_ij_in_row_i_column_j():
+    """Rows are the true class, columns the predicted one (sklearn's convention); 12 classes with
+    five-digit counts fit inside the figure."""
+    matrix = torch.arange(144).view(12, 12) * 1000
+    fig = confusion_figure(matrix)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(k) for k in range(12)]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [str(k) for k in range(12)]
+    cells = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
+    assert cells[(2, 7)] == str(matrix[2, 7].item()) and cells[(7, 2)] == str(matrix[7, 2].item())
+    _assert_laid_out(fig, 1)
 
 
 def _assert_laid_out(fig, panels: int) -> None:

@@ -219,6 +219,12 @@ def curves_figure(records: list[dict]):
 
 def plot_confusion(matrix: torch.Tensor, path: str | Path) -> None:
     """A (K, K) confusion matrix (rows: true class, columns: predicted) as a heat map."""
+    _save_figure(confusion_figure(matrix), path)
+
+
+def confusion_figure(matrix: torch.Tensor):
+    """The figure plot_confusion writes: log(1 + count) shaded, each count written in its cell,
+    every class named up to 30."""
     counts = matrix.cpu().numpy()
     fig, axes = _panel_grid(1, 1, 5, 4.5)
     ax = axes[0, 0]
@@ -230,7 +236,7 @@ def plot_confusion(matrix: torch.Tensor, path: str | Path) -> None:
         ax.set_yticks(range(len(counts)))
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    _save_figure(fig, path)
+    return fig
 
 
 def plot_lines(

@@ -54,6 +54,16 @@ def _passes(images: torch.Tensor) -> dict[str, Callable[[int], Any]]:
     }
 
 
+def summarise(per_batch: dict[int, float], chosen: int = EVAL_BATCH) -> dict[str, Any]:
+    """{batch size: seconds} -> the times, the fastest size and chosen's time / the fastest's."""
+    best = min(per_batch, key=per_batch.get)
+    return {
+        "seconds_per_1000": {str(b): s for b, s in per_batch.items()},
+        "best_batch": best,
+        "ratio_to_best": per_batch[chosen] / per_batch[best],
+    }
+
+
 def bench_eval_batch(quick: bool, results: Path) -> dict[str, Any]:
     """Seconds per 1,000 test images of each evaluation pass at each batch size in BATCHES: the
     median over 3 rounds (1 quick) of the median of 2 passes (1 quick) over 1,000 test images, each
@@ -71,13 +81,7 @@ def bench_eval_batch(quick: bool, results: Path) -> dict[str, Any]:
         for _ in range(rounds):
             for b in BATCHES:
                 times[b].append(median_seconds(partial(evaluate, b), repeats) * 1000 / n)
-        per_batch = {b: statistics.median(t) for b, t in times.items()}
-        best = min(per_batch, key=per_batch.get)
-        nets[name] = {
-            "seconds_per_1000": {str(b): s for b, s in per_batch.items()},
-            "best_batch": best,
-            "ratio_to_best": per_batch[EVAL_BATCH] / per_batch[best],
-        }
+        nets[name] = summarise({b: statistics.median(t) for b, t in times.items()})
     met = all(r["ratio_to_best"] <= TOLERANCE for r in nets.values())
     return {"eval_batch": EVAL_BATCH, "images": n, "rounds": rounds, "nets": nets, "met": met}
 
