@@ -48,6 +48,9 @@ def test_list_shows_recipes_with_metric_and_reference(capsys):
         (["train", "no-such-recipe"], "unknown recipe 'no-such-recipe'"),
         (["train", "cnn-mnist", "--train.lrr", "3"], "unknown option --train.lrr"),
         (["train", "cnn-mnist", "--train.lr", "fast"], "could not convert string to float"),
+        (["train", "cnn-mnist", "--train.progress", "False"], "--train.progress is a switch"),
+        (["train", "cnn-mnist", "--train.no-compile=1"], "write --train.compile or --train.no-compile"),
+        (["train", "cnn-mnist", "--train.lr", "1", "2"], "unexpected argument 2"),
         (["train"], "name a recipe"),
         (["eval", "/nonexistent/run"], "not a deepzoo run directory"),
         (["sample", "."], "not a deepzoo run directory"),
@@ -316,3 +319,20 @@ def test_a_two_stage_recipe_refuses_a_parent_run_of_another_recipe(tmp_path, cap
     with pytest.raises(ValueError, match="is a 'cnn-mnist' run, not a vqvae-mnist run"):
         load_parent(run_dir, ("vqvae-mnist",), "vqvae-run")
     assert load_parent(run_dir, ("cnn-mnist",), "parent").recipe.name == "cnn-mnist"
+
+
+def test_a_classifier_trains_on_the_first_train_limit_images(capsys):
+    from dataclasses import replace
+
+    from deepzoo.data import load_mnist
+    from deepzoo.recipes import get_recipe
+
+    recipe = get_recipe("cnn-mnist")
+    train, test = recipe.data(replace(recipe.default, train_limit=64), torch.device("cpu"))
+    full = load_mnist("train")
+    assert len(train) == 64 and len(test) == 10_000
+    assert torch.equal(train.tensors["x"], full.tensors["x"][:64])
+    assert torch.equal(train.tensors["y"], full.tensors["y"][:64])
+    assert len(recipe.data(recipe.default, torch.device("cpu"))[0]) == 60_000
+    code, err = _error_of(capsys, ["train", "cnn-mnist", "--train-limit", "16", "--train.batch-size", "32"])
+    assert code == 2 and "exceeds the dataset size 16" in err

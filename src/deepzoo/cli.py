@@ -56,11 +56,21 @@ def parse_overrides(recipe_name: str, default: Any, args: list[str]) -> Any:
         finally:
             print(TRAIN_RUN_OPTIONS)
     valid = _flag_names(default)
-    for token in args:
+    for i, token in enumerate(args):
         if token.startswith("--"):
             name = token[2:].split("=", 1)[0].replace("_", "-")
             if name not in valid:
                 raise UsageError(f"{prog}: unknown option --{name} (see `{prog} --help`)")
+            switch = re.sub(r"(^|\.)no-([^.]+)$", r"\1\2", name)
+            negated = re.sub(r"([^.]+)$", r"no-\1", switch)
+            _, equals, value = token.partition("=")
+            if not equals:
+                value = args[i + 1] if i + 1 < len(args) else "--"
+            if {switch, negated} <= valid and not value.startswith("--"):
+                raise UsageError(
+                    f"{prog}: --{switch} is a switch and takes no value: write --{switch} or "
+                    f"--{negated}, not {token}{'' if equals else ' ' + value} (see `{prog} --help`)"
+                )
     captured = io.StringIO()
     try:
         with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
@@ -80,7 +90,14 @@ def _tyro_reason(text: str, args: list[str]) -> str:
     """tyro's error box as one line: its message, wrapped lines joined; a config's own check
     ("Error parsing data.stream: primitives must be >= 2") names the flag (data.stream.primitives)."""
     lines = [line.strip() for line in re.sub(r"[│╭╮╰╯─]+", " ", text).splitlines()]
-    start = next((i for i, line in enumerate(lines) if "parsing" in line or "rror:" in line), None)
+    start = next(
+        (
+            i
+            for i, line in enumerate(lines)
+            if any(k in line for k in ("parsing", "rror:", "nrecognized options:"))
+        ),
+        None,
+    )
     if start is None:
         return " ".join(args)
     message = []
@@ -89,6 +106,8 @@ def _tyro_reason(text: str, args: list[str]) -> str:
             break
         message.append(line)
     reason = " ".join(message)
+    if match := re.fullmatch(r"Unrecognized options: (.*)", reason):  # a value no option takes
+        reason = f"unexpected argument {match.group(1)} (each option takes one value)"
     if match := re.fullmatch(r"Error parsing ([\w.]+): ([\w.-]+) (must be .*)", reason):
         section, field, rest = match.groups()
         reason = f"{field if '.' in field else f'{section}.{field}'} {rest}"

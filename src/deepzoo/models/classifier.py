@@ -2,7 +2,8 @@
 
 Both take x: (B, 1, 28, 28) in [0, 1], standardize it with the MNIST train statistics, and return
 logits (B, K). `features(x)` is the penultimate representation (B, D) that the FID metric uses.
-Loss: L = -1/B sum_i log softmax(f(x_i))[y_i].
+Loss: L = -1/B sum_i log softmax(f(x_i))[y_i], on a batch that `Regularization` may first
+translate, cut out and mix (training only; nn/augment.py), against labels it may smooth.
 """
 
 from __future__ import annotations
@@ -10,11 +11,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from deepzoo.config import Count, Positive, Rate, Sizes
+from deepzoo.config import Count, Index, NonNegative, Positive, Rate, Sizes
+from deepzoo.nn.augment import cutout, mixed_cross_entropy, mixup, random_translate
+from deepzoo.nn.dropout import linear_decay_rule
 from deepzoo.nn.residual import BasicBlock
+
+
+@dataclass(frozen=True)
+class Regularization:
+    """What training does to each batch before the loss (in this order; evaluation sees none)."""
+
+    translate: Index = 0
+    """Shift each image by up to this many pixels in each direction, zero-filled (0: off)."""
+    cutout: Index = 0
+    """Zero one square of this side per image, centred at a uniform pixel (0: off)."""
+    mixup: NonNegative = 0.0
+    """Mix the batch with a permutation of itself, lambda ~ Beta(mixup, mixup) (0: off)."""
+    label_smoothing: Rate = 0.0
+    """Target (1 - eps) onehot + eps / K instead of onehot (an evaluated loss stays the plain NLL)."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +50,8 @@ class CNNConfig:
     """BatchNorm after every convolution."""
     dropout: Rate = 0.0
     """Dropout before the last layer."""
+    regularize: Regularization = Regularization()
+    """Data augmentation, mixup and label smoothing during training."""
     input_mean: float = 0.1307
     """Pixel mean subtracted from the [0, 1] input (MNIST train's; the recipes pass data.mnist's)."""
     input_std: Positive = 0.3081
@@ -48,6 +66,11 @@ class ResNetConfig:
     """Channels of each stage."""
     blocks_per_stage: Count = 2
     """Basic blocks in each stage."""
+    stochastic_depth: Rate = 0.0
+    """Drop probability of the last block's residual branch in training; block l of L drops with
+    (l / L) times it (Huang et al.'s linear decay rule; 0: off)."""
+    regularize: Regularization = Regularization()
+    """Data augmentation, mixup and label smoothing during training."""
     num_classes: Count = 10
     """Output classes."""
     input_mean: float = 0.1307
@@ -77,9 +100,17 @@ class Classifier(nn.Module):
         return self.head(self.features(x))  # (B, K)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        logits = self(batch["x"])
-        loss = F.cross_entropy(logits.float(), batch["y"])
-        accuracy = (logits.argmax(dim=1) == batch["y"]).float().mean()
+        """Cross-entropy of the (in training, regularized) batch; "accuracy" is against batch["y"]
+        on the inputs the network saw (translated, cut out, mixed)."""
+        x, y, reg = batch["x"], batch["y"], self.config.regularize
+        y_mixed, lam, smoothing = y, 1.0, reg.label_smoothing if self.training else 0.0
+        if self.training:
+            x = cutout(random_translate(x, reg.translate), reg.cutout)
+            if reg.mixup > 0:
+                x, y, y_mixed, lam = mixup(x, y, reg.mixup)
+        logits = self(x)
+        loss = mixed_cross_entropy(logits.float(), y, y_mixed, lam, smoothing)
+        accuracy = (logits.argmax(dim=1) == y).float().mean()
         return {"loss": loss, "accuracy": accuracy}
 
 
@@ -119,10 +150,11 @@ class ResNet(Classifier):
             nn.BatchNorm2d(width),
             nn.ReLU(inplace=True),
         ]
+        drops = iter(linear_decay_rule(len(config.widths) * config.blocks_per_stage, config.stochastic_depth))
         for stage, out_channels in enumerate(config.widths):
             for block in range(config.blocks_per_stage):
                 stride = 2 if stage > 0 and block == 0 else 1
-                layers.append(BasicBlock(width, out_channels, stride))
+                layers.append(BasicBlock(width, out_channels, stride, next(drops)))
                 width = out_channels
         self.body = nn.Sequential(*layers)
         self.features_head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())

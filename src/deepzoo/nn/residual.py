@@ -6,16 +6,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from deepzoo.nn.dropout import drop_path
+
 
 class BasicBlock(nn.Module):
     """y = relu(F(x) + S(x)), F = BN(conv3x3(relu(BN(conv3x3_stride(x))))).
 
     S is the identity when the shape is kept, else the projection BN(conv1x1_stride(x))
     (the paper's option B). x: (B, C_in, H, W) -> y: (B, C_out, ceil(H / stride), ceil(W / stride)).
+    With `drop_prob` p > 0, training drops F for a fraction p of the examples (stochastic depth,
+    `drop_path`): y = relu(F(x) m / (1 - p) + S(x)).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, drop_prob: float = 0.0) -> None:
         super().__init__()
+        self.drop_prob = drop_prob
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
@@ -32,7 +37,7 @@ class BasicBlock(nn.Module):
         return self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.residual(x) + self.skip(x))
+        return torch.relu(drop_path(self.residual(x), self.drop_prob, self.training) + self.skip(x))
 
 
 class ResidualStack(nn.Module):

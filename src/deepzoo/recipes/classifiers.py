@@ -27,24 +27,32 @@ from deepzoo.train.config import TrainConfig
 class CNNRun:
     model: CNNConfig = CNNConfig()
     train: TrainConfig = TrainConfig()
+    train_limit: Index = 0
+    """Train on only the first this many training images (0: all 60,000); the test set stays whole."""
 
 
 @dataclass(frozen=True)
 class ResNetRun:
     model: ResNetConfig = ResNetConfig()
     train: TrainConfig = TrainConfig()
+    train_limit: Index = 0
+    """Train on only the first this many training images (0: all 60,000); the test set stays whole."""
 
 
 @dataclass(frozen=True)
 class LinearRun:
     model: LinearConfig = LinearConfig()
     train: TrainConfig = TrainConfig()
+    train_limit: Index = 0
+    """Train on only the first this many training images (0: all 60,000); the test set stays whole."""
 
 
 @dataclass(frozen=True)
 class TwoLayerRun:
     model: TwoLayerConfig = TwoLayerConfig()
     train: TrainConfig = TrainConfig()
+    train_limit: Index = 0
+    """Train on only the first this many training images (0: all 60,000); the test set stays whole."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +100,7 @@ def _classifier(name: str, summary: str, default: Any, reference: str, **kw: Any
             summary=summary,
             default=default,
             build=lambda c: build(c.model),
-            data=kw.pop("data", mnist_splits),
+            data=kw.pop("data", _limited_splits),
             evaluate=_evaluate_classifier,
             metric="accuracy",
             reference=reference,
@@ -105,10 +113,11 @@ def _fit_knn(model: nn.Module, train: TensorData) -> None:
     model.fit(train.tensors["x"], train.tensors["y"])
 
 
-def _knn_splits(config: KNNRun, device: torch.device) -> tuple[TensorData, TensorData]:
+def _limited_splits(config: Any, device: torch.device) -> tuple[TensorData, TensorData]:
+    """MNIST train (its first `config.train_limit` images, if set) and the whole test split."""
     train, test = mnist_splits(config, device)
     if config.train_limit < 0:
-        raise ValueError(f"train_limit must be >= 0, got {config.train_limit}")
+        raise ValueError(f"train-limit must be >= 0, got {config.train_limit}")
     return (TensorData(train[slice(0, config.train_limit)]) if config.train_limit else train), test
 
 
@@ -144,7 +153,6 @@ _classifier(
     KNNRun(KNNConfig(distance="l2")),
     "CS231n-style kNN on MNIST: about 96.9% (L2); measured here 97.17% (k = 3)",
     prepare=_fit_knn,
-    data=_knn_splits,
 )
 _classifier(
     "linear-svm-mnist",

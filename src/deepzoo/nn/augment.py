@@ -1,0 +1,87 @@
+"""Regularization through the training data: random translations, cutout, mixup and label
+smoothing. Each acts on one training batch x: (B, C, H, W) in pixel space and leaves evaluation
+alone; randomness comes from `generator` or torch's global generator (which the trainer's
+checkpoints save, so a resumed run draws the same augmentations).
+
+- translate (the "pad and random crop" of Krizhevsky et al., 2012, and of ResNet on CIFAR):
+  y[b, :, i, j] = x[b, :, i - dy_b, j - dx_b], zero outside x; dy_b, dx_b ~ U{-s, ..., s}.
+- cutout (DeVries & Taylor, 2017): a size x size square centred at a uniform pixel
+  (cy, cx) ~ U({0..H-1} x {0..W-1}) is set to zero, clipped at the border, so it may lie partly
+  outside the image. Rows cy - size // 2 .. cy - size // 2 + size - 1 (their code's for even
+  sizes). The paper zeroes normalized inputs (the mean); here pixel 0 (MNIST's background).
+- mixup (Zhang et al., 2018): lambda ~ Beta(alpha, alpha), one per batch; pi a random
+  permutation; x~ = lambda x + (1 - lambda) x[pi], and the loss
+  L = lambda CE(f(x~), y) + (1 - lambda) CE(f(x~), y[pi]) (their official code's form).
+- label smoothing (Szegedy et al., 2016): the target q = (1 - eps) onehot(y) + eps / K, as
+  `F.cross_entropy(label_smoothing=eps)`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def random_translate(
+    x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """x: (B, C, H, W) -> each image shifted by its own (dy, dx) in {-s..s}^2, zero-filled."""
+    if max_shift < 0:
+        raise ValueError(f"max_shift must be >= 0, got {max_shift}")
+    if max_shift == 0:
+        return x
+    B, C, H, W = x.shape
+    s = max_shift
+    shifts = torch.randint(-s, s + 1, (2, B), generator=generator, device=generator_device(generator, x))
+    dy, dx = shifts.to(x.device)
+    padded = F.pad(x, (s, s, s, s))  # (B, C, H + 2s, W + 2s); x[i] sits at padded[i + s]
+    rows = (s - dy)[:, None] + torch.arange(H, device=x.device)  # (B, H): y[i] = padded[i + s - dy]
+    cols = (s - dx)[:, None] + torch.arange(W, device=x.device)  # (B, W)
+    b = torch.arange(B, device=x.device)[:, None, None, None]
+    c = torch.arange(C, device=x.device)[None, :, None, None]
+    return padded[b, c, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """x: (B, C, H, W) -> x with one size x size square per image set to 0 (see the module docstring)."""
+    if size < 0:
+        raise ValueError(f"cutout size must be >= 0, got {size}")
+    if size == 0:
+        return x
+    B, _, H, W = x.shape
+    device = generator_device(generator, x)
+    cy = torch.randint(0, H, (B,), generator=generator, device=device).to(x.device)
+    cx = torch.randint(0, W, (B,), generator=generator, device=device).to(x.device)
+    top, left = cy - size // 2, cx - size // 2
+    rows = torch.arange(H, device=x.device)[None, :] - top[:, None]  # (B, H): row offset in the square
+    cols = torch.arange(W, device=x.device)[None, :] - left[:, None]
+    inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
+    return x.masked_fill(inside[:, None], 0.0)
+
+
+def mixup(
+    x: torch.Tensor, y: torch.Tensor, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """x: (B, ...), y: (B,) -> (x~, y, y[pi], lambda) with x~ = lambda x + (1 - lambda) x[pi],
+    lambda ~ Beta(alpha, alpha) and pi a random permutation (torch's global generator)."""
+    if alpha <= 0:
+        raise ValueError(f"mixup alpha must be > 0, got {alpha}")
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(len(x), device=x.device)
+    return lam * x + (1 - lam) * x[perm], y, y[perm], lam
+
+
+def mixed_cross_entropy(
+    logits: torch.Tensor, y_a: torch.Tensor, y_b: torch.Tensor, lam: float, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """lambda CE(logits, y_a) + (1 - lambda) CE(logits, y_b), each with label smoothing eps:
+    the cross-entropy against the mixed target lambda q(y_a) + (1 - lambda) q(y_b)."""
+    ce = F.cross_entropy(logits, y_a, label_smoothing=label_smoothing)
+    if lam == 1.0:
+        return ce
+    return lam * ce + (1 - lam) * F.cross_entropy(logits, y_b, label_smoothing=label_smoothing)
+
+
+def generator_device(generator: torch.Generator | None, x: torch.Tensor) -> torch.device:
+    """Where draws from `generator` must be made: its own device, else x's (the global generator)."""
+    return generator.device if generator is not None else x.device

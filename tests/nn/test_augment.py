@@ -1,0 +1,136 @@
+"""Regularization through the data (nn/augment.py) and stochastic depth (nn/dropout.py), each
+against a brute-force loop or a closed form."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from deepzoo.nn.augment import cutout, mixed_cross_entropy, mixup, random_translate
+from deepzoo.nn.dropout import drop_path, linear_decay_rule
+
+
+def _shifted(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Brute force: out[:, i, j] = image[:, i - dy, j - dx], zero where that is outside."""
+    C, H, W = image.shape
+    out = torch.zeros_like(image)
+    for i in range(H):
+        for j in range(W):
+            if 0 <= i - dy < H and 0 <= j - dx < W:
+                out[:, i, j] = image[:, i - dy, j - dx]
+    return out
+
+
+def test_translate_shifts_each_image_by_its_own_offset_with_zero_fill():
+    x = torch.rand(64, 2, 7, 9) + 0.5  # no zero pixel, so the fill is visible
+    shift = 2
+    y = random_translate(x, shift, torch.Generator().manual_seed(0))
+    offsets = set()
+    for image, out in zip(x, y):
+        candidates = [
+            (dy, dx)
+            for dy in range(-shift, shift + 1)
+            for dx in range(-shift, shift + 1)
+            if torch.equal(out, _shifted(image, dy, dx))
+        ]
+        assert len(candidates) == 1, candidates  # exactly one shift within the bound explains it
+        offsets.add(candidates[0])
+    assert len(offsets) > 15  # 64 draws over the 25 offsets reach most of them, (0, 0) included or not
+    assert random_translate(x, 0) is x
+
+
+def test_translate_offsets_are_uniform_over_the_square():
+    x = torch.zeros(20_000, 1, 5, 5)
+    x[:, :, 2, 2] = 1.0  # a single lit pixel: where it lands is the offset
+    y = random_translate(x, 1, torch.Generator().manual_seed(1))
+    where = y.flatten(1).argmax(1)
+    counts = torch.bincount(where, minlength=25).reshape(5, 5)
+    assert counts.sum() == 20_000 and counts[1:4, 1:4].min() > 0  # every offset in {-1, 0, 1}^2
+    assert counts[0].sum() == counts[:, 0].sum() == 0  # nothing beyond the bound
+    # each of the 9 cells ~ Binomial(20000, 1/9): sd 44, 5 sd = 222
+    assert (counts[1:4, 1:4].float() - 20_000 / 9).abs().max() < 222
+
+
+def test_cutout_zeroes_exactly_one_clipped_square_per_image():
+    x = torch.rand(600, 3, 6, 7) + 0.5
+    size = 4
+    y = cutout(x, size, torch.Generator().manual_seed(0))
+    areas = set()
+    for image, out in zip(x, y):
+        hole = out[0] == 0
+        assert torch.equal(hole, (out == 0).all(0)) and not (out == 0)[:, ~hole].any()  # all channels
+        assert torch.equal(out[:, ~hole], image[:, ~hole])  # the rest untouched
+        rows, cols = hole.any(1).nonzero().flatten(), hole.any(0).nonzero().flatten()
+        assert hole.sum() == len(rows) * len(cols)  # a rectangle
+        assert torch.equal(rows, torch.arange(rows[0], rows[-1] + 1))
+        assert torch.equal(cols, torch.arange(cols[0], cols[-1] + 1))
+        # a size x size square centred at a pixel (rows cy - 2 .. cy + 1), clipped by the border
+        assert len(rows) == size or rows[0] == 0 or rows[-1] == 5
+        assert len(cols) == size or cols[0] == 0 or cols[-1] == 6
+        assert len(rows) >= size // 2 and len(cols) >= size // 2
+        areas.add(int(hole.sum()))
+    # a centre at the top-left pixel (chance 1/42 an image; all 600 miss it with chance 1e-6)
+    assert max(areas) == size * size and min(areas) == (size // 2) ** 2
+    assert cutout(x, 0) is x
+
+
+def test_cutout_centres_are_uniform_over_the_pixels():
+    x = torch.ones(30_000, 1, 6, 6)
+    y = cutout(x, 1, torch.Generator().manual_seed(2))  # size 1: the hole is the centre
+    counts = (y[:, 0] == 0).sum(0)
+    assert counts.sum() == 30_000
+    # each pixel ~ Binomial(30000, 1/36): sd 28, 5 sd = 140
+    assert (counts.float() - 30_000 / 36).abs().max() < 140
+
+
+def test_mixup_mixes_inputs_and_targets_with_one_beta_lambda():
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 3, 4, 4), torch.arange(32) % 10
+    mixed, y_a, y_b, lam = mixup(x, y, alpha=0.4)
+    assert torch.equal(y_a, y) and 0 < lam < 1
+    # brute force: the partner of example i is the j with mixed[i] = lam x[i] + (1 - lam) x[j]
+    rest = (mixed - lam * x).flatten(1)  # (B, D)
+    error = (rest[:, None] - (1 - lam) * x.flatten(1)[None]).abs().amax(2)  # (B, B)
+    partner = error.argmin(1)
+    assert error.gather(1, partner[:, None]).max() < 1e-5
+    assert torch.equal(partner.sort().values, torch.arange(32))  # a permutation
+    assert torch.equal(y_b, y[partner])
+    # lambda ~ Beta(a, a): mean 1/2, variance 1 / (4 (2a + 1))
+    lams = torch.tensor([mixup(x, y, alpha=0.4)[3] for _ in range(4000)])
+    assert lams.min() >= 0 and lams.max() <= 1
+    assert lams.mean().item() == pytest.approx(0.5, abs=0.03)  # 5 sd of the mean
+    assert lams.var().item() == pytest.approx(1 / (4 * 1.8), rel=0.06)  # 6 sd (kurtosis 1.42)
+    with pytest.raises(ValueError, match="alpha"):
+        mixup(x, y, alpha=0.0)
+
+
+def test_mixed_cross_entropy_is_the_cross_entropy_of_the_mixed_smoothed_target():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(50, 7, generator=generator, dtype=torch.float64)
+    y_a = torch.randint(0, 7, (50,), generator=generator)
+    y_b = torch.randint(0, 7, (50,), generator=generator)
+    lam, eps, K = 0.3, 0.1, 7
+    q = lambda y: (1 - eps) * F.one_hot(y, K).double() + eps / K  # noqa: E731 (Szegedy et al.)
+    target = lam * q(y_a) + (1 - lam) * q(y_b)
+    expected = -(target * logits.log_softmax(1)).sum(1).mean()
+    assert mixed_cross_entropy(logits, y_a, y_b, lam, eps).item() == pytest.approx(expected.item(), rel=1e-12)
+    plain = -(logits.log_softmax(1).gather(1, y_a[:, None])).mean()
+    assert mixed_cross_entropy(logits, y_a, y_b, 1.0).item() == pytest.approx(plain.item(), rel=1e-12)
+
+
+def test_drop_path_drops_whole_examples_and_keeps_the_expectation():
+    x = torch.rand(40_000, 3, 2) + 1
+    y = drop_path(x, 0.3, training=True, generator=torch.Generator().manual_seed(0))
+    dropped = (y == 0).flatten(1)
+    assert torch.equal(dropped.all(1), dropped.any(1))  # an example is dropped whole or kept whole
+    assert dropped.all(1).float().mean().item() == pytest.approx(0.3, abs=0.01)  # sd 0.0023
+    kept = ~dropped.all(1)
+    assert torch.allclose(y[kept], x[kept] / 0.7)
+    assert torch.equal(drop_path(x, 0.3, training=False), x)
+    with pytest.raises(ValueError, match="drop-path"):
+        drop_path(x, 1.0, training=True)
+
+
+def test_linear_decay_rule_is_huang_et_al():
+    # L = 4, p_L = 0.5: survival 1 - l/L (1 - 0.5) = 0.875, 0.75, 0.625, 0.5
+    assert linear_decay_rule(4, 0.5) == pytest.approx([0.125, 0.25, 0.375, 0.5])
+    assert linear_decay_rule(3, 0.0) == [0.0, 0.0, 0.0]
