@@ -133,3 +133,44 @@ def test_bad_hyper_parameters_are_rejected():
         optim.SGD(p, lr=0.1, nesterov=True)
     with pytest.raises(ValueError, match="betas"):
         optim.Adam(p, betas=(0.9, 1.0))
+
+
+TRAINER_CASES = {
+    "sgd": (dict(optimizer="sgd", lr=0.05, momentum=0.9), lambda g: optim.SGD(g, lr=0.05, momentum=0.9)),
+    "nesterov": (
+        dict(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True),
+        lambda g: optim.SGD(g, lr=0.05, momentum=0.9, nesterov=True),
+    ),
+    "adam": (dict(optimizer="adam", lr=1e-2, betas=(0.8, 0.99)), lambda g: optim.Adam(g, 1e-2, (0.8, 0.99))),
+    "adamw": (dict(optimizer="adamw", lr=1e-2), lambda g: optim.AdamW(g, lr=1e-2)),
+    "adagrad": (dict(optimizer="adagrad", lr=0.1, eps=1e-3), lambda g: optim.AdaGrad(g, lr=0.1, eps=1e-3)),
+    "rmsprop": (dict(optimizer="rmsprop", lr=1e-2, alpha=0.9), lambda g: optim.RMSProp(g, lr=1e-2, rho=0.9)),
+}
+
+
+@pytest.mark.parametrize("name", TRAINER_CASES)
+def test_the_trainers_optimizers_are_the_course_updates_with_weight_decay_on_weights_only(name):
+    """`--train.optimizer NAME --train.weight-decay 0.1` moves the parameters as deepzoo.optim's
+    NAME with weight decay 0.1 on the weight matrices and none on the biases, for 20 steps."""
+    from deepzoo.train import TrainConfig, distributed
+    from deepzoo.train.step import Optimizers
+
+    settings, course = TRAINER_CASES[name]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    reference = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    reference.load_state_dict(model.state_dict())
+    cfg = TrainConfig(steps=20, schedule="constant", weight_decay=0.1, **settings)
+    trainer_opt = Optimizers({"model": list(model.parameters())}, cfg, distributed.setup("cpu"))
+    weights = [p for p in reference.parameters() if p.ndim == 2]
+    biases = [p for p in reference.parameters() if p.ndim == 1]
+    course_opt = course([{"params": weights, "weight_decay": 0.1}, {"params": biases, "weight_decay": 0.0}])
+    x, y = torch.randn(32, 5), torch.randn(32, 3)
+    for step in range(20):
+        trainer_opt.set_step(step)
+        trainer_opt.update("model", torch.nn.functional.mse_loss(model(x), y))
+        course_opt.zero_grad()
+        torch.nn.functional.mse_loss(reference(x), y).backward()
+        course_opt.step()
+    for ours, theirs in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)

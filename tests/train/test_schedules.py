@@ -33,6 +33,22 @@ def test_inverse_sqrt_matches_the_transformer_paper_after_warmup():
         assert lr_factor(step, 1000, "inverse-sqrt", warmup) == pytest.approx((warmup / (step + 1)) ** 0.5)
 
 
+@pytest.mark.parametrize("warmup", [0, 5])
+def test_step_decay_equals_torch_multistep_lr_after_the_warmup(warmup):
+    """Milestones 0.3, 0.5, 0.75 of the 40 steps after warm-up: steps W + 12, W + 20, W + 30."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [12, 20, 30], gamma=0.2)
+    for step in range(40):
+        factor = lr_factor(warmup + step, warmup + 40, "step", warmup, milestones=(0.3, 0.5, 0.75), gamma=0.2)
+        assert factor == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-12)
+        optimizer.step()
+        scheduler.step()
+    assert lr_factor(39, 40, "step") == pytest.approx(0.01)  # ResNet's two drops by 10 (the default)
+    # a milestone between steps falls at the next step: 0.33 of 40 is 13.2 -> step 14
+    assert [lr_factor(t, 40, "step", milestones=(0.33,)) for t in (13, 14)] == [1.0, pytest.approx(0.1)]
+
+
 def test_unknown_schedule_is_rejected():
     with pytest.raises(ValueError, match="schedule"):
-        lr_factor(0, 10, "step")
+        lr_factor(0, 10, "exponential")

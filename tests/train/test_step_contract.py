@@ -105,6 +105,18 @@ def test_group_settings_fall_back_to_the_train_defaults():
         TrainConfig(eps=0.0)
 
 
+def test_a_groups_step_decay_takes_its_own_milestones_and_factor():
+    step_d = {"d": OptimConfig(schedule="step", lr_milestones=(0.2, 0.6), lr_gamma=0.5)}
+    opt = _opt(TwoPlayer(), steps=10, lr=0.1, schedule="step", optim=step_d)
+    rates = []
+    for step in range(10):
+        opt.set_step(step)
+        rates.append((opt.lrs()["lr_g"], opt.lrs()["lr_d"]))
+    # g: the defaults (x0.1 at 50% and 75%); d: x0.5 at 20% and 60%
+    assert [g for g, _ in rates] == pytest.approx([0.1] * 5 + [0.01] * 3 + [0.001] * 2)
+    assert [d for _, d in rates] == pytest.approx([0.1] * 2 + [0.05] * 4 + [0.025] * 4)
+
+
 def test_each_group_follows_its_own_schedule_and_alternating_terms_average_over_their_steps(tmp_path):
     cfg = TrainConfig(steps=10, batch_size=32, optim=TWO_GROUPS, **(CPU | {"log_every": 2}))
     torch.manual_seed(0)
@@ -343,7 +355,7 @@ def test_the_trainer_reads_a_generated_batch_source(tmp_path):
         ("log_every", 0, "train.log-every must be >= 1"),
         ("betas", (0.9, 1.5), r"train.betas must be each in \[0, 1\)"),
         ("betas", (0.9,), "train.betas must be two numbers"),
-        ("optimizer", "lion", "train.optimizer must be sgd, adamw or rmsprop"),
+        ("optimizer", "lion", "train.optimizer must be one of sgd, adam, adamw, adagrad, rmsprop"),
     ],
 )
 def test_bad_train_settings_are_refused_naming_the_field(field, value, message):
@@ -355,7 +367,7 @@ def test_bad_group_settings_are_refused_naming_the_field():
     with pytest.raises(ValueError, match=r"train.optim.GROUP.lr must be > 0, got -1.0"):
         OptimConfig(lr=-1.0)
     with pytest.raises(ValueError, match=r"train.optim.GROUP.schedule must be one of"):
-        OptimConfig(schedule="step")
+        OptimConfig(schedule="exponential")
     assert OptimConfig(lr=None).lr is None  # unset: the shared value
 
 

@@ -21,8 +21,11 @@ from deepzoo.config import (
 )
 from deepzoo.train.schedules import SCHEDULES, ScheduleName
 
-OptimizerName = Literal["sgd", "adamw", "rmsprop"]
+OptimizerName = Literal["sgd", "adam", "adamw", "adagrad", "rmsprop"]
+OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "rmsprop")
 Betas = ranged(tuple[float, float], Range(0, 1, high_open=True))
+Milestones = ranged(tuple[float, ...], Range(0, 1))
+Factor = ranged(float, Range(0, 1, low_open=True))
 
 
 def _require(ok: bool, flag: str, expected: str, value: object) -> None:
@@ -35,7 +38,7 @@ class OptimConfig:
     """One named parameter group's optimizer. A field left None takes TrainConfig's value."""
 
     optimizer: OptimizerName | None = None
-    """sgd (with momentum/nesterov), adamw or rmsprop."""
+    """sgd (with momentum/nesterov), adam (L2 weight decay), adamw (decoupled), adagrad or rmsprop."""
     lr: Positive | None = None
     """Peak learning rate of this group."""
     momentum: Rate | None = None
@@ -43,19 +46,24 @@ class OptimConfig:
     nesterov: bool | None = None
     """SGD with Nesterov momentum."""
     betas: Betas | None = None
-    """AdamW betas."""
+    """Adam(W) betas."""
     alpha: Rate | None = None
     """RMSProp smoothing constant of the squared-gradient average."""
     eps: Positive | None = None
-    """AdamW and RMSProp: the constant added to the root of the squared-gradient average."""
+    """Adam(W), AdaGrad and RMSProp: the constant added to the root of the squared-gradient sum."""
     weight_decay: NonNegative | None = None
-    """Decoupled weight decay on this group's weight matrices and kernels (never biases or norms)."""
+    """Weight decay of this group's weight matrices and kernels (never biases or norms): decoupled
+    in adamw, L2 added to the gradient in the others."""
     schedule: ScheduleName | None = None
-    """Decay after warm-up: constant, cosine, linear or inverse-sqrt."""
+    """Decay after warm-up: constant, cosine, linear, inverse-sqrt or step."""
     warmup_steps: Index | None = None
     """Linear warm-up steps."""
     min_lr_ratio: Probability | None = None
     """Floor of the cosine/linear decay, as a fraction of lr."""
+    lr_milestones: Milestones | None = None
+    """Step schedule: where the rate drops, as fractions of the steps after warm-up."""
+    lr_gamma: Factor | None = None
+    """Step schedule: what the rate is multiplied by at each milestone."""
     grad_clip: NonNegative | None = None
     """Clip this group's gradient norm to this value (0: no clipping)."""
 
@@ -72,7 +80,8 @@ class TrainConfig:
     batch_size: Count = 128
     """Global batch size; under DDP each of the N ranks takes batch_size / N of it."""
     optimizer: OptimizerName = "adamw"
-    """sgd (with momentum/nesterov), adamw or rmsprop: every group's, unless --train.optim.GROUP says."""
+    """sgd (with momentum/nesterov), adam (L2 weight decay), adamw (decoupled), adagrad or rmsprop:
+    every group's, unless --train.optim.GROUP says."""
     lr: Positive = 1e-3
     """Peak learning rate."""
     momentum: Rate = 0.9
@@ -80,20 +89,25 @@ class TrainConfig:
     nesterov: bool = False
     """SGD with Nesterov momentum."""
     betas: Betas = (0.9, 0.999)
-    """AdamW betas."""
+    """Adam(W) betas."""
     alpha: Rate = 0.99
     """RMSProp smoothing constant."""
     eps: Positive = 1e-8
-    """AdamW and RMSProp: the constant added to the root of the squared-gradient average (torch's
-    default; SB3's A2C uses 1e-5)."""
+    """Adam(W), AdaGrad and RMSProp: the constant added to the root of the squared-gradient average
+    or sum (torch's Adam default; SB3's A2C uses 1e-5)."""
     weight_decay: NonNegative = 0.0
-    """Decoupled weight decay, applied to weight matrices and kernels only (not biases or norms)."""
+    """Weight decay of weight matrices and kernels only (not biases or norms): decoupled in adamw,
+    L2 added to the gradient in the others."""
     schedule: ScheduleName = "cosine"
-    """Decay after warm-up: constant, cosine, linear or inverse-sqrt."""
+    """Decay after warm-up: constant, cosine, linear, inverse-sqrt or step."""
     warmup_steps: Index = 0
     """Linear warm-up steps."""
     min_lr_ratio: Probability = 0.0
     """Floor of the cosine/linear decay, as a fraction of lr."""
+    lr_milestones: Milestones = (0.5, 0.75)
+    """Step schedule: where the rate drops, as fractions of the steps after warm-up (ResNet's)."""
+    lr_gamma: Factor = 0.1
+    """Step schedule: what the rate is multiplied by at each milestone."""
     grad_clip: NonNegative = 0.0
     """Clip the global gradient norm to this value (0: no clipping; the norm is logged either way)."""
     optim: dict[str, OptimConfig] = field(default_factory=dict)
@@ -119,7 +133,7 @@ class TrainConfig:
     max_seconds: NonNegative = 0.0
     """Stop after this much training wall time, evaluations not counted (0: no limit)."""
     horizon: Literal["steps", "time"] = "steps"
-    """What the cosine/linear decay spans: train.steps, or 'time': the steps max_seconds allows at
+    """What the cosine/linear/step decay spans: train.steps, or 'time': the steps max_seconds allows at
     the speed measured so far (re-estimated at every log point), so that a slower machine still
     decays before its budget ends; its rates then depend on timing (resume is not bit-exact)."""
     diverge_factor: NonNegative = 100.0
@@ -168,10 +182,7 @@ def _check_optim(c: TrainConfig | OptimConfig, prefix: str) -> None:
     check_ranges(c, prefix)
     if c.optimizer is not None:
         _require(
-            c.optimizer in ("sgd", "adamw", "rmsprop"),
-            prefix + "optimizer",
-            "sgd, adamw or rmsprop",
-            c.optimizer,
+            c.optimizer in OPTIMIZERS, prefix + "optimizer", f"one of {', '.join(OPTIMIZERS)}", c.optimizer
         )
     if c.betas is not None:
         _require(len(c.betas) == 2, prefix + "betas", "two numbers", c.betas)

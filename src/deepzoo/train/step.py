@@ -23,7 +23,7 @@ from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from deepzoo.train import distributed
-from deepzoo.train.config import OptimConfig, TrainConfig
+from deepzoo.train.config import OPTIMIZERS, OptimConfig, TrainConfig
 from deepzoo.train.errors import NonFiniteLossError
 from deepzoo.train.schedules import lr_factor
 
@@ -49,24 +49,29 @@ def named_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
 
 
 def build_optimizer(params: Sequence[nn.Parameter], g: OptimConfig) -> torch.optim.Optimizer:
-    """SGD, AdamW or RMSProp over `params`; weight decay on tensors of 2+ dimensions only
-    (AdamW's is decoupled; SGD's and RMSProp's is L2 added to the gradient, as torch.optim does)."""
+    """torch.optim's SGD, Adam, AdamW, AdaGrad or RMSProp over `params` (the updates of
+    deepzoo.optim); weight decay on tensors of 2+ dimensions only (AdamW's is decoupled; the others'
+    is L2 added to the gradient, as torch.optim does)."""
     split = [
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": g.weight_decay},
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
     if g.optimizer == "sgd":
         return torch.optim.SGD(split, lr=g.lr, momentum=g.momentum, nesterov=g.nesterov)
-    if g.optimizer == "adamw":
-        # step 1 moves by lr / (1 - beta1) (bias correction), a float32 scalar in torch's AdamW
+    if g.optimizer in ("adam", "adamw"):
+        # step 1 moves by lr / (1 - beta1) (bias correction), a float32 scalar in torch's Adam(W)
         if g.lr / (1 - g.betas[0]) > torch.finfo(torch.float32).max:
             raise ValueError(
-                f"train.lr {g.lr:g} is too large for AdamW: its first step lr / (1 - beta1) overflows float32"
+                f"train.lr {g.lr:g} is too large for {g.optimizer}: its first step lr / (1 - beta1) "
+                "overflows float32"
             )
-        return torch.optim.AdamW(split, lr=g.lr, betas=g.betas, eps=g.eps)
+        adam = torch.optim.AdamW if g.optimizer == "adamw" else torch.optim.Adam
+        return adam(split, lr=g.lr, betas=g.betas, eps=g.eps)
+    if g.optimizer == "adagrad":
+        return torch.optim.Adagrad(split, lr=g.lr, eps=g.eps)
     if g.optimizer == "rmsprop":
         return torch.optim.RMSprop(split, lr=g.lr, alpha=g.alpha, eps=g.eps)
-    raise ValueError(f"optimizer must be 'sgd', 'adamw' or 'rmsprop', got {g.optimizer!r}")
+    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {g.optimizer!r}")
 
 
 class Optimizers:
@@ -99,7 +104,9 @@ class Optimizers:
         self._step.fill_(step + 1)
         for name, optimizer in self.optimizers.items():
             g = self.settings[name]
-            factor = lr_factor(step, self.horizon, g.schedule, g.warmup_steps, g.min_lr_ratio)
+            factor = lr_factor(
+                step, self.horizon, g.schedule, g.warmup_steps, g.min_lr_ratio, g.lr_milestones, g.lr_gamma
+            )
             for param_group in optimizer.param_groups:
                 param_group["lr"] = g.lr * factor
 
