@@ -3,7 +3,7 @@ smoothing. Each acts on one training batch x: (B, C, H, W) in pixel space and le
 alone; randomness comes from `generator` or torch's global generator (which the trainer's
 checkpoints save, so a resumed run draws the same augmentations).
 
-- translate (the "pad and random crop" of Krizhevsky et al., 2012, and of ResNet on CIFAR):
+- translate (ResNet's "pad by 4, random 32 x 32 crop" on CIFAR, He et al., 2016, with pad s):
   y[b, :, i, j] = x[b, :, i - dy_b, j - dx_b], zero outside x; dy_b, dx_b ~ U{-s, ..., s}.
 - cutout (DeVries & Taylor, 2017): a size x size square centred at a uniform pixel
   (cy, cx) ~ U({0..H-1} x {0..W-1}) is set to zero, clipped at the border, so it may lie partly
