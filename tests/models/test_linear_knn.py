@@ -6,6 +6,7 @@ from deepzoo.gradcheck import check_gradients
 from deepzoo.metrics.classification import classification_metrics
 from deepzoo.models.knn import KNN, KNNConfig, cross_validate, fold_bounds, pairwise_distances, vote
 from deepzoo.models.linear import LinearClassifier, LinearConfig, TwoLayerFunction, TwoLayerNet
+from deepzoo.nn.preprocess import PCA
 from deepzoo.train import TrainConfig, Trainer
 
 
@@ -129,3 +130,13 @@ def test_knn_refuses_more_neighbours_than_it_memorizes():
     with pytest.raises(ValueError, match="candidates up to k = 17 need more than the 16 examples"):
         KNN(KNNConfig(k=0, candidates=(1, 17), folds=5, num_classes=2)).fit(x, y)
     assert int(KNN(KNNConfig(k=0, candidates=(1, 16), folds=5, num_classes=2)).fit(x, y).k) in (1, 16)
+
+
+def test_knn_on_principal_components_is_knn_on_the_projected_rows(mnist_test):
+    x, y = mnist_test.tensors["x"][:600], mnist_test.tensors["y"][:600]
+    model = KNN(KNNConfig(k=0, pca=20, chunk=64)).fit(x[:500], y[:500])
+    pca = PCA(20).fit(x[:500])
+    plain = KNN(KNNConfig(k=0, chunk=64)).fit(pca(x[:500]), y[:500])
+    assert int(model.k) == int(plain.k) and model.cv_accuracy == plain.cv_accuracy
+    assert torch.equal(model(x[500:]), plain(pca(x[500:])))
+    assert model.train_x.shape == (500, 20)

@@ -4,7 +4,8 @@ Distances are computed fully vectorized, a chunk of queries at a time:
     L2: ||q - t||^2 = ||q||^2 + ||t||^2 - 2 q.t   (one matrix product per chunk)
     L1: sum_d |q_d - t_d|                         (torch.cdist with p = 1)
 Prediction is a majority vote among the k nearest training points; a tie between classes goes
-to the tied class whose nearest member is closest (a deterministic rule).
+to the tied class whose nearest member is closest (a deterministic rule). With `pca` = d, rows
+are first projected onto the top d principal components of the training set (nn/preprocess.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from deepzoo.config import Count, Index, Range, Sizes, ranged
+from deepzoo.nn.preprocess import PCA
 
 Folds = ranged(int, Range(2))
 
@@ -26,7 +28,9 @@ class KNNConfig:
     k: Index = 0
     """Neighbours voting; 0 chooses k by cross-validation over `candidates`."""
     distance: Literal["l2", "l1"] = "l2"
-    """l2 (Euclidean) or l1 (Manhattan) on raw pixels."""
+    """l2 (Euclidean) or l1 (Manhattan), on raw pixels or their principal components."""
+    pca: Index = 0
+    """Compare the top this many principal components of the training set (0: raw pixels)."""
     candidates: Sizes = (1, 3, 5, 7, 9)
     """k values tried by cross-validation."""
     folds: Folds = 5
@@ -112,7 +116,12 @@ class KNN(nn.Module):
         self.register_buffer("k", torch.tensor(config.k))
         self.register_buffer("train_x", torch.empty(0), persistent=False)
         self.register_buffer("train_y", torch.empty(0, dtype=torch.long), persistent=False)
+        self.pca = PCA(config.pca) if config.pca else None
         self.cv_accuracy: dict[int, float] = {}
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, *) -> the rows distances are measured between: (B, D) pixels or (B, pca)."""
+        return self.pca(x) if self.pca is not None else x.flatten(1).float()
 
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> KNN:
         """Store the training set; choose k by cross-validation if it is not set yet."""
@@ -126,7 +135,9 @@ class KNN(nn.Module):
                 f"candidates up to k = {max(cfg.candidates)} need more than the {held_in} examples "
                 f"each of {cfg.folds} folds trains on"
             )
-        self.train_x, self.train_y = x.flatten(1).float(), y.long()
+        if self.pca is not None:
+            self.pca.fit(x)  # on the whole training set, before the folds (PCA is unsupervised)
+        self.train_x, self.train_y = self.embed(x), y.long()
         if k == 0:
             self.cv_accuracy = cross_validate(
                 self.train_x,
@@ -146,6 +157,6 @@ class KNN(nn.Module):
             raise RuntimeError("KNN.fit(x, y) must be called before classifying")
         k = int(self.k)
         neighbours = nearest_neighbours(
-            x.flatten(1).float(), self.train_x, k, self.config.distance, self.config.chunk
+            self.embed(x), self.train_x, k, self.config.distance, self.config.chunk
         )
         return vote(self.train_y[neighbours], k, self.config.num_classes)
