@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from deepzoo.data import TensorData
 from deepzoo.metrics.classification import classification_metrics
 from deepzoo.models.classifier import CNN, CNNConfig, Regularization, ResNet, ResNetConfig
-from deepzoo.nn.augment import cutout, mixup, random_translate
+from deepzoo.nn.augment import cutout, mixup, random_affine, random_translate
 from deepzoo.nn.residual import BasicBlock
 from deepzoo.train import TrainConfig, Trainer
 
@@ -66,7 +66,7 @@ def test_short_training_run_is_clearly_above_chance(tmp_path, mnist_test, model)
     assert result.metrics["accuracy"] > 0.75  # chance is 0.10
 
 
-ALL_FOUR = Regularization(translate=2, cutout=6, mixup=0.4, label_smoothing=0.1)
+ALL = Regularization(rotate=10.0, scale=0.1, translate=2, cutout=6, mixup=0.4, label_smoothing=0.1)
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ ALL_FOUR = Regularization(translate=2, cutout=6, mixup=0.4, label_smoothing=0.1)
 )
 def test_regularized_loss_is_the_plain_loss_of_the_augmented_batch_in_training_only(build):
     torch.manual_seed(0)
-    model, plain = build(ALL_FOUR), build(Regularization())
+    model, plain = build(ALL), build(Regularization())
     plain.load_state_dict(model.state_dict())
     x, y = torch.rand(16, 1, 28, 28), torch.arange(16) % 10
     model.eval(), plain.eval()
@@ -87,8 +87,8 @@ def test_regularized_loss_is_the_plain_loss_of_the_augmented_batch_in_training_o
     model.train(), plain.train()
     torch.manual_seed(1)
     out = model.loss({"x": x, "y": y})
-    torch.manual_seed(1)  # the same draws, in the documented order: translate, cutout, mixup
-    mixed, y_a, y_b, lam = mixup(cutout(random_translate(x, 2), 6), y, 0.4)
+    torch.manual_seed(1)  # the same draws, in the documented order: affine, translate, cutout, mixup
+    mixed, y_a, y_b, lam = mixup(cutout(random_translate(random_affine(x, 10.0, 0.1), 2), 6), y, 0.4)
     expected = lam * F.cross_entropy(plain(mixed), y_a, label_smoothing=0.1) + (1 - lam) * F.cross_entropy(
         plain(mixed), y_b, label_smoothing=0.1
     )

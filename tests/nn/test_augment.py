@@ -5,7 +5,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deepzoo.nn.augment import cutout, mixed_cross_entropy, mixup, random_translate
+from deepzoo.nn.augment import (
+    affine,
+    affine_parameters,
+    cutout,
+    mixed_cross_entropy,
+    mixup,
+    random_affine,
+    random_translate,
+)
 from deepzoo.nn.dropout import drop_path, linear_decay_rule
 
 
@@ -134,3 +142,52 @@ def test_linear_decay_rule_is_huang_et_al():
     # L = 4, p_L = 0.5: survival 1 - l/L (1 - 0.5) = 0.875, 0.75, 0.625, 0.5
     assert linear_decay_rule(4, 0.5) == pytest.approx([0.125, 0.25, 0.375, 0.5])
     assert linear_decay_rule(3, 0.0) == [0.0, 0.0, 0.0]
+
+
+def test_affine_rotates_counter_clockwise_like_rot90_and_keeps_pixel_distances_on_any_aspect():
+    square = torch.rand(4, 2, 7, 7)
+    ones = torch.ones(4)
+    # float32 grid coordinates: cos(90 deg) = -4e-8, so the samples sit 1e-6 off the pixel centres
+    torch.testing.assert_close(
+        affine(square, 90 * ones, ones), torch.rot90(square, 1, (2, 3)), rtol=0, atol=1e-5
+    )
+    wide = torch.rand(4, 2, 5, 8)
+    torch.testing.assert_close(
+        affine(wide, 180 * ones, ones), torch.rot90(wide, 2, (2, 3)), rtol=0, atol=1e-5
+    )
+    # one lit pixel 2 to the right of the centre of a 5 x 9 image moves 2 up (not 2 * 5/9: no shear)
+    dot = torch.zeros(1, 1, 5, 9)
+    dot[0, 0, 2, 6] = 1.0
+    moved = affine(dot, torch.tensor([90.0]), torch.tensor([1.0]))[0, 0]
+    assert moved[0, 4].item() == pytest.approx(1.0, abs=1e-5) and moved.sum().item() == pytest.approx(
+        1.0, abs=1e-5
+    )
+
+
+def test_affine_zooms_about_the_centre():
+    """A ramp I(i, j) = j is linear, so bilinear sampling is exact: zoom s shows at column j the
+    input column c + (j - c) / s, c = (W - 1) / 2 the centre."""
+    W, s = 12, 1.5
+    ramp = torch.arange(W, dtype=torch.float32).expand(1, 1, 6, W).contiguous()
+    zoomed = affine(ramp, torch.zeros(1), torch.tensor([s]))[0, 0]
+    c = (W - 1) / 2
+    expected = c + (torch.arange(W) - c) / s
+    torch.testing.assert_close(zoomed[2], expected, rtol=0, atol=1e-5)  # rows 2-3 stay inside vertically
+
+
+def test_random_affine_draws_uniform_angles_and_zooms_within_the_bounds():
+    angles, zooms = affine_parameters(40_000, 15.0, 0.2, torch.Generator().manual_seed(0))
+    assert angles.abs().max() <= 15 and (zooms - 1).abs().max() <= 0.2
+    # U(-a, a): mean 0 (sd of the mean a / sqrt(3 n) = 0.043), variance a^2 / 3 (rel. sd 0.0063)
+    assert abs(angles.mean().item()) < 0.25 and angles.var().item() == pytest.approx(75.0, rel=0.04)
+    assert zooms.mean().item() == pytest.approx(1.0, abs=0.003) and zooms.var().item() == pytest.approx(
+        0.04 / 3, rel=0.04
+    )
+    x = torch.rand(6, 1, 9, 9)
+    drawn = random_affine(x, 15.0, 0.2, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(
+        drawn, affine(x, *affine_parameters(6, 15.0, 0.2, torch.Generator().manual_seed(3)))
+    )
+    assert random_affine(x, 0.0, 0.0) is x
+    with pytest.raises(ValueError, match="degrees"):
+        affine_parameters(2, 200.0, 0.0)

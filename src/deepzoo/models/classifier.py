@@ -3,7 +3,7 @@
 Both take x: (B, 1, 28, 28) in [0, 1], standardize it with the MNIST train statistics, and return
 logits (B, K). `features(x)` is the penultimate representation (B, D) that the FID metric uses.
 Loss: L = -1/B sum_i log softmax(f(x_i))[y_i], on a batch that `Regularization` may first
-translate, cut out and mix (training only; nn/augment.py), against labels it may smooth.
+rotate and zoom, translate, cut out and mix (training only; nn/augment.py), against labels it may smooth.
 """
 
 from __future__ import annotations
@@ -13,16 +13,22 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from deepzoo.config import Count, Index, NonNegative, Positive, Rate, Sizes
-from deepzoo.nn.augment import cutout, mixed_cross_entropy, mixup, random_translate
+from deepzoo.config import Count, Index, NonNegative, Positive, Range, Rate, Sizes, ranged
+from deepzoo.nn.augment import cutout, mixed_cross_entropy, mixup, random_affine, random_translate
 from deepzoo.nn.dropout import linear_decay_rule
 from deepzoo.nn.residual import BasicBlock
+
+Degrees = ranged(float, Range(0, 180))
 
 
 @dataclass(frozen=True)
 class Regularization:
     """What training does to each batch before the loss (in this order; evaluation sees none)."""
 
+    rotate: Degrees = 0.0
+    """Rotate each image by an angle drawn uniformly within +-this many degrees (0: off)."""
+    scale: Rate = 0.0
+    """Zoom each image by a factor drawn uniformly in [1 - scale, 1 + scale] (0: off)."""
     translate: Index = 0
     """Shift each image by up to this many pixels in each direction, zero-filled (0: off)."""
     cutout: Index = 0
@@ -101,10 +107,11 @@ class Classifier(nn.Module):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Cross-entropy of the (in training, regularized) batch; "accuracy" is against batch["y"]
-        on the inputs the network saw (translated, cut out, mixed)."""
+        on the inputs the network saw (rotated, zoomed, translated, cut out, mixed)."""
         x, y, reg = batch["x"], batch["y"], self.config.regularize
         y_mixed, lam, smoothing = y, 1.0, reg.label_smoothing if self.training else 0.0
         if self.training:
+            x = random_affine(x, reg.rotate, reg.scale)
             x = cutout(random_translate(x, reg.translate), reg.cutout)
             if reg.mixup > 0:
                 x, y, y_mixed, lam = mixup(x, y, reg.mixup)

@@ -3,6 +3,11 @@ smoothing. Each acts on one training batch x: (B, C, H, W) in pixel space and le
 alone; randomness comes from `generator` or torch's global generator (which the trainer's
 checkpoints save, so a resumed run draws the same augmentations).
 
+- affine (the course's "rotation, scales, stretching"): each image rotated by a ~ U(-deg, deg),
+  counter-clockwise as displayed (rows down; torch.rot90's and torchvision's direction), and
+  zoomed by s ~ U(1 - r, 1 + r) about its centre, sampled bilinearly, zero outside. In pixel
+  coordinates about the centre, output p takes input (1 / s) R(a) p, so non-square images rotate
+  without shear. (torchvision's RandomAffine samples nearest pixels by default.)
 - translate (ResNet's "pad by 4, random 32 x 32 crop" on CIFAR, He et al., 2016, with pad s):
   y[b, :, i, j] = x[b, :, i - dy_b, j - dx_b], zero outside x; dy_b, dx_b ~ U{-s, ..., s}.
 - cutout (DeVries & Taylor, 2017): a size x size square centred at a uniform pixel
@@ -18,8 +23,47 @@ checkpoints save, so a resumed run draws the same augmentations).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+
+
+def affine_parameters(
+    n: int, degrees: float, scale: float, generator: torch.Generator | None = None, device: str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n,) angles in degrees ~ U(-degrees, degrees) and (n,) zooms ~ U(1 - scale, 1 + scale)."""
+    if not 0 <= degrees <= 180 or not 0 <= scale < 1:
+        raise ValueError(f"need 0 <= degrees <= 180 and 0 <= scale < 1, got {degrees} and {scale}")
+    u = torch.rand(2, n, generator=generator, device=device) * 2 - 1  # U(-1, 1)
+    return u[0] * degrees, 1 + u[1] * scale
+
+
+def affine(x: torch.Tensor, angles: torch.Tensor, zooms: torch.Tensor) -> torch.Tensor:
+    """x: (B, C, H, W) -> each image b rotated by angles[b] degrees (counter-clockwise as displayed)
+    and zoomed by zooms[b] about its centre; bilinear, zero outside (see the module docstring)."""
+    B, _, H, W = x.shape
+    a = angles.to(x.device, torch.float32) * (math.pi / 180)
+    inverse_zoom = 1 / zooms.to(x.device, torch.float32)
+    cos, sin = torch.cos(a) * inverse_zoom, torch.sin(a) * inverse_zoom
+    zero = torch.zeros_like(a)
+    # normalized coordinates are pixels scaled by 2 / W (x) and 2 / H (y): hence H / W and W / H
+    theta = torch.stack(
+        [torch.stack([cos, -sin * H / W, zero], 1), torch.stack([sin * W / H, cos, zero], 1)], 1
+    )  # (B, 2, 3): input coordinates of each output coordinate
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_affine(
+    x: torch.Tensor, degrees: float, scale: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """`affine` with each image's angle and zoom drawn by `affine_parameters`; the identity when
+    both ranges are 0."""
+    if degrees == 0 and scale == 0:
+        return x
+    angles, zooms = affine_parameters(len(x), degrees, scale, generator, generator_device(generator, x))
+    return affine(x, angles, zooms)
 
 
 def random_translate(
