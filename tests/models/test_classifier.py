@@ -147,3 +147,20 @@ def test_translation_augmentation_makes_a_cnn_robust_to_shifted_digits(tmp_path,
         assert classification_metrics(model, TensorData(held_out))[0]["accuracy"] > 0.9
         accuracy[shift] = sum(classification_metrics(model, view)[0]["accuracy"] for view in moved) / 4
     assert accuracy[2] > 0.8 and accuracy[2] - accuracy[0] > 0.2, accuracy
+
+
+def test_regularized_training_runs_under_bf16_autocast_as_the_trainer_forces_it():
+    """The augmentations run inside the trainer's autocast (bf16 on AMX CPUs and GPUs): the same
+    draws give the fp32 loss to bf16's precision (8 bits: a relative 2^-8 per rounding; 5% allows
+    the few dozen roundings of this small net) and gradients that are finite."""
+    torch.manual_seed(0)
+    model = ResNet(ResNetConfig(widths=(4, 8), blocks_per_stage=1, stochastic_depth=0.3, regularize=ALL))
+    x, y = torch.rand(16, 1, 28, 28), torch.arange(16) % 10
+    torch.manual_seed(1)
+    full = model.loss({"x": x, "y": y})["loss"]
+    torch.manual_seed(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = model.loss({"x": x, "y": y})["loss"]
+    assert half.dtype == torch.float32 and half.item() == pytest.approx(full.item(), rel=0.05)
+    half.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
