@@ -1,6 +1,6 @@
-"""Regularization through the training data: random translations, cutout, mixup and label
-smoothing. Each acts on one training batch x: (B, C, H, W) in pixel space and leaves evaluation
-alone; randomness comes from `generator` or torch's global generator (which the trainer's
+"""Regularization through the training data: random rotations and zooms, translations, cutout,
+mixup and label smoothing. Each acts on one training batch x: (B, C, H, W) in pixel space and
+leaves evaluation alone; randomness comes from `generator` or torch's global generator (which the trainer's
 checkpoints save, so a resumed run draws the same augmentations).
 
 - affine (the course's "rotation, scales, stretching"): each image rotated by a ~ U(-deg, deg),
@@ -30,7 +30,11 @@ import torch.nn.functional as F
 
 
 def affine_parameters(
-    n: int, degrees: float, scale: float, generator: torch.Generator | None = None, device: str = "cpu"
+    n: int,
+    degrees: float,
+    scale: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(n,) angles in degrees ~ U(-degrees, degrees) and (n,) zooms ~ U(1 - scale, 1 + scale)."""
     if not 0 <= degrees <= 180 or not 0 <= scale < 1:
@@ -42,7 +46,7 @@ def affine_parameters(
 def affine(x: torch.Tensor, angles: torch.Tensor, zooms: torch.Tensor) -> torch.Tensor:
     """x: (B, C, H, W) -> each image b rotated by angles[b] degrees (counter-clockwise as displayed)
     and zoomed by zooms[b] about its centre; bilinear, zero outside (see the module docstring)."""
-    B, _, H, W = x.shape
+    H, W = x.shape[-2:]
     a = angles.to(x.device, torch.float32) * (math.pi / 180)
     inverse_zoom = 1 / zooms.to(x.device, torch.float32)
     cos, sin = torch.cos(a) * inverse_zoom, torch.sin(a) * inverse_zoom
