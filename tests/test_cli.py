@@ -336,3 +336,26 @@ def test_a_classifier_trains_on_the_first_train_limit_images(capsys):
     assert len(recipe.data(recipe.default, torch.device("cpu"))[0]) == 60_000
     code, err = _error_of(capsys, ["train", "cnn-mnist", "--train-limit", "16", "--train.batch-size", "32"])
     assert code == 2 and "exceeds the dataset size 16" in err
+
+
+def test_an_ensemble_of_classifier_runs_averages_their_probabilities(tmp_path, capsys, mnist_test):
+    runs = [tmp_path / f"r{seed}" for seed in (0, 1)]
+    for seed, run_dir in enumerate(runs):
+        main(["train", "cnn-mnist", *TINY, "--train.seed", str(seed), "--run-dir", str(run_dir)])
+    capsys.readouterr()
+    code, err = _error_of(capsys, ["eval", *map(str, runs)])
+    assert code == 2 and "needs --out DIR" in err
+    main(["eval", *map(str, runs), "--out", str(tmp_path / "ensemble")])
+    result = json.loads(capsys.readouterr().out)
+    assert json.loads((tmp_path / "ensemble" / "eval.json").read_text()) == result
+    assert (tmp_path / "ensemble" / "confusion.png").is_file()
+    # members as `deepzoo eval` of each alone reports them
+    for member, run_dir in zip(result["members"], runs):
+        main(["eval", str(run_dir)])
+        assert member["accuracy"] == json.loads(capsys.readouterr().out)["accuracy"]
+    # the ensemble: argmax of the mean of the members' softmax
+    models = [deepzoo.load(run_dir) for run_dir in runs]
+    x, y = mnist_test.tensors["x"], mnist_test.tensors["y"]
+    with torch.no_grad():
+        mean = sum(torch.cat([m(b).softmax(-1) for b in x.split(500)]) for m in models) / 2
+    assert result["accuracy"] == pytest.approx((mean.argmax(1) == y).float().mean().item(), abs=1e-4)

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -177,15 +178,63 @@ def cmd_eval(ns: argparse.Namespace) -> None:
     from deepzoo.train.distributed import pick_device
     from deepzoo.train.trainer import evaluation_mode, use_bf16
 
-    _require_run_dir(ns.run_dir)
+    for run_dir in ns.run_dir:
+        _require_run_dir(run_dir)
+    if len(ns.run_dir) > 1:
+        return _eval_ensemble(ns)
+    if ns.out:
+        raise UsageError(
+            "deepzoo eval: --out is for ensembles (two or more runs); one run writes into itself"
+        )
+    (run_dir,) = ns.run_dir
     device = pick_device(ns.device)
-    run = load_run(ns.run_dir, device)
+    run = load_run(run_dir, device)
     _, eval_data = run.recipe.data(run.config, device)
     bf16 = use_bf16(run.config.train.precision, device)  # as the trainer evaluated it
     with evaluation_mode(run.model, device, bf16) as model:
-        metrics = run.recipe.evaluate(model, eval_data, Path(ns.run_dir), run.config)
+        metrics = run.recipe.evaluate(model, eval_data, Path(run_dir), run.config)
     metrics = {"step": run.step, "split": run.recipe.eval_split} | metrics
-    ckpt.write_json(Path(ns.run_dir) / "eval.json", metrics)
+    ckpt.write_json(Path(run_dir) / "eval.json", metrics)
+    print(json.dumps(metrics))
+
+
+def _eval_ensemble(ns: argparse.Namespace) -> None:
+    """Classifier runs evaluated alone and as one `Ensemble` (their averaged probabilities) on the
+    first run's evaluation split; eval.json and the ensemble's confusion matrix go to --out."""
+    from deepzoo.models.ensemble import Ensemble
+    from deepzoo.recipes import load_run
+    from deepzoo.train import checkpoint as ckpt
+    from deepzoo.train.distributed import pick_device
+    from deepzoo.train.trainer import evaluation_mode, use_bf16
+
+    if not ns.out:
+        raise UsageError(
+            "deepzoo eval: an ensemble of runs needs --out DIR for its eval.json and confusion matrix"
+        )
+    device = pick_device(ns.device)
+    runs = [load_run(run_dir, device) for run_dir in ns.run_dir]
+    first = runs[0]
+    for run_dir, run in zip(ns.run_dir, runs):
+        if run.recipe.metric != "accuracy" or run.recipe.eval_split != first.recipe.eval_split:
+            raise UsageError(
+                f"deepzoo eval: {run_dir} ({run.recipe.name}) is not a classifier evaluated on the "
+                f"{first.recipe.eval_split} split; an ensemble averages classifiers' probabilities"
+            )
+    _, eval_data = first.recipe.data(first.config, device)
+    out = Path(ns.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bf16 = [use_bf16(run.config.train.precision, device) for run in runs]  # as each was evaluated
+    with evaluation_mode(Ensemble([run.model for run in runs]), device, all(bf16)) as ensemble:
+        metrics = first.recipe.evaluate(ensemble, eval_data, out, first.config)
+    members = []
+    for run_dir, run, half in zip(ns.run_dir, runs, bf16):
+        with tempfile.TemporaryDirectory() as scratch, evaluation_mode(run.model, device, half) as model:
+            members.append(
+                {"run_dir": str(run_dir), "recipe": run.recipe.name, "step": run.step}
+                | first.recipe.evaluate(model, eval_data, Path(scratch), run.config)
+            )
+    metrics = {"split": first.recipe.eval_split} | metrics | {"members": members}
+    ckpt.write_json(out / "eval.json", metrics)
     print(json.dumps(metrics))
 
 
@@ -305,7 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace the run already in --run-dir")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
     evaluate = sub.add_parser("eval", help="evaluate a trained run on its evaluation split")
-    evaluate.add_argument("run_dir", help="a run directory written by `deepzoo train`")
+    evaluate.add_argument(
+        "run_dir",
+        nargs="+",
+        help="a run directory written by `deepzoo train`; several classifier runs: their ensemble",
+    )
+    evaluate.add_argument("--out", help="where an ensemble's eval.json and confusion matrix go")
     evaluate.add_argument("--device", default="auto", help="auto (cuda > mps > cpu) or a torch device")
     sample = sub.add_parser(
         "sample",
