@@ -61,8 +61,9 @@ def build_optimizer(params: Sequence[nn.Parameter], g: OptimConfig) -> torch.opt
     if g.optimizer in ("adam", "adamw"):
         # step 1 moves by lr / (1 - beta1) (bias correction), a float32 scalar in torch's Adam(W)
         if g.lr / (1 - g.betas[0]) > torch.finfo(torch.float32).max:
+            name = "AdamW" if g.optimizer == "adamw" else "Adam"
             raise ValueError(
-                f"train.lr {g.lr:g} is too large for {g.optimizer}: its first step lr / (1 - beta1) "
+                f"train.lr {g.lr:g} is too large for {name}: its first step lr / (1 - beta1) "
                 "overflows float32"
             )
         adam = torch.optim.AdamW if g.optimizer == "adamw" else torch.optim.Adam
