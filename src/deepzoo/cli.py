@@ -231,7 +231,7 @@ def _eval_ensemble(ns: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory() as scratch, evaluation_mode(run.model, device, half) as model:
             members.append(
                 {"run_dir": str(run_dir), "recipe": run.recipe.name, "step": run.step}
-                | first.recipe.evaluate(model, eval_data, Path(scratch), run.config)
+                | run.recipe.evaluate(model, eval_data, Path(scratch), run.config)
             )
     metrics = {"split": first.recipe.eval_split} | metrics | {"members": members}
     ckpt.write_json(out / "eval.json", metrics)
