@@ -1,4 +1,4 @@
-"""deepzoo list | train | eval | sample | bench.
+"""deepzoo list | train | search | eval | sample | report | bench.
 
 Errors a user can cause (an unknown recipe, a bad flag or value, a directory that is not a run or
 is damaged) end with one line on stderr and exit status 2; `--debug` (or DEEPZOO_DEBUG=1) shows
@@ -142,7 +142,7 @@ def cmd_train(ns: argparse.Namespace, overrides: list[str]) -> None:
         if ns.recipe or overrides or ns.overwrite:
             raise UsageError("deepzoo train --resume RUN_DIR takes no recipe, overrides or --overwrite")
         _require_run_dir(ns.resume)
-        recipe = _recipe_of_run(ns.resume)
+        recipe, config = _recipe_of_run(ns.resume)
         result = resume_recipe(ns.resume)
     else:
         if not ns.recipe and {"-h", "--help"} & set(overrides):
@@ -158,7 +158,7 @@ def cmd_train(ns: argparse.Namespace, overrides: list[str]) -> None:
         config = parse_overrides(recipe.name, recipe.default, overrides)
         result = train_recipe(recipe.name, config, ns.run_dir, overwrite=ns.overwrite)
     if distributed.is_main_process():
-        summary = {"run_dir": str(result.run_dir), "step": result.step, "split": recipe.eval_split}
+        summary = {"run_dir": str(result.run_dir), "step": result.step, "split": recipe.split(config)}
         print(json.dumps(summary | result.metrics | {"files": _files_of(result.run_dir)}))
     distributed.teardown()
 
@@ -193,7 +193,7 @@ def cmd_eval(ns: argparse.Namespace) -> None:
     bf16 = use_bf16(run.config.train.precision, device)  # as the trainer evaluated it
     with evaluation_mode(run.model, device, bf16) as model:
         metrics = run.recipe.evaluate(model, eval_data, Path(run_dir), run.config)
-    metrics = {"step": run.step, "split": run.recipe.eval_split} | metrics
+    metrics = {"step": run.step, "split": run.recipe.split(run.config)} | metrics
     ckpt.write_json(Path(run_dir) / "eval.json", metrics)
     print(json.dumps(metrics))
 
@@ -214,11 +214,17 @@ def _eval_ensemble(ns: argparse.Namespace) -> None:
     device = pick_device(ns.device)
     runs = [load_run(run_dir, device) for run_dir in ns.run_dir]
     first = runs[0]
+    split = first.recipe.split(first.config)
     for run_dir, run in zip(ns.run_dir, runs):
-        if run.recipe.metric != "accuracy" or run.recipe.eval_split != first.recipe.eval_split:
+        if run.recipe.metric != "accuracy" or run.recipe.split(run.config) != split:
             raise UsageError(
                 f"deepzoo eval: {run_dir} ({run.recipe.name}) is not a classifier evaluated on the "
-                f"{first.recipe.eval_split} split; an ensemble averages classifiers' probabilities"
+                f"{split} split; an ensemble averages classifiers' probabilities"
+            )
+        if getattr(run.config, "validation", 0) != getattr(first.config, "validation", 0):
+            raise UsageError(
+                f"deepzoo eval: {run_dir} holds out {run.config.validation} training images for "
+                f"validation, {ns.run_dir[0]} {first.config.validation}: the members must share one split"
             )
     _, eval_data = first.recipe.data(first.config, device)
     out = Path(ns.out)
@@ -233,7 +239,7 @@ def _eval_ensemble(ns: argparse.Namespace) -> None:
                 {"run_dir": str(run_dir), "recipe": run.recipe.name, "step": run.step}
                 | run.recipe.evaluate(model, eval_data, Path(scratch), run.config)
             )
-    metrics = {"split": first.recipe.eval_split} | metrics | {"members": members}
+    metrics = {"split": split} | metrics | {"members": members}
     ckpt.write_json(out / "eval.json", metrics)
     print(json.dumps(metrics))
 
@@ -301,6 +307,59 @@ def _sample_dances(run, ns: argparse.Namespace, out: Path, device) -> list[Path]
     return write_dances(motion, None if beats is None else beats[:, : motion.shape[1]], out)
 
 
+def cmd_search(ns: argparse.Namespace, overrides: list[str]) -> None:
+    """Random search: draw every trial's values, check each trial's config before training any,
+    train the trials (resuming a search already in --out), print the ranking and plot it."""
+    from deepzoo.recipes import get_recipe
+    from deepzoo.recipes.search import draw_trials, parse_dimension, run_search
+    from deepzoo.viz import plot_search
+
+    if not ns.space:
+        raise UsageError("deepzoo search: give the space, e.g. --space train.lr=log:1e-4:1e-1")
+    if ns.trials < 1:
+        raise UsageError(f"deepzoo search: --trials must be >= 1, got {ns.trials}")
+    recipe = _recipe_or_error(ns.recipe, get_recipe)
+    try:
+        dimensions = [parse_dimension(spec) for spec in ns.space]
+    except ValueError as err:
+        raise UsageError(f"deepzoo search: {err}") from err
+    flags = [d.flag for d in dimensions]
+    fixed = {token[2:].split("=", 1)[0].replace("_", "-") for token in overrides if token.startswith("--")}
+    if clash := sorted((set(flags) & fixed) | {f for f in flags if flags.count(f) > 1}):
+        raise UsageError(f"deepzoo search: --{clash[0]} is searched twice, or searched and also fixed")
+    values = draw_trials(dimensions, ns.trials, ns.seed)
+    trials = [
+        (
+            v,
+            parse_overrides(
+                recipe.name, recipe.default, overrides + [a for f in flags for a in (f"--{f}", v[f])]
+            ),
+        )
+        for v in values
+    ]
+    header = {
+        "recipe": recipe.name,
+        "seed": ns.seed,
+        "space": [str(d) for d in dimensions],
+        "overrides": [a for a in overrides if a not in ("--train.progress", "--train.no-progress")],
+    }
+    out = Path(ns.out)
+    ranked = run_search(recipe, trials, out, header)
+    key = recipe.metric_key
+    plot_search(ranked, {d.flag: d.kind for d in dimensions}, key, out / "search.png")
+    print(f"{'trial':<6}{key:>12}  " + "  ".join(f"{f:>14}" for f in flags))
+    for trial in ranked:
+        score = "stopped" if trial[key] is None else f"{trial[key]:.4f}"
+        shown = [
+            v if d.kind == "choice" else f"{float(v):.4g}"
+            for d, v in zip(dimensions, trial["values"].values())
+        ]
+        print(f"{trial['trial']:<6}{score:>12}  " + "  ".join(f"{v:>14}" for v in shown))
+    print(
+        f"best: {ranked[0]['run_dir']}; all trials in {out / 'search.json'}, plotted in {out / 'search.png'}"
+    )
+
+
 def cmd_report(ns: argparse.Namespace) -> None:
     from deepzoo.report import write_report
 
@@ -331,7 +390,7 @@ def _recipe_or_error(name: str, get_recipe):
 def _recipe_of_run(run_dir: str):
     from deepzoo.recipes import read_run_config
 
-    return read_run_config(run_dir)[0]
+    return read_run_config(run_dir)
 
 
 def _require_run_dir(path: str) -> None:
@@ -353,6 +412,25 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-dir", help="where to write the run (default runs/RECIPE/TIME)")
     train.add_argument("--overwrite", action="store_true", help="replace the run already in --run-dir")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
+    search = sub.add_parser(
+        "search",
+        help="random search of a recipe's hyperparameters, ranked on its validation split: deepzoo "
+        "search RECIPE --space train.lr=log:1e-4:1e-1 --trials 10 --out DIR [--section.field value ...]",
+        description="Random search (Bergstra & Bengio, 2012): each trial trains RECIPE with one value "
+        "drawn per --space field, the other flags (`deepzoo train RECIPE --help`) fixed for every "
+        "trial; trials are ranked by the recipe's metric on its validation split (classifiers: "
+        "--validation N holds out the last N training images), never the test set.",
+    )
+    search.add_argument("recipe")
+    search.add_argument(
+        "--space",
+        action="append",
+        default=[],
+        help="FIELD=log:LOW:HIGH | uniform:LOW:HIGH | int:LOW:HIGH | choice:A,B,... (repeat per field)",
+    )
+    search.add_argument("--trials", type=int, default=10, help="how many trials (default 10)")
+    search.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    search.add_argument("--out", required=True, help="the search directory (run again to resume or extend)")
     evaluate = sub.add_parser("eval", help="evaluate a trained run on its evaluation split")
     evaluate.add_argument(
         "run_dir",
@@ -421,6 +499,8 @@ def _main(argv: list[str], debug: bool) -> None:
         ns, rest = _parse(parser, argv)
         if ns.command == "train":
             cmd_train(ns, rest)
+        elif ns.command == "search":
+            cmd_search(ns, rest)
         elif rest:
             raise UsageError(f"deepzoo {ns.command}: unrecognized arguments: {' '.join(rest)}")
         else:

@@ -262,6 +262,26 @@ def plot_lines(
     _save_figure(fig, path)
 
 
+def plot_search(trials: list[dict], axes: dict[str, str], metric: str, path: str | Path) -> None:
+    """A random search's trials, best first: for each searched field (axes: flag -> its kind: log,
+    uniform, int or choice), the metric of every finished trial against the field's value (x on a
+    log scale for a log kind, a choice's values as categories), the best trial in red."""
+    fig, grid = _panel_grid(1, len(axes), 4, 3.4)
+    done = [t for t in trials if t[metric] is not None]
+    for ax, flag in zip(grid.flat, axes):
+        categorical = axes[flag] == "choice"
+        xs = [t["values"][flag] if categorical else float(t["values"][flag]) for t in done]
+        ax.scatter(xs, [t[metric] for t in done], s=18)
+        if done and done[0] is trials[0]:
+            ax.scatter(xs[:1], [done[0][metric]], s=40, color="red", label="best")
+            ax.legend(fontsize=7)
+        if axes[flag] == "log":
+            ax.set_xscale("log")
+        ax.set_xlabel(flag)
+        ax.set_ylabel(metric)
+    _save_figure(fig, path)
+
+
 def save_gif(frames: torch.Tensor, path: str | Path, fps: float = 25.0) -> None:
     """Write frames (T, 3, H, W) in [0, 1] as a looping animated GIF (Pillow, which matplotlib
     brings), atomically like every other file."""

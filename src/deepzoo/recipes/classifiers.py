@@ -29,6 +29,9 @@ class CNNRun:
     train: TrainConfig = TrainConfig()
     train_limit: Index = 0
     """Train on only the first this many training images (0: all 60,000); the test set stays whole."""
+    validation: Index = 0
+    """Hold out the last this many training images and evaluate on them instead of the test set
+    (0: evaluate on the test set), to choose hyperparameters without looking at the test set."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,9 @@ class ResNetRun:
     train: TrainConfig = TrainConfig()
     train_limit: Index = 0
     """Train on only the first this many training images (0: all 60,000); the test set stays whole."""
+    validation: Index = 0
+    """Hold out the last this many training images and evaluate on them instead of the test set
+    (0: evaluate on the test set), to choose hyperparameters without looking at the test set."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,9 @@ class LinearRun:
     train: TrainConfig = TrainConfig()
     train_limit: Index = 0
     """Train on only the first this many training images (0: all 60,000); the test set stays whole."""
+    validation: Index = 0
+    """Hold out the last this many training images and evaluate on them instead of the test set
+    (0: evaluate on the test set), to choose hyperparameters without looking at the test set."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,9 @@ class TwoLayerRun:
     train: TrainConfig = TrainConfig()
     train_limit: Index = 0
     """Train on only the first this many training images (0: all 60,000); the test set stays whole."""
+    validation: Index = 0
+    """Hold out the last this many training images and evaluate on them instead of the test set
+    (0: evaluate on the test set), to choose hyperparameters without looking at the test set."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,9 @@ class KNNRun:
     model: KNNConfig = KNNConfig()
     train_limit: Index = 0
     """Remember only the first this many training images (0: all 60,000)."""
+    validation: Index = 0
+    """Hold out the last this many training images and evaluate on them instead of the test set
+    (0: evaluate on the test set), to choose hyperparameters without looking at the test set."""
     train: TrainConfig = TrainConfig(steps=0)
 
 
@@ -114,11 +129,23 @@ def _fit_knn(model: nn.Module, train: TensorData) -> None:
 
 
 def _limited_splits(config: Any, device: torch.device) -> tuple[TensorData, TensorData]:
-    """MNIST train (its first `config.train_limit` images, if set) and the whole test split."""
+    """(training images, evaluation images): the first `config.train_limit` (0: all) of MNIST's
+    training images bar the last `config.validation`, and those last ones (validation > 0) or
+    else the whole test split. The held-out images come after any limited training set, so the
+    two never share an image."""
     train, test = mnist_splits(config, device)
-    if config.train_limit < 0:
-        raise ValueError(f"train-limit must be >= 0, got {config.train_limit}")
-    return (TensorData(train[slice(0, config.train_limit)]) if config.train_limit else train), test
+    held_out, limit = config.validation, config.train_limit
+    if held_out < 0 or limit < 0:
+        raise ValueError(f"train-limit and validation must be >= 0, got {limit} and {held_out}")
+    kept = len(train) - held_out
+    if kept < 1:
+        raise ValueError(f"validation {held_out} must leave some of the {len(train)} training images")
+    if limit > kept:
+        raise ValueError(
+            f"train-limit {limit} exceeds the {kept} training images validation {held_out} leaves"
+        )
+    evaluation = TensorData(train[slice(kept, None)]) if held_out else test
+    return TensorData(train[slice(0, limit or kept)]), evaluation
 
 
 _classifier(

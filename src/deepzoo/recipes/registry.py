@@ -34,7 +34,8 @@ class Recipe:
     """Fits what is not learned by gradient steps (a kNN's memory) from the train split; also
     called when a run is loaded."""
     eval_split: str = "test"
-    """What the evaluation split is (the final summary names it): test, or val."""
+    """What the evaluation split is (the final summary names it): test, or val; a config with a
+    `validation` count above 0 evaluates on held-out training examples instead (`split`)."""
     samples: Literal["images", "text", "episode", "predictions", "dance"] | None = None
     """What `model.sample` draws, for `deepzoo sample` to write (None: the model does not sample;
     episode: the rendered frames of one episode; predictions: the model does not sample, `draw`
@@ -43,6 +44,30 @@ class Recipe:
     """(model, batch of N examples of the evaluation split) -> pictures (N, k, 3, H, W), k per
     example (the input, the truth, the prediction...), for `deepzoo sample` (samples="predictions")."""
 
+    def split(self, config: Any) -> str:
+        """The split `config` evaluates on: 'val' when it holds out training examples, else eval_split."""
+        return "val" if getattr(config, "validation", 0) else self.eval_split
+
+    @property
+    def metric_key(self) -> str:
+        """The headline metric's key in the evaluation's results (the metric without its unit)."""
+        return self.metric.split(" (")[0]
+
+    @property
+    def maximize(self) -> bool:
+        """Whether a higher headline metric is better (accuracy) or a lower one (a loss, FID)."""
+        if self.metric_key not in HIGHER_IS_BETTER + LOWER_IS_BETTER:
+            raise ValueError(f"recipe {self.name!r}: metric {self.metric_key!r} has no known direction")
+        return self.metric_key in HIGHER_IS_BETTER
+
+
+HIGHER_IS_BETTER = (
+    "accuracy", "label_accuracy", "exact_match", "zero_shot_accuracy", "music_to_motion_recall@1",
+    "mean_return", "reward", "miou", "map", "map_50", "bas",
+)  # fmt: skip
+LOWER_IS_BETTER = (
+    "val_loss", "recon", "nll_iwae100", "nll", "mse", "fid", "fid_k", "rfid", "bpd", "chamfer", "mpjpe",
+)  # fmt: skip
 
 RECIPES: dict[str, Recipe] = {}
 
