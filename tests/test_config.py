@@ -55,8 +55,9 @@ def _outside(bound, current):
         bad = bound.low if bound.low_open else bound.low - 1
     else:
         bad = bound.high if bound.high_open else bound.high + 1
-    bad = type(current[0] if isinstance(current, tuple) else current)(bad)
-    return (*current[:-1], bad) if isinstance(current, tuple) else bad
+    if isinstance(current, tuple):  # an empty tuple (e.g. classes: all) gets one bad element
+        return (*current[:-1], type(current[0])(bad) if current else bad)
+    return type(current)(bad)
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))

@@ -62,6 +62,15 @@ def test_a_documented_command_names_what_exists(page, argv):
         parse_overrides(recipe.name, recipe.default, overrides)
     elif command == "bench":
         assert all(name in BENCHMARKS for name in rest if not name.startswith("-")), argv
+    elif command == "search":
+        from deepzoo.recipes.search import draw_trials, parse_dimension
+
+        ns, overrides = build_parser().parse_known_args(argv)
+        recipe = get_recipe(ns.recipe)
+        (values,) = draw_trials([parse_dimension(spec) for spec in ns.space], 1, seed=0)
+        parse_overrides(
+            recipe.name, recipe.default, overrides + [a for f, v in values.items() for a in (f"--{f}", v)]
+        )
     else:
         _, unknown = build_parser().parse_known_args(argv)
         assert unknown == [], argv
@@ -152,6 +161,8 @@ class Page:
             return  # minutes even with --quick: test_a_documented_benchmark_runs_quick (make test-docs-bench)
         if argv[0] == "train" and argv[1] != "--resume" and not helping:
             argv = [*argv, *smoke_flags(argv[1])]  # the last value of a flag wins
+        if argv[0] == "search" and not helping:
+            argv = [*argv, *smoke_flags(argv[1]), "--trials", "2"]
         if torchrun:
             done = subprocess.run([*TORCHRUN, *argv], cwd=self.cwd, capture_output=True, text=True)
             assert done.returncode == 0, done.stderr[-3000:]

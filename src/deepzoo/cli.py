@@ -221,10 +221,10 @@ def _eval_ensemble(ns: argparse.Namespace) -> None:
                 f"deepzoo eval: {run_dir} ({run.recipe.name}) is not a classifier evaluated on the "
                 f"{split} split; an ensemble averages classifiers' probabilities"
             )
-        if getattr(run.config, "validation", 0) != getattr(first.config, "validation", 0):
+        if _images_of(run.config) != _images_of(first.config):
             raise UsageError(
-                f"deepzoo eval: {run_dir} holds out {run.config.validation} training images for "
-                f"validation, {ns.run_dir[0]} {first.config.validation}: the members must share one split"
+                f"deepzoo eval: {run_dir} and {ns.run_dir[0]} hold out other training images or keep other "
+                "digits (--validation, --classes): an ensemble's members must share one evaluation split"
             )
     _, eval_data = first.recipe.data(first.config, device)
     out = Path(ns.out)
@@ -242,6 +242,11 @@ def _eval_ensemble(ns: argparse.Namespace) -> None:
     metrics = {"split": split} | metrics | {"members": members}
     ckpt.write_json(out / "eval.json", metrics)
     print(json.dumps(metrics))
+
+
+def _images_of(config: Any) -> tuple:
+    """What picks a classifier run's evaluation images beside its recipe (held-out count, digits)."""
+    return getattr(config, "validation", 0), getattr(config, "classes", ())
 
 
 def cmd_sample(ns: argparse.Namespace) -> None:

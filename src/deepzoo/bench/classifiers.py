@@ -1,5 +1,6 @@
 """Benchmarks of the classifier family and the course foundations (issues #2 and #3), and of the
-regularization the course lists (augmentation, cutout, mixup, label smoothing) on little data."""
+regularization the course lists (augmentation, cutout, mixup, label smoothing) and transfer
+learning on little data."""
 
 from __future__ import annotations
 
@@ -260,6 +261,66 @@ def bench_regularization(quick: bool, results: Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
+TRANSFER_IMAGES = 100  # labelled images of the new digits: the small-data regime transfer is for
+TRANSFER_GAIN = 0.01  # goal: fine-tuning beats training from scratch by >= 1 point (median over seeds)
+PRETRAIN_DIGITS, NEW_DIGITS = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
+
+
+def bench_transfer(quick: bool, results: Path) -> dict[str, Any]:
+    """Transfer learning on MNIST: cnn-mnist pretrained on the digits 0-4 (its default 900 steps),
+    then trained on the first 100 training images of the digits 5-9 (300 full-batch steps) from
+    scratch, as a frozen feature extractor with a new head, and fine-tuned whole with a new head;
+    accuracy on the test images of 5-9, seeds 0-2 (each seed pretrains its own network). Quick:
+    seed 0, 50 pretraining and 20 transfer steps."""
+    from deepzoo.recipes import get_recipe
+    from deepzoo.recipes.classifiers import Transfer
+
+    default = get_recipe("cnn-mnist").default
+    seeds = (0,) if quick else (0, 1, 2)
+    pretrain_steps, steps = (50, 20) if quick else (default.train.steps, 300)
+    modes = {"scratch": None, "frozen features, new head": "head", "fine-tuned, new head": "all"}
+    accuracy: dict[str, list[float]] = {name: [] for name in modes}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            pretrained = Path(tmp) / f"pretrained-{seed}"
+            config = replace(default, classes=PRETRAIN_DIGITS)
+            train_variant(
+                "cnn-mnist", pretrained, config=config, seed=seed, steps=pretrain_steps,
+                eval_every=pretrain_steps, checkpoint_every=pretrain_steps, progress=False,
+            )  # fmt: skip
+            for name, mode in modes.items():
+                transfer = Transfer(str(pretrained), train=mode) if mode else Transfer()
+                config = replace(default, classes=NEW_DIGITS, train_limit=TRANSFER_IMAGES, transfer=transfer)
+                result, _ = train_variant(
+                    "cnn-mnist", Path(tmp) / f"{seed}-{mode}", config=config, seed=seed, steps=steps,
+                    batch_size=TRANSFER_IMAGES, eval_every=steps, checkpoint_every=steps, progress=False,
+                )  # fmt: skip
+                accuracy[name].append(result.metrics["accuracy"])
+    gains = paired_gains(accuracy, baseline="scratch")
+    met = gains["fine-tuned, new head"] >= TRANSFER_GAIN
+    return {
+        "benchmark": "transfer", "pretrain_digits": list(PRETRAIN_DIGITS), "new_digits": list(NEW_DIGITS),
+        "images": TRANSFER_IMAGES, "pretrain_steps": pretrain_steps, "steps": steps, "seeds": list(seeds),
+        "accuracy": accuracy, "median_accuracy": {name: statistics.median(a) for name, a in accuracy.items()},
+        "median_gain": gains, "met": met,
+    }  # fmt: skip
+
+
+def _transfer_rows(r: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, median in r["median_accuracy"].items():
+        gain = r["median_gain"].get(name)
+        change = "" if gain is None else f" ({gain * 100:+.2f} points)"
+        goal = ""
+        if name == "fine-tuned, new head":
+            goal = f">= +{TRANSFER_GAIN * 100:.0f} point over scratch: {'met' if r['met'] else 'not met'}"
+        rows.append(
+            f"| `cnn-mnist` pretrained on digits 0-4, {r['images']} images of 5-9, {name}: test accuracy "
+            f"on 5-9 (median of {len(r['seeds'])} seeds) | {median:.2%}{change} | {goal} |"
+        )
+    return rows
+
+
 def _regularization_rows(r: dict[str, Any]) -> list[str]:
     rows = []
     for name, median in r["median_accuracy"].items():
@@ -336,6 +397,12 @@ register(
     "cnn-mnist on 1,000 images: rotations and zooms, translations, cutout, mixup, label smoothing (~16 min)",
     bench_regularization,
     _regularization_rows,
+)
+register(
+    "transfer",
+    "cnn-mnist pretrained on digits 0-4, 100 images of 5-9: scratch, frozen features, fine-tuned (~5 min)",
+    bench_transfer,
+    _transfer_rows,
 )
 register(
     "foundations",

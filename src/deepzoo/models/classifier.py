@@ -95,6 +95,24 @@ class Classifier(nn.Module):
     body: nn.Module
     features_head: nn.Module
     head: nn.Module
+    frozen_features: bool = False
+
+    def freeze_features(self) -> Classifier:
+        """Use the network up to its features as a fixed feature extractor (transfer learning):
+        no gradients into body and features_head, which also stay in eval mode while the head
+        trains (BatchNorm keeps its running statistics, dropout is off), so the features are
+        exactly the pretrained network's."""
+        self.frozen_features = True
+        for part in (self.body, self.features_head):
+            part.requires_grad_(False)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        if self.frozen_features:
+            self.body.eval()
+            self.features_head.eval()
+        return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, 1, 28, 28) in [0, 1] -> (B, D)."""

@@ -33,6 +33,9 @@ class Recipe:
     prepare: Callable[[nn.Module, TensorData], None] | None = None
     """Fits what is not learned by gradient steps (a kNN's memory) from the train split; also
     called when a run is loaded."""
+    initialize: Callable[[nn.Module, Any], None] | None = None
+    """(fresh model, run config): sets a new run's starting weights before its first step (a
+    transfer from a pretrained run); not called on resume or load, where the run's own weights rule."""
     eval_split: str = "test"
     """What the evaluation split is (the final summary names it): test, or val; a config with a
     `validation` count above 0 evaluates on held-out training examples instead (`split`)."""

@@ -61,6 +61,8 @@ def _fit(
     model = recipe.build(config)
     if config.train.steps > 0 and not any(p.requires_grad for p in model.parameters()):
         raise ValueError(NO_PARAMETERS)  # before `prepare` fits a kNN to 60,000 images
+    if recipe.initialize is not None and not resume:
+        recipe.initialize(model, config)
     train_data, eval_data = recipe.data(config, info.device)
     if hasattr(train_data, "attach"):  # rollouts act with the model they train
         train_data.attach(model)
