@@ -62,6 +62,9 @@ def test_a_documented_command_names_what_exists(page, argv):
         parse_overrides(recipe.name, recipe.default, overrides)
     elif command == "bench":
         assert all(name in BENCHMARKS for name in rest if not name.startswith("-")), argv
+    elif command == "check":
+        ns, overrides = build_parser().parse_known_args(argv)
+        parse_overrides(ns.recipe, get_recipe(ns.recipe).default, overrides)
     elif command == "search":
         from deepzoo.recipes.search import draw_trials, parse_dimension
 
@@ -163,6 +166,8 @@ class Page:
             argv = [*argv, *smoke_flags(argv[1])]  # the last value of a flag wins
         if argv[0] == "search" and not helping:
             argv = [*argv, *smoke_flags(argv[1]), "--trials", "2"]
+        if argv[0] == "check" and not helping:
+            argv = [*argv, *smoke_flags(argv[1]), "--steps", "2", "--lr-steps", "2"]
         if torchrun:
             done = subprocess.run([*TORCHRUN, *argv], cwd=self.cwd, capture_output=True, text=True)
             assert done.returncode == 0, done.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""deepzoo list | train | search | eval | sample | report | bench.
+"""deepzoo list | train | search | check | eval | sample | report | bench.
 
 Errors a user can cause (an unknown recipe, a bad flag or value, a directory that is not a run or
 is damaged) end with one line on stderr and exit status 2; `--debug` (or DEEPZOO_DEBUG=1) shows
@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import math
 import os
 import re
 import sys
@@ -365,6 +366,35 @@ def cmd_search(ns: argparse.Namespace, overrides: list[str]) -> None:
     )
 
 
+def cmd_check(ns: argparse.Namespace, overrides: list[str]) -> None:
+    """The course's checks before a long run; prints them, then one JSON line of everything."""
+    from deepzoo.recipes import get_recipe
+    from deepzoo.recipes.check import check
+
+    if ns.examples < 1 or ns.steps < 1 or ns.lr_steps < 1:
+        raise UsageError("deepzoo check: --examples, --steps and --lr-steps must be >= 1")
+    if not ns.lrs or any(not (rate > 0 and math.isfinite(rate)) for rate in ns.lrs):
+        raise UsageError(f"deepzoo check: --lrs must be positive rates, got {ns.lrs}")
+    recipe = _recipe_or_error(ns.recipe, get_recipe)
+    config = parse_overrides(recipe.name, recipe.default, overrides)
+    report = check(recipe, config, ns.examples, ns.steps, ns.lrs, ns.lr_steps)
+    first, memorized, rates = report["initial_loss"], report["overfit"], report["learning_rates"]
+    verdict = {True: "ok", False: "CHECK", None: ""}
+    chance = "" if first["chance"] is None else f" (chance: {first['chance']:.4f}) {verdict[first['ok']]}"
+    print(f"1. loss at initialization: {first['loss']:.4f}{chance}")
+    accuracy = f", training accuracy {memorized['accuracy']:.2%}" if "accuracy" in memorized else ""
+    print(
+        f"2. {memorized['examples']} examples, {memorized['steps']} steps, no weight decay: loss "
+        f"{memorized['loss']:.4g}{accuracy} {verdict[memorized.get('ok')]}"
+    )
+    print(f"3. {rates['steps']} steps at a constant rate, loss over the first / last tenth:")
+    for rate, row in rates["rates"].items():
+        shown = row["status"] if row["last"] is None else f"{row['first']:.4g} -> {row['last']:.4g}"
+        print(f"   lr {rate:>8}: {shown}")
+    print(f"   lowest last loss: lr {rates['suggested']}")
+    print(json.dumps(report))
+
+
 def cmd_report(ns: argparse.Namespace) -> None:
     from deepzoo.report import write_report
 
@@ -436,6 +466,29 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--trials", type=int, default=10, help="how many trials (default 10)")
     search.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
     search.add_argument("--out", required=True, help="the search directory (run again to resume or extend)")
+    checks = sub.add_parser(
+        "check",
+        help="the checks before a long run: loss at initialization, overfitting a few examples, "
+        "which learning rates make the loss fall: deepzoo check RECIPE [--section.field value ...]",
+        description="The course's first steps with a new model: (1) the loss at initialization against "
+        "the chance loss (log K; the SVM's K - 1); (2) overfit --examples training examples with "
+        "weight decay off (a classifier must reach 100%% training accuracy); (3) train --lr-steps "
+        "steps at each of --lrs and compare how far the loss falls. Other flags set the recipe's "
+        "config (`deepzoo train RECIPE --help`); turn off other regularization with them for (2).",
+    )
+    checks.add_argument("recipe")
+    checks.add_argument("--examples", type=int, default=20, help="examples to overfit (default 20)")
+    checks.add_argument(
+        "--steps", type=int, default=200, help="full-batch steps to overfit them (default 200)"
+    )
+    checks.add_argument(
+        "--lrs",
+        type=float,
+        nargs="+",
+        default=[1e-1, 1e-2, 1e-3, 1e-4],
+        help="rates to try (default 1e-1 ... 1e-4)",
+    )
+    checks.add_argument("--lr-steps", type=int, default=100, help="steps per rate (default 100)")
     evaluate = sub.add_parser("eval", help="evaluate a trained run on its evaluation split")
     evaluate.add_argument(
         "run_dir",
@@ -506,6 +559,8 @@ def _main(argv: list[str], debug: bool) -> None:
             cmd_train(ns, rest)
         elif ns.command == "search":
             cmd_search(ns, rest)
+        elif ns.command == "check":
+            cmd_check(ns, rest)
         elif rest:
             raise UsageError(f"deepzoo {ns.command}: unrecognized arguments: {' '.join(rest)}")
         else:

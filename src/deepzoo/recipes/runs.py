@@ -47,6 +47,13 @@ def train_recipe(
     return _fit(recipe, config, Path(run_dir), resume=False, evaluate=evaluate, overwrite=overwrite)
 
 
+def train_variant_of(recipe: Recipe, config: Any, run_dir: str | Path, evaluate: bool = True) -> TrainResult:
+    """Train `recipe` (a registered recipe or a variant of one made with dataclasses.replace, e.g.
+    other data) under `config` into a new `run_dir`."""
+    check_ranges(config)
+    return _fit(recipe, config, Path(run_dir), resume=False, evaluate=evaluate)
+
+
 def resume_recipe(run_dir: str | Path) -> TrainResult:
     """Continue the run in `run_dir` from its checkpoint, with its saved config."""
     recipe, config = read_run_config(run_dir)

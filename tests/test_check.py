@@ -1,0 +1,117 @@
+"""`deepzoo check`: the loss at initialization against chance, overfitting a few examples, and a
+coarse sweep of learning rates, each on the recipe's own model, data and trainer."""
+
+import json
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from deepzoo.cli import main
+from deepzoo.recipes import get_recipe, load_run
+from deepzoo.recipes.check import chance_loss, initial_loss, learning_rates, overfit
+
+CPU = dict(progress=False, device="cpu", precision="fp32")
+
+
+def _config(name: str, model: dict | None = None, **train):
+    default = get_recipe(name).default
+    return replace(
+        default, model=replace(default.model, **(model or {})), train=replace(default.train, **CPU | train)
+    )
+
+
+def test_the_chance_loss_is_log_k_for_softmax_and_k_minus_one_margins_for_the_svm():
+    softmax, svm = get_recipe("linear-softmax-mnist"), get_recipe("linear-svm-mnist")
+    assert chance_loss(softmax, softmax.build(softmax.default)) == pytest.approx(math.log(10))
+    wide = _config("linear-svm-mnist", {"margin": 2.0})
+    assert chance_loss(svm, svm.build(wide)) == 18.0
+    vae = get_recipe("vae-mnist")
+    assert chance_loss(vae, vae.build(vae.default)) is None  # not a classifier
+
+
+def test_the_initial_loss_is_the_fresh_models_loss_on_the_first_batch(mnist_small):
+    from deepzoo.data import load_mnist
+
+    config = _config("two-layer-mnist", batch_size=64)
+    report = initial_loss(get_recipe("two-layer-mnist"), config)
+    torch.manual_seed(config.train.seed)
+    model = get_recipe("two-layer-mnist").build(config)
+    first = load_mnist("train")[slice(0, 64)]
+    with torch.no_grad():
+        expected = F.cross_entropy(model(first["x"]), first["y"])
+    assert report["loss"] == pytest.approx(float(expected), rel=1e-5)
+    assert report["ok"] and abs(report["loss"] - math.log(10)) < 0.1 * math.log(10)
+    blown_up = _config("two-layer-mnist", {"input_std": 0.003}, batch_size=64)  # inputs 100x too large
+    assert not initial_loss(get_recipe("two-layer-mnist"), blown_up)["ok"]
+
+
+def test_overfitting_memorises_the_examples_and_reports_their_accuracy(tmp_path):
+    from deepzoo.data import load_mnist
+    from deepzoo.metrics.classification import classification_metrics
+
+    recipe = get_recipe("two-layer-mnist")
+    decayed = _config("two-layer-mnist", weight_decay=0.1)  # turned off for the check
+    report = overfit(recipe, decayed, examples=20, steps=60, out=tmp_path / "fit")
+    assert report["ok"] and report["accuracy"] == 1.0 and report["loss"] < 0.05
+    run = load_run(tmp_path / "fit")
+    assert run.config.train.weight_decay == 0.0 and run.config.train.batch_size == 20
+    twenty = load_mnist("train")
+    metrics, _ = classification_metrics(run.model, type(twenty)(twenty[slice(0, 20)]))
+    assert metrics["accuracy"] == report["accuracy"]
+    stuck = overfit(
+        recipe, _config("two-layer-mnist", lr=1e-9), examples=20, steps=20, out=tmp_path / "stuck"
+    )
+    assert not stuck["ok"] and stuck["accuracy"] < 0.5
+
+
+def test_each_rate_trains_at_that_constant_rate_from_the_same_start(tmp_path):
+    recipe = get_recipe("linear-softmax-mnist")
+    config = _config("linear-softmax-mnist", batch_size=64)
+    report = learning_rates(recipe, config, [1e4, 1e-2, 1e-9], steps=40, out=tmp_path)
+    rates = report["rates"]
+    assert rates["10000"]["status"] == "stopped: diverged"
+    assert rates["0.01"]["last"] < rates["0.01"]["first"] / 2
+    assert rates["1e-09"]["last"] == pytest.approx(rates["1e-09"]["first"], rel=0.05)
+    assert report["suggested"] == "0.01"
+    for rate in ("0.01", "1e-09"):
+        records = [
+            json.loads(line) for line in (tmp_path / f"lr-{rate}" / "metrics.jsonl").read_text().splitlines()
+        ]
+        lrs = {
+            value
+            for r in records
+            if r["split"] == "train"
+            for key, value in r.items()
+            if key.startswith("lr")
+        }
+        assert lrs == {float(rate)}, "no warm-up, no decay"
+    first = [load_run(tmp_path / f"lr-{rate}").model for rate in ("0.01", "1e-09")]
+    torch.manual_seed(config.train.seed)
+    fresh = recipe.build(config)
+    assert torch.allclose(first[1].weight, fresh.weight, atol=1e-6)  # 40 steps of 1e-9: still the start
+
+
+def test_check_prints_the_three_checks_and_refuses_what_it_cannot_check(capsys):
+    argv = ["check", "linear-softmax-mnist", "--examples", "10", "--steps", "30", "--lrs", "0.01", "0.001"]
+    main(
+        argv
+        + ["--lr-steps", "10", "--train.no-progress", "--train.device", "cpu", "--train.precision", "fp32"]
+    )
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("1. loss at initialization: ") and out[0].endswith("(chance: 2.3026) ok")
+    assert "training accuracy 100.00% ok" in out[1]
+    report = json.loads(out[-1])
+    assert set(report["learning_rates"]["rates"]) == {"0.01", "0.001"}
+    for argv, complaint in [
+        (["check", "knn-mnist"], "trained by gradient steps on one loss"),
+        (["check", "cnn-mnist", "--lrs", "-1"], "--lrs must be positive"),
+        (["check", "cnn-mnist", "--examples", "0"], "must be >= 1"),
+        (["check", "cnn-mnist", "--train.nope", "1"], "unknown option --train.nope"),
+    ]:
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        err = capsys.readouterr().err.strip()
+        assert info.value.code == 2 and complaint in err and len(err.splitlines()) == 1, err
