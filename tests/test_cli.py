@@ -364,3 +364,50 @@ def test_an_ensemble_of_classifier_runs_averages_their_probabilities(tmp_path, c
         # in the evaluation's own batches, so the same kernels give the same rounding on any CPU
         mean = sum(torch.cat([m(b).softmax(-1) for b in x.split(EVAL_BATCH)]) for m in models) / 2
     assert result["accuracy"] == pytest.approx((mean.argmax(1) == y).float().mean().item(), abs=1e-4)
+
+
+def test_a_snapshot_ensemble_averages_the_weights_saved_at_the_end_of_each_cycle(
+    tmp_path, capsys, mnist_test
+):
+    """--train.lr-cycles 3 --train.snapshots: snapshots after steps 2, 4 and 6, the last equal to the
+    run's final weights; `deepzoo eval RUN --snapshots` averages the three snapshots' probabilities."""
+    from safetensors.torch import load_file
+
+    from deepzoo.data.tensors import EVAL_BATCH
+    from deepzoo.recipes import load_run
+
+    run_dir = tmp_path / "run"
+    flags = [
+        "--train.lr-cycles",
+        "3",
+        "--train.snapshots",
+        "--train.log-every",
+        "1",
+        "--train.precision",
+        "fp32",
+    ]
+    main(["train", "cnn-mnist", *TINY, *flags, "--train.warmup-steps", "0", "--run-dir", str(run_dir)])
+    capsys.readouterr()
+    files = sorted((run_dir / "snapshots").iterdir())
+    assert [f.name for f in files] == [f"step-{s:06d}.safetensors" for s in (2, 4, 6)]
+    last, final = load_file(files[-1]), load_file(run_dir / "model.safetensors")
+    assert all(torch.equal(last[k], final[k]) for k in final)
+    assert not all(torch.equal(load_file(files[0])[k], final[k]) for k in final)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in records if r["split"] == "train"]
+    assert lrs[0] == lrs[2] == lrs[4] > lrs[1]  # steps 1, 3, 5 start a cycle at the full rate
+    code, err = _error_of(capsys, ["eval", str(run_dir), "--snapshots"])
+    assert code == 2 and "needs --out DIR" in err
+    main(["eval", str(run_dir), "--snapshots", "--out", str(tmp_path / "ensemble"), "--device", "cpu"])
+    result = json.loads(capsys.readouterr().out)
+    assert [m["step"] for m in result["members"]] == [2, 4, 6]
+    models = [load_run(run_dir, "cpu", path).model for path in files]
+    x, y = mnist_test.tensors["x"], mnist_test.tensors["y"]
+    with torch.no_grad():
+        mean = sum(torch.cat([m(b).softmax(-1) for b in x.split(EVAL_BATCH)]) for m in models) / 3
+    assert result["accuracy"] == pytest.approx((mean.argmax(1) == y).float().mean().item(), abs=1e-4)
+    plain = tmp_path / "plain"
+    main(["train", "cnn-mnist", *TINY, "--run-dir", str(plain)])
+    capsys.readouterr()
+    code, err = _error_of(capsys, ["eval", str(plain), "--snapshots", "--out", str(tmp_path / "e2")])
+    assert code == 2 and "saved no snapshots" in err

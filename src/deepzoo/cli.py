@@ -181,11 +181,12 @@ def cmd_eval(ns: argparse.Namespace) -> None:
 
     for run_dir in ns.run_dir:
         _require_run_dir(run_dir)
-    if len(ns.run_dir) > 1:
+    if ns.snapshots or len(ns.run_dir) > 1:
         return _eval_ensemble(ns)
     if ns.out:
         raise UsageError(
-            "deepzoo eval: --out is for ensembles (two or more runs); one run writes into itself"
+            "deepzoo eval: --out is for ensembles (two or more runs, or --snapshots); one run writes "
+            "into itself"
         )
     (run_dir,) = ns.run_dir
     device = pick_device(ns.device)
@@ -199,11 +200,33 @@ def cmd_eval(ns: argparse.Namespace) -> None:
     print(json.dumps(metrics))
 
 
-def _eval_ensemble(ns: argparse.Namespace) -> None:
-    """Classifier runs evaluated alone and as one `Ensemble` (their averaged probabilities) on the
-    first run's evaluation split; eval.json and the ensemble's confusion matrix go to --out."""
-    from deepzoo.models.ensemble import Ensemble
+def _members(ns: argparse.Namespace, device) -> list[tuple[str, str | None, Any]]:
+    """(run directory, snapshot file or None, loaded model) of each member of an ensemble: the runs,
+    or with --snapshots the snapshots each run saved at the end of its lr cycles."""
     from deepzoo.recipes import load_run
+    from deepzoo.train import checkpoint as ckpt
+
+    if not ns.snapshots:
+        return [(run_dir, None, load_run(run_dir, device)) for run_dir in ns.run_dir]
+    members = []
+    for run_dir in ns.run_dir:
+        files = sorted((Path(run_dir) / ckpt.SNAPSHOTS).glob("step-*.safetensors"))
+        if not files:
+            raise UsageError(
+                f"deepzoo eval: {run_dir} saved no snapshots (train it with --train.snapshots and "
+                "--train.lr-cycles M)"
+            )
+        members += [(run_dir, str(path), load_run(run_dir, device, path)) for path in files]
+    if len(members) < 2:
+        raise UsageError(f"deepzoo eval: {ns.run_dir[0]} saved one snapshot; an ensemble needs two or more")
+    return members
+
+
+def _eval_ensemble(ns: argparse.Namespace) -> None:
+    """Classifier runs (or their snapshots) evaluated alone and as one `Ensemble` (their averaged
+    probabilities) on the first run's evaluation split; eval.json and the ensemble's confusion
+    matrix go to --out."""
+    from deepzoo.models.ensemble import Ensemble
     from deepzoo.train import checkpoint as ckpt
     from deepzoo.train.distributed import pick_device
     from deepzoo.train.trainer import evaluation_mode, use_bf16
@@ -213,10 +236,11 @@ def _eval_ensemble(ns: argparse.Namespace) -> None:
             "deepzoo eval: an ensemble of runs needs --out DIR for its eval.json and confusion matrix"
         )
     device = pick_device(ns.device)
-    runs = [load_run(run_dir, device) for run_dir in ns.run_dir]
+    members = _members(ns, device)
+    runs = [run for _, _, run in members]
     first = runs[0]
     split = first.recipe.split(first.config)
-    for run_dir, run in zip(ns.run_dir, runs):
+    for run_dir, _, run in members:
         if run.recipe.metric != "accuracy" or run.recipe.split(run.config) != split:
             raise UsageError(
                 f"deepzoo eval: {run_dir} ({run.recipe.name}) is not a classifier evaluated on the "
@@ -233,14 +257,15 @@ def _eval_ensemble(ns: argparse.Namespace) -> None:
     bf16 = [use_bf16(run.config.train.precision, device) for run in runs]  # as each was evaluated
     with evaluation_mode(Ensemble([run.model for run in runs]), device, all(bf16)) as ensemble:
         metrics = first.recipe.evaluate(ensemble, eval_data, out, first.config)
-    members = []
-    for run_dir, run, half in zip(ns.run_dir, runs, bf16):
+    alone = []
+    for (run_dir, snapshot, run), half in zip(members, bf16):
         with tempfile.TemporaryDirectory() as scratch, evaluation_mode(run.model, device, half) as model:
-            members.append(
+            alone.append(
                 {"run_dir": str(run_dir), "recipe": run.recipe.name, "step": run.step}
+                | ({"snapshot": snapshot} if snapshot else {})
                 | run.recipe.evaluate(model, eval_data, Path(scratch), run.config)
             )
-    metrics = {"split": split} | metrics | {"members": members}
+    metrics = {"split": split} | metrics | {"members": alone}
     ckpt.write_json(out / "eval.json", metrics)
     print(json.dumps(metrics))
 
@@ -496,6 +521,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a run directory written by `deepzoo train`; several classifier runs: their ensemble",
     )
     evaluate.add_argument("--out", help="where an ensemble's eval.json and confusion matrix go")
+    evaluate.add_argument(
+        "--snapshots",
+        action="store_true",
+        help="ensemble the snapshots the runs saved at the end of their lr cycles (--train.snapshots)",
+    )
     evaluate.add_argument("--device", default="auto", help="auto (cuda > mps > cpu) or a torch device")
     sample = sub.add_parser(
         "sample",

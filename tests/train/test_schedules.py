@@ -52,3 +52,44 @@ def test_step_decay_equals_torch_multistep_lr_after_the_warmup(warmup):
 def test_unknown_schedule_is_rejected():
     with pytest.raises(ValueError, match="schedule"):
         lr_factor(0, 10, "exponential")
+
+
+def test_warm_restarts_equal_torch_cosine_annealing_warm_restarts():
+    """Three cycles of 20 steps after no warm-up: torch's CosineAnnealingWarmRestarts(T_0=20)."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=20, eta_min=0.1)
+    for step in range(60):
+        factor = lr_factor(step, 60, "cosine", 0, min_ratio=0.1, cycles=3)
+        assert factor == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-9)
+        optimizer.step()
+        scheduler.step()
+
+
+def test_each_cycle_repeats_the_decay_after_the_warm_up_and_ends_where_cycle_ends_says():
+    """Linear decay, 4 warm-up steps, then 3 cycles over 30 steps: each is the 10-step decay."""
+    from deepzoo.train.schedules import cycle_ends
+
+    one = [lr_factor(t, 10, "linear") for t in range(10)]
+    cycled = [lr_factor(4 + t, 34, "linear", warmup_steps=4, cycles=3) for t in range(30)]
+    assert cycled == pytest.approx(one * 3)
+    assert cycle_ends(34, 4, 3) == [14, 24, 34]
+    assert cycle_ends(100, 0, 3) == [34, 67, 100]  # steps done: cycle k holds t < k 100 / 3
+    restarts = [
+        t + 1
+        for t in range(99)
+        if lr_factor(t + 1, 100, "cosine", cycles=3) > lr_factor(t, 100, "cosine", cycles=3)
+    ]
+    assert restarts == cycle_ends(100, 0, 3)[:-1]  # the first step of each new cycle is the full rate
+    assert lr_factor(99, 100, "cosine", cycles=1) == lr_factor(99, 100, "cosine")
+
+
+def test_warm_restarts_need_a_decay_that_restarts():
+    from deepzoo.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match="cosine or linear"):
+        lr_factor(5, 10, "step", cycles=2)
+    with pytest.raises(ValueError, match="train.lr-cycles 2 .warm restarts. needs a cosine or linear"):
+        TrainConfig(schedule="constant", lr_cycles=2)
+    with pytest.raises(ValueError, match="train.snapshots needs"):
+        TrainConfig(snapshots=True, horizon="time", max_seconds=10)

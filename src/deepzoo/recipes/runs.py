@@ -119,17 +119,22 @@ class LoadedRun:
     step: int
 
 
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
+def load_run(
+    run_dir: str | Path, device: str | torch.device = "cpu", weights: str | Path | None = None
+) -> LoadedRun:
     """The trained model of `run_dir`, in eval mode on `device`: the best evaluation's weights when
-    the run kept them, else the EMA weights, else the last ones."""
+    the run kept them, else the EMA weights, else the last ones; or the weights file `weights`
+    (one of its snapshots)."""
     run_dir = Path(run_dir)
     recipe, config = read_run_config(run_dir)
     model = recipe.build(config)
     ckpt.recover_checkpoint(run_dir)
     candidates = [run_dir / name for name in (ckpt.BEST_WEIGHTS, ckpt.EMA_WEIGHTS, ckpt.WEIGHTS)]
+    if weights is not None:
+        candidates = [Path(weights)]
     weights = next((path for path in candidates if path.exists()), None)
     if weights is None:
-        raise FileNotFoundError(f"{run_dir} holds no weights ({ckpt.WEIGHTS})")
+        raise FileNotFoundError(f"{run_dir} holds no weights ({candidates[-1].name})")
     ckpt.load_weights(weights, model)
     model = model.to(device)
     if recipe.prepare is not None:

@@ -25,6 +25,11 @@ __all__ = ["atomic_write", "write_bytes", "write_json"]
 
 WEIGHTS, EMA_WEIGHTS, STATE, CONFIG = "model.safetensors", "ema.safetensors", "state.pt", "config.json"
 BEST_WEIGHTS = "best.safetensors"
+SNAPSHOTS = "snapshots"  # snapshots/step-NNNNNN.safetensors: the weights at the end of each lr cycle
+
+
+def snapshot_path(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / SNAPSHOTS / f"step-{step:06d}.safetensors"
 
 
 class DamagedRunFile(ValueError):

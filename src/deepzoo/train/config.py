@@ -19,7 +19,7 @@ from deepzoo.config import (
     check_ranges,
     ranged,
 )
-from deepzoo.train.schedules import SCHEDULES, ScheduleName
+from deepzoo.train.schedules import CYCLIC, SCHEDULES, ScheduleName
 
 OptimizerName = Literal["sgd", "adam", "adamw", "adagrad", "rmsprop"]
 OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad", "rmsprop")
@@ -64,6 +64,8 @@ class OptimConfig:
     """Step schedule: where the rate drops, as fractions of the steps after warm-up."""
     lr_gamma: Factor | None = None
     """Step schedule: what the rate is multiplied by at each milestone."""
+    lr_cycles: Count | None = None
+    """Cosine/linear decay: warm restarts, the steps after warm-up split in this many cycles."""
     grad_clip: NonNegative | None = None
     """Clip this group's gradient norm to this value (0: no clipping)."""
 
@@ -108,6 +110,12 @@ class TrainConfig:
     """Step schedule: where the rate drops, as fractions of the steps after warm-up (ResNet's)."""
     lr_gamma: Factor = 0.1
     """Step schedule: what the rate is multiplied by at each milestone."""
+    lr_cycles: Count = 1
+    """Cosine/linear decay: warm restarts (SGDR): the steps after warm-up split in this many equal
+    cycles, each decaying from lr (1: none)."""
+    snapshots: bool = False
+    """Save the weights at the end of each lr cycle to run_dir/snapshots/ (snapshot ensembles:
+    `deepzoo eval RUN --snapshots --out DIR`)."""
     grad_clip: NonNegative = 0.0
     """Clip the global gradient norm to this value (0: no clipping; the norm is logged either way)."""
     optim: dict[str, OptimConfig] = field(default_factory=dict)
@@ -162,6 +170,8 @@ class TrainConfig:
         _require(self.horizon in ("steps", "time"), "train.horizon", "steps or time", self.horizon)
         if self.horizon == "time" and not self.max_seconds:
             raise ValueError("train.horizon 'time' needs a time budget: set train.max-seconds > 0")
+        if self.snapshots and self.horizon == "time":
+            raise ValueError("train.snapshots needs cycles of known steps: train.horizon steps, not time")
 
     def group(self, name: str) -> OptimConfig:
         """The fully resolved settings of parameter group `name` (its overrides over the defaults)."""
@@ -188,3 +198,8 @@ def _check_optim(c: TrainConfig | OptimConfig, prefix: str) -> None:
         _require(len(c.betas) == 2, prefix + "betas", "two numbers", c.betas)
     if c.schedule is not None:
         _require(c.schedule in SCHEDULES, prefix + "schedule", f"one of {', '.join(SCHEDULES)}", c.schedule)
+    if c.lr_cycles not in (None, 1) and c.schedule is not None and c.schedule not in CYCLIC:
+        raise ValueError(
+            f"{prefix}lr-cycles {c.lr_cycles} (warm restarts) needs a cosine or linear {prefix}schedule, "
+            f"not {c.schedule}"
+        )

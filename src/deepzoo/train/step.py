@@ -106,8 +106,9 @@ class Optimizers:
         for name, optimizer in self.optimizers.items():
             g = self.settings[name]
             factor = lr_factor(
-                step, self.horizon, g.schedule, g.warmup_steps, g.min_lr_ratio, g.lr_milestones, g.lr_gamma
-            )
+                step, self.horizon, g.schedule, g.warmup_steps, g.min_lr_ratio, g.lr_milestones, g.lr_gamma,
+                g.lr_cycles,
+            )  # fmt: skip
             for param_group in optimizer.param_groups:
                 param_group["lr"] = g.lr * factor
 

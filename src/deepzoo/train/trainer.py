@@ -38,6 +38,7 @@ from deepzoo.train.ema import EMA
 from deepzoo.train.errors import DivergedError, NonFiniteLossError, TrainingInterrupted, TrainingStopped
 from deepzoo.train.logging import MetricsLog, TensorBoardLog
 from deepzoo.train.rundir import RunDirLock, claim_new_run
+from deepzoo.train.schedules import cycle_ends
 from deepzoo.train.step import Optimizers, default_step, named_groups
 
 __all__ = [
@@ -289,6 +290,7 @@ class Trainer:
                         sums[key] = sums[key] + value if key in sums else value
                         counts[key] = counts.get(key, 0) + 1
                     self.elapsed = time.perf_counter() - started
+                    self._save_snapshot()
                     bar.update(1)
                     at_log = self.step % cfg.log_every == 0 or self.step == cfg.steps
                     if at_log:
@@ -388,6 +390,19 @@ class Trainer:
                 metrics = self.evaluate_fn(model, self.step, self.run_dir)
             self._record("eval", metrics)
         return distributed.broadcast_object(metrics, self.dist)
+
+    def _save_snapshot(self) -> None:
+        """At the end of each lr cycle (`schedules.cycle_ends`) under train.snapshots, the weights
+        evaluations use, to snapshots/step-NNNNNN.safetensors."""
+        cfg = self.cfg
+        if (
+            cfg.snapshots
+            and self.dist.is_main
+            and self.step in cycle_ends(cfg.steps, cfg.warmup_steps, cfg.lr_cycles)
+        ):
+            path = ckpt.snapshot_path(self.run_dir, self.step)
+            path.parent.mkdir(exist_ok=True)
+            ckpt.write_bytes(path, ckpt.weights_bytes(self.eval_model, self.step))
 
     def _track_best(self, metrics: dict[str, float]) -> bool:
         """Save best.safetensors when the watched metric improves; True when patience runs out.
