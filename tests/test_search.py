@@ -216,66 +216,22 @@ def test_a_diverging_trial_is_recorded_and_the_search_goes_on(tmp_path, capsys):
     assert text.splitlines()[-2].split()[1] == "stopped"  # ranked last
 
 
+SEARCH = ["search", "linear-softmax-mnist", "--out", "S"]
+LR = ["--space", "train.lr=log:1e-4:1e-1"]
+
+
 @pytest.mark.parametrize(
     ("argv", "complaint"),
     [
-        (["search", "linear-softmax-mnist", "--out", "S"], "give the space"),
+        (SEARCH, "give the space"),
+        (SEARCH + LR, "test set: hold out"),
+        (SEARCH + ["--space", "train.lr=log:0:1", "--validation", "9"], "> 0"),
+        (SEARCH + LR + ["--train.lr", "1"], "--train.lr is searched twice, or searched and also fixed"),
         (
-            ["search", "linear-softmax-mnist", "--out", "S", "--space", "train.lr=log:1e-4:1e-1"],
-            "test set: hold out",
-        ),
-        (
-            [
-                "search",
-                "linear-softmax-mnist",
-                "--out",
-                "S",
-                "--space",
-                "train.lr=log:0:1",
-                "--validation",
-                "9",
-            ],
-            "> 0",
-        ),
-        (
-            [
-                "search",
-                "linear-softmax-mnist",
-                "--out",
-                "S",
-                "--space",
-                "train.lr=log:1e-4:1e-1",
-                "--train.lr",
-                "1",
-            ],
-            "--train.lr is searched twice, or searched and also fixed",
-        ),
-        (
-            [
-                "search",
-                "linear-softmax-mnist",
-                "--out",
-                "S",
-                "--space",
-                "train.rate=log:1e-4:1e-1",
-                "--validation",
-                "9",
-            ],
+            SEARCH + ["--space", "train.rate=log:1e-4:1e-1", "--validation", "9"],
             "unknown option --train.rate",
         ),
-        (
-            [
-                "search",
-                "linear-softmax-mnist",
-                "--out",
-                "S",
-                "--space",
-                "train.lr=log:1e-4:1e-1",
-                "--trials",
-                "0",
-            ],
-            "--trials must be >= 1",
-        ),
+        (SEARCH + LR + ["--trials", "0"], "--trials must be >= 1"),
     ],
 )
 def test_search_refuses_a_bad_command_line_in_one_line(argv, complaint, capsys, tmp_path, monkeypatch):

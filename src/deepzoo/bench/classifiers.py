@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import statistics
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -306,34 +307,43 @@ def bench_transfer(quick: bool, results: Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _transfer_rows(r: dict[str, Any]) -> list[str]:
+def _median_rows(r: dict[str, Any], label: Callable[[str], str], goal: Callable[[str], str]) -> list[str]:
+    """One table row per variant of a seeds benchmark: its median accuracy and its median paired
+    gain over the baseline (none for the baseline itself), described by label(name) and goal(name)."""
     rows = []
     for name, median in r["median_accuracy"].items():
         gain = r["median_gain"].get(name)
         change = "" if gain is None else f" ({gain * 100:+.2f} points)"
-        goal = ""
-        if name == "fine-tuned, new head":
-            goal = f">= +{TRANSFER_GAIN * 100:.0f} point over scratch: {'met' if r['met'] else 'not met'}"
-        rows.append(
-            f"| `cnn-mnist` pretrained on digits 0-4, {r['images']} images of 5-9, {name}: test accuracy "
-            f"on 5-9 (median of {len(r['seeds'])} seeds) | {median:.2%}{change} | {goal} |"
-        )
+        rows.append(f"| {label(name)} | {median:.2%}{change} | {goal(name)} |")
     return rows
+
+
+def _transfer_rows(r: dict[str, Any]) -> list[str]:
+    met = f">= +{TRANSFER_GAIN * 100:.0f} point over scratch: {'met' if r['met'] else 'not met'}"
+    return _median_rows(
+        r,
+        lambda name: (
+            f"`cnn-mnist` pretrained on digits 0-4, {r['images']} images of 5-9, {name}: test "
+            f"accuracy on 5-9 (median of {len(r['seeds'])} seeds)"
+        ),
+        lambda name: met if name == "fine-tuned, new head" else "",
+    )
 
 
 def _regularization_rows(r: dict[str, Any]) -> list[str]:
-    rows = []
-    for name, median in r["median_accuracy"].items():
-        gain = r["median_gain"].get(name)
-        change = "" if gain is None else f" ({gain * 100:+.2f} points)"
-        goal = ""
-        if name in r["goals"]:
-            goal = f">= +{REGULARIZATION_GAIN * 100:.1f} points: {'met' if r['goals'][name] else 'not met'}"
-        rows.append(
-            f"| `cnn-mnist` on {r['images']:,} training images, {name}: test accuracy "
-            f"({r['steps']} steps, median of {len(r['seeds'])} seeds) | {median:.2%}{change} | {goal} |"
-        )
-    return rows
+    def goal(name: str) -> str:
+        if name not in r["goals"]:
+            return ""
+        return f">= +{REGULARIZATION_GAIN * 100:.1f} points: {'met' if r['goals'][name] else 'not met'}"
+
+    return _median_rows(
+        r,
+        lambda name: (
+            f"`cnn-mnist` on {r['images']:,} training images, {name}: test accuracy "
+            f"({r['steps']} steps, median of {len(r['seeds'])} seeds)"
+        ),
+        goal,
+    )
 
 
 def _accuracy_rows(name: str, result: dict[str, Any], limits: dict[float, float]) -> list[str]:
