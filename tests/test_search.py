@@ -232,6 +232,7 @@ LR = ["--space", "train.lr=log:1e-4:1e-1"]
             "unknown option --train.rate",
         ),
         (SEARCH + LR + ["--trials", "0"], "--trials must be >= 1"),
+        (SEARCH + LR + ["--space", "validation=int:100:200"], "ranked on different images"),
     ],
 )
 def test_search_refuses_a_bad_command_line_in_one_line(argv, complaint, capsys, tmp_path, monkeypatch):

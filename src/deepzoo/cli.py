@@ -386,9 +386,8 @@ def cmd_search(ns: argparse.Namespace, overrides: list[str]) -> None:
             for d, v in zip(dimensions, trial["values"].values())
         ]
         print(f"{trial['trial']:<6}{score:>12}  " + "  ".join(f"{v:>14}" for v in shown))
-    print(
-        f"best: {ranked[0]['run_dir']}; all trials in {out / 'search.json'}, plotted in {out / 'search.png'}"
-    )
+    best = "every trial stopped" if ranked[0][key] is None else f"best: {ranked[0]['run_dir']}"
+    print(f"{best}; all trials in {out / 'search.json'}, plotted in {out / 'search.png'}")
 
 
 def cmd_check(ns: argparse.Namespace, overrides: list[str]) -> None:

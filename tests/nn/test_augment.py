@@ -191,3 +191,50 @@ def test_random_affine_draws_uniform_angles_and_zooms_within_the_bounds():
     assert random_affine(x, 0.0, 0.0) is x
     with pytest.raises(ValueError, match="degrees"):
         affine_parameters(2, 200.0, 0.0)
+
+
+def _shifted_rows(x: torch.Tensor) -> torch.Tensor:
+    """Brute force: row i of each image moved i - c pixels to the right (c the centre row), zero-filled."""
+    out = torch.zeros_like(x)
+    H, W = x.shape[-2:]
+    c = (H - 1) // 2
+    for i in range(H):
+        for j in range(W):
+            if 0 <= j - (i - c) < W:
+                out[..., i, j] = x[..., i, j - (i - c)]
+    return out
+
+
+def test_a_45_degree_shear_moves_each_row_by_its_distance_from_the_centre():
+    """tan 45 deg = 1 on an odd-sized image: every sample falls on a pixel centre, so the shear is
+    exactly the row shifts; shear first, then rotation: a 90 degree turn of the sheared image."""
+    x = torch.rand(3, 2, 7, 7)
+    ones, zeros, shear = torch.ones(3), torch.zeros(3), torch.full((3,), 45.0)
+    torch.testing.assert_close(affine(x, zeros, ones, shear), _shifted_rows(x), rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        affine(x, 90 * ones, ones, shear), torch.rot90(_shifted_rows(x), 1, (2, 3)), rtol=0, atol=1e-5
+    )
+    torch.testing.assert_close(
+        affine(x, zeros, ones, -shear), _shifted_rows(x.flip(-1)).flip(-1), rtol=0, atol=1e-5
+    )
+    wide = torch.rand(2, 1, 5, 9)  # pixels, not the normalized square: still one pixel per row
+    torch.testing.assert_close(
+        affine(wide, zeros[:2], ones[:2], shear[:2]), _shifted_rows(wide), rtol=0, atol=1e-5
+    )
+
+
+def test_random_shears_are_drawn_after_the_angles_and_zooms_within_the_bound():
+    x = torch.rand(6, 1, 9, 9)
+    angles, zooms = affine_parameters(6, 10.0, 0.1, torch.Generator().manual_seed(5))
+    generator = torch.Generator().manual_seed(5)
+    affine_parameters(6, 10.0, 0.1, generator)
+    shears = (torch.rand(6, generator=generator) * 2 - 1) * 20.0
+    torch.testing.assert_close(
+        random_affine(x, 10.0, 0.1, torch.Generator().manual_seed(5), shear=20.0),
+        affine(x, angles, zooms, shears),
+    )
+    torch.testing.assert_close(  # without shear: the same draws and images as before shear existed
+        random_affine(x, 10.0, 0.1, torch.Generator().manual_seed(5)), affine(x, angles, zooms)
+    )
+    with pytest.raises(ValueError, match="shear"):
+        random_affine(x, 0.0, 0.0, shear=90.0)

@@ -19,6 +19,7 @@ from deepzoo.nn.dropout import linear_decay_rule
 from deepzoo.nn.residual import BasicBlock
 
 Degrees = ranged(float, Range(0, 180))
+ShearDegrees = ranged(float, Range(0, 90, high_open=True))
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class Regularization:
     """Rotate each image by an angle drawn uniformly within +-this many degrees (0: off)."""
     scale: Rate = 0.0
     """Zoom each image by a factor drawn uniformly in [1 - scale, 1 + scale] (0: off)."""
+    shear: ShearDegrees = 0.0
+    """Shear each image along x by an angle drawn uniformly within +-this many degrees (0: off)."""
     translate: Index = 0
     """Shift each image by up to this many pixels in each direction, zero-filled (0: off)."""
     cutout: Index = 0
@@ -129,7 +132,7 @@ class Classifier(nn.Module):
         x, y, reg = batch["x"], batch["y"], self.config.regularize
         y_mixed, lam, smoothing = y, 1.0, reg.label_smoothing if self.training else 0.0
         if self.training:
-            x = random_affine(x, reg.rotate, reg.scale)
+            x = random_affine(x, reg.rotate, reg.scale, shear=reg.shear)
             x = cutout(random_translate(x, reg.translate), reg.cutout)
             if reg.mixup > 0:
                 x, y, y_mixed, lam = mixup(x, y, reg.mixup)

@@ -3,11 +3,14 @@ mixup and label smoothing. Each acts on one training batch x: (B, C, H, W) in pi
 leaves evaluation alone; randomness comes from `generator` or torch's global generator (which the trainer's
 checkpoints save, so a resumed run draws the same augmentations).
 
-- affine (the course's "rotation, scales, stretching"): each image rotated by a ~ U(-deg, deg),
-  counter-clockwise as displayed (rows down; torch.rot90's and torchvision's direction), and
-  zoomed by s ~ U(1 - r, 1 + r) about its centre, sampled bilinearly, zero outside. In pixel
-  coordinates about the centre, output p takes input (1 / s) R(a) p, so non-square images rotate
-  without shear. (torchvision's RandomAffine samples nearest pixels by default.)
+- affine (the course's "rotation, scales, stretching, shearing"): each image rotated by
+  a ~ U(-deg, deg), counter-clockwise as displayed (rows down; torch.rot90's and torchvision's
+  direction), zoomed by s ~ U(1 - r, 1 + r) about its centre and sheared along x by
+  phi ~ U(-shear, shear), sampled bilinearly, zero outside. In pixel coordinates (x right, y down)
+  about the centre, output p takes input (1 / s) S(phi) R(a) p with S(phi) = [[1, -tan phi], [0, 1]]:
+  the content is sheared first, then rotated and zoomed (torchvision's order), and shearing moves
+  row y of the image y tan(phi) pixels to the right (our sign; the draws are symmetric). Non-square
+  images rotate without shear. (torchvision's RandomAffine samples nearest pixels by default.)
 - translate (ResNet's "pad by 4, random 32 x 32 crop" on CIFAR, He et al., 2016, with pad s):
   y[b, :, i, j] = x[b, :, i - dy_b, j - dx_b], zero outside x; dy_b, dx_b ~ U{-s, ..., s}.
 - cutout (DeVries & Taylor, 2017): a size x size square centred at a uniform pixel
@@ -43,31 +46,49 @@ def affine_parameters(
     return u[0] * degrees, 1 + u[1] * scale
 
 
-def affine(x: torch.Tensor, angles: torch.Tensor, zooms: torch.Tensor) -> torch.Tensor:
-    """x: (B, C, H, W) -> each image b rotated by angles[b] degrees (counter-clockwise as displayed)
-    and zoomed by zooms[b] about its centre; bilinear, zero outside (see the module docstring)."""
+def affine(
+    x: torch.Tensor, angles: torch.Tensor, zooms: torch.Tensor, shears: torch.Tensor | None = None
+) -> torch.Tensor:
+    """x: (B, C, H, W) -> each image b sheared along x by shears[b] degrees (none when None), then
+    rotated by angles[b] degrees (counter-clockwise as displayed) and zoomed by zooms[b] about its
+    centre; bilinear, zero outside (see the module docstring)."""
     H, W = x.shape[-2:]
     a = angles.to(x.device, torch.float32) * (math.pi / 180)
     inverse_zoom = 1 / zooms.to(x.device, torch.float32)
     cos, sin = torch.cos(a) * inverse_zoom, torch.sin(a) * inverse_zoom
     zero = torch.zeros_like(a)
-    # normalized coordinates are pixels scaled by 2 / W (x) and 2 / H (y): hence H / W and W / H
+    slope = zero if shears is None else torch.tan(shears.to(x.device, torch.float32) * (math.pi / 180))
+    # M = (1 / s) S(phi) R(a) in pixels; normalized coordinates are pixels scaled by 2 / W (x) and
+    # 2 / H (y): hence H / W and W / H off the diagonal
     theta = torch.stack(
-        [torch.stack([cos, -sin * H / W, zero], 1), torch.stack([sin * W / H, cos, zero], 1)], 1
+        [
+            torch.stack([cos - slope * sin, (-sin - slope * cos) * H / W, zero], 1),
+            torch.stack([sin * W / H, cos, zero], 1),
+        ],
+        1,
     )  # (B, 2, 3): input coordinates of each output coordinate
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def random_affine(
-    x: torch.Tensor, degrees: float, scale: float, generator: torch.Generator | None = None
+    x: torch.Tensor,
+    degrees: float,
+    scale: float,
+    generator: torch.Generator | None = None,
+    shear: float = 0.0,
 ) -> torch.Tensor:
-    """`affine` with each image's angle and zoom drawn by `affine_parameters`; the identity when
-    both ranges are 0."""
-    if degrees == 0 and scale == 0:
+    """`affine` with each image's angle and zoom drawn by `affine_parameters` and, when shear > 0,
+    its shear angle ~ U(-shear, shear) degrees (drawn after them, so runs without shear draw as
+    before); the identity when every range is 0."""
+    if not 0 <= shear < 90:
+        raise ValueError(f"need 0 <= shear < 90 degrees, got {shear}")
+    if degrees == 0 and scale == 0 and shear == 0:
         return x
-    angles, zooms = affine_parameters(len(x), degrees, scale, generator, generator_device(generator, x))
-    return affine(x, angles, zooms)
+    device = generator_device(generator, x)
+    angles, zooms = affine_parameters(len(x), degrees, scale, generator, device)
+    shears = (torch.rand(len(x), generator=generator, device=device) * 2 - 1) * shear if shear else None
+    return affine(x, angles, zooms, shears)
 
 
 def random_translate(

@@ -122,8 +122,8 @@ BUILDERS: dict[type, Callable[[Any], nn.Module]] = {
 
 
 def _classifier(name: str, summary: str, default: Any, reference: str, **kw: Any) -> Recipe:
-    """An MNIST classifier recipe, evaluated on the full test set; the model class follows from
-    the type of the model config."""
+    """An MNIST classifier recipe, evaluated on the test set (or held-out training images:
+    --validation); the model class follows from the type of the model config."""
     build = BUILDERS[type(default.model)]
     if hasattr(default, "transfer"):
         kw |= {"initialize": _transfer_weights}
