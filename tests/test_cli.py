@@ -411,3 +411,13 @@ def test_a_snapshot_ensemble_averages_the_weights_saved_at_the_end_of_each_cycle
     capsys.readouterr()
     code, err = _error_of(capsys, ["eval", str(plain), "--snapshots", "--out", str(tmp_path / "e2")])
     assert code == 2 and "saved no snapshots" in err
+
+
+def test_an_ensemble_refuses_a_run_that_is_not_a_classifier(tmp_path, capsys, tiny_recipe_run):
+    autoencoder, _ = tiny_recipe_run("ae-mnist")
+    classifier = tmp_path / "cnn"
+    main(["train", "cnn-mnist", *TINY, "--run-dir", str(classifier)])
+    capsys.readouterr()
+    code, err = _error_of(capsys, ["eval", str(classifier), str(autoencoder), "--out", str(tmp_path / "e")])
+    assert code == 2 and f"{autoencoder} (ae-mnist) is not a classifier" in err
+    assert not (tmp_path / "e" / "eval.json").exists()
