@@ -67,7 +67,7 @@ def test_short_training_run_is_clearly_above_chance(tmp_path, mnist_test, model)
 
 
 ALL = Regularization(
-    rotate=10.0, scale=0.1, shear=15.0, translate=2, cutout=6, mixup=0.4, label_smoothing=0.1
+    rotate=10.0, scale=0.1, shear=15.0, stretch=0.2, translate=2, cutout=6, mixup=0.4, label_smoothing=0.1
 )
 
 
@@ -91,7 +91,7 @@ def test_regularized_loss_is_the_plain_loss_of_the_augmented_batch_in_training_o
     out = model.loss({"x": x, "y": y})
     torch.manual_seed(1)  # the same draws, in the documented order: affine, translate, cutout, mixup
     mixed, y_a, y_b, lam = mixup(
-        cutout(random_translate(random_affine(x, 10.0, 0.1, shear=15.0), 2), 6), y, 0.4
+        cutout(random_translate(random_affine(x, 10.0, 0.1, shear=15.0, stretch=0.2), 2), 6), y, 0.4
     )
     expected = lam * F.cross_entropy(plain(mixed), y_a, label_smoothing=0.1) + (1 - lam) * F.cross_entropy(
         plain(mixed), y_b, label_smoothing=0.1

@@ -238,3 +238,32 @@ def test_random_shears_are_drawn_after_the_angles_and_zooms_within_the_bound():
     )
     with pytest.raises(ValueError, match="shear"):
         random_affine(x, 0.0, 0.0, shear=90.0)
+
+
+def test_a_stretch_zooms_the_two_axes_apart():
+    """Ramps along x and along y are linear, so bilinear sampling is exact: zooms (zx, zy) show at
+    column j the input column c + (j - c) / zx, and at row i the input row c + (i - c) / zy."""
+    H = W = 12
+    c = (W - 1) / 2
+    along_x = torch.arange(W, dtype=torch.float32).expand(1, 1, H, W).contiguous()
+    along_y = along_x.transpose(2, 3).contiguous()
+    zooms = torch.tensor([[1.5, 1 / 1.5]])
+    expected = c + (torch.arange(W) - c) / 1.5
+    torch.testing.assert_close(affine(along_x, torch.zeros(1), zooms)[0, 0, 5], expected, rtol=0, atol=1e-5)
+    rows = affine(along_y, torch.zeros(1), zooms)[0, 0, 2:10, 5]  # rows whose source lies inside
+    torch.testing.assert_close(rows, c + (torch.arange(2, 10) - c) * 1.5, rtol=0, atol=1e-5)
+    # turned 90 degrees first, the ramp runs up the image; then y's zoom 1 / 1.5 (along the image's
+    # axes, after the turn) spreads it: row i reads the input column c - (i - c) * 1.5
+    turned = affine(along_x, torch.full((1,), 90.0), zooms)[0, 0, 2:10, 5]
+    torch.testing.assert_close(turned, c - (torch.arange(2, 10) - c) * 1.5, rtol=0, atol=1e-4)
+    across = affine(along_y, torch.full((1,), 90.0), zooms)[0, 0, 5]  # and x's zoom 1.5 squeezes this one
+    torch.testing.assert_close(across, c + (torch.arange(W) - c) / 1.5, rtol=0, atol=1e-4)
+    x = torch.rand(4, 1, 9, 9)
+    generator = torch.Generator().manual_seed(2)
+    angles, scales = affine_parameters(4, 10.0, 0.1, generator)
+    aspect = 1 + (torch.rand(4, generator=generator) * 2 - 1) * 0.3
+    torch.testing.assert_close(
+        random_affine(x, 10.0, 0.1, torch.Generator().manual_seed(2), stretch=0.3),
+        affine(x, angles, torch.stack([scales * aspect, scales / aspect], 1)),
+    )
+    torch.testing.assert_close(affine(x, angles, torch.stack([scales, scales], 1)), affine(x, angles, scales))

@@ -32,6 +32,8 @@ class Regularization:
     """Zoom each image by a factor drawn uniformly in [1 - scale, 1 + scale] (0: off)."""
     shear: ShearDegrees = 0.0
     """Shear each image along x by an angle drawn uniformly within +-this many degrees (0: off)."""
+    stretch: Rate = 0.0
+    """Stretch each image: zoom x by t and y by 1 / t, t ~ U(1 - stretch, 1 + stretch) (0: off)."""
     translate: Index = 0
     """Shift each image by up to this many pixels in each direction, zero-filled (0: off)."""
     cutout: Index = 0
@@ -132,7 +134,7 @@ class Classifier(nn.Module):
         x, y, reg = batch["x"], batch["y"], self.config.regularize
         y_mixed, lam, smoothing = y, 1.0, reg.label_smoothing if self.training else 0.0
         if self.training:
-            x = random_affine(x, reg.rotate, reg.scale, shear=reg.shear)
+            x = random_affine(x, reg.rotate, reg.scale, shear=reg.shear, stretch=reg.stretch)
             x = cutout(random_translate(x, reg.translate), reg.cutout)
             if reg.mixup > 0:
                 x, y, y_mixed, lam = mixup(x, y, reg.mixup)

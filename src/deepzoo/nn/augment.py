@@ -1,7 +1,7 @@
-"""Regularization through the training data: random rotations and zooms, translations, cutout,
-mixup and label smoothing. Each acts on one training batch x: (B, C, H, W) in pixel space and
-leaves evaluation alone; randomness comes from `generator` or torch's global generator (which the trainer's
-checkpoints save, so a resumed run draws the same augmentations).
+"""Regularization through the training data: random rotations, zooms, shears and stretches,
+translations, cutout, mixup and label smoothing. Each acts on one training batch x: (B, C, H, W)
+in pixel space and leaves evaluation alone; randomness comes from `generator` or torch's global
+generator (which the trainer's checkpoints save, so a resumed run draws the same augmentations).
 
 - affine (the course's "rotation, scales, stretching, shearing"): each image rotated by
   a ~ U(-deg, deg), counter-clockwise as displayed (rows down; torch.rot90's and torchvision's
@@ -10,7 +10,9 @@ checkpoints save, so a resumed run draws the same augmentations).
   about the centre, output p takes input (1 / s) S(phi) R(a) p with S(phi) = [[1, -tan phi], [0, 1]]:
   the content is sheared first, then rotated and zoomed (torchvision's order), and shearing moves
   row y of the image y tan(phi) pixels to the right (our sign; the draws are symmetric). Non-square
-  images rotate without shear. (torchvision's RandomAffine samples nearest pixels by default.)
+  images rotate without shear. Stretching zooms the two axes apart, s t along x and s / t along y
+  with t ~ U(1 - stretch, 1 + stretch): input (S(phi) R(a) diag(1 / (s t), t / s)) p. (torchvision's
+  RandomAffine samples nearest pixels by default.)
 - translate (ResNet's "pad by 4, random 32 x 32 crop" on CIFAR, He et al., 2016, with pad s):
   y[b, :, i, j] = x[b, :, i - dy_b, j - dx_b], zero outside x; dy_b, dx_b ~ U{-s, ..., s}.
 - cutout (DeVries & Taylor, 2017): a size x size square centred at a uniform pixel
@@ -50,20 +52,22 @@ def affine(
     x: torch.Tensor, angles: torch.Tensor, zooms: torch.Tensor, shears: torch.Tensor | None = None
 ) -> torch.Tensor:
     """x: (B, C, H, W) -> each image b sheared along x by shears[b] degrees (none when None), then
-    rotated by angles[b] degrees (counter-clockwise as displayed) and zoomed by zooms[b] about its
-    centre; bilinear, zero outside (see the module docstring)."""
+    rotated by angles[b] degrees (counter-clockwise as displayed) and zoomed about its centre by
+    zooms[b] (B,), or by zooms[b, 0] along x and zooms[b, 1] along y (B, 2); bilinear, zero
+    outside (see the module docstring)."""
     H, W = x.shape[-2:]
     a = angles.to(x.device, torch.float32) * (math.pi / 180)
-    inverse_zoom = 1 / zooms.to(x.device, torch.float32)
-    cos, sin = torch.cos(a) * inverse_zoom, torch.sin(a) * inverse_zoom
+    zooms = zooms.to(x.device, torch.float32)
+    zx, zy = (zooms, zooms) if zooms.ndim == 1 else zooms.unbind(1)
+    cos, sin = torch.cos(a), torch.sin(a)
     zero = torch.zeros_like(a)
     slope = zero if shears is None else torch.tan(shears.to(x.device, torch.float32) * (math.pi / 180))
-    # M = (1 / s) S(phi) R(a) in pixels; normalized coordinates are pixels scaled by 2 / W (x) and
-    # 2 / H (y): hence H / W and W / H off the diagonal
+    # M = S(phi) R(a) diag(1 / zx, 1 / zy) in pixels; normalized coordinates are pixels scaled by
+    # 2 / W (x) and 2 / H (y): hence H / W and W / H off the diagonal
     theta = torch.stack(
         [
-            torch.stack([cos - slope * sin, (-sin - slope * cos) * H / W, zero], 1),
-            torch.stack([sin * W / H, cos, zero], 1),
+            torch.stack([(cos - slope * sin) / zx, (-sin - slope * cos) / zy * H / W, zero], 1),
+            torch.stack([sin / zx * W / H, cos / zy, zero], 1),
         ],
         1,
     )  # (B, 2, 3): input coordinates of each output coordinate
@@ -77,17 +81,22 @@ def random_affine(
     scale: float,
     generator: torch.Generator | None = None,
     shear: float = 0.0,
+    stretch: float = 0.0,
 ) -> torch.Tensor:
-    """`affine` with each image's angle and zoom drawn by `affine_parameters` and, when shear > 0,
-    its shear angle ~ U(-shear, shear) degrees (drawn after them, so runs without shear draw as
-    before); the identity when every range is 0."""
-    if not 0 <= shear < 90:
-        raise ValueError(f"need 0 <= shear < 90 degrees, got {shear}")
-    if degrees == 0 and scale == 0 and shear == 0:
+    """`affine` with each image's angle and zoom s drawn by `affine_parameters`, then, when shear
+    > 0, its shear angle ~ U(-shear, shear) degrees, then, when stretch > 0, its aspect
+    t ~ U(1 - stretch, 1 + stretch): zoom s t along x and s / t along y (the area kept). Drawn in
+    this order, so runs without shear or stretch draw as before; the identity when every range is 0."""
+    if not 0 <= shear < 90 or not 0 <= stretch < 1:
+        raise ValueError(f"need 0 <= shear < 90 degrees and 0 <= stretch < 1, got {shear} and {stretch}")
+    if degrees == 0 and scale == 0 and shear == 0 and stretch == 0:
         return x
     device = generator_device(generator, x)
     angles, zooms = affine_parameters(len(x), degrees, scale, generator, device)
     shears = (torch.rand(len(x), generator=generator, device=device) * 2 - 1) * shear if shear else None
+    if stretch:
+        aspect = 1 + (torch.rand(len(x), generator=generator, device=device) * 2 - 1) * stretch
+        zooms = torch.stack([zooms * aspect, zooms / aspect], 1)
     return affine(x, angles, zooms, shears)
 
 
