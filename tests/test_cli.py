@@ -414,7 +414,9 @@ def test_a_snapshot_ensemble_averages_the_weights_saved_at_the_end_of_each_cycle
 
 
 def test_an_ensemble_refuses_a_run_that_is_not_a_classifier(tmp_path, capsys, tiny_recipe_run):
-    autoencoder, _ = tiny_recipe_run("ae-mnist")
+    from deepzoo.recipes.common import SampleEval
+
+    autoencoder, _ = tiny_recipe_run("ae-mnist", eval=SampleEval(samples=16, iwae_k=2, iwae_examples=16))
     classifier = tmp_path / "cnn"
     main(["train", "cnn-mnist", *TINY, "--run-dir", str(classifier)])
     capsys.readouterr()
