@@ -246,7 +246,7 @@ def _eval_ensemble(ns: argparse.Namespace) -> None:
                 f"deepzoo eval: {run_dir} ({run.recipe.name}) is not a classifier evaluated on the "
                 f"{split} split; an ensemble averages classifiers' probabilities"
             )
-        if _images_of(run.config) != _images_of(first.config):
+        if run.recipe.evaluated_on(run.config) != first.recipe.evaluated_on(first.config):
             raise UsageError(
                 f"deepzoo eval: {run_dir} and {ns.run_dir[0]} hold out other training images or keep other "
                 "digits (--validation, --classes): an ensemble's members must share one evaluation split"
@@ -268,11 +268,6 @@ def _eval_ensemble(ns: argparse.Namespace) -> None:
     metrics = {"split": split} | metrics | {"members": alone}
     ckpt.write_json(out / "eval.json", metrics)
     print(json.dumps(metrics))
-
-
-def _images_of(config: Any) -> tuple:
-    """What picks a classifier run's evaluation images beside its recipe (held-out count, digits)."""
-    return getattr(config, "validation", 0), getattr(config, "classes", ())
 
 
 def cmd_sample(ns: argparse.Namespace) -> None:

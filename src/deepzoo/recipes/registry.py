@@ -51,6 +51,11 @@ class Recipe:
         """The split `config` evaluates on: 'val' when it holds out training examples, else eval_split."""
         return "val" if getattr(config, "validation", 0) else self.eval_split
 
+    def evaluated_on(self, config: Any) -> tuple:
+        """What picks the examples `config` is evaluated on besides the recipe: (split, held-out
+        count, classes kept); two runs compare (an ensemble, a search's trials) only when equal."""
+        return self.split(config), getattr(config, "validation", 0), getattr(config, "classes", ())
+
     @property
     def metric_key(self) -> str:
         """The headline metric's key in the evaluation's results (the metric without its unit)."""

@@ -115,8 +115,7 @@ def run_search(
     out/search.json under `header` (what defines the search: a directory holding a search under
     another header is refused). A trial that diverges or meets a non-finite loss is recorded as
     such (its metric None) and the search goes on. Returns the trials, best first."""
-    evaluated_on = {(getattr(c, "validation", 0), getattr(c, "classes", ())) for _, c in trials}
-    if len(evaluated_on) > 1:
+    if len({recipe.evaluated_on(config) for _, config in trials}) > 1:
         raise ValueError(
             "the trials would be ranked on different images: do not search validation or classes"
         )

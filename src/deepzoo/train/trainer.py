@@ -392,7 +392,8 @@ class Trainer:
         return distributed.broadcast_object(metrics, self.dist)
 
     def _save_snapshot(self) -> None:
-        """At the end of each lr cycle (`schedules.cycle_ends`) under train.snapshots, the weights
+        """At the end of each lr cycle (`schedules.cycle_ends` of the train-level warm-up and
+        lr_cycles; a group's own overrides do not move them) under train.snapshots, the weights
         evaluations use, to snapshots/step-NNNNNN.safetensors."""
         cfg = self.cfg
         if (
