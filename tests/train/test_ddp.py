@@ -36,7 +36,7 @@ ARGS = [
 def _run(cmd, run_dir, *extra):
     env = os.environ | {
         "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]),
     }
     proc = subprocess.run(
         [*cmd, *ARGS, *extra, "--run-dir", str(run_dir)],
@@ -69,7 +69,7 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
         "--nproc_per_node",
         "2",
         "-m",
-        "deepzoo",
+        "tests.seeded_deepzoo",  # `python -m deepzoo` under the suite's seed offset, as this process
         "train",
     ]
     double = _run(torchrun, tmp_path / "two")
