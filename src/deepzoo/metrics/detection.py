@@ -13,13 +13,16 @@ For an IoU threshold t and a class k, over the images in order:
 
 mAP@[.5:.95] averages AP over t in {0.5, 0.55, ..., 0.95} and the classes that have ground truth
 (a class without any ground-truth box counts nowhere, as COCOeval's -1). Boxes are (x1, y1, x2, y2)
-(ops/boxes.py); areas are box areas. Equal to COCOeval to 1e-6 (tested against pycocotools).
+(ops/boxes.py); areas are box areas. With iou_type "segm" (instance segmentation, COCOeval's
+"segm") the same rules run on masks: IoU = |A and B| / |A or B| of the pixel sets, areas = pixel
+counts. Equal to COCOeval to 1e-6 in both modes (tested against pycocotools).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -48,6 +51,15 @@ class DetectionScores:
     """(T, 101, K) interpolated precision; -1 where class k has no ground truth."""
 
 
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of every pair of masks a (D, H, W) and b (G, H, W), bool: (D, G) float64, |A and B| /
+    |A or B| (0 where both are empty)."""
+    a, b = a.flatten(1).double(), b.flatten(1).double()
+    inter = a @ b.T
+    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp_min(1), 0.0)
+
+
 def _match(iou: np.ndarray, gt_ignore: np.ndarray, threshold: float) -> np.ndarray:
     """Greedy matching of detections (rows, by decreasing score) to ground truth (columns) at one
     threshold, COCOeval's rules: -> (D,) index of the matched box, -1 if none."""
@@ -74,10 +86,17 @@ def average_precision(
     iou_thresholds: Sequence[float] = COCO_IOUS,
     max_detections: int = 100,
     area: str | tuple[float, float] = "all",
+    iou_type: Literal["bbox", "segm"] = "bbox",
 ) -> DetectionScores:
     """COCO-style AP of per-image detections {"boxes" (D, 4), "scores" (D,), "labels" (D,)}
     against targets {"boxes" (G, 4), "labels" (G,)}, labels in [0, num_classes); see the module
-    docstring. `area` is a COCO range name or (min, max) in pixels^2."""
+    docstring. `area` is a COCO range name or (min, max) in pixels^2. iou_type "segm" compares
+    "masks" (D, H, W) and (G, H, W), bool, instead of the boxes."""
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"iou_type must be bbox or segm, got {iou_type!r}")
+    shape, iou_of, area_of = "boxes", box_iou, box_area
+    if iou_type == "segm":
+        shape, iou_of, area_of = "masks", mask_iou, lambda m: m.flatten(1).sum(1).double()
     if len(detections) != len(targets):
         raise ValueError(f"{len(detections)} detection lists for {len(targets)} images")
     lo, hi = AREAS[area] if isinstance(area, str) else area
@@ -88,12 +107,13 @@ def average_precision(
     ignored: list[list[np.ndarray]] = [[] for _ in range(K)]
     num_gt = np.zeros(K, dtype=np.int64)
     for det, tgt in zip(detections, targets):
-        d_boxes, d_scores, d_labels = (det[k].detach().cpu() for k in ("boxes", "scores", "labels"))
-        g_boxes, g_labels = tgt["boxes"].detach().cpu(), tgt["labels"].detach().cpu()
-        _check(d_boxes, d_scores, d_labels, g_boxes, g_labels, K)
+        d_boxes, d_scores, d_labels = (det[k].detach().cpu() for k in (shape, "scores", "labels"))
+        g_boxes, g_labels = tgt[shape].detach().cpu(), tgt["labels"].detach().cpu()
+        _check(d_boxes, d_scores, d_labels, g_boxes, g_labels, K, shape)
         for k in torch.unique(torch.cat([d_labels, g_labels])).tolist():
-            gb = g_boxes[g_labels == k].double()
-            g_area = box_area(gb).numpy()
+            gb = g_boxes[g_labels == k]
+            gb = gb.double() if shape == "boxes" else gb
+            g_area = area_of(gb).numpy()
             g_ignore = (g_area < lo) | (g_area > hi)
             order = np.argsort(g_ignore, kind="stable")  # COCOeval: ignored boxes last
             gb, g_ignore = gb[order], g_ignore[order]
@@ -101,9 +121,10 @@ def average_precision(
             keep = d_labels == k
             s = d_scores[keep].double().numpy()
             by_score = np.argsort(-s, kind="stable")[:max_detections]
-            db, s = d_boxes[keep].double()[by_score], s[by_score]
-            d_area = box_area(db).numpy()
-            iou = box_iou(db, gb).numpy()
+            db, s = d_boxes[keep][torch.from_numpy(by_score)], s[by_score]
+            db = db.double() if shape == "boxes" else db
+            d_area = area_of(db).numpy()
+            iou = iou_of(db, gb).numpy()
             m = (
                 np.stack([_match(iou, g_ignore, t) for t in iou_thresholds])
                 if len(s)
@@ -154,7 +175,16 @@ def average_precision(
     )  # fmt: skip
 
 
-def _check(d_boxes, d_scores, d_labels, g_boxes, g_labels, num_classes: int) -> None:
+def _check(d_boxes, d_scores, d_labels, g_boxes, g_labels, num_classes: int, shape: str = "boxes") -> None:
+    if shape == "masks":
+        if d_boxes.ndim != 3 or g_boxes.ndim != 3 or d_boxes.shape[1:] != g_boxes.shape[1:]:
+            raise ValueError(
+                f"segm needs detection masks (D, H, W) and target masks (G, H, W) of one size; got "
+                f"{tuple(d_boxes.shape)} and {tuple(g_boxes.shape)}"
+            )
+        if not (len(d_boxes) == len(d_scores) == len(d_labels)) or len(g_boxes) != len(g_labels):
+            raise ValueError("segm needs one mask per detection and per target")
+        d_boxes, g_boxes = torch.zeros(len(d_boxes), 4), torch.zeros(len(g_boxes), 4)  # shapes checked
     if d_boxes.ndim != 2 or d_boxes.shape[1] != 4 or not (len(d_boxes) == len(d_scores) == len(d_labels)):
         raise ValueError(
             f"detections need boxes (D, 4), scores (D,), labels (D,); got {tuple(d_boxes.shape)}, "
