@@ -326,3 +326,39 @@ def test_iou_broadcasts_over_leading_dimensions():
     for f in (box_iou, generalized_box_iou):
         torch.testing.assert_close(f(a, b), torch.stack([f(a[i], b[i]) for i in range(3)]))
         torch.testing.assert_close(f(a, b[0]), torch.stack([f(a[i], b[0]) for i in range(3)]))
+
+
+def test_crop_and_resize_is_roi_align_with_each_box_on_its_own_image():
+    from deepzoo.ops.boxes import crop_and_resize
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(6, 20, 24, generator=g, dtype=torch.float64)
+    corner = torch.rand(6, 2, generator=g, dtype=torch.float64) * 18 - 2  # some boxes cross the border
+    boxes = torch.cat([corner, corner + 1 + torch.rand(6, 2, generator=g, dtype=torch.float64) * 10], 1)
+    rois = torch.cat([torch.arange(6.0, dtype=torch.float64)[:, None], boxes], 1)
+    expected = roi_align(images[:, None], rois, (7, 7), 1.0, sampling_ratio=2, aligned=True)[:, 0]
+    torch.testing.assert_close(crop_and_resize(images, boxes, 7), expected, rtol=0, atol=1e-12)
+
+
+def test_a_pasted_constant_mask_covers_exactly_the_pixel_centres_inside_its_box():
+    """paste_masks thresholded at 0.5: a mask of ones -> the pixels (i, j) whose centre
+    (j + 0.5, i + 0.5) lies in the box, by brute force, for boxes inside and across the border;
+    a mask whose left half is 1 -> the centres in the box's left half."""
+    from deepzoo.ops.boxes import paste_masks
+
+    g = torch.Generator().manual_seed(1)
+    corner = torch.rand(8, 2, generator=g) * 30 - 4
+    boxes = torch.cat([corner, corner + 2 + torch.rand(8, 2, generator=g) * 14], 1)
+    ones = torch.ones(8, 28, 28)
+    pasted = paste_masks(ones, boxes, 32, 36) >= 0.5
+    half = ones.clone()
+    half[..., 14:] = 0
+    left = paste_masks(half, boxes, 32, 36) >= 0.5
+    for d, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
+        for i in range(32):
+            for j in range(36):
+                cx, cy = j + 0.5, i + 0.5
+                inside = x1 <= cx <= x2 and y1 <= cy <= y2
+                assert pasted[d, i, j].item() == inside, (d, i, j)
+                assert left[d, i, j].item() == (inside and cx <= (x1 + x2) / 2), (d, i, j)
+    assert paste_masks(torch.zeros(0, 28, 28), torch.zeros(0, 4), 5, 5).shape == (0, 5, 5)

@@ -21,6 +21,19 @@ and class-specific deltas (weights (10, 10, 5, 5)).
   within each (image, class), the `max_detections` best per image.
 L = L_rpn + L_head, beta = 1/9 (torchvision's).
 
+With `masks` on, Mask R-CNN (He et al., 2017): a mask head beside the box head. RoI Align
+(aligned, mask_roi_size^2 bins, 2 x 2 samples) of a box, `mask_convs` 3x3 conv + ReLU layers of
+mask_width, a 2x2 stride-2 transposed conv + ReLU, a 1x1 conv to K mask logits of side
+M = 2 mask_roi_size, one per class.
+  Training: on the head's foreground candidates only; the target of candidate r matched to ground
+  truth g is RoI Align (aligned) of g's instance mask over r's box, >= 0.5 (Detectron2's); loss
+      L_mask = mean over those candidates and M^2 pixels of BCE(mask logit of g's class, target),
+  the other classes' masks untouched (no competition between classes).
+  Inference: on the final detections' boxes, the detected class's mask, sigmoid, pasted into the
+  image (ops/boxes.paste_masks) and thresholded at 0.5: "masks" (D, H, W) bool.
+L = L_rpn + L_head + L_mask. Instance masks come from the batch's "instances" map (data/scenes.py:
+pixel value g + 1 where ground truth g is the visible digit).
+
 Batches are padded (data/scenes.py): boxes (B, M, 4), labels (B, M) with -1 for no box; the
 target matching and sampling run on the whole padded batch at once.
 Detections are dicts {"boxes" (D, 4), "scores" (D,), "labels" (D,) in [0, num_classes)}, the
@@ -43,9 +56,11 @@ from deepzoo.ops.boxes import (
     batched_nms,
     box_iou,
     clip_boxes,
+    crop_and_resize,
     decode_boxes,
     encode_boxes,
     match_boxes,
+    paste_masks,
     roi_align,
 )
 
@@ -96,6 +111,14 @@ class DetectorConfig:
     """IoU above which NMS (per image and class) drops the lower-scored detection."""
     max_detections: Count = 100
     """Detections kept per image, best first."""
+    masks: bool = False
+    """Mask R-CNN: predict an instance mask for each detection (a mask head beside the box head)."""
+    mask_roi_size: Count = 14
+    """RoI Align output side of the mask head; its masks are twice as wide."""
+    mask_width: Count = 32
+    """Channels of the mask head's convolutions."""
+    mask_convs: Count = 2
+    """3x3 convolutions of the mask head before its upsampling (the paper's: 4 of 256)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.rpn_bg_iou <= self.rpn_fg_iou <= 1:
@@ -157,6 +180,16 @@ class FasterRCNN(nn.Module):
         )
         self.classify = nn.Linear(hw, K + 1)
         self.regress = nn.Linear(hw, 4 * (K + 1))
+        if config.masks:
+            mw, convs = config.mask_width, []
+            for i in range(config.mask_convs):
+                convs += [nn.Conv2d(c if i == 0 else mw, mw, 3, padding=1), nn.ReLU()]
+            self.mask_head = nn.Sequential(
+                *convs,
+                nn.ConvTranspose2d(mw if convs else c, mw, 2, stride=2),
+                nn.ReLU(),
+                nn.Conv2d(mw, K, 1),
+            )
         for layer, std in [(self.rpn_conv, 0.01), (self.rpn_objectness, 0.01), (self.rpn_deltas, 0.01),
                            (self.classify, 0.01), (self.regress, 0.001)]:  # fmt: skip
             nn.init.normal_(layer.weight, std=std)
@@ -211,6 +244,19 @@ class FasterRCNN(nn.Module):
         h = self.head(pooled)
         return self.classify(h), self.regress(h).reshape(len(h), -1, 4)
 
+    def mask_logits(self, features: Tensor, image: Tensor, boxes: Tensor) -> Tensor:
+        """Boxes (image index (R,), boxes (R, 4)) -> mask logits (R, K, M, M) of each class."""
+        rois = torch.cat([image[:, None].to(boxes), boxes], 1)
+        s = self.config.mask_roi_size
+        pooled = roi_align(features, rois, (s, s), 1.0 / self.stride, sampling_ratio=2, aligned=True)
+        return self.mask_head(pooled)
+
+    def mask_targets(self, instances: Tensor, image: Tensor, matched: Tensor, boxes: Tensor) -> Tensor:
+        """The mask of ground truth `matched` (R,) of image `image` (R,) (instances (B, H, W): g + 1
+        where g is seen) cut to `boxes` (R, 4) on the head's M x M grid: (R, M, M) float 0/1."""
+        masks = (instances[image] == (matched + 1)[:, None, None].to(instances.dtype)).to(boxes.dtype)
+        return (crop_and_resize(masks, boxes, 2 * self.config.mask_roi_size) >= 0.5).to(boxes.dtype)
+
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> backbone features (B, D, H / stride, W / stride)."""
         return self.backbone(x)
@@ -236,7 +282,8 @@ class FasterRCNN(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The head's training minibatch of candidate boxes rois (B, R, 4) (mask roi_valid (B, R)):
         -> (image index (S,), roi index (S,), class (S,) with 0 the background, deltas (S, 4) to the
-        matched ground truth, encoded with HEAD_WEIGHTS; zero rows for the background)."""
+        matched ground truth, encoded with HEAD_WEIGHTS, zero rows for the background; the matched
+        ground truth's index (S,), 0 for the background)."""
         c = self.config
         gt_valid = gt_labels >= 0
         iou = box_iou(gt_boxes, rois).masked_fill(~gt_valid[..., None], -1.0)
@@ -251,7 +298,7 @@ class FasterRCNN(nn.Module):
         matched = matches[b, r].clamp_min(0)
         classes = torch.where(pos[b, r], gt_labels[b, matched] + 1, 0)
         target = encode_boxes(rois[b, r], gt_boxes[b, matched], HEAD_WEIGHTS) * (classes > 0)[:, None]
-        return b, r, classes, target
+        return b, r, classes, target, matched
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """L = L_rpn + L_head on a padded batch {"x", "boxes" (B, M, 4), "labels" (B, M)}."""
@@ -264,7 +311,9 @@ class FasterRCNN(nn.Module):
         # the head learns from the proposals and from the ground truths themselves
         proposals, valid = self.proposals(objectness, deltas, anchor_boxes, tuple(x.shape[-2:]))
         rois = torch.cat([proposals, gt_boxes], 1)
-        b, r, classes, target = self.roi_targets(rois, torch.cat([valid, gt_valid], 1), gt_boxes, gt_labels)
+        b, r, classes, target, matched = self.roi_targets(
+            rois, torch.cat([valid, gt_valid], 1), gt_boxes, gt_labels
+        )
         logits, head_deltas = self.box_head(features, b, rois[b, r])
         cls = F.cross_entropy(logits.float(), classes)
         fg = torch.nonzero(classes > 0).squeeze(1)
@@ -272,11 +321,36 @@ class FasterRCNN(nn.Module):
             head_deltas[fg, classes[fg]].float(), target[fg], beta=SMOOTH_L1_BETA, reduction="sum"
         ) / len(classes)
         accuracy = (logits.argmax(1) == classes).float().mean()
-        return {
+        terms = {
             "loss": rpn_cls + rpn_box + cls + box,
             "rpn_cls": rpn_cls.detach(), "rpn_box": rpn_box.detach(),
             "cls": cls.detach(), "box": box.detach(), "roi_accuracy": accuracy.detach(),
         }  # fmt: skip
+        if self.config.masks:
+            mask = self.mask_loss(
+                features, batch["instances"], b[fg], matched[fg], rois[b, r][fg], classes[fg]
+            )
+            terms["loss"] = terms["loss"] + mask
+            terms["mask"] = mask.detach()
+        return terms
+
+    def mask_loss(
+        self,
+        features: Tensor,
+        instances: Tensor,
+        image: Tensor,
+        matched: Tensor,
+        boxes: Tensor,
+        classes: Tensor,
+    ) -> Tensor:
+        """L_mask of the foreground candidates: image index, matched ground truth, box (R, 4) and
+        class + 1 (R,) each; the mean BCE of the class's mask logits against `mask_targets`."""
+        logits = self.mask_logits(features, image, boxes)
+        if len(logits) == 0:
+            return logits.sum() * 0.0  # no foreground: a zero that keeps the graph
+        target = self.mask_targets(instances, image, matched, boxes.detach())
+        chosen = logits[torch.arange(len(logits), device=logits.device), classes - 1]
+        return F.binary_cross_entropy_with_logits(chosen.float(), target.float())
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> list[dict[str, Tensor]]:
@@ -299,8 +373,14 @@ class FasterRCNN(nn.Module):
         kept = batched_nms(boxes, scores, image * K + labels, c.nms)
         first, _ = _top_per_image(image[kept], c.max_detections, len(x))
         kept = kept[first]
-        return [
+        found = [
             {"boxes": boxes[kept[image[kept] == i]], "scores": scores[kept[image[kept] == i]],
              "labels": labels[kept[image[kept] == i]]}
             for i in range(len(x))
         ]  # fmt: skip
+        if c.masks:
+            for i, d in enumerate(found):
+                chosen = self.mask_logits(features, torch.full_like(d["labels"], i), d["boxes"])
+                probs = chosen[torch.arange(len(chosen), device=x.device), d["labels"]].float().sigmoid()
+                d["masks"] = paste_masks(probs, d["boxes"].float(), *size) >= 0.5
+        return found

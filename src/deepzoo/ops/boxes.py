@@ -309,6 +309,18 @@ def roi_align(
     return out[torch.argsort(order)]
 
 
+def crop_and_resize(images: Tensor, boxes: Tensor, size: int, sampling_ratio: int = 2) -> Tensor:
+    """RoI Align (aligned) of each box (R, 4) on its own image (R, H, W): (R, size, size), what
+    roi_align gives for rois (r, box r) on the stack of images, in one batched product instead of
+    one per image (a Mask R-CNN target cuts each ground-truth mask to its candidate box)."""
+    H, W = images.shape[-2:]
+    x1, y1 = boxes[:, 0] - 0.5, boxes[:, 1] - 0.5
+    grid = torch.full_like(boxes[:, 0], sampling_ratio, dtype=torch.long)
+    wy = _axis_weights(y1, boxes[:, 3] - 0.5 - y1, size, grid, H).to(images.dtype)  # (R, size, H)
+    wx = _axis_weights(x1, boxes[:, 2] - 0.5 - x1, size, grid, W).to(images.dtype)  # (R, size, W)
+    return torch.einsum("rph,rhw,rqw->rpq", wy, images, wx)
+
+
 def _axis_weights(start: Tensor, length: Tensor, bins: int, grid: Tensor, size: int) -> Tensor:
     """(R, bins, size): row p holds the weights with which bin p of each RoI averages the pixels
     of one axis: its g = grid[r] sample points at start + (p + (k + 0.5) / g) length / bins,
@@ -362,3 +374,21 @@ def anchors(
     )
     centres = torch.stack([cx, cy, cx, cy], -1).reshape(-1, 1, 4)
     return (centres + base[None]).reshape(-1, 4)
+
+
+def paste_masks(masks: Tensor, boxes: Tensor, height: int, width: int) -> Tensor:
+    """Per-RoI masks (D, M, M) (probabilities) -> (D, height, width) in image pixels: pixel (i, j),
+    centre (j + 0.5, i + 0.5), reads mask D bilinearly at u = (j + 0.5 - x1) / (x2 - x1) M (and v
+    alike; grid_sample, align_corners=False), 0 beyond the mask's border (Detectron2's paste).
+    Thresholded at 0.5, a constant-1 mask gives exactly the pixels whose centres lie in the box."""
+    D = len(masks)
+    if D == 0:
+        return masks.new_zeros(0, height, width)
+    x1, y1, x2, y2 = (boxes[:, k, None].to(masks.dtype) for k in range(4))
+    cols = torch.arange(width, device=masks.device, dtype=masks.dtype) + 0.5
+    rows = torch.arange(height, device=masks.device, dtype=masks.dtype) + 0.5
+    gx = (cols - x1) / (x2 - x1).clamp_min(1e-6) * 2 - 1  # (D, W) in grid_sample's [-1, 1]
+    gy = (rows - y1) / (y2 - y1).clamp_min(1e-6) * 2 - 1  # (D, H)
+    grid = torch.stack([gx[:, None, :].expand(D, height, width), gy[:, :, None].expand(D, height, width)], -1)
+    pasted = F.grid_sample(masks[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return pasted[:, 0]

@@ -71,7 +71,7 @@ class Recipe:
 
 HIGHER_IS_BETTER = (
     "accuracy", "label_accuracy", "exact_match", "zero_shot_accuracy", "music_to_motion_recall@1",
-    "mean_return", "reward", "miou", "map", "map_50", "bas",
+    "mean_return", "reward", "miou", "map", "map_50", "mask_map", "mask_map_50", "bas",
 )  # fmt: skip
 LOWER_IS_BETTER = (
     "val_loss", "recon", "nll_iwae100", "nll", "mse", "fid", "fid_k", "rfid", "bpd", "chamfer", "mpjpe",
