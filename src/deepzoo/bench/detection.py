@@ -94,7 +94,7 @@ def _mask_rows(r: dict[str, Any]) -> list[str]:
     return [
         f"| `mask-rcnn-scenes` mask AP@0.5 on 2,000 test scenes ({run['steps']} steps, "
         f"{run['train_seconds']:.0f} s; mask mAP@[.5:.95] {f['mask_map']:.3f}, box AP@0.5 {f['map_50']:.3f}) "
-        f"| {f['mask_map_50']:.3f} | >= box AP@0.5 - {r['gap']} |"
+        f"| {f['mask_map_50']:.3f} | >= box AP@0.5 - {r['gap']}: {'met' if r['met'] else 'not met'} |"
     ]
 
 
