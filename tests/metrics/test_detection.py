@@ -14,8 +14,6 @@ pytest.importorskip("pycocotools")
 
 def _coco(detections, targets, num_classes, area="all"):
     """COCOeval's AP, AP50, AP75 (and AR@100) for the same inputs: boxes as xywh, areas = w h."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
     def xywh(b):
         return [b[0], b[1], b[2] - b[0], b[3] - b[1]]
@@ -29,6 +27,15 @@ def _coco(detections, targets, num_classes, area="all"):
                                 "bbox": xywh(box), "area": w * h, "iscrowd": 0})  # fmt: skip
         for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
             results.append({"image_id": i + 1, "category_id": label + 1, "bbox": xywh(box), "score": score})
+    return _cocoeval(images, annotations, results, num_classes, "bbox", area)
+
+
+def _cocoeval(images, annotations, results, num_classes, iou_type, area):
+    """COCOeval's AP, AP50, AP75 and AR@100 (area "all"), else the AP and AR of a COCO area range,
+    or of (min, max) put in the "small" slot; None without results."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
     gt = COCO()
     gt.dataset = {"images": images, "annotations": annotations,
                   "categories": [{"id": k + 1} for k in range(num_classes)]}  # fmt: skip
@@ -36,8 +43,9 @@ def _coco(detections, targets, num_classes, area="all"):
         gt.createIndex()
         if not results:
             return None
-        dt = gt.loadRes(results)
-        ev = COCOeval(gt, dt, "bbox")
+        ev = COCOeval(gt, gt.loadRes(results), iou_type)
+        if not isinstance(area, str):
+            ev.params.areaRng[1], area = list(area), "small"
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -151,8 +159,6 @@ def test_bad_input_is_refused():
 def _coco_segm(detections, targets, num_classes, area="all"):
     """COCOeval's segm AP, AP50, AP75, AR@100: masks as RLE, areas = pixel counts."""
     from pycocotools import mask as mask_utils
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
     def rle(mask):
         return mask_utils.encode(np.asfortranarray(mask.numpy().astype(np.uint8)))
@@ -169,20 +175,7 @@ def _coco_segm(detections, targets, num_classes, area="all"):
             results.append(
                 {"image_id": i + 1, "category_id": label + 1, "segmentation": rle(mask), "score": score}
             )
-    gt = COCO()
-    gt.dataset = {"images": images, "annotations": annotations,
-                  "categories": [{"id": k + 1} for k in range(num_classes)]}  # fmt: skip
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt.createIndex()
-        dt = gt.loadRes(results)
-        ev = COCOeval(gt, dt, "segm")
-        if area != "all":  # a range of our own, in COCOeval's "small" slot
-            ev.params.areaRng[1] = list(area)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    index = (0, 1, 2, 8) if area == "all" else (3, None, None, 9)
-    return [ev.stats[i] if i is not None else None for i in index]
+    return _cocoeval(images, annotations, results, num_classes, "segm", area)
 
 
 def _random_mask_case(seed, images=10, classes=3, size=48):

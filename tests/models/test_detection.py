@@ -146,6 +146,17 @@ def test_predictions_of_a_batch_equal_those_of_each_image_alone(scenes):
         assert (found["scores"][:-1] >= found["scores"][1:]).all()
 
 
+def _fit(model: FasterRCNN, batch: dict, steps: int) -> None:
+    """`steps` full-batch AdamW steps (lr 5e-3) on `batch`."""
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    for _ in range(steps):
+        loss = model.loss(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 def test_a_short_run_fits_a_few_scenes(scenes):
     """120 AdamW steps on 8 scenes (32 x 32, 1-2 digits) take AP@0.5 on them from 0 to >= 0.6:
     the RPN's targets, the proposals, the head's targets and the decoding of its deltas agree
@@ -155,13 +166,7 @@ def test_a_short_run_fits_a_few_scenes(scenes):
     torch.manual_seed(0)
     model = FasterRCNN(TINY)
     before = average_precision(model.eval().predict(batch["x"]), targets_of(batch), 10).map_50
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
-    for _ in range(120):
-        loss = model.loss(batch)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _fit(model, batch, 120)
     after = average_precision(model.eval().predict(batch["x"]), targets_of(batch), 10).map_50
     assert before < 0.1 and after >= 0.6, (before, after)
 
@@ -259,13 +264,7 @@ def test_a_short_mask_run_fits_the_masks_of_a_few_scenes(scenes):
         return average_precision(model.eval().predict(batch["x"]), targets, 10, iou_type="segm").map_50
 
     before = mask_ap()
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
-    for _ in range(200):
-        loss = model.loss(batch)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _fit(model, batch, 200)
     after = mask_ap()
     assert before < 0.1 and after >= 0.6, (before, after)
 

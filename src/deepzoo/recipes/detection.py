@@ -212,32 +212,36 @@ DETECTION_TRAIN = adamw_linear(1600, 16, 2e-3, 100, 400, max_seconds=600.0)
 """AdamW, lr 2e-3 with 100 warm-up steps, decayed linearly to 0 over 1,600 steps of 16 scenes
 (about 9 minutes on 2 cores), stopped at 10 minutes if slower."""
 
-register(
-    Recipe(
-        name="faster-rcnn-scenes",
-        summary="Faster R-CNN in miniature (RPN, anchors, RoI Align, box head): the digits of MNIST scenes",
-        default=DetectionRun(train=DETECTION_TRAIN),
-        build=lambda c: FasterRCNN(c.model),
-        data=scenes_splits,
-        evaluate=_evaluate_detection,
-        metric="map_50",
-        reference="goal: AP@0.5 >= 0.90 on 2,000 test scenes in 10 CPU minutes; mAP@[.5:.95] reported",
-        samples="predictions",
-        draw=draw_detections,
-    )
-)
 
-register(
-    Recipe(
-        name="mask-rcnn-scenes",
-        summary="Mask R-CNN in miniature: faster-rcnn-scenes plus a mask head, the digits' instance masks",
-        default=DetectionRun(model=DetectorConfig(masks=True), train=DETECTION_TRAIN),
-        build=lambda c: FasterRCNN(c.model),
-        data=scenes_splits,
-        evaluate=_evaluate_detection,
-        metric="mask_map_50",
-        reference="He et al. (2017); mask AP on the digits' visible masks in 2,000 test scenes; box AP too",
-        samples="predictions",
-        draw=draw_detections,
+def _detector(name: str, summary: str, model: DetectorConfig, metric: str, reference: str) -> Recipe:
+    """A detection recipe on MNIST scenes with DETECTION_TRAIN, its detections drawn."""
+    return register(
+        Recipe(
+            name=name,
+            summary=summary,
+            default=DetectionRun(model=model, train=DETECTION_TRAIN),
+            build=lambda c: FasterRCNN(c.model),
+            data=scenes_splits,
+            evaluate=_evaluate_detection,
+            metric=metric,
+            reference=reference,
+            samples="predictions",
+            draw=draw_detections,
+        )
     )
+
+
+_detector(
+    "faster-rcnn-scenes",
+    "Faster R-CNN in miniature (RPN, anchors, RoI Align, box head): the digits of MNIST scenes",
+    DetectorConfig(),
+    "map_50",
+    "goal: AP@0.5 >= 0.90 on 2,000 test scenes in 10 CPU minutes; mAP@[.5:.95] reported",
+)
+_detector(
+    "mask-rcnn-scenes",
+    "Mask R-CNN in miniature: faster-rcnn-scenes plus a mask head, the digits' instance masks",
+    DetectorConfig(masks=True),
+    "mask_map_50",
+    "He et al. (2017); mask AP on the digits' visible masks in 2,000 test scenes; box AP too",
 )
