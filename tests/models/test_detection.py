@@ -206,6 +206,16 @@ def test_a_mask_target_is_the_matched_digits_visible_mask_cut_to_the_candidate_b
     torch.testing.assert_close(target[1], expected)
     other = model.mask_targets(instances, image[:1], torch.tensor([1]), boxes[1:])
     assert other[0, 4:11, 4:11].sum() == 0 and other[0, 4:11, 11:].sum() > 0
+    # targets are data: the same under the trainer's bf16 autocast (a bf16 product flips cells
+    # near 0.5 for ragged masks and fractional boxes)
+    g = torch.Generator().manual_seed(0)
+    ragged = (torch.rand(1, 32, 32, generator=g) > 0.5).to(torch.uint8)
+    corner = torch.rand(50, 2, generator=g) * 10
+    boxes = torch.cat([corner, corner + 8 + torch.rand(50, 2, generator=g) * 12], 1)
+    zeros = torch.zeros(50, dtype=torch.long)
+    full = model.mask_targets(ragged, zeros, zeros, boxes)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(model.mask_targets(ragged, zeros, zeros, boxes), full)
 
 
 def test_the_mask_loss_reads_only_the_matched_class_mask():

@@ -254,8 +254,10 @@ class FasterRCNN(nn.Module):
     def mask_targets(self, instances: Tensor, image: Tensor, matched: Tensor, boxes: Tensor) -> Tensor:
         """The mask of ground truth `matched` (R,) of image `image` (R,) (instances (B, H, W): g + 1
         where g is seen) cut to `boxes` (R, 4) on the head's M x M grid: (R, M, M) float 0/1."""
-        masks = (instances[image] == (matched + 1)[:, None, None].to(instances.dtype)).to(boxes.dtype)
-        return (crop_and_resize(masks, boxes, 2 * self.config.mask_roi_size) >= 0.5).to(boxes.dtype)
+        masks = (instances[image] == (matched + 1)[:, None, None].to(instances.dtype)).float()
+        with torch.autocast(boxes.device.type, enabled=False):  # data, not the network: full precision
+            cut = crop_and_resize(masks, boxes.float(), 2 * self.config.mask_roi_size)
+        return (cut >= 0.5).to(boxes.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> backbone features (B, D, H / stride, W / stride)."""
