@@ -281,7 +281,7 @@ class FasterRCNN(nn.Module):
 
     def roi_targets(
         self, rois: Tensor, roi_valid: Tensor, gt_boxes: Tensor, gt_labels: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """The head's training minibatch of candidate boxes rois (B, R, 4) (mask roi_valid (B, R)):
         -> (image index (S,), roi index (S,), class (S,) with 0 the background, deltas (S, 4) to the
         matched ground truth, encoded with HEAD_WEIGHTS, zero rows for the background; the matched
@@ -303,7 +303,8 @@ class FasterRCNN(nn.Module):
         return b, r, classes, target, matched
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """L = L_rpn + L_head on a padded batch {"x", "boxes" (B, M, 4), "labels" (B, M)}."""
+        """L = L_rpn + L_head (+ L_mask with `masks`) on a padded batch {"x", "boxes" (B, M, 4),
+        "labels" (B, M)} (and "instances" (B, H, W) for the masks)."""
         x, gt_boxes, gt_labels = batch["x"], batch["boxes"].float(), batch["labels"].long()
         gt_valid = gt_labels >= 0
         features = self(x)

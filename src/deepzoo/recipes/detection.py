@@ -177,8 +177,10 @@ def _evaluate_detection(
     model: FasterRCNN, data: TensorData, run_dir: Path, config: DetectionRun
 ) -> dict[str, float]:
     """COCO-style AP over the test scenes (metrics/detection.py): mAP@[.5:.95], AP@0.5, AP@0.75,
-    mean recall (100 detections per image) and the worst class's AP; run_dir/samples/detections.png
-    shows 8 scenes, true boxes left, detections (score >= MIN_SCORE) right."""
+    mean recall (100 detections per image) and the worst class's AP; with masks also mask AP
+    (mask_map, mask_map_50, mask_map_75) against the digits' visible masks.
+    run_dir/samples/detections.png shows 8 scenes: true boxes, detections (score >= 0.5), and
+    with masks their masks."""
     from deepzoo.metrics.detection import average_precision
 
     detections, targets = [], []
