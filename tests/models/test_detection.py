@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from torch import nn
 
 from deepzoo.data.mnist import read_mnist
 from deepzoo.data.scenes import SceneConfig, make_scenes, targets_of
@@ -168,7 +169,7 @@ def test_a_short_run_fits_a_few_scenes(scenes):
     before = average_precision(model.eval().predict(batch["x"]), targets_of(batch), 10).map_50
     _fit(model, batch, 120)
     after = average_precision(model.eval().predict(batch["x"]), targets_of(batch), 10).map_50
-    assert before < 0.1 and after >= 0.6, (before, after)
+    assert before < 0.1 and after >= 0.8, (before, after)
 
 
 def test_the_recipe_trains_evaluates_and_draws_its_detections(tmp_path, tiny_recipe_run):
@@ -223,7 +224,7 @@ def test_the_mask_loss_reads_only_the_matched_class_mask():
     classes' masks (He et al.'s per-class masks without competition)."""
     torch.manual_seed(0)
     model = FasterRCNN(MASKED)
-    features = model(torch.rand(2, 1, 32, 32))
+    stages = model.stages(torch.rand(2, 1, 32, 32))
     instances = torch.zeros(2, 32, 32, dtype=torch.uint8)
     instances[0, 4:20, 6:16] = 1
     instances[1, 10:30, 12:24] = 1
@@ -232,9 +233,9 @@ def test_the_mask_loss_reads_only_the_matched_class_mask():
         torch.tensor([[5.0, 3, 17, 21], [11, 9, 25, 31], [13, 12, 22, 26]]),
         torch.tensor([3, 7, 1]),
     )
-    logits = model.mask_logits(features, image, boxes).detach().requires_grad_()
+    logits = model.mask_logits(stages, image, boxes).detach().requires_grad_()
     model.mask_logits = lambda *args: logits
-    loss = model.mask_loss(features, instances, image, matched, boxes, classes)
+    loss = model.mask_loss(stages, instances, image, matched, boxes, classes)
     target = model.mask_targets(instances, image, matched, boxes)
     chosen = torch.stack([logits[i, c - 1] for i, c in enumerate(classes.tolist())])
     expected = -(target * chosen.sigmoid().log() + (1 - target) * (1 - chosen.sigmoid()).log()).mean()
@@ -244,6 +245,48 @@ def test_the_mask_loss_reads_only_the_matched_class_mask():
         assert logits.grad[i, c - 1].abs().sum() > 0
         others = [k for k in range(10) if k != c - 1]
         assert logits.grad[i, others].abs().sum() == 0
+
+
+def test_the_mask_head_reads_each_chosen_stage_at_its_own_stride():
+    """Stage i (stride 2^(i+1)) holding at each cell its centre's x (or y) in image pixels, plus
+    100 i: RoI Align of a box on it is linear, so every stage's bin (p, q) must read the bin centre
+    x1 + (q + 1/2) w / M (or y1 + (p + 1/2) h / M) plus 100 i, whatever the stride, the stages'
+    channels in stage order (a stage read at another stage's scale, or the stages swapped, read
+    other values)."""
+    model = FasterRCNN(replace(MASKED, mask_stages=(0, -1)))
+    model.mask_head = nn.Identity()  # mask_logits now returns the pooled features (R, 8 + 16, M, M)
+    H = W = 32
+    stages = []
+    for i, width in enumerate(MASKED.widths):
+        stride = 2 ** (i + 1)
+        centre = (torch.arange(H // stride) + 0.5) * stride
+        x = centre.expand(H // stride, -1)
+        channels = [x if c % 2 == 0 else x.T for c in range(width)]  # x, y, x, y, ...
+        stages.append(torch.stack(channels)[None] + 100 * i)
+    assert [tuple(f.shape) for f in model.stages(torch.rand(1, 1, H, W))] == [tuple(f.shape) for f in stages]
+    box = torch.tensor([[8.0, 6.0, 20.0, 26.0]])
+    pooled = model.mask_logits(stages, torch.zeros(1, dtype=torch.long), box)[0]
+    M = MASKED.mask_roi_size
+    bins = torch.arange(M) + 0.5
+    want_x = (8 + bins * 12 / M).expand(M, -1)
+    want_y = (6 + bins * 20 / M)[:, None].expand(-1, M)
+    assert pooled.shape == (8 + 16, M, M)
+    for c in range(len(pooled)):
+        stage = 0 if c < 8 else 1
+        torch.testing.assert_close(pooled[c], (want_x if c % 2 == 0 else want_y) + 100 * stage)
+
+
+def test_the_backbone_stages_end_in_the_forward_features_and_bad_mask_stages_are_refused():
+    model = FasterRCNN(MASKED).eval()
+    x = torch.rand(2, 1, 32, 32)
+    stages = model.stages(x)
+    assert [tuple(f.shape) for f in stages] == [(2, 8, 16, 16), (2, 16, 8, 8)]
+    torch.testing.assert_close(stages[-1], model(x), rtol=0, atol=0)
+    only_last = FasterRCNN(replace(MASKED, mask_stages=(-1,)))
+    assert only_last.mask_head[0].in_channels == 16 and model.mask_head[0].in_channels == 8 + 16
+    for stages in [(), (2,), (-3,), (0, -2), (1, 1)]:
+        with pytest.raises(ValueError, match="mask_stages"):
+            replace(MASKED, mask_stages=stages)
 
 
 def test_predicted_masks_lie_inside_their_boxes(scenes):
@@ -260,9 +303,10 @@ def test_predicted_masks_lie_inside_their_boxes(scenes):
 
 
 def test_a_short_mask_run_fits_the_masks_of_a_few_scenes(scenes):
-    """200 such steps with the mask head: mask AP@0.5 on the 8 scenes from 0 to >= 0.6 (0.79-1.0
-    for seeds 0-4 on one thread), so the targets, the class channel read and the pasting agree
-    (a mask cut from the wrong ground truth, or pasted transposed, stays far below)."""
+    """200 such steps with the mask head: mask AP@0.5 on the 8 scenes from 0 to >= 0.8 (1.0 for
+    seeds 0-4 on one thread, 0.92-1.0 already at 160 steps), so the targets, the class channel
+    read and the pasting agree (a mask cut from the wrong ground truth, or pasted transposed,
+    stays far below)."""
     from deepzoo.recipes.detection import instance_masks
 
     batch = scenes[slice(0, 8)]
@@ -276,7 +320,7 @@ def test_a_short_mask_run_fits_the_masks_of_a_few_scenes(scenes):
     before = mask_ap()
     _fit(model, batch, 200)
     after = mask_ap()
-    assert before < 0.1 and after >= 0.6, (before, after)
+    assert before < 0.1 and after >= 0.8, (before, after)
 
 
 def test_the_mask_recipe_reports_mask_ap_and_draws_the_masks(tmp_path, tiny_recipe_run, scenes):

@@ -22,9 +22,13 @@ and class-specific deltas (weights (10, 10, 5, 5)).
 L = L_rpn + L_head, beta = 1/9 (torchvision's).
 
 With `masks` on, Mask R-CNN (He et al., 2017): a mask head beside the box head. RoI Align
-(aligned, mask_roi_size^2 bins, 2 x 2 samples) of a box, `mask_convs` 3x3 conv + ReLU layers of
-mask_width, a 2x2 stride-2 transposed conv + ReLU, a 1x1 conv to K mask logits of side
-M = 2 mask_roi_size, one per class.
+(aligned, mask_roi_size^2 bins, 2 x 2 samples) of a box on the outputs of the backbone stages
+`mask_stages` (stage i at stride 2^(i+1)), concatenated along channels; `mask_convs` 3x3 conv +
+ReLU layers of mask_width, a 2x2 stride-2 transposed conv + ReLU, a 1x1 conv to K mask logits of
+side M = 2 mask_roi_size, one per class. The paper's heads read one map (C4 at stride 16, or the
+FPN level of the box's size, the finest for small objects); reading the stride-2 stage beside the
+last one is a hypercolumn (Hariharan et al., 2015): a 16-px digit spans 4 cells at stride 4,
+too few for its 2-px strokes.
   Training: on the head's foreground candidates only; the target of candidate r matched to ground
   truth g is RoI Align (aligned) of g's instance mask over r's box, >= 0.5 (Detectron2's); loss
       L_mask = mean over those candidates and M^2 pixels of BCE(mask logit of g's class, target),
@@ -119,6 +123,9 @@ class DetectorConfig:
     """Channels of the mask head's convolutions."""
     mask_convs: Count = 2
     """3x3 convolutions of the mask head before its upsampling (the paper's: 4 of 256)."""
+    mask_stages: tuple[int, ...] = (0, -1)
+    """Backbone stages whose outputs the mask head reads, concatenated: 0 the first (stride 2), -1
+    the last (the box head's map); (-1,) reads the last one only, as the paper's C4 head does."""
 
     def __post_init__(self) -> None:
         if not 0 < self.rpn_bg_iou <= self.rpn_fg_iou <= 1:
@@ -127,6 +134,16 @@ class DetectorConfig:
             )
         if not self.widths or not self.anchor_sizes or not self.anchor_ratios:
             raise ValueError("widths, anchor_sizes and anchor_ratios must be non-empty")
+        n = len(self.widths)
+        if not self.mask_stages or not all(-n <= i < n for i in self.mask_stages):
+            raise ValueError(f"mask_stages must be stage indices in [-{n}, {n}), got {self.mask_stages}")
+        if len(set(self.mask_head_stages)) < len(self.mask_stages):
+            raise ValueError(f"mask_stages names a stage twice: {self.mask_stages}")
+
+    @property
+    def mask_head_stages(self) -> list[int]:
+        """`mask_stages` as increasing indices in [0, len(widths))."""
+        return sorted(i % len(self.widths) for i in self.mask_stages)
 
 
 def sample_balanced(
@@ -163,10 +180,13 @@ class FasterRCNN(nn.Module):
         self.config = config
         layers: list[nn.Module] = []
         c = config.in_channels
+        self.stage_ends: list[int] = []
+        """The index in `backbone` after each stage's last layer."""
         for i, w in enumerate(config.widths):
             if i:
                 layers.append(nn.MaxPool2d(2))
             layers += [conv_bn_relu(c, w, stride=2 if i == 0 else 1), conv_bn_relu(w, w)]
+            self.stage_ends.append(len(layers))
             c = w
         self.backbone = nn.Sequential(*layers)
         self.stride = 2 ** len(config.widths)
@@ -182,11 +202,12 @@ class FasterRCNN(nn.Module):
         self.regress = nn.Linear(hw, 4 * (K + 1))
         if config.masks:
             mw, convs = config.mask_width, []
+            c_in = sum(config.widths[i] for i in config.mask_head_stages)
             for i in range(config.mask_convs):
-                convs += [nn.Conv2d(c if i == 0 else mw, mw, 3, padding=1), nn.ReLU()]
+                convs += [nn.Conv2d(c_in if i == 0 else mw, mw, 3, padding=1), nn.ReLU()]
             self.mask_head = nn.Sequential(
                 *convs,
-                nn.ConvTranspose2d(mw if convs else c, mw, 2, stride=2),
+                nn.ConvTranspose2d(mw if convs else c_in, mw, 2, stride=2),
                 nn.ReLU(),
                 nn.Conv2d(mw, K, 1),
             )
@@ -244,12 +265,16 @@ class FasterRCNN(nn.Module):
         h = self.head(pooled)
         return self.classify(h), self.regress(h).reshape(len(h), -1, 4)
 
-    def mask_logits(self, features: Tensor, image: Tensor, boxes: Tensor) -> Tensor:
-        """Boxes (image index (R,), boxes (R, 4)) -> mask logits (R, K, M, M) of each class."""
+    def mask_logits(self, stages: list[Tensor], image: Tensor, boxes: Tensor) -> Tensor:
+        """The backbone's stage outputs (`stages`), boxes (image index (R,), boxes (R, 4)) -> mask
+        logits (R, K, M, M) of each class."""
         rois = torch.cat([image[:, None].to(boxes), boxes], 1)
         s = self.config.mask_roi_size
-        pooled = roi_align(features, rois, (s, s), 1.0 / self.stride, sampling_ratio=2, aligned=True)
-        return self.mask_head(pooled)
+        pooled = [
+            roi_align(stages[i], rois, (s, s), 0.5 ** (i + 1), sampling_ratio=2, aligned=True)
+            for i in self.config.mask_head_stages
+        ]
+        return self.mask_head(torch.cat(pooled, 1) if len(pooled) > 1 else pooled[0])
 
     def mask_targets(self, instances: Tensor, image: Tensor, matched: Tensor, boxes: Tensor) -> Tensor:
         """The mask of ground truth `matched` (R,) of image `image` (R,) (instances (B, H, W): g + 1
@@ -262,6 +287,16 @@ class FasterRCNN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> backbone features (B, D, H / stride, W / stride)."""
         return self.backbone(x)
+
+    def stages(self, x: Tensor) -> list[Tensor]:
+        """(B, C, H, W) -> each backbone stage's output, stage i (B, widths[i], H / 2^(i+1), W / 2^(i+1));
+        the last one is `forward`'s."""
+        out, start = [], 0
+        for end in self.stage_ends:
+            x = self.backbone[start:end](x)
+            out.append(x)
+            start = end
+        return out
 
     def rpn_loss(
         self, objectness: Tensor, deltas: Tensor, anchor_boxes: Tensor, gt_boxes: Tensor, gt_valid: Tensor
@@ -307,7 +342,8 @@ class FasterRCNN(nn.Module):
         "labels" (B, M)} (and "instances" (B, H, W) for the masks)."""
         x, gt_boxes, gt_labels = batch["x"], batch["boxes"].float(), batch["labels"].long()
         gt_valid = gt_labels >= 0
-        features = self(x)
+        stages = self.stages(x)
+        features = stages[-1]
         anchor_boxes = self.anchors_for(features)
         objectness, deltas = self.rpn(features)
         rpn_cls, rpn_box = self.rpn_loss(objectness, deltas, anchor_boxes, gt_boxes, gt_valid)
@@ -330,25 +366,24 @@ class FasterRCNN(nn.Module):
             "cls": cls.detach(), "box": box.detach(), "roi_accuracy": accuracy.detach(),
         }  # fmt: skip
         if self.config.masks:
-            mask = self.mask_loss(
-                features, batch["instances"], b[fg], matched[fg], rois[b, r][fg], classes[fg]
-            )
+            mask = self.mask_loss(stages, batch["instances"], b[fg], matched[fg], rois[b, r][fg], classes[fg])
             terms["loss"] = terms["loss"] + mask
             terms["mask"] = mask.detach()
         return terms
 
     def mask_loss(
         self,
-        features: Tensor,
+        stages: list[Tensor],
         instances: Tensor,
         image: Tensor,
         matched: Tensor,
         boxes: Tensor,
         classes: Tensor,
     ) -> Tensor:
-        """L_mask of the foreground candidates: image index, matched ground truth, box (R, 4) and
-        class + 1 (R,) each; the mean BCE of the class's mask logits against `mask_targets`."""
-        logits = self.mask_logits(features, image, boxes)
+        """L_mask of the foreground candidates on the backbone's stage outputs: image index, matched
+        ground truth, box (R, 4) and class + 1 (R,) each; the mean BCE of the class's mask logits
+        against `mask_targets`."""
+        logits = self.mask_logits(stages, image, boxes)
         if len(logits) == 0:
             return logits.sum() * 0.0  # no foreground: a zero that keeps the graph
         target = self.mask_targets(instances, image, matched, boxes.detach())
@@ -360,7 +395,8 @@ class FasterRCNN(nn.Module):
         """(B, C, H, W) -> one dict {"boxes", "scores", "labels"} per image, best first."""
         c = self.config
         size = tuple(x.shape[-2:])
-        features = self(x)
+        stages = self.stages(x)
+        features = stages[-1]
         anchor_boxes = self.anchors_for(features)
         proposals, valid = self.proposals(*self.rpn(features), anchor_boxes, size)
         b, r = torch.nonzero(valid, as_tuple=True)
@@ -383,7 +419,7 @@ class FasterRCNN(nn.Module):
         ]  # fmt: skip
         if c.masks:
             for i, d in enumerate(found):
-                chosen = self.mask_logits(features, torch.full_like(d["labels"], i), d["boxes"])
+                chosen = self.mask_logits(stages, torch.full_like(d["labels"], i), d["boxes"])
                 probs = chosen[torch.arange(len(chosen), device=x.device), d["labels"]].float().sigmoid()
                 d["masks"] = paste_masks(probs, d["boxes"].float(), *size) >= 0.5
         return found
