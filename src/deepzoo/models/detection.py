@@ -274,7 +274,7 @@ class FasterRCNN(nn.Module):
             roi_align(stages[i], rois, (s, s), 0.5 ** (i + 1), sampling_ratio=2, aligned=True)
             for i in self.config.mask_head_stages
         ]
-        return self.mask_head(torch.cat(pooled, 1) if len(pooled) > 1 else pooled[0])
+        return self.mask_head(torch.cat(pooled, 1))
 
     def mask_targets(self, instances: Tensor, image: Tensor, matched: Tensor, boxes: Tensor) -> Tensor:
         """The mask of ground truth `matched` (R,) of image `image` (R,) (instances (B, H, W): g + 1
