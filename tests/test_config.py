@@ -21,6 +21,41 @@ def test_unknown_fields_are_rejected():
         from_dict(type(config), data)
 
 
+def test_a_field_added_later_reads_as_the_old_runs_ran_when_their_config_lacks_it():
+    import dataclasses
+
+    from deepzoo.config import added_later
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        width: int = 8
+        stages: tuple[int, ...] = added_later((0, -1), absent=(-1,))
+
+    assert Config().stages == (0, -1)  # new configs: the new default
+    assert from_dict(Config, {"width": 8}).stages == (-1,)  # saved before the field: the old behaviour
+    assert from_dict(Config, {"stages": [2]}) == Config(width=8, stages=(2,))  # saved with it: as saved
+    assert from_dict(Config, {"stages": [2]}).width == 8  # a field without `added_later`: its default
+
+
+def test_a_mask_rcnn_run_saved_before_mask_stages_rebuilds_its_one_stage_head(tmp_path):
+    """Runs saved before `mask_stages` existed (2026-12-04) had a head on the last stage only."""
+    from dataclasses import replace
+
+    from deepzoo.models.detection import FasterRCNN
+    from deepzoo.recipes.runs import read_run_config
+
+    default = RECIPES["mask-rcnn-scenes"].default
+    assert default.model.mask_stages == (0, -1)
+    record = {"recipe": "mask-rcnn-scenes", "config": to_dict(default)}
+    del record["config"]["model"]["mask_stages"]
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    recipe, config = read_run_config(tmp_path)
+    assert config == replace(default, model=replace(default.model, mask_stages=(-1,)))
+    shapes = {k: v.shape for k, v in recipe.build(config).state_dict().items()}
+    old_head = FasterRCNN(replace(default.model, mask_stages=(-1,)))
+    assert shapes == {k: v.shape for k, v in old_head.state_dict().items()}
+
+
 # ---- ranges: a field's annotation says what it may hold; check_ranges refuses the rest by flag name
 
 

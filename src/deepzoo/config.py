@@ -16,16 +16,28 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+ABSENT = "deepzoo_absent"
+
+
+def added_later(default: Any, absent: Any) -> Any:
+    """A field added after configs were saved without it: `default` in new configs, `absent` (what
+    the runs saved before it existed did) when `from_dict` reads a saved config that lacks it, so an
+    old run rebuilds the model it trained. A field whose default keeps the old behaviour needs none."""
+    return dataclasses.field(default=default, metadata={ABSENT: absent})
+
+
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Rebuild dataclass `cls` from `to_dict` output; unknown keys are an error."""
+    """Rebuild dataclass `cls` from `to_dict` output; unknown keys are an error, a missing one takes
+    its `added_later` value if it has one, else its default."""
     if not isinstance(data, dict):
         raise TypeError(f"expected a dict for {cls.__name__}, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
+    fields = dataclasses.fields(cls)
+    unknown = set(data) - {f.name for f in fields}
     if unknown:
         raise ValueError(f"unknown fields for {cls.__name__}: {sorted(unknown)}")
-    return cls(**{k: _convert(hints[k], v) for k, v in data.items()})
+    older = {f.name: f.metadata[ABSENT] for f in fields if ABSENT in f.metadata and f.name not in data}
+    return cls(**older, **{k: _convert(hints[k], v) for k, v in data.items()})
 
 
 def _convert(hint: Any, value: Any) -> Any:

@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepzoo.config import Count, Probability, Sizes
+from deepzoo.config import Count, Probability, Sizes, added_later
 from deepzoo.models.segmentation import conv_bn_relu
 from deepzoo.ops.boxes import (
     BACKGROUND,
@@ -123,9 +123,10 @@ class DetectorConfig:
     """Channels of the mask head's convolutions."""
     mask_convs: Count = 2
     """3x3 convolutions of the mask head before its upsampling (the paper's: 4 of 256)."""
-    mask_stages: tuple[int, ...] = (0, -1)
+    mask_stages: tuple[int, ...] = added_later((0, -1), absent=(-1,))
     """Backbone stages whose outputs the mask head reads, concatenated: 0 the first (stride 2), -1
-    the last (the box head's map); (-1,) reads the last one only, as the paper's C4 head does."""
+    the last (the box head's map); (-1,) reads the last one only, as the paper's C4 head does (and
+    as a run saved before this field existed does)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.rpn_bg_iou <= self.rpn_fg_iou <= 1:
