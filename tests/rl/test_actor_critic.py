@@ -147,6 +147,29 @@ def test_the_actor_loss_moves_only_the_actor_and_the_critic_target_is_detached()
         torch.testing.assert_close(got, expected)
 
 
+def test_the_entropy_bonus_is_the_policys_mean_entropy_and_descent_raises_it():
+    """loss(entropy_coef = beta) - loss(0) = -beta mean_t H(pi(. | s_t)), with H = -sum_a p log p
+    computed here from the logits; a small step down that difference's gradient raises the entropy."""
+    model, source = _source()
+    batch = source.next(0)
+    with torch.no_grad():  # a policy far from uniform (at initialization H is log 2, its maximum)
+        model.actor[-1].weight.mul_(300)
+    beta = 0.3
+    probs = torch.softmax(model.actor(batch["obs"]).float(), -1)
+    entropy = -(probs * probs.log()).sum(-1).mean()
+    plain = model.loss(batch)
+    model.config = replace(model.config, entropy_coef=beta)
+    bonus = model.loss(batch)
+    torch.testing.assert_close(bonus["entropy"], entropy.detach())
+    torch.testing.assert_close(bonus["loss"] - plain["loss"], -beta * entropy)
+    actor = list(model.actor.parameters())
+    grads = torch.autograd.grad(bonus["loss"] - plain["loss"], actor)
+    with torch.no_grad():
+        for p, g in zip(actor, grads):
+            p -= 0.01 * g / max(g.norm().item(), 1e-12)
+    assert model.loss(batch)["entropy"] > bonus["entropy"]
+
+
 def test_the_policy_gradient_estimator_is_unbiased_on_a_two_armed_bandit():
     """pi = softmax(theta), rewards 1 (arm 0) and 0.2 (arm 1) plus noise: the mean of
     r grad log pi(a) over many draws equals grad E[r] = grad sum_a pi_a mu_a within 4 standard errors."""
