@@ -103,6 +103,29 @@ def test_rope_rotates_pairs_by_position_times_frequency():
     torch.testing.assert_close(out, torch.stack([angles.cos(), angles.sin()], dim=1).flatten())
 
 
+def test_rope_on_halves_is_the_llama_form_and_the_interleaved_one_on_permuted_features():
+    """pairs="halves" rotates (x_i, x_i+d/2) by m theta_i: q cos + rotate_half(q) sin with
+    cos = cat(cos(m theta), cos(m theta)), the GPT-NeoX / LLaMA form, written out here; and it is
+    the interleaved rotation of the features reordered x_0, x_d/2, x_1, x_d/2+1, ..."""
+    d, base = 8, 50.0
+    x = torch.randn(2, 3, 11, d)
+    theta = base ** (-torch.arange(0, d, 2).double() / d)
+    angles = torch.arange(11).double()[:, None] * theta
+    cos, sin = torch.cat([angles.cos()] * 2, -1).float(), torch.cat([angles.sin()] * 2, -1).float()
+    rotate_half = torch.cat([-x[..., d // 2 :], x[..., : d // 2]], dim=-1)
+    halves = RotaryEmbedding(d, base=base, pairs="halves")
+    torch.testing.assert_close(halves(x), x * cos + rotate_half * sin)
+    order = torch.arange(d).view(2, d // 2).T.flatten()  # 0, d/2, 1, d/2 + 1, ...
+    interleaved = RotaryEmbedding(d, base=base)
+    torch.testing.assert_close(interleaved(x[..., order]), halves(x)[..., order])
+    assert not torch.allclose(interleaved(x), halves(x))
+    torch.testing.assert_close(halves(x[:, :, 4:], offset=4), halves(x)[:, :, 4:])
+    grown = RotaryEmbedding(d, base=base, max_len=3, pairs="halves")  # its tables grow to 11 steps
+    torch.testing.assert_close(grown(x), halves(x))
+    with pytest.raises(ValueError, match="pairs"):
+        RotaryEmbedding(d, pairs="adjacent")
+
+
 def test_alibi_and_sinusoidal_tables():
     assert torch.allclose(alibi_slopes(8), 2.0 ** (-torch.arange(1, 9.0)))
     bias = alibi_bias(2, 3, 3)

@@ -5,13 +5,15 @@ keys) and ALiBi (a bias on the attention scores).
   w_i = 10000^(-2i / D).
 - RoPE (Su et al., 2021, RoFormer): each pair (x_2i, x_2i+1) of a query or key at position m is
   rotated by the angle m theta_i, theta_i = base^(-2i / d). Then <R_m q, R_n k> = <q, R_{n-m} k>:
-  the score depends on positions only through n - m, and rotations keep norms.
+  the score depends on positions only through n - m, and rotations keep norms. GPT-NeoX and
+  LLaMA pair (x_i, x_i+d/2) instead (`pairs="halves"`).
 - ALiBi (Press et al., 2022): score(i, j) += -s_h |i - j| with head slopes s_h = 2^(-8h / H).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import nn
@@ -65,13 +67,26 @@ class LearnedPositions(nn.Module):
 
 class RotaryEmbedding(nn.Module):
     """Rotates (B, H, T, d) queries or keys by their positions offset .. offset + T - 1 (d even).
-    cos/sin tables are cached and grown on demand."""
+    cos/sin tables are cached and grown on demand.
 
-    def __init__(self, head_dim: int, base: float = 10000.0, max_len: int = 2048) -> None:
+    `pairs` says which features rotate together as pair i (angle m theta_i): "interleaved"
+    (x_2i, x_2i+1), the RoFormer paper's; "halves" (x_i, x_i+d/2), GPT-NeoX's and LLaMA's
+    (Hugging Face's `rotate_half`). The two differ only by a fixed permutation of the features,
+    so a model trained with one is the other's with permuted q and k projections."""
+
+    def __init__(
+        self,
+        head_dim: int,
+        base: float = 10000.0,
+        max_len: int = 2048,
+        pairs: Literal["interleaved", "halves"] = "interleaved",
+    ) -> None:
         super().__init__()
         if head_dim % 2:
             raise ValueError(f"RoPE needs an even head dimension, got {head_dim}")
-        self.head_dim, self.base = head_dim, base
+        if pairs not in ("interleaved", "halves"):
+            raise ValueError(f"RoPE pairs must be 'interleaved' or 'halves', got {pairs!r}")
+        self.head_dim, self.base, self.pairs = head_dim, base, pairs
         self._build(max_len)
 
     def _build(self, length: int, device: torch.device | None = None) -> None:
@@ -79,7 +94,10 @@ class RotaryEmbedding(nn.Module):
             -torch.arange(0, self.head_dim, 2, dtype=torch.float64, device=device) / self.head_dim
         )
         angles = torch.arange(length, dtype=torch.float64, device=device)[:, None] * theta  # (L, d/2)
-        angles = angles.repeat_interleave(2, dim=-1)  # each pair shares its angle: (L, d)
+        if self.pairs == "interleaved":  # each pair shares its angle: (L, d)
+            angles = angles.repeat_interleave(2, dim=-1)
+        else:
+            angles = torch.cat([angles, angles], dim=-1)
         self.register_buffer("cos", angles.cos().float(), persistent=False)
         self.register_buffer("sin", angles.sin().float(), persistent=False)
 
@@ -88,8 +106,12 @@ class RotaryEmbedding(nn.Module):
         if offset + T > len(self.cos):
             self._build(2 * (offset + T), self.cos.device)
         cos, sin = self.cos[offset : offset + T].to(x.dtype), self.sin[offset : offset + T].to(x.dtype)
-        pairs = x.unflatten(-1, (-1, 2))  # (..., d/2, 2)
-        rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)  # (-x_2i+1, x_2i)
+        if self.pairs == "interleaved":
+            pairs = x.unflatten(-1, (-1, 2))  # (..., d/2, 2)
+            rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)  # (-x_2i+1, x_2i)
+        else:
+            first, second = x.chunk(2, dim=-1)
+            rotated = torch.cat((-second, first), dim=-1)  # (-x_i+d/2, x_i)
         return x * cos + rotated * sin
 
 
