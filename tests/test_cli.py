@@ -57,6 +57,15 @@ def test_list_shows_recipes_with_metric_and_reference(capsys):
         (["train", "--resume", "/nonexistent/run"], "not a deepzoo run directory"),
         (["frobnicate"], "invalid choice"),
         (["bench", "no-such-bench"], "unknown benchmark"),
+        (
+            ["train", "gpt-shakespeare", "--model.heads", "5"],
+            "model.heads must be a divisor of dim (128)",
+        ),
+        (
+            ["train", "gpt-shakespeare", "--model.dim", "42", "--model.heads", "6"],
+            "dim / heads is even for rope",
+        ),
+        (["train", "vqgan-prior-scenes", "--model.gpt.heads", "3"], "model.gpt.heads must be a divisor"),
     ],
 )
 def test_user_errors_are_one_line_with_status_2(capsys, argv, message):

@@ -126,6 +126,19 @@ def test_rope_on_halves_is_the_llama_form_and_the_interleaved_one_on_permuted_fe
         RotaryEmbedding(d, pairs="adjacent")
 
 
+def test_configs_refuse_heads_that_do_not_split_the_width_or_leave_rope_an_odd_one():
+    from deepzoo.models.gpt import GPTConfig
+    from deepzoo.models.seq2seq import Seq2SeqConfig
+
+    with pytest.raises(ValueError, match="divisor"):
+        GPTConfig(dim=128, heads=5, positions="learned")
+    with pytest.raises(ValueError, match="even"):
+        GPTConfig(dim=42, heads=6, positions="rope")
+    assert GPTConfig(dim=42, heads=6, positions="learned").heads == 6  # 7-wide heads need no pairs
+    with pytest.raises(ValueError, match="divisor"):
+        Seq2SeqConfig(dim=64, heads=3)
+
+
 def test_alibi_and_sinusoidal_tables():
     assert torch.allclose(alibi_slopes(8), 2.0 ** (-torch.arange(1, 9.0)))
     bias = alibi_bias(2, 3, 3)

@@ -18,7 +18,7 @@ from torch import nn
 from deepzoo.config import Count, Index, Rate
 from deepzoo.models.text import tokens_to_text
 from deepzoo.nn.attention import KVCache
-from deepzoo.nn.positions import LearnedPositions, RotaryEmbedding, SinusoidalPositions
+from deepzoo.nn.positions import LearnedPositions, RotaryEmbedding, SinusoidalPositions, check_heads
 from deepzoo.nn.transformer import DecoderBlock
 
 Positions = Literal["learned", "sinusoidal", "rope", "alibi"]
@@ -46,6 +46,9 @@ class GPTConfig:
     """auto: the explicit softmax(QK^T/sqrt d)V on CPU (faster there for short contexts), SDPA on GPU."""
     charset: str = ""
     """Characters of the token ids, for `to_text` (the recipe sets tiny-shakespeare's)."""
+
+    def __post_init__(self) -> None:
+        check_heads(self.dim, self.heads, rope=self.positions == "rope")
 
 
 def sample_next(

@@ -17,7 +17,7 @@ from torch import nn
 
 from deepzoo.config import Count, Index, Rate
 from deepzoo.nn.attention import KVCache
-from deepzoo.nn.positions import RotaryEmbedding, SinusoidalPositions
+from deepzoo.nn.positions import RotaryEmbedding, SinusoidalPositions, check_heads
 from deepzoo.nn.transformer import DecoderBlock, EncoderBlock
 
 
@@ -41,6 +41,9 @@ class Seq2SeqConfig:
     """Decoder blocks (causal self-attention, then cross-attention)."""
     dropout: Rate = 0.0
     """Dropout in every block."""
+
+    def __post_init__(self) -> None:
+        check_heads(self.dim, self.heads, rope=True)
 
 
 class Seq2Seq(nn.Module):

@@ -19,6 +19,18 @@ import torch
 from torch import nn
 
 
+def check_heads(dim: int, heads: int, rope: bool) -> None:
+    """A config's check that `heads` splits the width `dim` into equal heads, of an even width
+    when their queries and keys are rotated (RoPE). Non-positive counts are left to the range
+    check (`config.check_ranges`), which names them."""
+    if heads < 1 or dim < 1:
+        return
+    if dim % heads:
+        raise ValueError(f"heads must be a divisor of dim ({dim}), got {heads}")
+    if rope and (dim // heads) % 2:
+        raise ValueError(f"heads must be such that dim / heads is even for rope, got {dim} / {heads}")
+
+
 def sinusoidal_features(positions: torch.Tensor, dim: int) -> torch.Tensor:
     """Positions (...) (integers or real, e.g. diffusion times) -> (..., dim) features
     [sin(p w_0), cos(p w_0), sin(p w_1), ...] with w_i = 10000^(-2i/dim), dim even."""
