@@ -66,6 +66,19 @@ def test_list_shows_recipes_with_metric_and_reference(capsys):
             "dim / heads is even for rope",
         ),
         (["train", "vqgan-prior-scenes", "--model.gpt.heads", "3"], "model.gpt.heads must be a divisor"),
+        (
+            ["train", "ddpm-mnist", "--model.net.heads", "3"],
+            "net.heads must be a divisor of channels[2]",
+        ),
+        (
+            ["train", "ddpm-mnist", "--model.net.attention-levels", "3"],
+            "levels in [0, 3)",
+        ),
+        (["train", "vqgan-scenes", "--model.heads", "7"], "model.heads must be a divisor of channels[-1]"),
+        (
+            ["train", "clip-mnist", "--model.text-heads", "5"],
+            "text_heads must be a divisor of text_width",
+        ),
     ],
 )
 def test_user_errors_are_one_line_with_status_2(capsys, argv, message):

@@ -27,6 +27,7 @@ from deepzoo.config import Count, Positive
 from deepzoo.models.classifier import CNN, CNNConfig
 from deepzoo.nn.contrastive import LogitScale, clip_loss, per_frame_clip_loss
 from deepzoo.nn.norms import feature_standardization
+from deepzoo.nn.positions import check_heads
 from deepzoo.nn.transformer import DecoderBlock
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -81,6 +82,9 @@ class ImageTextConfig:
     """Tokens per caption (SOT + bytes + EOT + padding)."""
     init_temperature: Positive = 0.07
     """Initial temperature; the learned logit scale 1 / temperature is clamped at 100."""
+
+    def __post_init__(self) -> None:
+        check_heads(self.text_width, self.text_heads, rope=False, names=("text_width", "text_heads"))
 
 
 class TextEncoder(nn.Module):

@@ -35,6 +35,7 @@ from torch import nn
 from deepzoo.config import Count, Index, NonNegative, Rate, Sizes
 from deepzoo.nn.adversarial import Objective
 from deepzoo.nn.losses import PerceptualLoss
+from deepzoo.nn.positions import check_heads
 from deepzoo.nn.quantize import Quantized, VectorQuantizer
 from deepzoo.nn.unet import AttentionBlock, GroupNorm
 
@@ -83,6 +84,8 @@ class VQGANConfig:
             raise ValueError(f"image_size {self.image_size} must divide by 2^(levels - 1)")
         if self.disc_layers < 1:
             raise ValueError(f"disc_layers must be >= 1, got {self.disc_layers}")
+        if self.attention:  # at the code grid, the last level's width
+            check_heads(self.channels[-1], self.heads, rope=False, names=("channels[-1]", "heads"))
 
 
 def _norm(channels: int) -> GroupNorm:

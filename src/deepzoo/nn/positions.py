@@ -19,16 +19,19 @@ import torch
 from torch import nn
 
 
-def check_heads(dim: int, heads: int, rope: bool) -> None:
+def check_heads(dim: int, heads: int, rope: bool, names: tuple[str, str] = ("dim", "heads")) -> None:
     """A config's check that `heads` splits the width `dim` into equal heads, of an even width
-    when their queries and keys are rotated (RoPE). Non-positive counts are left to the range
-    check (`config.check_ranges`), which names them."""
+    when their queries and keys are rotated (RoPE); `names` are the config's fields for the two.
+    Non-positive counts are left to the range check (`config.check_ranges`), which names them."""
     if heads < 1 or dim < 1:
         return
+    dim_name, heads_name = names
     if dim % heads:
-        raise ValueError(f"heads must be a divisor of dim ({dim}), got {heads}")
+        raise ValueError(f"{heads_name} must be a divisor of {dim_name} ({dim}), got {heads}")
     if rope and (dim // heads) % 2:
-        raise ValueError(f"heads must be such that dim / heads is even for rope, got {dim} / {heads}")
+        raise ValueError(
+            f"{heads_name} must be such that {dim_name} / {heads_name} is even for rope, got {dim} / {heads}"
+        )
 
 
 def sinusoidal_features(positions: torch.Tensor, dim: int) -> torch.Tensor:

@@ -18,7 +18,7 @@ from torch import nn
 
 from deepzoo.config import Count, Index, Rate, Sizes
 from deepzoo.nn.attention import MultiHeadAttention
-from deepzoo.nn.positions import sinusoidal_features
+from deepzoo.nn.positions import check_heads, sinusoidal_features
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,13 @@ class UNetConfig:
     """> 0: class-conditional, with a learned null label for guidance."""
     dropout: Rate = 0.0
     """Dropout inside the residual blocks."""
+
+    def __post_init__(self) -> None:
+        n = len(self.channels)
+        if not all(0 <= level < n for level in self.attention_levels):
+            raise ValueError(f"attention_levels must be levels in [0, {n}), got {self.attention_levels}")
+        for level in self.attention_levels:
+            check_heads(self.channels[level], self.heads, rope=False, names=(f"channels[{level}]", "heads"))
 
 
 class GroupNorm(nn.GroupNorm):
