@@ -49,13 +49,25 @@ def test_each_model_inverts_and_its_logdet_is_the_full_jacobians(kind, preproces
 
 
 def test_bits_per_dim_is_the_dequantized_bound_in_bits():
-    """With uniform u, bits/dim = -(log p(y) - D log 256) / (D log 2) for y = (k + u) / 256."""
+    """With uniform u, bits/dim = -(log p(y) - D log 256) / (D log 2) for y = (k + u) / 256; with
+    variational u, -(log p(y) - log q(u | k) - D log 256) / (D log 2)."""
     model = _trained_looking(SMALL["realnvp"])
     x = torch.randint(0, 256, (3, 1, 4, 4)).double() / 255
     bits = model.nll_bits(x, torch.Generator().manual_seed(5))
     u = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     y = ((x * 255).round() + u) / 256
     expected = -(model.log_prob(y) - 16 * math.log(256)) / (16 * math.log(2))
+    assert torch.allclose(bits, expected, atol=1e-9)
+    # variational u: the bound subtracts log q(u | k) (its density is checked in the next test)
+    torch.manual_seed(0)
+    model = Flow(replace(SMALL["realnvp"], dequantization="variational")).double()
+    with torch.no_grad():
+        for p in model.dequantizer.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    bits = model.nll_bits(x, torch.Generator().manual_seed(5))
+    y, log_q = model.dequantize(x, torch.Generator().manual_seed(5))
+    assert (log_q.abs() > 1).all()  # not the uniform case's 0
+    expected = -(model.log_prob(y) - log_q - 16 * math.log(256)) / (16 * math.log(2))
     assert torch.allclose(bits, expected, atol=1e-9)
 
 
