@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from deepzoo.nn.masked import MaskedConv2d, RowLSTM, gate, raster_mask, shift_down
+from deepzoo.nn.masked import GatedLayer, MaskedConv2d, RowLSTM, gate, raster_mask, shift_down
 
 
 def test_raster_masks_by_hand():
@@ -59,6 +59,24 @@ def test_gate_and_shift_down():
     assert torch.equal(gate(x), torch.tanh(x[:, :2]) * torch.sigmoid(x[:, 2:]))
     shifted = shift_down(x)
     assert torch.equal(shifted[:, :, 1:], x[:, :, :-1]) and shifted[:, :, 0].eq(0).all()
+
+
+@pytest.mark.parametrize("in_channels", [1, 4])
+def test_gated_layers_see_only_earlier_pixels_even_when_the_first_keeps_the_width(in_channels):
+    """Two gated layers on a 4-channel-wide stack: h_out at (i, j) has no gradient from the input
+    at (i, j) or after it in raster order, and some from its left (or upper) neighbour. With as many input
+    channels as the layer's (4), a residual in the first layer would pass pixel (i, j) through."""
+    torch.manual_seed(0)
+    layers = [GatedLayer(in_channels, 4, 3, first=True), GatedLayer(4, 4, 3, first=False)]
+    x = torch.randn(1, in_channels, 5, 5, requires_grad=True)
+    v, h = x, x
+    for layer in layers:
+        v, h = layer(v, h)
+    for i, j in [(2, 2), (3, 0), (0, 3)]:
+        (grad,) = torch.autograd.grad(h[0, :, i, j].sum(), x, retain_graph=True)
+        seen = grad.abs().sum(dim=(0, 1)).flatten() > 0  # (25,) over raster positions
+        assert not seen[i * 5 + j :].any()
+        assert seen[i * 5 + j - 1] if j else seen[(i - 1) * 5 + j]  # the pixel to the left, or above
 
 
 def test_row_lstm_cut_to_the_centre_is_torch_lstm_down_each_column():
