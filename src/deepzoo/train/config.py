@@ -149,7 +149,8 @@ class TrainConfig:
     target: str = ""
     """Stop at the first evaluation that meets this, e.g. 'accuracy>=0.99'."""
     keep_best: str = ""
-    """Keep the weights of the best evaluation as best.safetensors, e.g. 'accuracy:max' or 'val_loss:min'."""
+    """Keep the weights of the best evaluation as best.safetensors, e.g. 'accuracy:max' or 'val_loss:min'
+    (a tie with the best so far is not a new best: the earlier weights stay, as in Keras)."""
     patience: Index = 0
     """Early stopping: stop after this many evaluations without a new best (0: never; needs keep_best)."""
     progress: bool = True
