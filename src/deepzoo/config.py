@@ -16,14 +16,14 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-ABSENT = "deepzoo_absent"
+_ABSENT = "deepzoo_absent"
 
 
 def added_later(default: Any, absent: Any) -> Any:
     """A field added after configs were saved without it: `default` in new configs, `absent` (what
     the runs saved before it existed did) when `from_dict` reads a saved config that lacks it, so an
     old run rebuilds the model it trained. A field whose default keeps the old behaviour needs none."""
-    return dataclasses.field(default=default, metadata={ABSENT: absent})
+    return dataclasses.field(default=default, metadata={_ABSENT: absent})
 
 
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
@@ -36,7 +36,7 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     unknown = set(data) - {f.name for f in fields}
     if unknown:
         raise ValueError(f"unknown fields for {cls.__name__}: {sorted(unknown)}")
-    older = {f.name: f.metadata[ABSENT] for f in fields if ABSENT in f.metadata and f.name not in data}
+    older = {f.name: f.metadata[_ABSENT] for f in fields if _ABSENT in f.metadata and f.name not in data}
     return cls(**older, **{k: _convert(hints[k], v) for k, v in data.items()})
 
 
