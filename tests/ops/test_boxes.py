@@ -340,25 +340,38 @@ def test_crop_and_resize_is_roi_align_with_each_box_on_its_own_image():
     torch.testing.assert_close(crop_and_resize(images, boxes, 7), expected, rtol=0, atol=1e-12)
 
 
-def test_a_pasted_constant_mask_covers_exactly_the_pixel_centres_inside_its_box():
-    """paste_masks thresholded at 0.5: a mask of ones -> the pixels (i, j) whose centre
-    (j + 0.5, i + 0.5) lies in the box, by brute force, for boxes inside and across the border;
-    a mask whose left half is 1 -> the centres in the box's left half."""
+def test_a_pasted_box_of_ones_is_its_bilinear_read_pixel_by_pixel():
+    """paste_masks reads mask cell k (centre k + 0.5) bilinearly, zeros beyond the border. For a
+    mask that is 1 on the cells [a, b) of each axis, the read at mask coordinate u is the tent
+    clamp(min(u - a + 1/2, b + 1/2 - u), 0, 1) along each axis, and the pasted value their product,
+    with u = (j + 0.5 - x1) / (x2 - x1) M for pixel (i, j) (v alike). Checked by brute force for a
+    full mask of ones (away from the corners: exactly the pixel centres inside the box; within half
+    a cell of two edges the two blends multiply below 0.5) and one whose left half is 1, boxes
+    inside and across the border."""
     from deepzoo.ops.boxes import paste_masks
 
     g = torch.Generator().manual_seed(1)
     corner = torch.rand(8, 2, generator=g) * 30 - 4
-    boxes = torch.cat([corner, corner + 2 + torch.rand(8, 2, generator=g) * 14], 1)
-    ones = torch.ones(8, 28, 28)
-    pasted = paste_masks(ones, boxes, 32, 36) >= 0.5
+    boxes = torch.cat([corner, corner + 2 + torch.rand(8, 2, generator=g) * 14], 1).double()
+    ones = torch.ones(8, 28, 28, dtype=torch.float64)
     half = ones.clone()
     half[..., 14:] = 0
-    left = paste_masks(half, boxes, 32, 36) >= 0.5
-    for d, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
-        for i in range(32):
-            for j in range(36):
-                cx, cy = j + 0.5, i + 0.5
-                inside = x1 <= cx <= x2 and y1 <= cy <= y2
-                assert pasted[d, i, j].item() == inside, (d, i, j)
-                assert left[d, i, j].item() == (inside and cx <= (x1 + x2) / 2), (d, i, j)
+
+    def tent(u, a, b):
+        return min(max(min(u - a + 0.5, b + 0.5 - u), 0.0), 1.0)
+
+    inside_count = 0
+    for mask, (a_x, b_x) in ((ones, (0, 28)), (half, (0, 14))):
+        pasted = paste_masks(mask, boxes, 32, 36)
+        for d, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
+            for i in range(32):
+                for j in range(36):
+                    u, v = (j + 0.5 - x1) / (x2 - x1) * 28, (i + 0.5 - y1) / (y2 - y1) * 28
+                    expected = tent(u, a_x, b_x) * tent(v, 0, 28)
+                    assert abs(pasted[d, i, j].item() - expected) < 1e-9, (d, i, j)
+                    centre_inside = 0.5 <= u <= 27.5 and 0.5 <= v <= 27.5  # half a cell in from each edge
+                    if mask is ones and centre_inside:
+                        inside_count += 1
+                        assert pasted[d, i, j].item() > 1 - 1e-9
+    assert inside_count > 0  # the boxes cover pixel centres (the check above is not vacuous)
     assert paste_masks(torch.zeros(0, 28, 28), torch.zeros(0, 4), 5, 5).shape == (0, 5, 5)

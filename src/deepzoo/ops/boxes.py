@@ -380,7 +380,8 @@ def paste_masks(masks: Tensor, boxes: Tensor, height: int, width: int) -> Tensor
     """Per-RoI masks (D, M, M) (probabilities) -> (D, height, width) in image pixels: pixel (i, j),
     centre (j + 0.5, i + 0.5), reads mask D bilinearly at u = (j + 0.5 - x1) / (x2 - x1) M (and v
     alike; grid_sample, align_corners=False), 0 beyond the mask's border (Detectron2's paste).
-    Thresholded at 0.5, a constant-1 mask gives exactly the pixels whose centres lie in the box."""
+    Thresholded at 0.5, a constant-1 mask gives the pixels whose centres lie in the box, less the
+    corners: within half a mask cell of two edges the two edge blends multiply below 0.5."""
     D = len(masks)
     if D == 0:
         return masks.new_zeros(0, height, width)
