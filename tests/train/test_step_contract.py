@@ -457,8 +457,15 @@ def test_compiled_training_equals_eager_and_saves_the_plain_module(tmp_path):
         Trainer(TinyNet(dropout=0.0), data, cfg, tmp_path / str(compiled)).fit()
         weights[compiled] = load_file(tmp_path / str(compiled) / ckpt.WEIGHTS)
     assert weights[True].keys() == weights[False].keys()  # no "_orig_mod." prefixes
-    for name in weights[False]:  # inductor may fuse differently: fp32 rounding, not bits
-        torch.testing.assert_close(weights[True][name], weights[False][name], rtol=1e-5, atol=1e-6)
+    torch.manual_seed(0)
+    start = TinyNet(dropout=0.0).state_dict()
+    # inductor may fuse differently: fp32 rounding, not bits. Adam's step m / sqrt(v) turns a
+    # rounding difference in a near-zero gradient into an O(lr) one in that element (seed 7: one of
+    # 25,088 weights off by 3e-6), so compare each tensor's whole update, not its worst element
+    for name in weights[False]:
+        moved = (weights[False][name] - start[name]).norm()
+        assert moved > 0, name
+        assert (weights[True][name] - weights[False][name]).norm() < 1e-3 * moved, name
     with pytest.raises(ValueError, match="compile"):
         Trainer(TwoPlayer(), two_player_data(), TrainConfig(compile=True, **CPU), tmp_path / "gan")
 
