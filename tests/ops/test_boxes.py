@@ -345,9 +345,9 @@ def test_a_pasted_box_of_ones_is_its_bilinear_read_pixel_by_pixel():
     mask that is 1 on the cells [a, b) of each axis, the read at mask coordinate u is the tent
     clamp(min(u - a + 1/2, b + 1/2 - u), 0, 1) along each axis, and the pasted value their product,
     with u = (j + 0.5 - x1) / (x2 - x1) M for pixel (i, j) (v alike). Checked by brute force for a
-    full mask of ones (away from the corners: exactly the pixel centres inside the box; within half
-    a cell of two edges the two blends multiply below 0.5) and one whose left half is 1, boxes
-    inside and across the border."""
+    full mask of ones (1 where the centre is half a cell inside every edge; thresholded at 0.5 it
+    covers the centres inside the box but for the corners, where the two blends multiply below
+    0.5) and one whose left half is 1, boxes inside and across the border."""
     from deepzoo.ops.boxes import paste_masks
 
     g = torch.Generator().manual_seed(1)
