@@ -51,3 +51,13 @@ def test_group_norm_equals_torch_and_keeps_bf16():
     torch.testing.assert_close(ours(x), reference(x))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert ours(x.bfloat16()).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("levels", [(3,), (-1,), (0, 5)])
+def test_attention_levels_it_does_not_have_are_refused(levels):
+    """Levels are 0 .. len(channels) - 1; any other (a negative one too) would match no level and
+    train without attention."""
+    with pytest.raises(ValueError, match="attention_levels"):
+        UNetConfig(channels=(8, 16, 16), attention_levels=levels)
+    with pytest.raises(ValueError, match="heads must be a divisor of channels"):
+        UNetConfig(channels=(8, 16, 12), attention_levels=(2,), heads=8)
