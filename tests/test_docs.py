@@ -5,8 +5,7 @@ a reader finds the page stale. (Commands are checked, not run: running them trai
 
 import re
 import shlex
-import subprocess
-import sys
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from deepzoo.bench import BENCHMARKS
 from deepzoo.cli import _flag_names, build_parser, main, parse_overrides
 from deepzoo.recipes import RECIPES, get_recipe
+from tests.torchrun import torchrun as launch
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -144,12 +144,6 @@ def smoke_flags(recipe: str) -> list[str]:
     return [*SMOKE, *small, *SMOKE_OF.get(recipe, [])]
 
 
-# --standalone: a free port, so that test workers running pages side by side do not collide.
-TORCHRUN = [
-    sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "deepzoo"
-]  # fmt: skip
-
-
 class Page:
     """A page's commands, run in order in `cwd`. A documented run directory runs/RECIPE/NAME that
     does not exist yet is first trained there as a smoke run (its first stage likewise); a .wav to
@@ -169,9 +163,10 @@ class Page:
             argv = [*argv, *smoke_flags(argv[1]), "--trials", "2"]
         if argv[0] == "check" and not helping:
             argv = [*argv, *smoke_flags(argv[1]), "--steps", "2", "--lr-steps", "2"]
-        if torchrun:
-            done = subprocess.run([*TORCHRUN, *argv], cwd=self.cwd, capture_output=True, text=True)
-            assert done.returncode == 0, done.stderr[-3000:]
+        if torchrun:  # --standalone: a free port, so that pages run side by side do not collide
+            run_dir = self.cwd / argv[argv.index("--run-dir") + 1] if "--run-dir" in argv else None
+            forget = lambda: run_dir and shutil.rmtree(run_dir, ignore_errors=True)  # noqa: E731
+            launch(2, ["-m", "deepzoo", *argv], cwd=self.cwd, before_retry=forget)
             return
         try:
             main([*argv, "--debug"])

@@ -1,11 +1,10 @@
-import os
-import subprocess
-import sys
+import shutil
 
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import REPO, one_thread
+from tests.conftest import one_thread
+from tests.torchrun import torchrun
 
 ARGS = [
     "cnn-mnist",
@@ -33,19 +32,10 @@ ARGS = [
 ]
 
 
-def _run(cmd, run_dir, *extra):
-    env = os.environ | {
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    proc = subprocess.run(
-        [*cmd, *ARGS, *extra, "--run-dir", str(run_dir)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def _run_on_two_ranks(run_dir, *extra):
+    """`python -m deepzoo train` on two gloo ranks, under the suite's seed offset as this process."""
+    argv = ["-m", "tests.seeded_deepzoo", "train", *ARGS, *extra, "--run-dir", str(run_dir)]
+    torchrun(2, argv, before_retry=lambda: shutil.rmtree(run_dir, ignore_errors=True))
     return load_file(run_dir / "model.safetensors")
 
 
@@ -61,18 +51,7 @@ def _run_here(run_dir, *extra):
 
 def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_path):
     single = _run_here(tmp_path / "one")
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "tests.seeded_deepzoo",  # `python -m deepzoo` under the suite's seed offset, as this process
-        "train",
-    ]
-    double = _run(torchrun, tmp_path / "two")
+    double = _run_on_two_ranks(tmp_path / "two")
     assert single.keys() == double.keys()
     for name in single:
         torch.testing.assert_close(double[name], single[name], rtol=1e-5, atol=1e-6)

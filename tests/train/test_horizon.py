@@ -3,9 +3,7 @@ steps max_seconds allows at the measured speed. Time is a fake clock that each t
 advances by a fixed amount, so the horizon is known exactly."""
 
 import json
-import os
-import subprocess
-import sys
+import shutil
 import textwrap
 
 import pytest
@@ -15,7 +13,8 @@ from deepzoo.train import TrainConfig, Trainer
 from deepzoo.train import trainer as trainer_module
 from deepzoo.train.logging import read_metrics
 from deepzoo.train.schedules import lr_factor
-from tests.conftest import REPO, TwoPlayer, two_player_data
+from tests.conftest import TwoPlayer, two_player_data
+from tests.torchrun import torchrun
 from tests.train.test_step_contract import CPU, TWO_GROUPS
 
 
@@ -102,7 +101,6 @@ def test_bad_horizons_are_refused(fields, message):
 RANKS_SCRIPT = textwrap.dedent(
     """
     import json, sys, torch
-    sys.path.insert(0, {repo!r})
     from tests.train.test_horizon import FakeTime, Timed
     from tests.train.test_step_contract import TWO_GROUPS
     from tests.conftest import two_player_data
@@ -117,8 +115,8 @@ RANKS_SCRIPT = textwrap.dedent(
     torch.manual_seed(0)
     trainer = Trainer(Timed(clock, 0.125 * (info.rank + 1)), two_player_data(), cfg, sys.argv[1], dist=info)
     step = trainer.fit().step
-    with open(f"{{sys.argv[1]}}.rank{{info.rank}}.json", "w") as f:
-        json.dump({{"step": step, "horizon": trainer.opt.horizon, "lrs": trainer.opt.lrs()}}, f)
+    with open(f"{sys.argv[1]}.rank{info.rank}.json", "w") as f:
+        json.dump({"step": step, "horizon": trainer.opt.horizon, "lrs": trainer.opt.lrs()}, f)
     distributed.teardown()
     """
 )
@@ -128,13 +126,12 @@ def test_ranks_of_different_speeds_set_the_same_rates_from_the_slowest(tmp_path)
     """Rank 0 takes 0.125 s a step, rank 1 0.25 s: both stop at step 40 (the slowest rank's
     budget) and decay over 40 steps, with equal rates (the gradients are averaged over ranks)."""
     script = tmp_path / "ranks.py"
-    script.write_text(RANKS_SCRIPT.format(repo=str(REPO)))
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [*launcher, str(script), str(tmp_path / "run")], env=env, capture_output=True, text=True, timeout=300
+    script.write_text(RANKS_SCRIPT)
+    torchrun(
+        2,
+        [str(script), str(tmp_path / "run")],
+        before_retry=lambda: shutil.rmtree(tmp_path / "run", ignore_errors=True),
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"run.rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0] == ranks[1]
     assert ranks[0]["step"] == 40 and ranks[0]["horizon"] == 40

@@ -3,10 +3,8 @@
 resume, DDP, non-finite values, divergence and interrupts guarantee, proven on a two-optimizer
 toy model that alternates updates."""
 
-import os
+import shutil
 import signal
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -32,7 +30,8 @@ from deepzoo.train.logging import read_metrics
 from deepzoo.train.rundir import RunDirError
 from deepzoo.train.schedules import lr_factor
 from deepzoo.train.step import Optimizers, named_groups
-from tests.conftest import REPO, TinyNet, TwoPlayer, one_thread, two_player_data
+from tests.conftest import TinyNet, TwoPlayer, one_thread, two_player_data
+from tests.torchrun import torchrun
 
 CPU = dict(progress=False, precision="fp32", device="cpu", log_every=5, eval_every=1000)
 TWO_GROUPS = {
@@ -385,7 +384,6 @@ def _train_two_player(run_dir, batch_size: int) -> None:
 DDP_SCRIPT = textwrap.dedent(
     """
     import sys
-    sys.path.insert(0, {repo!r})
     from tests.train.test_step_contract import _train_two_player
     from deepzoo.train import distributed
 
@@ -401,22 +399,12 @@ def _ddp_run(run_dir, nproc, batch_size):
             _train_two_player(run_dir, batch_size)
         return load_file(run_dir / ckpt.WEIGHTS)
     script = run_dir.parent / f"{run_dir.name}.py"
-    script.write_text(DDP_SCRIPT.format(repo=str(REPO)))
-    launcher = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)
-    ]  # fmt: skip
-    env = os.environ | {
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
-    }
-    proc = subprocess.run(
-        [*launcher, str(script), str(run_dir), str(batch_size)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    script.write_text(DDP_SCRIPT)
+    torchrun(
+        nproc,
+        [str(script), str(run_dir), str(batch_size)],
+        before_retry=lambda: shutil.rmtree(run_dir, ignore_errors=True),
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     return load_file(run_dir / ckpt.WEIGHTS)
 
 
