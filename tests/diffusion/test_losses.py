@@ -80,15 +80,68 @@ def test_edm_weighting_makes_the_effective_weight_one():
 
 
 def test_noise_level_distributions():
+    """Tolerances are >= 6 standard errors of the 100k-sample estimates (sd/sqrt(n) <= 0.004)."""
     torch.manual_seed(0)
-    log_sigma = EDMLoss(p_mean=-1.2, p_std=1.2).sample_sigma(100_000, torch.device("cpu")).log()
+    cpu, n = torch.device("cpu"), 100_000
+    log_sigma = EDMLoss(p_mean=-1.2, p_std=1.2).sample_sigma(n, cpu).log()
     assert log_sigma.mean().item() == pytest.approx(-1.2, abs=0.02)
     assert log_sigma.std().item() == pytest.approx(1.2, abs=0.02)
-    vp = VPSchedule()
-    sigma = DDPMLoss(vp).sample_sigma(1000, torch.device("cpu"))
-    assert torch.isin(sigma, vp.sigmas).all()
-    t = FlowMatchingLoss(t_max=0.999).sample_t(100_000, torch.device("cpu"))
+    vp = VPSchedule(steps=4)  # t uniform over all T steps, t = 0 included
+    sigma = DDPMLoss(vp).sample_sigma(n, cpu)
+    index = torch.searchsorted(vp.sigmas, sigma)
+    assert torch.equal(vp.sigmas[index], sigma)
+    torch.testing.assert_close(
+        torch.bincount(index, minlength=4) / n, torch.full((4,), 0.25), atol=0.01, rtol=0
+    )
+    t = FlowMatchingLoss(t_max=0.999).sample_t(n, cpu)
     assert 0 < t.min() and t.max() <= 0.999 and t.mean().item() == pytest.approx(0.4995, abs=0.01)
+    logit = (FlowMatchingLoss("logit-normal", t_max=0.999).sample_t(n, cpu) / 0.999).logit()
+    assert logit.mean().item() == pytest.approx(0.0, abs=0.02)  # SD3's logit-normal(0, 1)
+    assert logit.std().item() == pytest.approx(1.0, abs=0.02)
+
+
+def _network(x, c_noise, labels=None):
+    """Any network: its output depends on its input and its time (so both must be right)."""
+    return torch.tanh(x) * 0.3 + 0.01 * c_noise.reshape(-1, 1)
+
+
+def test_each_objective_as_called_is_its_papers_loss():
+    """DDPMLoss() is ||eps_hat(x_t, t) - eps||^2 at t ~ U{0..T-1}, FlowMatchingLoss() is
+    ||u_hat(x_t, t) - (eps - x0)||^2 at x_t = (1 - t) x0 + t eps, and EDMLoss() is
+    lambda ||D - x0||^2: each written from its paper, with the draws the loss itself makes."""
+    x0 = torch.randn(6, 5, generator=torch.Generator().manual_seed(1))
+    vp = VPSchedule()
+    ddpm_net = Denoiser(_network, Preconditioning("epsilon"), vp)
+    torch.manual_seed(2)
+    t = torch.randint(0, vp.steps, (6,))
+    eps = torch.randn_like(x0)
+    x_t = (vp.alpha_bar[t].sqrt()[:, None] * x0 + (1 - vp.alpha_bar[t]).sqrt()[:, None] * eps).float()
+    torch.manual_seed(2)
+    got = DDPMLoss(vp)(ddpm_net, x0)["loss"]
+    torch.testing.assert_close(got, (_network(x_t, t.float()) - eps).square().mean(), rtol=1e-4, atol=1e-7)
+
+    flow = FlowMatchingLoss()
+    flow_net = Denoiser(_network, Preconditioning("velocity"), FlowSchedule())
+    eps = torch.randn_like(x0)
+    torch.manual_seed(3)
+    t = flow.sample_t(6, x0.device)
+    x_t = ((1 - t[:, None]) * x0 + t[:, None] * eps).float()
+    torch.manual_seed(3)
+    got = flow(flow_net, x0, eps=eps)["loss"]
+    expected = (_network(x_t, t.float()) - (eps - x0)).square().mean()
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-7)
+
+    edm = EDMLoss()
+    edm_net = Denoiser(_network, Preconditioning("edm"))
+    torch.manual_seed(4)
+    sigma = edm.sample_sigma(6, x0.device)
+    eps = torch.randn_like(x0)
+    denoised = edm_net(x0 + sigma[:, None].float() * eps, sigma)
+    weight = (sigma**2 + 0.25) / (0.5 * sigma) ** 2
+    torch.manual_seed(4)
+    got = edm(edm_net, x0)["loss"]
+    expected = (weight[:, None] * (denoised - x0).double().square()).mean()
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-7)
 
 
 def test_preconditioned_inputs_are_the_native_states():
@@ -148,3 +201,16 @@ def test_edm_c_noise_is_a_quarter_of_ln_sigma():
         denoiser.c_noise(sigma),
         torch.tensor([0.0, 1.0, 0.25 * torch.log(sigma[2]).item()], dtype=torch.float64),
     )
+
+
+@pytest.mark.parametrize("loss", [DDPMLoss(VPSchedule()), EDMLoss(), FlowMatchingLoss()], ids=type)
+def test_each_objective_hands_the_labels_to_the_network(loss):
+    """Class-conditional training: the network sees the batch's labels, not None."""
+    seen = []
+
+    def network(x, c_noise, labels=None):
+        seen.append(labels)
+        return x
+
+    loss(Denoiser(network, Preconditioning("edm")), torch.randn(3, 4), torch.tensor([7, 1, 2]))
+    assert len(seen) == 1 and torch.equal(seen[0], torch.tensor([7, 1, 2]))

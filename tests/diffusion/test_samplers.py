@@ -143,6 +143,28 @@ def test_ancestral_step_equals_the_ddpm_update():
     torch.testing.assert_close(abar_prev.sqrt() * seen[1], expected)
 
 
+@pytest.mark.parametrize("s_tmin", [0.0, 100.0])
+def test_heun_churn_raises_sigma_by_gamma_with_fresh_noise_inside_its_range(s_tmin):
+    """EDM Algorithm 2, lines 4-6: gamma = min(S_churn / N, sqrt 2 - 1) when S_tmin <= sigma_i <=
+    S_tmax, sigma_hat = (1 + gamma) sigma_i and x_hat = x_i + sqrt(sigma_hat^2 - sigma_i^2) S_noise
+    z; the first network call sees (x_hat, sigma_hat). Outside [S_tmin, S_tmax], gamma = 0."""
+    sigmas = torch.tensor([10.0, 2.0, 0.0], dtype=torch.float64)  # N = 2 steps
+    noise = torch.randn(64, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    seen = []
+
+    def recording(x, sigma):
+        seen.append((x.clone(), sigma.item()))
+        return gaussian_denoiser(x, sigma)
+
+    heun(recording, noise, sigmas, torch.Generator().manual_seed(2), s_churn=0.2, s_tmin=s_tmin, s_noise=0.9)
+    gamma = min(0.2 / 2, math.sqrt(2) - 1) if s_tmin <= 10.0 else 0.0
+    sigma_hat = 10.0 * (1 + gamma)
+    z = torch.randn(64, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    expected = noise * 10.0 + math.sqrt(sigma_hat**2 - 10.0**2) * 0.9 * z
+    assert seen[0][1] == pytest.approx(sigma_hat, rel=1e-12)
+    torch.testing.assert_close(seen[0][0], expected, rtol=1e-12, atol=1e-12)
+
+
 def test_each_step_goes_to_the_next_grid_entry_whatever_the_spacing():
     vp = VPSchedule()
     for spacing in ("linspace", "leading", "trailing"):
