@@ -117,14 +117,26 @@ def test_diffusion_recipes_write_grids_and_sample_quality(name, tmp_path):
     _assert_logged_quality_is_recomputed(result.run_dir, FEW.samples, conditional=True)
 
 
-def test_flow_matching_then_reflow_then_sampling(tmp_path):
+def test_flow_matching_then_reflow_then_sampling(tmp_path, monkeypatch):
+    import deepzoo.recipes.diffusion as diffusion_recipes
+
+    monkeypatch.setattr(diffusion_recipes, "use_bf16", lambda *_: False)  # the pairs in fp32 on any CPU
     default = get_recipe("flow-matching-mnist").default
     model = replace(default.model, net=replace(default.model.net, **TINY_NET), steps=2)
     flow_run = train_recipe("flow-matching-mnist", _config("flow-matching-mnist", model=model, eval=FEW),
                             tmp_path / "flow").run_dir  # fmt: skip
     config = _config("rectified-flow-mnist", flow_run=str(flow_run), pairs=40, teacher_steps=2, eval=FEW)
     reflow_run = train_recipe("rectified-flow-mnist", config, tmp_path / "reflow").run_dir
-    assert (flow_run / "reflow-40-dpmpp_2m-2.safetensors").exists()  # the couplings are cached
+    pairs = load_file(flow_run / "reflow-40-dpmpp_2m-2.safetensors")  # the couplings are cached
+    # ... as images: x = (x_0 + 1) / 2 of the teacher's own sample from that noise, for that label;
+    # the student starts from the teacher's weights.
+    teacher = load_run(flow_run).model
+    x0 = teacher.generate(pairs["noise"][:4], pairs["y"][:4], sampler="dpmpp_2m", steps=2)
+    torch.testing.assert_close(pairs["x"][:4], (x0 + 1) / 2, rtol=0, atol=1e-4)
+    assert pairs["y"][:12].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    student = diffusion_recipes._build_reflow(config)
+    for name, value in teacher.state_dict().items():
+        assert torch.equal(student.state_dict()[name], value), name
     loaded = load_run(reflow_run)
     assert loaded.model.config.net == model.net and loaded.model.config.sampler == "rectified_flow_euler"
     out = tmp_path / "sample.png"

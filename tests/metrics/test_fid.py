@@ -52,9 +52,15 @@ def test_label_entropy_is_the_entropy_of_the_label_histogram_in_nats():
     assert label_entropy(labels) == pytest.approx(-(h * np.log(h)).sum())
 
 
-def test_reference_statistics_are_remembered_by_content():
+def test_reference_statistics_are_remembered_by_content(tmp_path, monkeypatch):
+    """Against an empty cache: one kept from another process may have summed the features with
+    another thread count (float32 rounding, ~1e-7 relative), which the key leaves out."""
+    from deepzoo.metrics import fid
     from deepzoo.metrics.fid import extract_features, feature_statistics, shipped_net_statistics
     from deepzoo.models.features import mnist_feature_net
+
+    monkeypatch.setenv("DEEPZOO_CACHE", str(tmp_path))
+    monkeypatch.setattr(fid, "_REFERENCE_STATISTICS", {})
 
     x = torch.rand(50, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     first, again = shipped_net_statistics(x), shipped_net_statistics(x.clone())
@@ -97,3 +103,20 @@ def test_reference_statistics_are_stored_on_disk_for_the_next_process(tmp_path, 
     monkeypatch.setattr(fid, "_REFERENCE_STATISTICS", {})
     monkeypatch.setattr(fid, "extract_features", no_extraction)
     torch.testing.assert_close(fid.shipped_net_statistics(x), first, rtol=0, atol=0)  # replaced
+
+
+def test_sample_quality_scores_the_classifiers_predictions_against_the_asked_labels():
+    """label_accuracy is the share of samples the feature classifier labels as asked (each
+    sample against its own label), label_entropy that of its predicted labels."""
+    from deepzoo.metrics.fid import sample_quality
+    from deepzoo.models.features import mnist_feature_net
+
+    net = mnist_feature_net()
+    generator = torch.Generator().manual_seed(0)
+    samples, reference = torch.rand(40, 1, 28, 28, generator=generator), torch.rand(30, 1, 28, 28)
+    predicted = net(samples).argmax(1)
+    asked = predicted.clone()
+    asked[:10] = (predicted[:10] + 1) % 10  # 30 of the 40 as asked
+    scores = sample_quality(samples, reference, asked, net=net)
+    assert scores["label_accuracy"] == pytest.approx(0.75, abs=1e-12)
+    assert scores["label_entropy"] == pytest.approx(label_entropy(predicted), abs=1e-12)
