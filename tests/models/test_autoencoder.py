@@ -131,3 +131,67 @@ def test_the_importance_proposal_draws_with_the_standard_deviation():
     kl = 0.5 * (mu.square() + logvar.exp() - 1 - logvar).sum(1)  # KL(N(mu, sigma^2) || N(0, I))
     tolerance = 5 * log_w.std(0) / k**0.5  # five Monte Carlo standard errors
     assert ((log_w.mean(0) + kl).abs() < tolerance).all()
+
+
+def test_each_cvae_importance_sample_is_decoded_with_its_own_images_label():
+    """z is (k, B, latent), decoded flat (k B rows, k-major): row i B + j holds image j's label."""
+    model = _model(kind="cvae").eval()
+    y, k, seen = torch.tensor([3, 7, 1]), 4, []
+    decode = model.decode
+    model.decode = lambda z, labels: seen.append(labels) or decode(z, labels)
+    with torch.no_grad():
+        model.log_importance_weights(torch.rand(3, 1, 28, 28), k, y)
+    assert torch.equal(seen[0].reshape(k, 3), y.expand(k, 3))
+
+
+def test_the_ae_draws_codes_from_the_gaussian_it_tracks():
+    """code_mean and code_var are exponential moving averages (momentum 0.01) of the batch codes'
+    mean and variance; `sample` decodes z ~ N(code_mean, diag code_var). 20,000 draws at variance
+    9: the sample variance is within 5 standard errors (5 * 9 sqrt(2 / 20000) = 0.45) of 9."""
+    model = _model(kind="ae")
+    codes = torch.randn(500, 8, generator=torch.Generator().manual_seed(0)) * 3 + 2
+    model._track_codes(codes)
+    torch.testing.assert_close(model.code_mean, 0.01 * codes.mean(0))
+    torch.testing.assert_close(model.code_var, 0.99 + 0.01 * codes.var(0))
+    model.code_mean.fill_(2.0)
+    model.code_var.fill_(9.0)
+    model.decode, model.mean_image = (lambda z, y=None: z), (lambda out: out)  # sample returns z
+    z = model.sample(20_000, generator=torch.Generator().manual_seed(1))
+    assert (z.mean(0) - 2).abs().max() < 5 * 3 / 20_000**0.5
+    assert (z.var(0) - 9).abs().max() < 0.45
+
+
+def test_the_ae_reconstructs_the_binarized_image_it_encoded(mnist_small):
+    """In training a Bernoulli AE draws x_b ~ Bernoulli(x) once and scores -log p(x_b | dec(enc(x_b)))."""
+    model = _model(kind="ae").train()
+    x = mnist_small.tensors["x"][:16]
+    torch.manual_seed(5)
+    recon = model.loss({"x": x})["recon"]
+    torch.manual_seed(5)
+    x_b = torch.bernoulli(x)
+    with torch.no_grad():
+        expected = -model.log_likelihood(x_b, model.decode(model.encode(x_b)[0])).mean()
+    torch.testing.assert_close(recon.detach(), expected)
+
+
+def test_cvae_samples_default_to_digits_zero_to_nine_repeating():
+    model = _model(kind="cvae").eval()
+    seen = []
+    decode = model.decode
+    model.decode = lambda z, y: seen.append(y) or decode(z, y)
+    model.sample(12)
+    assert seen[0].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+
+
+def test_mean_images_and_posterior_variances_are_not_clipped_early():
+    """A Gaussian decoder's mean is clamped to [0, 1] (not squashed by a sigmoid); the posterior
+    log-variance is only clamped far out, to [-30, 20], for exp's sake (sigma^2 = e^-10 stays)."""
+    gaussian = _model(likelihood="gaussian")
+    out = torch.tensor([-0.5, 0.3, 1.5]).reshape(3, 1, 1, 1)
+    assert gaussian.mean_image(out).flatten().tolist() == pytest.approx([0.0, 0.3, 1.0])
+    model = _model()
+    with torch.no_grad():
+        model.encoder.head.weight.zero_()
+        model.encoder.head.bias.copy_(torch.cat([torch.zeros(8), torch.full((8,), -10.0)]))
+        _, logvar = model.encode(torch.rand(2, 1, 28, 28))
+    assert torch.equal(logvar, torch.full((2, 8), -10.0))

@@ -78,3 +78,53 @@ def test_tied_weights_survive_a_checkpoint_round_trip(tmp_path):
     assert loaded.head.weight is loaded.embed.weight
     tokens = torch.randint(0, 11, (2, 5))
     torch.testing.assert_close(loaded(tokens), model(tokens))
+
+
+def test_the_loss_is_the_next_token_cross_entropy():
+    """L = -1/(B T) sum_{b,t} log softmax(f(x_{<=t}))[x_{t+1}], written out position by position."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**SMALL)).eval()
+    tokens = torch.randint(0, 11, (2, 9))
+    nll = [
+        -torch.log_softmax(model(tokens[b : b + 1, : t + 1])[0, -1], dim=0)[tokens[b, t + 1]]
+        for b in range(2)
+        for t in range(8)
+    ]
+    torch.testing.assert_close(model.loss({"tokens": tokens})["loss"], torch.stack(nll).mean())
+
+
+def test_generation_reads_the_last_block_of_a_long_prompt_and_can_be_limited_to_low_ids():
+    """A 20-token prompt with a 16-token block: the network only ever reads the last 16 tokens
+    (rotary positions would accept all 20); max_token=5 draws only ids 0..4."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**SMALL)).eval()
+    prompt = torch.randint(0, 11, (4, 20))
+    read, features = [], model.features
+    model.features = lambda tokens, *args: read.append(tokens) or features(tokens, *args)
+    for use_cache in (True, False):
+        read.clear()
+        model.generate(prompt, 3, temperature=0, use_cache=use_cache)
+        assert torch.equal(read[0], prompt[:, -16:]) and max(t.shape[1] for t in read) <= 16
+    del model.features
+    drawn = model.generate(prompt, 40, generator=torch.Generator().manual_seed(0), max_token=5)[:, 20:]
+    assert drawn.max() < 5 and len(drawn.unique()) == 5
+
+
+def test_sample_returns_the_drawn_tokens_without_the_newline_it_starts_from():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**SMALL)).eval()
+    drawn = model.sample(3, length=6, generator=torch.Generator().manual_seed(2))
+    full = model.generate(torch.zeros(3, 1, dtype=torch.long), 6, generator=torch.Generator().manual_seed(2))
+    assert drawn.shape == (3, 6) and torch.equal(drawn, full[:, 1:])
+
+
+def test_residual_projections_start_with_gpt2s_scaled_deviation():
+    """std 0.02 / sqrt(2 N) for the attention and MLP output projections of N blocks, 0.02 for the
+    rest; 4,096+ weights each: 10 standard errors of a deviation estimate are 11%."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, block_size=16, layers=4, heads=2, dim=64))
+    scaled = 0.02 / 8**0.5
+    for block in model.blocks:
+        for proj in (block.attn.out_proj, block.mlp.proj):
+            assert proj.weight.std().item() == pytest.approx(scaled, rel=0.11)
+    assert model.embed.weight.std().item() == pytest.approx(0.02, rel=0.2)  # 704 weights
