@@ -60,3 +60,34 @@ def test_short_training_lowers_validation_loss_and_samples_text(tmp_path):
     assert tokens.shape == (2, 50) and tokens.max() < len(VOCAB)
     texts = model.to_text(tokens)
     assert all(len(t) == 50 and set(t) <= set(VOCAB) for t in texts)
+
+
+def test_generation_carries_the_state_and_draws_from_the_last_logits_over_temperature():
+    """Each new token ~ softmax(f(x_1..x_t)[-1] / T): the carried LSTM state gives what re-reading
+    the whole sequence gives (same draws from the same generator). The output layer is scaled up:
+    an untrained one's near-uniform logits would draw the same tokens from any position."""
+    torch.manual_seed(0)
+    model = CharLSTM(CharLSTMConfig(hidden=16, embed_dim=8)).eval()
+    with torch.no_grad():
+        model.head.weight.mul_(30)
+    prompt = torch.randint(0, 65, (3, 4), generator=torch.Generator().manual_seed(1))
+    drawn = model.generate(prompt, 8, temperature=0.5, generator=torch.Generator().manual_seed(2))
+    generator, tokens = torch.Generator().manual_seed(2), prompt
+    with torch.no_grad():
+        for _ in range(8):
+            logits, _ = model(tokens)  # the whole sequence again, from the zero state
+            token = torch.multinomial(torch.softmax(logits[:, -1] / 0.5, dim=-1), 1, generator=generator)
+            tokens = torch.cat([tokens, token], dim=1)
+    assert torch.equal(drawn, tokens)
+    sample = model.sample(3, length=6, generator=torch.Generator().manual_seed(3))
+    start = torch.zeros(3, 1, dtype=torch.long)
+    assert torch.equal(sample, model.generate(start, 6, generator=torch.Generator().manual_seed(3))[:, 1:])
+
+
+def test_dropout_before_the_output_layer_acts_in_training_only():
+    """One LSTM layer has no dropout between layers: what changes the logits is the dropout on h."""
+    torch.manual_seed(0)
+    model = CharLSTM(CharLSTMConfig(hidden=16, embed_dim=8, layers=1, dropout=0.5))
+    tokens = _batch()["tokens"]
+    assert not torch.equal(model.train()(tokens)[0], model(tokens)[0])
+    assert torch.equal(model.eval()(tokens)[0], model(tokens)[0])
