@@ -16,3 +16,19 @@ def test_confusion_matrix_equals_a_counting_loop():
 def test_confusion_matrix_keeps_unseen_classes():
     matrix = confusion_matrix(torch.tensor([0, 0]), torch.tensor([0, 1]), 3)
     assert matrix.shape == (3, 3) and matrix.sum() == 2 and matrix[2].sum() == 0
+
+
+def test_accuracy_is_the_share_of_the_whole_set_predicted_right_across_batches():
+    """A 'model' that predicts x's first feature: 7 of 10 right, read in batches of 4 (3 batches)."""
+    from deepzoo.data.tensors import TensorData
+    from deepzoo.metrics.classification import classification_metrics, predict
+
+    predicted = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    target = predicted.clone()
+    target[[1, 4, 8]] = 0
+    data = TensorData({"x": torch.nn.functional.one_hot(predicted, 3).float(), "y": target})
+    model = torch.nn.Identity()
+    assert torch.equal(predict(model, data, batch_size=4), predicted)
+    metrics, matrix = classification_metrics(model, data, num_classes=3)
+    assert metrics == {"accuracy": 0.7, "error": 1.0 - 0.7}
+    assert matrix.sum() == 10

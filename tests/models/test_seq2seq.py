@@ -59,3 +59,50 @@ def test_short_training_lowers_the_loss():
         loss.backward()
         optimizer.step()
     assert loss.item() < 0.6 * first
+
+
+def test_the_loss_is_teacher_forced_next_token_cross_entropy_over_the_unpadded_targets():
+    """-mean over (b, t) with target[b, t + 1] != PAD of log softmax(f(source_b, target_b[:t+1]))[-1]
+    at target[b, t + 1], written out one prefix at a time."""
+    model = _model()
+    pairs = sorting_pairs(3, seed=4).tensors
+    source, target = pairs["source"], pairs["target"]
+    terms = []
+    with torch.no_grad():
+        for b in range(3):
+            for t in range(target.shape[1] - 1):
+                if target[b, t + 1] != PAD:
+                    logits = model(source[b : b + 1], target[b : b + 1, : t + 1])[0, -1]
+                    terms.append(-torch.log_softmax(logits, dim=0)[target[b, t + 1]])
+        loss = model.loss(pairs)["loss"]
+    assert (target == PAD).any()  # the case is exercised
+    torch.testing.assert_close(loss, torch.stack(terms).mean(), rtol=1e-5, atol=1e-6)
+
+
+def test_greedy_output_keeps_the_first_eos_and_pads_after_it():
+    model = _model()
+    script = torch.tensor([[5, EOS, 7, EOS, 3], [EOS, 2, 2, 2, 2]])  # the argmax at each step
+    calls = []
+
+    def decode(step_input, memory, padding, caches=None):
+        logits = torch.nn.functional.one_hot(script[:, len(calls)], 13).float()
+        calls.append(1)
+        return logits[:, None]
+
+    model.decode = decode
+    out = model.greedy(sorting_pairs(2, seed=0).tensors["source"], 5)
+    assert out.tolist() == [[5, EOS, PAD, PAD, PAD], [EOS, PAD, PAD, PAD, PAD]]
+
+
+def test_the_encoder_knows_source_order_and_normalizes_its_memory():
+    """Without positions, self-attention is permutation-equivariant: permuting the source would
+    permute the memory. The memory leaves the final LayerNorm (weight 1, bias 0 at init)."""
+    model = _model()
+    source = torch.tensor([[1, 6, 3, 7, 9], [2, 0, 6, 5, 3]])  # digits, no padding
+    perm = torch.tensor([4, 2, 0, 3, 1])
+    with torch.no_grad():
+        memory, _ = model.encode(source)
+        permuted, _ = model.encode(source[:, perm])
+    assert (permuted - memory[:, perm]).abs().max() > 1e-2
+    torch.testing.assert_close(memory.mean(-1), torch.zeros(2, 5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(memory.var(-1, unbiased=False), torch.ones(2, 5), atol=1e-3, rtol=0)
