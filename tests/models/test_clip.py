@@ -154,3 +154,41 @@ def test_statistics_standardise_the_training_features_and_similarity_is_the_mean
         [[F.cosine_similarity(a[i], b[j], dim=-1).mean().item() for j in range(4)] for i in range(4)]
     )
     torch.testing.assert_close(similarity, brute, atol=1e-6, rtol=0)
+
+
+def test_both_encoders_standardize_with_the_fitted_statistics():
+    """With mean m and std s fitted, encoding m + s x equals encoding x with the identity
+    statistics (the same weights): (input - m) / s for motion and for music."""
+    torch.manual_seed(0)
+    fitted = MotionMusicCLIP(SMALL_DANCE).eval()
+    plain = MotionMusicCLIP(SMALL_DANCE).eval()
+    plain.load_state_dict(fitted.state_dict())
+    for name, dim in (("motion", 75), ("music", 438)):
+        mean, std = torch.randn(dim), torch.rand(dim) + 0.5
+        getattr(fitted, f"{name}_mean").copy_(mean)
+        getattr(fitted, f"{name}_std").copy_(std)
+        x = torch.randn(2, 24, dim)
+        encode = f"encode_{name}"
+        with torch.no_grad():
+            torch.testing.assert_close(getattr(fitted, encode)(mean + std * x), getattr(plain, encode)(x))
+
+
+@pytest.mark.parametrize("both_directions", [True, False])
+def test_the_dance_loss_trains_the_directions_it_is_configured_for(both_directions):
+    """A window of 20 frames from 30 (start drawn from torch's generator); the loss is
+    per_frame_clip_loss of the two encodings, one direction or both."""
+    torch.manual_seed(0)
+    model = MotionMusicCLIP(replace(SMALL_DANCE, both_directions=both_directions)).eval()
+    motion, music = torch.randn(3, 30, 75), torch.randn(3, 30, 438)
+    torch.manual_seed(1)
+    got = model.loss({"motion": motion, "music": music})["loss"]
+    torch.manual_seed(1)
+    start = torch.randint(30 - 20 + 1, (3, 1))
+    index = start + torch.arange(20)
+    window = lambda x: torch.stack([x[b, index[b]] for b in range(3)])  # noqa: E731
+    with torch.no_grad():
+        a, b = model.encode_motion(window(motion)), model.encode_music(window(music))
+        expected = per_frame_clip_loss(a, b, model.logit_scale(), both_directions)["loss"]
+        one_way = per_frame_clip_loss(a, b, model.logit_scale(), False)["loss"]
+    torch.testing.assert_close(got.detach(), expected)
+    assert (got.detach() - one_way).abs() > 1e-4 if both_directions else torch.equal(got.detach(), one_way)
