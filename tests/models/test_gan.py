@@ -356,3 +356,13 @@ def test_self_conditioning_is_refused_with_labels_and_without_a_fit():
         model.cluster_of(torch.zeros(2, 1, 28, 28))
     with pytest.raises(ValueError, match="clusters > 0"):
         GAN(TINY).fit_clusters(torch.zeros(4, 1, 28, 28))
+
+
+def test_a_conditional_gan_draws_digits_zero_to_nine_repeating_by_default():
+    torch.manual_seed(0)
+    model = GAN(replace(TINY, num_classes=10)).eval()
+    heard = []
+    forward = model.generator.forward
+    model.generator.forward = lambda z, y=None: heard.append(y) or forward(z, y)
+    model.sample(12)
+    assert heard[0].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
