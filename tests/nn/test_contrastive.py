@@ -5,11 +5,11 @@ import math
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
 from deepzoo.nn.contrastive import LogitScale, clip_loss, gather_batch, per_frame_clip_loss
+from tests.torchrun import torchrun
 
 
 def _unit(*shape, dtype=torch.float64):
@@ -102,7 +102,7 @@ def _features(model, x):
     return F.normalize(a, dim=1), F.normalize(b, dim=1)
 
 
-def _ddp_rank(rank, world, init_file, results, seed):
+def _ddp_rank(rank, world, init_file, results):
     import torch.distributed as dist
 
     from deepzoo.train.distributed import teardown
@@ -110,7 +110,7 @@ def _ddp_rank(rank, world, init_file, results, seed):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        torch.manual_seed(seed)  # the parent's seed: a spawned rank does not load conftest's seed offset
+        torch.manual_seed(0)  # with the suite's seed offset, as in the test (the script imports conftest)
         model, x = nn.Linear(6, 8).double(), torch.randn(8, 6, dtype=torch.float64)
         shard = x.chunk(world)[rank]
         gathered, offset = gather_batch(shard)
@@ -127,9 +127,20 @@ def _ddp_rank(rank, world, init_file, results, seed):
         teardown()  # barrier, then destroy: no rank leaves while a peer's collective is in flight
 
 
+RANK_SCRIPT = """
+import os, sys
+import tests.conftest  # the suite's seed offset, as in the test process
+from tests.nn.test_contrastive import _ddp_rank
+
+_ddp_rank(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), sys.argv[1], sys.argv[2])
+"""
+
+
 def test_two_gloo_ranks_with_gathered_negatives_equal_one_process_on_the_global_batch(tmp_path):
-    seed = torch.manual_seed(0).initial_seed()  # 0, or 0 + the seed offset of tests/conftest.py
-    mp.spawn(_ddp_rank, args=(2, tmp_path / "init", tmp_path / "out", seed), nprocs=2, join=True)
+    script, init = tmp_path / "rank.py", tmp_path / "init"
+    script.write_text(RANK_SCRIPT)
+    forget = lambda: init.unlink(missing_ok=True)  # noqa: E731 (a fresh rendezvous file)
+    torchrun(2, [str(script), str(init), str(tmp_path / "out")], before_retry=forget)
     torch.manual_seed(0)
     model, x = nn.Linear(6, 8).double(), torch.randn(8, 6, dtype=torch.float64)
     out = clip_loss(*_features(model, x), torch.tensor(4.0, dtype=torch.float64))
