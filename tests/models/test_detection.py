@@ -335,3 +335,195 @@ def test_the_mask_recipe_reports_mask_ap_and_draws_the_masks(tmp_path, tiny_reci
     assert recipe.maximize and recipe.metric_key == "mask_map_50"
     pictures = recipe.draw(load_run(run_dir).model, scenes[slice(0, 2)])
     assert pictures.shape == (2, 3, 3, 96, 96)  # truth boxes, detected boxes, detected masks
+
+
+def test_the_rpn_head_is_a_relu_conv_then_each_anchors_logit_and_deltas_in_torchvisions_layout():
+    """t = ReLU(conv3x3(features)); objectness[b, (y w + x) A + a] = conv1x1(t)[b, a, y, x] and
+    deltas[b, (y w + x) A + a, k] = conv1x1'(t)[b, 4 a + k, y, x] (torchvision's RPNHead order),
+    the order of `anchors_for`."""
+    torch.manual_seed(0)
+    model = FasterRCNN(TINY)
+    features = torch.randn(2, 16, 4, 5)
+    objectness, deltas = model.rpn(features)
+    t = torch.relu(nn.functional.conv2d(features, model.rpn_conv.weight, model.rpn_conv.bias, padding=1))
+    logits = nn.functional.conv2d(t, model.rpn_objectness.weight, model.rpn_objectness.bias)
+    offsets = nn.functional.conv2d(t, model.rpn_deltas.weight, model.rpn_deltas.bias)
+    A = len(TINY.anchor_sizes) * len(TINY.anchor_ratios)
+    assert objectness.shape == (2, 4 * 5 * A) and deltas.shape == (2, 4 * 5 * A, 4)
+    for y in range(4):
+        for x in range(5):
+            for a in range(A):
+                i = (y * 5 + x) * A + a
+                torch.testing.assert_close(objectness[:, i], logits[:, a, y, x])
+                torch.testing.assert_close(deltas[:, i], offsets[:, 4 * a : 4 * a + 4, y, x])
+
+
+def test_the_box_head_reads_each_bin_at_its_centre_in_image_coordinates():
+    """A feature map whose channels 0 and 1 hold the image x and y of each cell's centre,
+    ((i + 0.5) stride): RoI Align (aligned, 2 x 2 bilinear samples of a linear map) hands the head
+    x0 + (j + 0.5) w / S and y0 + (i + 0.5) h / S in bin (i, j) of a box inside the map."""
+    model = FasterRCNN(TINY)
+    S, stride = TINY.roi_size, model.stride
+    centres = (torch.arange(8.0) + 0.5) * stride
+    features = torch.zeros(2, 16, 8, 8)
+    features[:, 0] = centres[None, :].expand(8, 8)
+    features[:, 1] = centres[:, None].expand(8, 8)
+    seen = []
+    model.head.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    boxes = torch.tensor([[6.0, 5.0, 20.0, 25.0], [9.0, 8.5, 23.0, 17.0]])
+    model.box_head(features, torch.tensor([1, 0]), boxes)
+    for pooled, (x0, y0, x1, y1) in zip(seen[0], boxes.tolist()):
+        bins = (torch.arange(S) + 0.5) / S
+        torch.testing.assert_close(pooled[0], (x0 + bins * (x1 - x0)).expand(S, S))
+        torch.testing.assert_close(pooled[1], (y0 + bins * (y1 - y0))[:, None].expand(S, S))
+
+
+def test_the_head_loss_equals_brute_force_over_proposals_and_ground_truths():
+    """With every anchor and candidate sampled: the head's candidates are the image's proposals
+    and its ground-truth boxes; CE over all of them, and the smooth-L1 of the deltas of each
+    foreground candidate's own class to its target, divided by the candidates counted."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(2)
+    config = replace(TINY, rpn_batch=10**6, roi_batch=10**6, roi_positive_fraction=1.0, post_nms_train=20)
+    model = FasterRCNN(config)
+    x = torch.rand(3, 1, 32, 32, generator=g)
+    gt_boxes, gt_labels = _random_gt(g)
+    terms = model.loss({"x": x, "boxes": gt_boxes, "labels": gt_labels})
+    with torch.no_grad():
+        features = model(x)
+        proposals, valid = model.proposals(*model.rpn(features), model.anchors_for(features), (32, 32))
+        ce, l1, counted, foreground = 0.0, 0.0, 0, 0
+        for i in range(3):
+            truth = gt_boxes[i][gt_labels[i] >= 0]
+            candidates = torch.cat([proposals[i][valid[i]], truth])
+            logits, deltas = model.box_head(features, torch.full((len(candidates),), i), candidates)
+            iou = box_iou(candidates, truth)
+            for k in range(len(candidates)):
+                best, j = iou[k].max(0)
+                c = int(gt_labels[i][gt_labels[i] >= 0][j]) + 1 if best >= 0.5 else 0
+                ce -= torch.log_softmax(logits[k], 0)[c].item()
+                if c:
+                    target = encode_boxes(candidates[k], truth[j], HEAD_WEIGHTS)
+                    l1 += sum(_smooth_l1(float(d)) for d in deltas[k, c] - target)
+                    foreground += 1
+                counted += 1
+    assert foreground >= 6  # at least the 6 ground truths themselves
+    assert terms["cls"].item() == pytest.approx(ce / counted, rel=1e-4)
+    assert terms["box"].item() == pytest.approx(l1 / counted, rel=1e-4)
+
+
+@pytest.mark.parametrize("most", [12, 100])
+def test_predictions_equal_brute_force_decoding_thresholds_and_nms_within_each_class(scenes, most):
+    """Per image, for every proposal and class: that class's deltas decoded (HEAD_WEIGHTS) and
+    clipped, kept where the softmax score > score_threshold and the box spans >= 0.01 px; NMS at
+    `nms` within each class; the `max_detections` best. Each detection's mask: its own class's
+    logits, sigmoid, pasted into the image, >= 0.5. (Random heads, scaled so that the scores
+    straddle the threshold and boxes of different classes overlap.)"""
+    from deepzoo.ops.boxes import paste_masks
+
+    torch.manual_seed(0)
+    config = replace(MASKED, max_detections=most, score_threshold=0.08, post_nms_test=8)
+    model = FasterRCNN(config).eval()
+    nn.init.normal_(model.classify.weight, std=0.3)
+    nn.init.normal_(model.regress.weight, std=0.02)
+    x = scenes[slice(0, 3)]["x"]
+    found = model.predict(x)
+    with torch.no_grad():
+        stages = model.stages(x)
+        features = stages[-1]
+        proposals, valid = model.proposals(*model.rpn(features), model.anchors_for(features), (32, 32))
+        for i, d in enumerate(found):
+            rois = proposals[i][valid[i]]
+            logits, deltas = model.box_head(features, torch.full((len(rois),), i), rois)
+            scores = logits.softmax(-1)
+            kept = []
+            for c in range(10):
+                boxes = clip_boxes(decode_boxes(rois, deltas[:, c + 1], HEAD_WEIGHTS), 32, 32)
+                ok = (scores[:, c + 1] > 0.08) & ((boxes[:, 2:] - boxes[:, :2]) >= 1e-2).all(1)
+                boxes, s = boxes[ok], scores[ok, c + 1]
+                kept += [(s[k].item(), c, boxes[k]) for k in nms(boxes, s, config.nms).tolist()]
+            kept.sort(key=lambda t: -t[0])
+            boxes = torch.stack([b for _, _, b in kept])
+            overlapping = (box_iou(boxes, boxes) > config.nms).sum() - len(boxes)
+            assert overlapping > 0  # detections of different classes that NMS over all classes would drop
+            if most == 12:
+                assert len(kept) > most  # the cap cuts
+            else:
+                assert len(kept) < most and scores[:, 1:].min() < 0.08  # the threshold cuts
+            kept = kept[:most]
+            assert d["labels"].tolist() == [c for _, c, _ in kept]
+            torch.testing.assert_close(d["scores"], torch.tensor([s for s, _, _ in kept]))
+            torch.testing.assert_close(d["boxes"], boxes[:most])
+            masks = model.mask_logits(stages, torch.full((len(kept),), i), d["boxes"])
+            for k, (_, c, box) in enumerate(kept):
+                pasted = paste_masks(masks[k, c].sigmoid()[None], box[None], 32, 32)[0] >= 0.5
+                assert torch.equal(d["masks"][k], pasted)
+
+
+class _Replay:
+    """Stands in for a detector's `predict`: the prepared detections of each of `images` (N, 1, H,
+    W), looked up by image."""
+
+    def __init__(self, images: torch.Tensor, detections: list[dict]) -> None:
+        self.images, self.detections = images.flatten(1), detections
+
+    def __call__(self, x: torch.Tensor) -> list[dict]:
+        rows = torch.cdist(x.flatten(1), self.images).argmin(1).tolist()
+        return [self.detections[r] for r in rows]
+
+
+def test_the_evaluation_scores_the_detections_with_the_models_limit_and_the_worst_class(scenes, tmp_path):
+    """Each digit of class 5-9 found after 3 misses of its class (a 1-px box in a corner) that
+    score higher, digits 0-4 before them: the recipe's AP keeps the model's `max_detections`
+    (COCO's, per image and class: at 3 only the misses count for 5-9) and reports the worst
+    class's AP and the detections per image."""
+    from deepzoo.recipes.detection import DetectionRun, _evaluate_detection
+
+    data = scenes[slice(0, 12)]
+    truth = targets_of(data)
+    detections = []
+    for t in truth:
+        n = len(t["labels"])
+        misses = torch.tensor([0.0, 0.0, 1.0, 1.0]).repeat(3 * n, 1)
+        boxes = torch.cat([misses, t["boxes"]])
+        scores = torch.cat([torch.linspace(0.9, 0.6, 3 * n), torch.where(t["labels"] < 5, 0.95, 0.5)])
+        detections.append({"boxes": boxes, "scores": scores, "labels": t["labels"].repeat(4)})
+    for most in (3, 100):
+        model = FasterRCNN(replace(TINY, max_detections=most)).eval()
+        model.predict = _Replay(data["x"], detections)
+        record = _evaluate_detection(model, type(scenes)(data), tmp_path, DetectionRun())
+        want = average_precision(detections, truth, 10, max_detections=most)
+        assert record["map_50"] == pytest.approx(want.map_50) and record["map"] == pytest.approx(want.map)
+        seen = [ap for ap in want.ap_per_class if ap == ap]  # NaN: a class in none of the scenes
+        assert record["worst_class_ap"] == pytest.approx(min(seen)) and min(seen) < max(seen) == 1
+        assert record["detections_per_image"] == sum(len(d["labels"]) for d in detections) / 12
+    present = torch.cat([t["labels"] for t in truth]).unique().tolist()
+    capped = average_precision(detections, truth, 10, max_detections=3).ap_per_class
+    assert all((capped[c] == 0) == (c >= 5) and want.ap_per_class[c] > 0 for c in present)
+
+
+def test_the_drawings_show_the_confident_detections_and_the_best_mask_on_top(scenes):
+    """min_score 0.5: a box scoring 0.3 is not drawn; where two masks overlap, the higher-scored
+    detection's class colour (digit d in palette colour d + 1) is painted."""
+    from deepzoo.recipes.detection import draw_detections, palette
+
+    batch = {k: v.clone() for k, v in scenes[slice(0, 1)].items()}
+    batch["x"].zero_()
+    masks = torch.zeros(3, 32, 32, dtype=torch.bool)
+    masks[0, 0:12, 0:12] = masks[1, 6:20, 6:20] = masks[2, 22:30, 22:30] = True
+    found = {
+        "boxes": torch.tensor([[0.0, 0, 12, 12], [6, 6, 20, 20], [22, 22, 30, 30]]),
+        "scores": torch.tensor([0.9, 0.6, 0.3]),
+        "labels": torch.tensor([2, 7, 5]),
+        "masks": masks,
+    }
+    model = FasterRCNN(MASKED).eval()
+    model.predict = lambda x: [found]
+    drawn = draw_detections(model, batch, min_score=0.5)[0]  # (3 panels, 3, 96, 96)
+    colours = palette()
+    torch.testing.assert_close(drawn[1, :, 0, 5], colours[3])  # the top edge of the 0.9 box
+    torch.testing.assert_close(drawn[1, :, 18, 30], colours[8])  # the 0.6 box
+    assert drawn[1, :, 66, 70].abs().sum() == 0  # the 0.3 box is not drawn
+    torch.testing.assert_close(drawn[2, :, 3 * 8, 3 * 8], colours[3])  # overlap: the 0.9 mask on top
+    torch.testing.assert_close(drawn[2, :, 3 * 15, 3 * 15], colours[8])
+    assert drawn[2, :, 3 * 25, 3 * 25].abs().sum() == 0

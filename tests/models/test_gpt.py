@@ -128,3 +128,22 @@ def test_residual_projections_start_with_gpt2s_scaled_deviation():
         for proj in (block.attn.out_proj, block.mlp.proj):
             assert proj.weight.std().item() == pytest.approx(scaled, rel=0.11)
     assert model.embed.weight.std().item() == pytest.approx(0.02, rel=0.2)  # 704 weights
+
+
+def test_the_blocks_read_the_embeddings_after_dropout():
+    """In training, the first block's input is dropout(embedding + position): each entry zeroed
+    with probability p or scaled by 1 / (1 - p); in evaluation the embedding itself."""
+    torch.manual_seed(0)
+    p = 0.5
+    model = GPT(GPTConfig(**SMALL, dropout=p, positions="learned"))
+    tokens = torch.randint(0, 11, (4, 16))
+    seen = []
+    model.blocks[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    embedded = model.positions(model.embed(tokens), 0).detach()
+    model.train()(tokens)
+    kept = seen[-1] != 0
+    torch.testing.assert_close(seen[-1][kept], embedded[kept] / (1 - p))
+    # 2048 entries each dropped with p = 0.5: the share dropped is 0.5 +- 0.011 (one standard error)
+    assert abs((~kept).float().mean().item() - p) < 0.06
+    model.eval()(tokens)
+    torch.testing.assert_close(seen[-1], embedded)

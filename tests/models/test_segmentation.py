@@ -77,7 +77,10 @@ def test_the_loss_is_the_mean_cross_entropy_over_pixels_not_ignored():
     logits = net(x)
     keep = y != 255
     expected = -logits.log_softmax(1).permute(0, 2, 3, 1)[keep].gather(1, y[keep][:, None]).mean()
-    torch.testing.assert_close(net.loss({"x": x, "semantic": y.to(torch.uint8)})["loss"], expected)
+    terms = net.loss({"x": x, "semantic": y.to(torch.uint8)})
+    torch.testing.assert_close(terms["loss"], expected)
+    right = logits.argmax(1) == y
+    assert terms["pixel_accuracy"].item() == pytest.approx(right[keep].float().mean().item())
 
 
 @pytest.mark.parametrize("arch", ["unet", "unpool"])
@@ -111,3 +114,35 @@ def test_the_recipes_train_evaluate_and_draw(tmp_path, tiny_recipe_run, name):
     assert (run_dir / "samples" / "segmentation.png").stat().st_size > 0
     main(["sample", str(run_dir), "--n", "3", "--out", str(tmp_path / "drawn.png")])
     assert (tmp_path / "drawn.png").stat().st_size > 0
+
+
+def test_the_evaluation_counts_every_scene_leaves_ignored_pixels_out_and_names_the_worst_digit(
+    scenes, tmp_path
+):
+    """A stand-in network that labels every inked pixel 3 and every other background: the recipe's
+    scores are those of one confusion matrix over all the test scenes, the ignored pixels left
+    out; the background's IoU is class 0's and the worst digit's the least of classes 1-10."""
+    from deepzoo.metrics.segmentation import confusion_matrix, segmentation_scores
+    from deepzoo.recipes.detection import SegmentationRun, _evaluate_segmentation, draw_segmentation
+
+    data = {k: v.clone() for k, v in scenes[slice(0, 300)].items()}
+    data["semantic"][:, :4] = 255  # the top rows ignored
+    net = SegmentationNet(SegmentationConfig(widths=(4, 4)))
+    net.predict = lambda x: torch.where(x[:, 0] > 0.3, 3, 0)
+    record = _evaluate_segmentation(net, type(scenes)(data), tmp_path, SegmentationRun())
+    want = segmentation_scores(confusion_matrix(net.predict(data["x"]), data["semantic"], 11, 255))
+    assert record["miou"] == pytest.approx(want["miou"])
+    assert record["pixel_accuracy"] == pytest.approx(want["pixel_accuracy"])
+    assert record["background_iou"] == pytest.approx(want["iou"][0]) and want["iou"][0] > 0.9
+    digits = [iou for iou in want["iou"][1:] if iou == iou]
+    assert record["worst_digit_iou"] == pytest.approx(min(digits)) and min(digits) < max(digits)
+    drawn = draw_segmentation(net, {k: v[:2] for k, v in data.items()})  # (2, 3 panels, 3, H, W)
+    assert (drawn[:, 1, :, :4] == 1).all()  # ignored pixels in white
+    # the background is not a digit: a scene of digit 0 (class 1) but for 4 background pixels, all
+    # read as class 1, has background IoU 0 and worst digit IoU 60 / 64
+    semantic = torch.ones(1, 8, 8, dtype=torch.uint8)
+    semantic[0, 0, :4] = 0
+    net.predict = lambda x: torch.ones(len(x), 8, 8, dtype=torch.long)
+    plain = type(scenes)({"x": torch.rand(1, 1, 8, 8), "semantic": semantic})
+    record = _evaluate_segmentation(net, plain, tmp_path, SegmentationRun())
+    assert record["background_iou"] == 0 and record["worst_digit_iou"] == pytest.approx(60 / 64)

@@ -64,8 +64,10 @@ def palette(num_classes: int = NUM_CLASSES + 1) -> torch.Tensor:
 
 
 def colour_maps(maps: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) class maps -> (N, 3, H, W) RGB images."""
-    return palette()[maps.long().cpu()].permute(0, 3, 1, 2)
+    """(N, H, W) class maps -> (N, 3, H, W) RGB images; a value past the palette (the loss's
+    ignore_index, 255) is white."""
+    colours = torch.cat([palette(), torch.ones(1, 3)])
+    return colours[maps.long().cpu().clamp(max=len(colours) - 1)].permute(0, 3, 1, 2)
 
 
 def draw_segmentation(model: SegmentationNet, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -177,7 +179,7 @@ def _evaluate_detection(
     model: FasterRCNN, data: TensorData, run_dir: Path, config: DetectionRun
 ) -> dict[str, float]:
     """COCO-style AP over the test scenes (metrics/detection.py): mAP@[.5:.95], AP@0.5, AP@0.75,
-    mean recall (100 detections per image) and the worst class's AP; with masks also mask AP
+    mean recall (100 detections per image) and the worst AP of a class in the scenes; with masks also mask AP
     (mask_map, mask_map_50, mask_map_75) against the digits' visible masks.
     run_dir/samples/detections.png shows 8 scenes: true boxes, detections (score >= 0.5), and
     with masks their masks."""
@@ -201,7 +203,7 @@ def _evaluate_detection(
         "map": scores.map,
         "map_75": scores.map_75,
         "recall": scores.recall,
-        "worst_class_ap": min(scores.ap_per_class),
+        "worst_class_ap": min((ap for ap in scores.ap_per_class if ap == ap), default=float("nan")),
         "detections_per_image": sum(len(d["scores"]) for d in detections) / len(detections),
     }
     if model.config.masks:
