@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from deepzoo.data.streams import StreamConfig
+from deepzoo.data.streams import StreamConfig, stream_primitives
 from deepzoo.models.online import online_detector
 from deepzoo.recipes import get_recipe
 from deepzoo.recipes.online import StreamsData
@@ -111,3 +111,19 @@ def test_frame_metrics_of_perfect_and_of_constant_scores():
     assert metrics["accuracy"] == pytest.approx(float(shares[0]))
     present = shares[1:][shares[1:] > 0]  # a class without positive frames is left out of mAP
     assert metrics["map"] == pytest.approx(float(present.mean()))
+
+
+def test_digit_stream_frames_are_features_of_images_of_the_shown_digits():
+    """Each frame's 128 features, read by the feature network's own classifier, name the digit
+    the layout shows: primitive v where one is shown, a clutter digit (primitives..9) elsewhere
+    (the network reads >= 97% of MNIST test digits right)."""
+    from deepzoo.models.features import mnist_feature_net
+    from deepzoo.recipes.online import digit_streams
+
+    stream = StreamConfig(actions=3, primitives=4, steps=2)
+    data = StreamsData(stream=stream, frames="digits", pool=2000)
+    frames = digit_streams("test", 3, 200, 5, data).tensors["x"]
+    read = mnist_feature_net().head(frames).argmax(-1)
+    shown = stream_primitives(3, 200, 5, stream)
+    right = torch.where(shown >= 0, read == shown, read >= stream.primitives)
+    assert right.float().mean() > 0.95, right.float().mean()

@@ -185,3 +185,85 @@ def test_bf16_autocast_trains_and_stays_causal(arch):
         a, _ = model(x)
         b, _ = model(changed)
     assert torch.equal(a[:, :6], b[:, :6])
+
+
+def test_trn_follows_its_equations_step_by_step():
+    """The encoder cell reads [e_t, f_{t-1}] (f_0 = 0); the decoder starts from (ReLU(W h_t),
+    ReLU(W' c_t)) with input 0, then ReLU(W'' logits of the step before); f_t = mean_j ReLU(W_f
+    h^dec_j); one classifier for both, written out with the model's own cells and layers."""
+    model = small_model("trn", dropout=0.0)
+    x = torch.randn(2, 6, 6)
+    encoded, anticipated, (h_end, c_end, f_end) = model.run(x)
+    e = model.embed(x)
+    h = c = torch.zeros(2, 12)
+    future = torch.zeros(2, 8)
+    for t in range(6):
+        h, c = model.encoder(torch.cat([e[:, t], future], -1), (h, c))
+        torch.testing.assert_close(encoded[:, t], model.classifier(h))
+        dh, dc = torch.relu(model.h_to_decoder[0](h)), torch.relu(model.c_to_decoder[0](c))
+        step_input, states = torch.zeros(2, 12), []
+        for j in range(3):
+            dh, dc = model.decoder(step_input, (dh, dc))
+            scores = model.classifier(dh)
+            torch.testing.assert_close(anticipated[:, t, j], scores, atol=1e-6, rtol=1e-5)
+            step_input = torch.relu(model.scores_to_input[0](scores))
+            states.append(dh)
+        future = torch.stack([torch.relu(model.future[0](s)) for s in states]).mean(0)
+    for got, want in ((h_end, h), (c_end, c), (f_end, future)):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    losses = model.loss({"x": x, "target": F.one_hot(torch.randint(0, 4, (2, 6)), 4).float()})
+    torch.testing.assert_close(losses["loss"].detach(), losses["encoder"] + losses["decoder"])
+
+
+def test_idn_windows_at_the_start_of_a_stream_hold_only_its_frames():
+    """Frame t < window - 1 is classified from the IDU over frames 0..t alone (the window's slots
+    before the stream are skipped), not over zero frames put before it."""
+    model = small_model("idn", dropout=0.0)
+    x = torch.randn(2, 9, 6)
+    logits, _ = model(x)
+    for t in range(4):
+        h = model.idu(model.embed(x[:, : t + 1]))
+        torch.testing.assert_close(logits[:, t], model.classifier(h), atol=1e-6, rtol=1e-5)
+
+
+def test_idn_contrastive_term_equals_brute_force_with_unscored_frames():
+    """Over the (frame s, current frame t) pairs of each window, both scored: |e_s - e_t|^2 for a
+    shared class, max(0, margin - |e_s - e_t|)^2 otherwise, averaged; random embeddings (distances
+    on both sides of the margin)."""
+    model = small_model("idn", margin=1.2)
+    x = torch.randn(2, 10, 6)
+    labels = torch.randint(0, 4, (2, 10))
+    target = F.one_hot(labels, 4).float()
+    target[0, 3] = target[1, 7] = 0  # not scored: neither as a frame nor as the current frame
+    e = model.embed(x)
+    W = model.config.window
+    total, pairs, apart = 0.0, 0, []
+    for b in range(2):
+        for t in range(10):
+            for s in range(max(0, t - W + 1), t + 1):
+                if target[b, s].sum() == 0 or target[b, t].sum() == 0:
+                    continue
+                d = (e[b, s] - e[b, t]).norm()
+                same = labels[b, s] == labels[b, t]
+                total = total + (d**2 if same else (1.2 - d).clamp(min=0) ** 2)
+                pairs += 1
+                apart += [] if same else [d.item()]
+    assert min(apart) < 1.2 < max(apart)
+    contrastive = model.loss({"x": x, "target": target})["contrastive"]
+    torch.testing.assert_close(contrastive, total / pairs, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_classifier_reads_dropped_out_features_in_training_only(arch):
+    """Dropout p = 0.5 before the classifier: in training about half of what it reads is zero
+    (each entry with probability p; 5 standard errors allowed), in evaluation none."""
+    model = small_model(arch, dropout=0.5)
+    seen = []
+    model.classifier.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    x = torch.randn(4, 16, 6)
+    model.train()(x)
+    read = torch.cat([s.flatten() for s in seen])
+    assert abs((read == 0).float().mean().item() - 0.5) < 5 * (0.25 / len(read)) ** 0.5
+    seen.clear()
+    model.eval()(x)
+    assert all((s != 0).all() for s in seen)
