@@ -96,6 +96,17 @@ def test_vqvae_then_its_prior_then_sampling_from_the_command_line(tmp_path):
     for a, b in zip(tuned.reward.vqvae.state_dict().values(), vq.state_dict().values()):
         assert torch.equal(a, b)
     assert not all(torch.equal(a, b) for a, b in zip(tuned.policy.parameters(), tuned.reference.parameters()))
+    # the prompts take the class tokens (after the codes' ids) in turn; the evaluation's share of
+    # the target digit is that of its seeded samples, read by the reward's classifier
+    prompts = tuned.contexts({"size": torch.tensor(12)}, torch.device("cpu"))["prompt"]
+    assert prompts.view(-1).tolist() == [loaded.model.num_codes + i % 10 for i in range(12)]
+    torch.manual_seed(0)
+    context, codes = tuned.rollout({"size": torch.tensor(20)})
+    with torch.no_grad():
+        read = tuned.reward.classifier(tuned.reward.decode(codes)).argmax(-1)
+        share = (read == config.target).float().mean().item()
+        assert record["target_share"] == pytest.approx(share)
+        assert record["reward"] == pytest.approx(tuned.reward(context, codes).mean().item(), abs=1e-6)
 
 
 def test_prior_without_a_vqvae_run_is_a_clear_error(capsys):

@@ -33,7 +33,13 @@ def test_a_rollout_holds_true_transitions_with_the_final_observation_at_episode_
     assert ((final[:, 0].abs() > 2.4) | (final[:, 2].abs() > 0.2094)).all()
     assert (batch["obs"][1:][ended[:-1]].abs() <= 0.05).all()
     assert torch.equal(batch["rewards"], torch.ones(60, 3))
-    assert batch["episode_return"] > 0
+    # episode_return: the mean return (here length) of the episodes that ended in the rollout
+    lengths, since = [], torch.zeros(3)
+    for t in range(60):
+        since += 1
+        lengths += since[ended[t]].tolist()
+        since[ended[t]] = 0
+    assert batch["episode_return"].item() == pytest.approx(sum(lengths) / len(lengths))
 
 
 def test_rollouts_are_seeded_and_resume_from_their_state():
@@ -296,3 +302,153 @@ def test_reinforce_without_a_finished_episode_has_a_zero_finite_loss():
     assert not (batch["terminated"] | batch["truncated"]).any()
     terms = model.loss(batch)
     assert terms["loss"].item() == 0.0 and all(torch.isfinite(v) for v in terms.values())
+
+
+def _short_cartpole(steps: int) -> str:
+    """CartPole registered with a time limit of `steps` (truncations within a test's rollouts)."""
+    import gymnasium as gym
+
+    name = f"deepzoo-test/CartPole{steps}-v0"
+    if name not in gym.registry:
+        gym.register(name, entry_point="gymnasium.envs.classic_control.cartpole:CartPoleEnv",
+                     max_episode_steps=steps)  # fmt: skip
+    return name
+
+
+def test_a_resume_keeps_the_time_limits_count_and_the_running_returns():
+    """Time limit 6, rollouts of 4 steps: the episodes are cut in the second rollout, where a
+    resumed source must count the steps already taken and add the rewards already earned."""
+    name = _short_cartpole(6)
+    torch.manual_seed(0)
+    policy = ActorCritic()
+    a = Rollouts(name, 2, 4, seed=3)
+    a.attach(policy)
+    a.next(0)
+    state = a.state_dict()
+    torch.manual_seed(1)
+    expected = a.next(1)
+    assert expected["truncated"].any()
+    resumed = Rollouts(name, 2, 4, seed=3)
+    resumed.attach(policy)
+    resumed.load_state_dict(state)
+    torch.manual_seed(1)
+    again = resumed.next(1)
+    for key in ("obs", "actions", "rewards", "terminated", "truncated", "next_obs", "episode_return"):
+        assert torch.equal(again[key], expected[key]), key
+
+
+def test_rollouts_step_with_box_actions_clipped_and_keep_the_policys_own():
+    """An environment that pays the action it receives, in [-2, 2]: a policy choosing 10 is paid
+    2 a step, and the batch holds the 10 it chose."""
+    import gymnasium as gym
+    import numpy as np
+
+    class Echo(gym.Env):
+        observation_space = gym.spaces.Box(-1, 1, (1,))
+        action_space = gym.spaces.Box(-2, 2, (1,))
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            return np.zeros(1, np.float32), {}
+
+        def step(self, action):
+            return np.zeros(1, np.float32), float(action[0]), False, False, {}
+
+    if "deepzoo-test/Echo-v0" not in gym.registry:
+        gym.register("deepzoo-test/Echo-v0", entry_point=Echo)
+
+    class Ten:
+        def act(self, obs, deterministic=False):
+            return torch.full((len(obs), 1), 10.0)
+
+    source = Rollouts("deepzoo-test/Echo-v0", 2, 3, seed=0)
+    source.attach(Ten())
+    batch = source.next(0)
+    assert torch.equal(batch["rewards"], torch.full((3, 2), 2.0)) and (batch["actions"] == 10).all()
+
+
+def test_each_ddp_rank_seeds_its_environments_apart(monkeypatch):
+    """Rank r resets environment i with seed + 1000 r + i."""
+    import gymnasium as gym
+    import numpy as np
+
+    import deepzoo.rl.rollouts as rollouts
+
+    monkeypatch.setattr(rollouts, "_rank", lambda: 2)
+    source = Rollouts("CartPole-v1", 2, 1, seed=3)
+    assert source.envs is not None  # made and reset on first use
+    expected = [gym.make("CartPole-v1").reset(seed=2003 + i)[0] for i in range(2)]
+    np.testing.assert_array_equal(source.obs, np.stack(expected))
+
+
+def test_evaluation_plays_each_episode_from_its_own_seed():
+    import gymnasium as gym
+
+    from deepzoo.rl.actor_critic import policy_function
+
+    torch.manual_seed(0)
+    model = ActorCritic()
+    returns = evaluate_policy(model, 4, seed=5)
+    env = gym.make("CartPole-v1")
+    assert returns == [play_episode(env, policy_function(model), 5 + i)[0] for i in range(4)]
+    assert len(set(returns)) > 1
+
+
+@pytest.mark.parametrize("advantage, lam", [("td", 0.0), ("gae", 0.8), ("mc", 1.0), ("reinforce", 1.0)])
+def test_the_loss_averages_each_settings_advantages_over_the_steps_it_uses(advantage, lam):
+    """A = GAE(lambda) (gae: the configured gae_lambda, 0.8), standardized over the steps used
+    (all; REINFORCE: those whose episode ended); the policy loss, the critic's squared error to
+    G = A + V and the entropy are means over those steps."""
+    from deepzoo.rl.returns import complete_episodes, gae
+
+    torch.manual_seed(0)
+    model = ActorCritic(A2CConfig(advantage=advantage, gae_lambda=0.8, normalize_advantage=True))
+    with torch.no_grad():  # a policy far from uniform, so that the steps' entropies differ
+        model.actor[-1].weight.mul_(100)
+    source = Rollouts("CartPole-v1", 3, 50, seed=0)
+    source.attach(model)
+    batch = source.next(0)
+    c = model.config
+    if advantage == "reinforce":
+        used = complete_episodes(batch["terminated"], batch["truncated"])
+        assert used.any() and not used.all()
+    else:
+        used = torch.ones(50, 3, dtype=torch.bool)
+    with torch.no_grad():
+        values = model.value(batch["obs"])
+        advantages = gae(batch["rewards"], values, model.value(batch["next_obs"]), batch["terminated"],
+                         batch["truncated"], c.gamma, lam)[used]  # fmt: skip
+        returns = advantages + values[used]
+        standardized = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        dist = model.distribution(batch["obs"])
+        terms = model.loss(batch)
+    torch.testing.assert_close(
+        terms["policy_loss"], -(dist.log_prob(batch["actions"])[used] * standardized).mean()
+    )
+    torch.testing.assert_close(terms["value_loss"], (values[used] - returns).square().mean())
+    torch.testing.assert_close(terms["entropy"], dist.entropy()[used].mean())
+
+
+def test_a_shared_trunk_feeds_both_heads_its_tanh_features():
+    torch.manual_seed(0)
+    model = ActorCritic(A2CConfig(shared=True, hidden=16))
+    obs = torch.randn(5, 4) * 50  # large inputs: the trunk's linear output is far outside [-1, 1]
+    features = torch.tanh(model.trunk(obs))
+    assert model.trunk(obs).abs().max() > 3
+    torch.testing.assert_close(model.distribution(obs).probs, model.actor(features).softmax(-1))
+    torch.testing.assert_close(model.value(obs), model.critic(features).squeeze(-1))
+
+
+def test_the_recipe_reports_the_mean_worst_and_best_of_its_evaluation_episodes(monkeypatch, tmp_path):
+    import deepzoo.recipes.rl as rl
+
+    calls = []
+
+    def returns(model, episodes, seed):
+        calls.append((episodes, seed))
+        return [3.0, 1.0, 2.0, 6.0][:episodes]
+
+    monkeypatch.setattr(rl, "evaluate_policy", returns)
+    config = rl.A2CRun(eval=rl.PolicyEval(episodes=4, seed=77))
+    record = rl._evaluate(None, None, tmp_path, config)
+    assert record == {"mean_return": 3.0, "min_return": 1.0, "max_return": 6.0} and calls == [(4, 77)]

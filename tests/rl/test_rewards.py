@@ -37,6 +37,20 @@ def test_the_reward_is_the_beat_align_score_of_the_decoded_dance():
     assert got[5] == 0 and (got[:5] > 0).all()
 
 
+def test_the_digit_reward_is_the_probability_of_the_target_digit_of_the_decoded_image():
+    from deepzoo.models.features import mnist_feature_net
+    from deepzoo.models.vqvae import VQVAE, VQVAEConfig
+    from deepzoo.rl.rewards import DigitReward
+
+    torch.manual_seed(0)
+    vqvae = VQVAE(VQVAEConfig(hidden=16, res_hidden=8, num_codes=16, code_dim=4))
+    reward = DigitReward(vqvae, mnist_feature_net(), target=3)
+    codes = torch.randint(16, (5, 49), generator=torch.Generator().manual_seed(1))
+    images = vqvae.decode(codes.view(5, 7, 7))
+    torch.testing.assert_close(reward({}, codes), mnist_feature_net()(images).softmax(-1)[:, 3])
+    assert not any(p.requires_grad for p in reward.parameters()) and not reward.train().training
+
+
 def test_the_codes_are_read_in_the_dance_gpts_order():
     """codes (B, P T'): the parts of each step in turn, as DanceGPT writes them."""
     reward = _reward()

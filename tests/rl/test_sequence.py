@@ -9,13 +9,13 @@ from deepzoo.rl.sequence import PromptedGPT, SequenceACConfig, SequenceActorCrit
 START = 4  # the prompt token; ids 0-3 are generated
 
 
-def _model(kl_coef=0.05, seed=0):
+def _model(kl_coef=0.05, seed=0, temperature=1.0):
     torch.manual_seed(seed)
     gpt = GPT(GPTConfig(vocab_size=5, block_size=8, layers=1, heads=2, dim=16, positions="learned"))
     reward = lambda context, actions: (actions == 0).float().mean(1)  # noqa: E731 - share of zeros
     contexts = lambda batch, device: {"prompt": torch.full((int(batch["size"]), 1), START, device=device)}  # noqa: E731
     policy = PromptedGPT(gpt, new_tokens=6, max_token=4)
-    return SequenceActorCritic(policy, reward, contexts, SequenceACConfig(kl_coef=kl_coef))
+    return SequenceActorCritic(policy, reward, contexts, SequenceACConfig(kl_coef, temperature=temperature))
 
 
 def _size(n):
@@ -23,13 +23,18 @@ def _size(n):
 
 
 def _by_hand(model, context, actions):
-    """log pi(a_t), V(s_t) and G_t of finished sequences (prompt length 1), written out."""
+    """log pi(a_t), V(s_t) and G_t of finished sequences (prompt length 1), written out; pi the
+    policy at the rollouts' temperature T: softmax(logits / T)."""
     tokens = torch.cat([context["prompt"], actions], dim=1)
+    T = model.config.temperature
     log_p = (
-        model.policy.gpt(tokens[:, :-1])[:, :, :4].log_softmax(-1).gather(-1, actions[..., None]).squeeze(-1)
+        (model.policy.gpt(tokens[:, :-1])[:, :, :4] / T)
+        .log_softmax(-1)
+        .gather(-1, actions[..., None])
+        .squeeze(-1)
     )
     with torch.no_grad():
-        reference = model.reference.gpt(tokens[:, :-1])[:, :, :4].log_softmax(-1)
+        reference = (model.reference.gpt(tokens[:, :-1])[:, :, :4] / T).log_softmax(-1)
         log_q = reference.gather(-1, actions[..., None]).squeeze(-1)
         rewards = -0.05 * (log_p - log_q)
         rewards[:, -1] += (actions == 0).float().mean(1)
@@ -38,8 +43,8 @@ def _by_hand(model, context, actions):
     return log_p, log_q, values, returns
 
 
-def _moved_model():
-    model = _model()
+def _moved_model(temperature=1.0):
+    model = _model(temperature=temperature)
     with torch.no_grad():  # move the policy away from its reference so the KL is not zero
         for p in model.policy.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -47,8 +52,9 @@ def _moved_model():
     return model
 
 
-def test_the_terms_follow_the_per_token_kl_rewards_and_the_sequence_reward():
-    model = _moved_model()
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_the_terms_follow_the_per_token_kl_rewards_and_the_sequence_reward(temperature):
+    model = _moved_model(temperature)
     context, actions = model.rollout(_size(8), torch.Generator().manual_seed(1))
     terms = model.terms(context, actions)
     log_p, log_q, values, returns = _by_hand(model, context, actions)

@@ -125,13 +125,13 @@ class Rollouts:
             state = getattr(inner, "state", None)
             envs.append({
                 "rng": inner.np_random.bit_generator.state,
-                "state": None if state is None else torch.as_tensor(np.asarray(state, dtype=np.float64)),
+                "state": None if state is None else torch.tensor(np.asarray(state, dtype=np.float64)),
                 "elapsed": _elapsed(env),
             })  # fmt: skip
-        return {
+        return {  # copies: the environments and the running returns change in place as they step
             "envs": envs,
-            "obs": torch.as_tensor(np.asarray(self.obs)),
-            "running": torch.as_tensor(self.running),
+            "obs": torch.tensor(np.asarray(self.obs)),
+            "running": torch.tensor(self.running),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
