@@ -208,3 +208,88 @@ def test_a_bf16_step_matches_the_fp32_step_to_bf16_precision():
     assert torch.isfinite(terms[True]["gan_weight"])
     for key in ("l1", "perceptual", "loss_d"):
         assert terms[True][key].item() == pytest.approx(terms[False][key].item(), rel=0.05)
+
+
+class LossRecordingOpt(RecordingOpt):
+    """Also records each update's loss value."""
+
+    def update(self, names, loss):
+        self.losses = getattr(self, "losses", []) + [loss.detach()]
+        return super().update(names, loss)
+
+
+def test_the_updates_minimize_the_weighted_autoencoder_loss_and_the_hinge_loss():
+    """After disc_start: the autoencoder's update minimizes |x - x_hat|_1 + w_p d_perc + L_vq
+    + w_d lambda (-mean D(x_hat)), and the discriminator's mean relu(1 - D(x)) + mean relu(1 +
+    D(x_hat)), with x in [-1, 1] (w_p = 0.5, w_d = 0.3: neither the default 1)."""
+    model = _model(perceptual_weight=0.5, disc_weight=0.3).eval()  # eval: the EMA codebook stays put
+    batch = _batch()
+    opt = LossRecordingOpt(model)
+    model.train_step(batch, 5, opt)
+    x = batch["x"] * 2 - 1
+    q = model.quantizer(model.encoder(x))
+    x_hat = model.decoder(q.z_q)
+    rec = (x_hat - x).abs().mean() + 0.5 * model.perceptual((x_hat + 1) / 2, (x + 1) / 2).mean()
+    g = -model.discriminator(x_hat).mean()
+    lam = adaptive_weight(rec, g, model.decoder.last.weight)
+    ae_loss, d_loss = opt.losses
+    torch.testing.assert_close(ae_loss, (rec + q.loss + 0.3 * lam * g).detach())
+    hinge = torch.relu(1 - model.discriminator(x)).mean() + torch.relu(1 + model.discriminator(x_hat)).mean()
+    torch.testing.assert_close(d_loss, hinge.detach())
+
+
+def test_reconstruct_is_the_training_paths_reconstruction_back_in_image_scale():
+    """encode scales [0, 1] to [-1, 1] and decode back: reconstruct(x) = clamp((x_hat + 1) / 2)
+    with x_hat the training path's decoding of 2 x - 1."""
+    model = _model().eval()
+    x = _batch()["x"]
+    _, x_hat, _ = model._autoencode(x * 2 - 1)
+    torch.testing.assert_close(model.reconstruct(x), ((x_hat + 1) / 2).clamp(0, 1))
+
+
+def test_the_networks_have_the_papers_layout():
+    """Encoder: per level `blocks` residual blocks and a stride-2 conv between levels; decoder:
+    blocks + 1 per level and an upsampling between; both with ResBlock, attention, ResBlock at the
+    code grid. A residual block whose body is zero is its skip: x itself, or a 1x1 conv."""
+    from deepzoo.models.vqgan import AttentionBlock, ResBlock
+
+    config = replace(TINY, channels=(4, 8, 8), blocks=2)
+    model = VQGAN(config, perceptual=None)
+
+    def count(net, kind):
+        return sum(isinstance(m, kind) for m in net.modules())
+
+    strided = [m for m in model.encoder.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
+    assert len(strided) == 2 and count(model.decoder, nn.Upsample) == 2
+    assert count(model.encoder, ResBlock) == 3 * 2 + 2 and count(model.decoder, ResBlock) == 3 * 3 + 2
+    assert count(model.encoder, AttentionBlock) == count(model.decoder, AttentionBlock) == 1
+    assert count(VQGAN(replace(config, attention=False), perceptual=None).encoder, AttentionBlock) == 0
+    x = torch.randn(2, 4, 6, 6)
+    for c_out in (4, 8):
+        block = ResBlock(4, c_out)
+        nn.init.zeros_(block.body[-1].weight)
+        nn.init.zeros_(block.body[-1].bias)
+        torch.testing.assert_close(block(x), x if c_out == 4 else block.skip(x))
+
+
+@pytest.mark.parametrize("layers, field", [(1, 16), (2, 34), (3, 70)])
+def test_the_patch_discriminator_scores_patches_of_pix2pixs_receptive_field(layers, field):
+    """`layers` stride-2 4x4 convs, then two stride-1 ones: each logit sees a field x field patch
+    (pix2pix: 70 x 70 at 3 layers); weights start N(0, 0.02), BatchNorm scales N(1, 0.02)."""
+    from deepzoo.models.vqgan import PatchDiscriminator
+
+    torch.manual_seed(0)
+    d = PatchDiscriminator(channels=8, layers=layers).eval()
+    x = torch.randn(1, 1, 96, 96, requires_grad=True)
+    logits = d(x)
+    P = logits.shape[-1]
+    assert P == 96 // 2**layers - 2  # each stride-1 4x4 conv (padding 1) takes one off the side
+    logits[0, P // 2, P // 2].backward()
+    rows, cols = torch.nonzero(x.grad[0, 0].abs() > 0, as_tuple=True)
+    assert rows.max() - rows.min() + 1 == field and cols.max() - cols.min() + 1 == field
+    convs = torch.cat([m.weight.flatten() for m in d.modules() if isinstance(m, nn.Conv2d)])
+    scales = torch.cat([m.weight for m in d.modules() if isinstance(m, nn.BatchNorm2d)])
+    # mean and deviation within 5 standard errors of the draws
+    n = len(convs)
+    assert abs(convs.mean()) < 5 * 0.02 / n**0.5 and abs(convs.std() - 0.02) < 5 * 0.02 / (2 * n) ** 0.5
+    assert abs(scales.mean() - 1) < 5 * 0.02 / len(scales) ** 0.5
