@@ -177,3 +177,66 @@ def test_the_actor_critics_view_scores_the_codes_the_policy_samples():
     assert torch.equal(logits.argmax(-1), actions)
     codes = model.generate_codes(music, temperature=1e-4)
     assert torch.equal(codes.transpose(1, 2).flatten(1), actions)
+
+
+def test_training_reads_a_random_window_at_a_code_step_and_evaluation_the_whole_dance():
+    """In training the VQ-VAE encodes window_steps code steps (here 3 x 4 frames) starting at a
+    multiple of frames_per_code, offsets drawn anew each call (seen: several); in evaluation the
+    whole sequence. The VQ-VAE stays frozen and in eval mode."""
+    model = _dance_gpt()
+    model.config = replace(model.config, window_steps=3)
+    motion, music = torch.randn(2, 40, 75), torch.randn(2, 40, 6)
+    encoded = []
+    encode = model.vqvae.encode
+    model.vqvae.encode = lambda m: encoded.append(m) or encode(m)
+    model.train()
+    for _ in range(30):
+        model.loss({"motion": motion, "music": music})
+    starts = set()
+    for window in encoded:
+        assert window.shape == (2, 12, 75)
+        first = next(f for f in range(29) if torch.equal(motion[:, f : f + 12], window))
+        assert first % 4 == 0
+        starts.add(first)
+    assert len(starts) >= 4  # 8 possible offsets, 30 draws
+    assert not model.vqvae.training and not any(p.requires_grad for p in model.vqvae.parameters())
+    encoded.clear()
+    model.eval().loss({"motion": motion, "music": music})
+    assert torch.equal(encoded[0], motion)
+
+
+def test_the_residual_blocks_see_nine_frames_and_every_level_has_one():
+    """Dilations 1 and 3 of 3-tap convolutions: an output frame depends on the 1 + 2 + 6 = 9
+    frames around it. Each of the encoder's downsample levels ends in such a block, each decoder
+    level starts with one and upsamples by nearest neighbour."""
+    from torch import nn
+
+    from deepzoo.models.dance import ResidualBlock1d
+
+    torch.manual_seed(0)
+    block = ResidualBlock1d(4)
+    for conv in block.modules():
+        if isinstance(conv, nn.Conv1d):
+            nn.init.constant_(conv.bias, 10.0)  # every ReLU open (the input is positive too)
+    x = (torch.rand(1, 4, 31) + 0.1).requires_grad_()
+    block(x)[0, :, 15].sum().backward()
+    seen = torch.nonzero(x.grad[0].abs().sum(0) > 0).flatten()
+    assert seen.tolist() == list(range(11, 20))
+    part = MotionVQVAE(SMALL).part_vqvaes[0]
+    for net in (part.encoder, part.decoder):
+        assert sum(isinstance(m, ResidualBlock1d) for m in net.modules()) == SMALL.downsample
+    assert all(m.mode == "nearest" for m in part.decoder.modules() if isinstance(m, nn.Upsample))
+
+
+def test_the_policy_samples_every_code_whatever_the_configured_top_k():
+    """The actor-critic's policy is softmax(logits / T) over all of a part's codes: with the
+    config's top_k = 1 (greedy generation) its samples still leave the argmax (32 codes of an
+    untrained model, near uniform: all 64 draws the argmax has probability ~ 32^-64)."""
+    model = _dance_gpt()
+    model.config = replace(model.config, top_k=1)
+    music = torch.randn(4, 32, 6)
+    actions = model.sample({"music": music}, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    _, logits = model.action_logits({"music": music}, actions)
+    assert not torch.equal(logits.argmax(-1), actions)
+    greedy = model.generate_codes(music).transpose(1, 2).flatten(1)  # top_k 1: the argmax at each step
+    assert torch.equal(model.action_logits({"music": music}, greedy)[1].argmax(-1), greedy)
