@@ -452,3 +452,14 @@ def test_the_recipe_reports_the_mean_worst_and_best_of_its_evaluation_episodes(m
     config = rl.A2CRun(eval=rl.PolicyEval(episodes=4, seed=77))
     record = rl._evaluate(None, None, tmp_path, config)
     assert record == {"mean_return": 3.0, "min_return": 1.0, "max_return": 6.0} and calls == [(4, 77)]
+
+
+def test_sample_plays_the_episode_of_the_generators_seed(monkeypatch):
+    """`deepzoo sample RUN --seed s` renders the deterministic episode reset with seed s (0 without
+    a generator)."""
+    import deepzoo.rl.actor_critic as actor_critic
+
+    monkeypatch.setattr(actor_critic, "render_episode", lambda model, seed: seed)
+    model = ActorCritic()
+    generator = torch.Generator().manual_seed(7)
+    assert model.sample(4, generator=generator) == generator.initial_seed() != 0 and model.sample(4) == 0
