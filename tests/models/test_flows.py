@@ -174,3 +174,80 @@ def test_a_short_run_on_mnist_lowers_the_test_bits_per_dim():
         after = model.nll_bits(test, torch.Generator().manual_seed(0)).mean().item()
     print(f"bits/dim {before:.3f} -> {after:.3f}")
     assert before > 20 and after < 2.6, (before, after)
+
+
+def test_the_coupling_networks_are_the_papers():
+    """NICE: Linear-ReLU layers, then a linear layer; RealNVP: conv3x3, residual blocks
+    h + conv3x3(relu(conv3x3(relu(h)))), relu, conv3x3; Glow: conv3x3, ReLU, conv1x1, ReLU,
+    conv3x3. Written out with the networks' own layers (their zero last layers made random)."""
+    from torch import nn
+    from torch.nn import functional as F
+
+    from deepzoo.models.flows import ResNetConditioner, glow_conditioner, nice_mlp
+
+    torch.manual_seed(0)
+    mlp = nice_mlp(6, 5, 2, 4)
+    nn.init.normal_(mlp[-1].weight)
+    x = torch.randn(3, 6)
+    linears = [m for m in mlp if isinstance(m, nn.Linear)]
+    h = x
+    for linear in linears[:-1]:
+        h = F.relu(linear(h))
+    torch.testing.assert_close(mlp(x), linears[-1](h))
+    resnet = ResNetConditioner(2, 4, 2, 6)
+    nn.init.normal_(resnet.out.weight)
+    x = torch.randn(3, 2, 5, 5)
+    h = resnet.inp(x)
+    for block in resnet.blocks:
+        first, second = (m for m in block if isinstance(m, nn.Conv2d))
+        h = h + second(F.relu(first(F.relu(h))))
+    torch.testing.assert_close(resnet(x), resnet.out(F.relu(h)))
+    glow = glow_conditioner(2, 4, 6)
+    assert [m.kernel_size for m in glow if isinstance(m, nn.Conv2d)] == [(3, 3), (1, 1), (3, 3)]
+    assert [type(m) for m in glow] == [nn.Conv2d, nn.ReLU, nn.Conv2d, nn.ReLU, nn.Conv2d]
+
+
+@pytest.mark.parametrize("kind", sorted(SMALL))
+def test_every_value_is_transformed_by_some_coupling(kind):
+    """Consecutive couplings of a kind alternate their masks, so no value only passes through:
+    in a trained-looking flow, each z_i depends on more than the x_i it comes from (NICE: before
+    the diagonal scaling; the Jacobian's rows all have several nonzero entries)."""
+    model = _trained_looking(SMALL[kind])
+    x = model._flat(torch.rand(1, 1, 4, 4, dtype=torch.float64) * 0.9 + 0.05)
+    jacobian = torch.autograd.functional.jacobian(lambda a: model.flow(a.view_as(x))[0][0], x[0])
+    rows = jacobian.reshape(16, 16).abs() > 1e-12
+    assert (rows.sum(1) > 1).all(), rows.sum(1)
+
+
+def test_the_layouts_alternate_their_masks_and_count_the_papers_couplings():
+    """Consecutive couplings of NICE (feature halves) and RealNVP (checkerboards, then channel
+    halves) take complementary masks; RealNVP has 2 depth couplings per scale and depth + 1 at
+    the end; each model starts with its paper's preprocessing (none, logit, centring)."""
+    from deepzoo.nn.flows import Coupling, LogitTransform, Shift
+
+    for kind, first, count in (("nice", None, 4), ("realnvp", LogitTransform, 2 * 2 * 2 + 3)):
+        model = Flow(SMALL[kind])
+        couplings = [m for m in model.modules() if isinstance(m, Coupling)]
+        assert len(couplings) == count
+        for a, b in zip(couplings, couplings[1:]):
+            if a.mask.shape == b.mask.shape:
+                assert torch.equal(a.mask + b.mask, torch.ones_like(a.mask)), kind
+        assert first is None or isinstance(model.flow.layers[0], first)
+    assert isinstance(Flow(SMALL["glow"]).flow.layers[0], Shift)
+    assert len(Flow(SMALL["nice"]).flow.layers) == 1  # nothing before NICE's couplings
+
+
+def test_nice_scores_its_latents_under_the_standard_logistic_and_sampling_scales_by_the_temperature():
+    from torch.nn import functional as F
+
+    from deepzoo.rng import randn
+
+    model = _trained_looking(SMALL["nice"])
+    y = torch.rand(3, 1, 4, 4, dtype=torch.float64) * 0.9 + 0.05
+    z, logdet = model.flow(model._flat(y))
+    logistic = (-F.softplus(-z) - F.softplus(z)).sum(1)  # log sigmoid(z) + log sigmoid(-z)
+    torch.testing.assert_close(model.log_prob(y), logistic + logdet)
+    glow = _trained_looking(SMALL["glow"]).float()
+    drawn = glow.sample(5, generator=torch.Generator().manual_seed(3), temperature=0.5)
+    z = 0.5 * randn((5, 16), torch.Generator().manual_seed(3), torch.device("cpu"))
+    torch.testing.assert_close(drawn, glow.flow.inverse(z).view(5, 1, 4, 4).clamp(0, 1))
