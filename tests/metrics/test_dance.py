@@ -73,12 +73,16 @@ def test_foot_skating_is_the_horizontal_speed_of_planted_feet():
     joints[:, 11, 1] = 0.3  # right foot in the air, moving fast
     joints[:, 11, 2] = torch.arange(T) / 60 * 4.0
     assert foot_skating(joints) == pytest.approx(0.5, rel=1e-6)
+    # the ground is the lowest height a foot reaches, wherever the floor is
+    assert foot_skating(joints + torch.tensor([0.0, 1.0, 0.0])) == pytest.approx(0.5, rel=1e-6)
     joints[:, 10, 0] = 0.0
     assert foot_skating(joints) == pytest.approx(0.0, abs=1e-9)
     # a step that leaves the ground is not skating: only steps with the foot down at both ends count
     joints[30:, 10, 1] = 0.5
     joints[30:, 10, 0] = 1.0  # moved 1 m forward while lifting off
     assert foot_skating(joints) == pytest.approx(0.0, abs=1e-9)
+    landing = joints.flip(0)  # in the air first, then 1 m back while landing
+    assert foot_skating(landing) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_positions_are_taken_relative_to_the_first_root():

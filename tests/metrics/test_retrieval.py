@@ -28,6 +28,15 @@ def test_ranks_count_every_candidate_at_least_as_similar_ties_against():
     assert match_ranks(sim).tolist() == [int(r) for r in brute]
 
 
+def test_each_direction_ranks_its_own_queries_and_reports_the_median_rank():
+    """Rows (a -> b) rank the matches 1, 3, 3; columns (b -> a) 1, 2, 3: the directions differ,
+    and the median rank is a median (3 and 2), not a mean (7/3 and 2)."""
+    sim = torch.tensor([[0.9, 0.1, 0.2], [0.5, 0.5, 0.7], [0.3, 0.8, 0.1]])
+    m = retrieval_metrics(sim, ks=(1, 2))
+    assert (m["a2b_recall@2"], m["a2b_median_rank"]) == pytest.approx((1 / 3, 3))
+    assert (m["b2a_recall@2"], m["b2a_median_rank"]) == pytest.approx((2 / 3, 2))
+
+
 def test_retrieval_metrics_in_both_directions():
     torch.manual_seed(0)
     perfect = retrieval_metrics(torch.eye(20) + 0.01 * torch.rand(20, 20))
