@@ -89,3 +89,15 @@ def test_the_recipe_trains_evaluates_and_draws(tmp_path, tiny_recipe_run):
     assert (run_dir / "samples" / "reconstructions.png").stat().st_size > 0
     main(["sample", str(run_dir), "--n", "4", "--out", str(tmp_path / "drawn.png")])
     assert (tmp_path / "drawn.png").stat().st_size > 0
+
+
+def test_the_code_is_the_max_over_points_of_the_shared_mlp_with_relu_after_every_layer():
+    """z = max_i ReLU(W_L ... ReLU(W_1 p_i)): every layer of the per-point MLP, the last one too,
+    is followed by a ReLU (PointNet's), so z >= 0 and is 0 where no point activates a feature."""
+    torch.manual_seed(0)
+    model = PointNetAutoencoder(PointAEConfig(points=8, encoder=(16, 16), latent=12, decoder=(16,)))
+    points = torch.randn(3, 50, 3)
+    h = points
+    for linear in (m for m in model.point_mlp if isinstance(m, torch.nn.Linear)):
+        h = torch.relu(linear(h))
+    torch.testing.assert_close(model.encode(points), h.amax(1))
