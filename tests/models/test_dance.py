@@ -188,7 +188,12 @@ def test_training_reads_a_random_window_at_a_code_step_and_evaluation_the_whole_
     motion, music = torch.randn(2, 40, 75), torch.randn(2, 40, 6)
     encoded = []
     encode = model.vqvae.encode
-    model.vqvae.encode = lambda m: encoded.append(m) or encode(m)
+
+    def recording_encode(motion):
+        encoded.append(motion)
+        return encode(motion)
+
+    model.vqvae.encode = recording_encode
     model.train()
     for _ in range(30):
         model.loss({"motion": motion, "music": music})

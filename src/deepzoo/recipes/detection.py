@@ -179,8 +179,9 @@ def _evaluate_detection(
     model: FasterRCNN, data: TensorData, run_dir: Path, config: DetectionRun
 ) -> dict[str, float]:
     """COCO-style AP over the test scenes (metrics/detection.py): mAP@[.5:.95], AP@0.5, AP@0.75,
-    mean recall (100 detections per image) and the worst AP of a class in the scenes; with masks also mask AP
-    (mask_map, mask_map_50, mask_map_75) against the digits' visible masks.
+    mean recall (at most the model's max_detections per image and class, as the AP) and the worst
+    AP of a class present in the scenes; with masks also mask AP (mask_map, mask_map_50,
+    mask_map_75) against the digits' visible masks.
     run_dir/samples/detections.png shows 8 scenes: true boxes, detections (score >= 0.5), and
     with masks their masks."""
     from deepzoo.metrics.detection import average_precision
