@@ -1,6 +1,8 @@
 """The AIST++ loader on files written in the data set's exact layout; pickles that hold anything
 but arrays and plain data are refused before any of their code runs."""
 
+import codecs
+import collections
 import os
 import pickle
 
@@ -75,6 +77,11 @@ class _Payload:
         return (os.system, ("touch pwned",))
 
 
+class _OtherCodec:
+    def __reduce__(self):
+        return (codecs.encode, ("pwned", "rot13"))
+
+
 def test_a_pickle_with_code_or_foreign_objects_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     evil = tmp_path / "evil.pkl"
@@ -83,8 +90,20 @@ def test_a_pickle_with_code_or_foreign_objects_is_refused(tmp_path, monkeypatch)
         safe_unpickle(evil)
     assert not (tmp_path / "pwned").exists()
     foreign = tmp_path / "foreign.pkl"
-    foreign.write_bytes(pickle.dumps({"smpl_poses": {1, 2}, "x": pytest.approx}))
-    with pytest.raises(pickle.UnpicklingError, match="foreign.pkl"):
+    for value, protocol in (
+        (pytest.approx, 5),
+        ({1, 2}, 3),
+        (collections.OrderedDict(), 5),
+    ):  # a set at 3: builtins.set
+        foreign.write_bytes(pickle.dumps({"smpl_poses": value}, protocol=protocol))  # each alone
+        with pytest.raises(pickle.UnpicklingError, match="foreign.pkl"):
+            read_motion(foreign)
+    arrays = {"smpl_poses": np.ones((2, 72)), "smpl_trans": np.ones((2, 3)), "smpl_scaling": np.float64(2)}
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):  # arrays and numpy scalars load at any protocol
+        foreign.write_bytes(pickle.dumps(arrays, protocol=protocol))
+        np.testing.assert_array_equal(read_motion(foreign)[:, 72:], np.full((2, 3), 0.5))
+    foreign.write_bytes(pickle.dumps({"smpl_poses": _OtherCodec()}, protocol=2))
+    with pytest.raises(pickle.UnpicklingError, match="codec 'rot13'"):  # _codecs.encode: latin-1 only
         read_motion(foreign)
 
 
@@ -104,6 +123,12 @@ def test_missing_or_malformed_files_are_clear_errors(aist_root, tmp_path):
     )
     with pytest.raises(ValueError, match=r"smpl_poses \(N, 72\)"):
         read_motion(bad)
+    for poses, trans, scaling in ((np.zeros((5, 72)), np.full((5, 3), np.nan), np.ones(1)),
+                                  (np.full((5, 72), np.inf), np.zeros((5, 3)), np.ones(1)),
+                                  (np.zeros((5, 72)), np.zeros((5, 3)), np.zeros(1))):  # fmt: skip
+        bad.write_bytes(pickle.dumps({"smpl_poses": poses, "smpl_trans": trans, "smpl_scaling": scaling}))
+        with pytest.raises(ValueError, match="non-finite values or a non-positive scaling"):
+            read_motion(bad)
     bad.write_bytes(pickle.dumps({"smpl_poses": np.zeros((5, 72))}))
     with pytest.raises(ValueError, match="missing"):
         read_motion(bad)
@@ -143,3 +168,29 @@ def test_a_split_is_cut_into_windows_with_the_musics_beats(aist_root):
     config = ClipDanceRun(data=DanceData(root=str(root), seconds=0.2))  # 12 frames
     train, test = dance_splits(config, torch.device("cpu"))
     assert len(train) == 4 and len(test) == 2 and set(train.tensors) == {"motion", "music", "beats"}
+
+
+def test_a_dance_longer_than_its_song_is_cut_to_the_song_and_a_window_may_span_it_all(tmp_path):
+    """load_aist cuts motion and music to the shorter of the two (here the song: 1 s, 61 frames,
+    under a 100-frame dance), and aist_windows keeps a window that ends on the last frame."""
+    from deepzoo.data.aist import aist_windows
+    from deepzoo.data.music import music_features
+    from deepzoo.data.synthetic_dance import make_song, write_wav
+
+    name = "gBR_sBM_cAll_d04_mBR0_ch01"
+    record = _write_motion(tmp_path / "motions" / f"{name}.pkl", 100, seed=0)
+    (tmp_path / "wav").mkdir()
+    write_wav(tmp_path / "wav" / "mBR0.wav", make_song(seed=0, genre=0, seconds=1.0).audio)
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "crossmodal_train.txt").write_text(name + "\n")
+    music = music_features(tmp_path / "wav" / "mBR0.wav")
+    assert len(music) == 61
+    (clip,) = load_aist(tmp_path, "train")
+    assert clip.motion.shape == (61, 75) and clip.music.shape == (61, 438)
+    np.testing.assert_array_equal(clip.motion[:, :72], record["smpl_poses"][:61])
+    windows = aist_windows(tmp_path, "train", 61)
+    assert windows["motion"].shape == (1, 61, 75)
+    np.testing.assert_allclose(windows["music"][0], music, rtol=1e-6)
+    assert len(aist_windows(tmp_path, "train", 30)["motion"]) == 2  # frames 0-29 and 30-59
+    with pytest.raises(ValueError, match="music id"):
+        music_id("gBR_sBM_cAll_d04_mBR_ch01")  # a music id is m, a genre's two letters, a digit

@@ -88,3 +88,42 @@ def test_cached_features_equal_the_computed_ones_and_are_keyed_by_the_files_byte
     monkeypatch.setenv("DEEPZOO_CACHE", str(tmp_path / "blocked"))  # unwritable: computed, not kept
     np.testing.assert_array_equal(music.cached_music_features(song), computed)
     assert calls == [other, song, song]
+
+
+def _tone_and_clicks(seconds=6.0):
+    """A 440 Hz tone (pitch class A) under loud clicks at 120 BPM (every 30 frames)."""
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    clicks = librosa.clicks(times=np.arange(0.5, seconds - 0.5, 0.5), sr=SAMPLE_RATE, length=len(t))
+    return (0.2 * np.sin(2 * np.pi * 440 * t) + clicks).astype(np.float32)
+
+
+def test_chroma_onset_and_tempogram_are_the_documented_librosa_calls():
+    """Chroma (CQT) of the harmonic part, onset strength of the percussive part with the median
+    over mel bands, the tempogram of that envelope: AIST++'s extractor, call by call."""
+    samples = _tone_and_clicks()
+    features = music_features(samples)
+    frames = len(features)
+    harmonic, percussive = librosa.effects.hpss(samples)
+    chroma = librosa.feature.chroma_cqt(y=harmonic, sr=SAMPLE_RATE, hop_length=512, n_chroma=12)
+    onset = librosa.onset.onset_strength(y=percussive, sr=SAMPLE_RATE, hop_length=512, aggregate=np.median)
+    tempogram = librosa.feature.tempogram(onset_envelope=onset, sr=SAMPLE_RATE, hop_length=512)
+    np.testing.assert_allclose(features[:, COLUMNS["chroma"]], chroma.T[:frames], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(features[:, COLUMNS["onset"]], onset[:frames], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(features[:, COLUMNS["tempogram"]], tempogram.T[:frames], rtol=1e-5, atol=1e-5)
+
+
+def test_chroma_names_the_tone_and_the_tempogram_peaks_at_the_click_period():
+    """Properties of the columns rather than of the calls: the harmonic part's chroma holds the
+    tone's pitch class (A, index 9 from C) through the clicks, the percussive onset envelope fires
+    on the clicks and not between them, and its autocorrelation (the tempogram, lag 0 first)
+    peaks at the 30-frame click period among lags 15-45."""
+    features = music_features(_tone_and_clicks())
+    middle = features[60:-60]
+    assert (middle[:, COLUMNS["chroma"]].argmax(1) == 9).mean() > 0.95
+    onset = middle[:, COLUMNS["onset"]]
+    at_click = np.zeros(len(onset), dtype=bool)
+    for frame in range(0, len(onset), 30):  # the clicks fall on frames 30 k of the song: 0 of middle
+        at_click[max(frame - 1, 0) : frame + 2] = True
+    assert onset[~at_click].max() < 0.25 * onset[at_click].max()
+    lags = middle[:, COLUMNS["tempogram"]][:, 15:46].mean(0)
+    assert 15 + int(lags.argmax()) == 30

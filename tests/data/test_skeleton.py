@@ -50,3 +50,36 @@ def test_posed_skeleton_keeps_bone_lengths_and_turns_rigidly_with_its_root():
 def test_wrong_width_is_refused():
     with pytest.raises(ValueError, match="75 values"):
         forward_kinematics(torch.zeros(3, 72))
+
+
+def test_rest_pose_is_a_t_pose_with_y_up_and_the_bodys_left_at_plus_x():
+    """The documented frame of REST_OFFSETS, and SMPL's tree read by joint names: every left joint
+    at x > 0 and its mirror at x < 0, chains that stay on their side, the head on top, the feet at
+    the bottom, the hands furthest out, each shoulder between its collar's spine joint and the neck."""
+    from deepzoo.data.skeleton import NAMES
+
+    joints = dict(zip(NAMES, forward_kinematics(torch.zeros(75))))
+    index = {name: j for j, name in enumerate(NAMES)}
+    mirror = lambda name: name.replace("left", "@").replace("right", "left").replace("@", "right")  # noqa: E731
+    for name, position in joints.items():
+        if name.startswith(("left", "right")):
+            side = 1 if name.startswith("left") else -1
+            assert side * position[0] > 0.03, name
+            assert (position - joints[mirror(name)] * torch.tensor([-1.0, 1.0, 1.0])).norm() < 0.03, name
+            parent = NAMES[PARENTS[index[name]]]
+            assert parent == mirror(NAMES[PARENTS[index[mirror(name)]]])
+            assert not parent.startswith("right" if side == 1 else "left"), name
+    assert all(PARENTS[j] < j for j in range(1, JOINTS))
+    heights = torch.stack([p[1] for p in joints.values()])
+    assert NAMES[int(heights.argmax())] == "head"
+    assert {NAMES[j] for j in heights.argsort()[:2].tolist()} == {"left_foot", "right_foot"}
+    reach = torch.stack([p[0] for p in joints.values()])
+    assert (NAMES[int(reach.argmax())], NAMES[int(reach.argmin())]) == ("left_hand", "right_hand")
+    for side in ("left", "right"):
+        assert joints["spine3"][1] < joints[f"{side}_shoulder"][1] < joints["neck"][1]
+        assert joints[f"{side}_hip"][1] < joints["pelvis"][1] < joints["spine1"][1]
+        chain = [f"{side}_{part}" for part in ("collar", "shoulder", "elbow", "wrist", "hand")]
+        assert [NAMES[PARENTS[index[name]]] for name in chain[1:]] == chain[:-1]
+        leg = [f"{side}_{part}" for part in ("hip", "knee", "ankle", "foot")]
+        assert [NAMES[PARENTS[index[name]]] for name in leg[1:]] == leg[:-1]
+        assert [joints[name][1] for name in leg] == sorted((joints[name][1] for name in leg), reverse=True)

@@ -34,6 +34,39 @@ def test_clouds_lie_in_the_ink_slab_and_reach_every_ink_pixel(digits):
         digit_clouds(torch.zeros(1, 28, 28, dtype=torch.uint8), config, torch.Generator())
 
 
+def test_clouds_are_uniform_over_the_ink_and_inside_each_pixels_column(digits):
+    """Every ink pixel is equally likely whatever its intensity (the chi-square of the counts is
+    about its degrees of freedom: its mean, with standard deviation sqrt(2 df)), and a point is
+    uniform inside its pixel's column: the fractional position in the pixel has variance 1/12."""
+    images, _ = digits
+    config = CloudConfig(points=20_000)
+    clouds = digit_clouds(images[:3], config, torch.Generator().manual_seed(0))
+    x, y = (clouds[..., 0] + 1) * 14, (1 - clouds[..., 1]) * 14
+    for i in range(3):
+        counts = torch.bincount(y[i].floor().long() * 28 + x[i].floor().long(), minlength=784).float()
+        ink = (images[i].float() / 255 > config.ink).flatten()
+        expected = config.points / ink.sum()
+        chi_square = ((counts[ink] - expected) ** 2 / expected).sum()
+        df = int(ink.sum()) - 1
+        assert abs(chi_square - df) < 5 * (2 * df) ** 0.5, (chi_square, df)
+        for fraction in (x[i] % 1, y[i] % 1):
+            assert abs(fraction.var() - 1 / 12) < 0.005 and abs(fraction.mean() - 0.5) < 0.01
+
+
+def test_mnist_clouds_pair_each_cloud_with_its_digits_label():
+    from deepzoo.data.point_clouds import mnist_clouds
+
+    images, labels = read_mnist("test")
+    data = mnist_clouds("test", n=20, seed=3, config=CloudConfig(points=500))
+    assert torch.equal(data.tensors["label"], labels[:20])
+    points = data.tensors["points"]
+    col, row = ((points[..., 0] + 1) * 14).floor().long(), ((1 - points[..., 1]) * 14).floor().long()
+    for i in range(20):
+        assert (images[i][row[i], col[i]].float() / 255 > 0.5).all()
+    with pytest.raises(ValueError, match="n must be"):
+        mnist_clouds("test", n=10_001)
+
+
 def test_voxelize_marks_the_voxels_holding_points():
     points = torch.tensor([[[-1.0, -1.0, -1.0], [0.99, 0.0, 0.49], [5.0, -0.9, 0.0]]])
     grid = voxelize(points, 4)

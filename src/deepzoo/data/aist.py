@@ -12,7 +12,8 @@ https://google.github.io/aistplusplus_dataset/ and the music from the AIST Dance
 
 The motion files are pickles. Unpickling runs code named in the file, so they are read with a
 restricted unpickler that admits numpy arrays, numpy scalars, dicts, lists, tuples, strings and
-numbers only; anything else is refused with an error that names the file.
+numbers only (at any protocol: protocols 0-2 store an array's bytes through `_codecs.encode`,
+admitted for its latin-1 codec alone); anything else is refused with an error that names the file.
 """
 
 from __future__ import annotations
@@ -35,11 +36,23 @@ _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),  # protocol 5 (Python 3.14's default)
+    ("numpy._core.numeric", "_frombuffer"),
 }
+
+
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """What `_codecs.encode` does in a protocol 0-2 pickle: the bytes of an array's buffer, stored
+    as a latin-1 string; any other codec is refused."""
+    if encoding != "latin1":
+        raise pickle.UnpicklingError(f"refusing to decode bytes with codec {encoding!r}")
+    return text.encode("latin1")
 
 
 class _ArraysOnly(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> type:
+        if (module, name) == ("_codecs", "encode"):  # bytes in protocols 0-2 (numpy's buffers)
+            return _latin1_bytes
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays and plain data")
