@@ -69,3 +69,86 @@ def test_segments_are_cut_song_by_song_without_overlap():
     assert torch.equal(music[:, :, 0] - music[:, :1, 0], torch.arange(20.0).expand(8, -1))
     with pytest.raises(ValueError, match="cannot cut"):
         segments_of(data, 30, per_song=4)
+    again, other = segments_of(data, 20, per_song=4, seed=3)[0], segments_of(data, 20, per_song=4, seed=4)[0]
+    assert torch.equal(again, music) and not torch.equal(other, music)  # the offsets are the seed's
+
+
+class _TemplateReader(torch.nn.Module):
+    """A stand-in CLIP whose images are their own labels (x = the digit) and whose caption of
+    class c under TEST_TEMPLATES[k] embeds as the class k cyclic shifts ahead among the first k
+    (k < 2: c itself), so template k alone scores (10 - k) / 10 for k >= 2; every training
+    template embeds class c as c + 1 (accuracy 0)."""
+
+    def encode_image(self, x):
+        return torch.nn.functional.one_hot(x[:, 0].long(), 10).float()
+
+    def class_embeddings(self, templates):
+        from deepzoo.models.clip import TEST_TEMPLATES
+
+        rows = []
+        for template in templates:
+            k = TEST_TEMPLATES.index(template) if template in TEST_TEMPLATES else -1
+            order = torch.arange(10)
+            if k == -1:
+                order = (order + 1) % 10
+            elif k >= 2:
+                order[:k] = order[:k].roll(1)
+            rows.append(torch.eye(10)[order])
+        return torch.nn.functional.normalize(torch.stack(rows).mean(0), dim=1)
+
+
+def test_clip_mnist_evaluation_reads_the_first_examples_under_each_template_set(tmp_path):
+    """zero_shot_accuracy ensembles TEST_TEMPLATES, worst_template_accuracy is the lowest single
+    test template (here k = 4: 60%), train_templates_accuracy ensembles TRAIN_TEMPLATES (0%); all
+    over the first `eval.examples` digits (the 10 after them are labelled wrong on purpose)."""
+    from deepzoo.models.clip import TEST_TEMPLATES
+    from deepzoo.recipes.contrastive import ClipMnistRun, _evaluate_clip_mnist, zero_shot_accuracy
+
+    digits = torch.arange(40) % 10
+    data = TensorData({"x": digits[:, None].float(), "y": torch.cat([digits[:30], (digits[30:] + 5) % 10])})
+    model = _TemplateReader()
+    scores = _evaluate_clip_mnist(model, data, tmp_path, ClipMnistRun(eval=ZeroShotEval(30)))
+    first = TensorData(data[slice(0, 30)])
+    assert scores["zero_shot_accuracy"] == pytest.approx(zero_shot_accuracy(model, first, TEST_TEMPLATES))
+    assert scores["zero_shot_accuracy"] > 0.5
+    assert scores["worst_template_accuracy"] == pytest.approx(0.6)
+    assert scores["train_templates_accuracy"] == 0.0
+
+
+def test_clip_dance_evaluation_scores_music_queries_on_the_segments_it_documents(tmp_path):
+    """Across songs: one eval.segment window per song; within songs: eval.per_song windows from each
+    of the first len / per_song songs; music_to_motion ranks the motion candidates of each music
+    query (the rows of segment_similarity(music, motion)), motion_to_music the columns; the frame
+    loss and accuracy are the per-frame loss of the across-song segments."""
+    from deepzoo.models.clip import MotionMusicCLIP, MotionMusicConfig
+    from deepzoo.nn.contrastive import per_frame_clip_loss
+    from deepzoo.recipes.contrastive import ClipDanceRun, _evaluate_clip_dance
+
+    class Recorded(MotionMusicCLIP):
+        """Similarity 1 on the diagonal plus 1.5 on music row 0: every music query finds its own
+        motion (recall@1 = 1), while motion j > 0 prefers music 0 (recall@1 = 1 / 8)."""
+
+        calls = []
+
+        def segment_similarity(self, music, motion):
+            self.calls.append((music, motion))
+            similarity = torch.eye(len(music))
+            similarity[0] += 1.5
+            return similarity
+
+    torch.manual_seed(0)
+    model = Recorded(MotionMusicConfig(width=8, layers=2, embed_dim=4, window=10)).eval()
+    data = TensorData({"motion": torch.randn(8, 60, 75), "music": torch.randn(8, 60, 438)})
+    config = ClipDanceRun(eval=DanceEval(segment=24, short_segment=12, per_song=4))
+    scores = _evaluate_clip_dance(model, data, tmp_path, config)
+    expected = (segments_of(data, 24), segments_of(data, 12, per_song=4, songs=2))
+    assert len(model.calls) == 2
+    for (music, motion), (want_music, want_motion) in zip(model.calls, expected):
+        assert torch.equal(music, want_music) and torch.equal(motion, want_motion)
+    for prefix in ("", "same_song_"):
+        assert scores[f"{prefix}music_to_motion_recall@1"] == 1.0
+        assert scores[f"{prefix}motion_to_music_recall@1"] == 1 / 8
+    music, motion = expected[0]
+    frames = per_frame_clip_loss(model.encode_motion(motion), model.encode_music(music), model.logit_scale())
+    assert scores["frame_loss"] == pytest.approx(frames["loss"].item(), rel=1e-5)
+    assert scores["frame_accuracy"] == pytest.approx(frames["accuracy_ab"].item())

@@ -47,12 +47,38 @@ def test_the_caption_embedding_reads_up_to_its_end_token_only():
     model = ImageTextCLIP(SMALL_TEXT).eval()
     tokens = tokenize(["a handwritten seven", "a handwritten eight"], SMALL_TEXT.context)
     changed = tokens.clone()
-    changed[:, 25:] = torch.randint(0, 256, changed[:, 25:].shape)  # after EOT (position 20)
+    changed[:, 21:] = torch.randint(0, 256, changed[:, 21:].shape)  # after EOT (position 20)
     with torch.no_grad():
         a, b = model.encode_text(tokens), model.encode_text(changed)
-    torch.testing.assert_close(a, b)
-    assert (a[0] - a[1]).abs().max() > 1e-3
-    torch.testing.assert_close(a.norm(dim=1), torch.ones(2))
+        torch.testing.assert_close(a, b)
+        assert (a[0] - a[1]).abs().max() > 1e-3
+        torch.testing.assert_close(a.norm(dim=1), torch.ones(2))
+        model.text.token.weight[EOT] += torch.randn(
+            SMALL_TEXT.text_width
+        )  # the feature is the EOT token's own
+        assert (model.encode_text(tokens) - a).abs().max() > 1e-3
+
+
+def test_the_text_encoder_is_clips_written_out():
+    """CLIP's encode_text: token embeddings plus learned positions, the causal blocks, the final
+    LayerNorm, the feature at each caption's EOT token, the projection without bias."""
+    torch.manual_seed(0)
+    encoder = ImageTextCLIP(SMALL_TEXT).text.eval()
+    with torch.no_grad():
+        encoder.ln.weight.uniform_(0.5, 1.5)  # so that the LayerNorm is not the identity map
+        encoder.ln.bias.normal_()
+        tokens = tokenize(["a handwritten seven", "the digit 1", "{}"], SMALL_TEXT.context)
+        expected = []
+        for row in tokens:
+            x = encoder.token.weight[row] + encoder.position
+            for block in encoder.blocks:
+                x = block(x[None])[0]
+            end = row.tolist().index(EOT)
+            expected.append(encoder.project.weight @ F.layer_norm(
+                x[end], (32,), encoder.ln.weight, encoder.ln.bias, encoder.ln.eps
+            ))  # fmt: skip
+        torch.testing.assert_close(encoder(tokens), torch.stack(expected), rtol=1e-4, atol=1e-5)
+    assert encoder.project.bias is None
 
 
 def test_the_training_loss_is_clip_loss_over_captions_drawn_from_the_training_templates():
@@ -192,3 +218,21 @@ def test_the_dance_loss_trains_the_directions_it_is_configured_for(both_directio
         one_way = per_frame_clip_loss(a, b, model.logit_scale(), False)["loss"]
     torch.testing.assert_close(got.detach(), expected)
     assert (got.detach() - one_way).abs() > 1e-4 if both_directions else torch.equal(got.detach(), one_way)
+
+
+def test_the_sequence_encoder_is_its_docstring_written_out():
+    """(B, S, C) -> lift (a 1x1 conv), blocks x + Conv1x1(GELU(Conv3_dil(GELU(norm(x))))) dilated
+    1, 2, 4 with zero-padded ends, a final per-frame LayerNorm over channels (no affine)."""
+    torch.manual_seed(0)
+    encoder = SequenceEncoder(5, 8, layers=3)
+    x = torch.randn(2, 30, 5)
+
+    def norm(h):  # (B, C, S): each frame's channels to mean 0, variance 1
+        mean, var = h.mean(1, keepdim=True), h.var(1, unbiased=False, keepdim=True)
+        return (h - mean) / (var + 1e-5).sqrt()
+
+    h = F.conv1d(x.mT, encoder.lift.weight, encoder.lift.bias)
+    for i, block in enumerate(encoder.blocks):
+        inner = F.conv1d(F.gelu(norm(h)), block.conv.weight, block.conv.bias, padding=2**i, dilation=2**i)
+        h = h + F.conv1d(F.gelu(inner), block.mix.weight, block.mix.bias)
+    torch.testing.assert_close(encoder(x), norm(h).mT, rtol=1e-4, atol=1e-5)

@@ -5,7 +5,13 @@ from deepzoo.data import TensorData
 from deepzoo.gradcheck import check_gradients
 from deepzoo.metrics.classification import classification_metrics
 from deepzoo.models.knn import KNN, KNNConfig, cross_validate, fold_bounds, pairwise_distances, vote
-from deepzoo.models.linear import LinearClassifier, LinearConfig, TwoLayerFunction, TwoLayerNet
+from deepzoo.models.linear import (
+    LinearClassifier,
+    LinearConfig,
+    TwoLayerConfig,
+    TwoLayerFunction,
+    TwoLayerNet,
+)
 from deepzoo.nn.preprocess import PCA
 from deepzoo.train import TrainConfig, Trainer
 
@@ -32,11 +38,47 @@ def test_two_layer_net_equals_the_same_net_through_autograd():
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
-def test_linear_loss_adds_the_weighted_penalty():
-    model = LinearClassifier(LinearConfig(loss="svm", regularization="l1", reg_strength=0.5))
-    batch = {"x": torch.rand(4, 1, 28, 28), "y": torch.tensor([0, 1, 2, 3])}
+@pytest.mark.parametrize("kind", ["l1", "l2", "elastic", "none"])
+@pytest.mark.parametrize("loss", ["svm", "softmax"])
+def test_linear_loss_is_the_written_out_data_loss_plus_the_weighted_penalty(loss, kind):
+    """L = 1/N sum_i L_i + lambda R(W): the hinge with margin Delta (here 2) or the
+    cross-entropy, written out per example; R on the weights, never the biases."""
+    torch.manual_seed(0)
+    config = LinearConfig(loss=loss, regularization=kind, reg_strength=0.5, elastic_beta=3.0, margin=2.0)
+    model = LinearClassifier(config)
+    with torch.no_grad():
+        model.weight.normal_(0, 0.05)
+        model.bias.normal_(0, 1.0)
+    batch = {"x": torch.rand(6, 1, 28, 28), "y": torch.tensor([0, 1, 2, 3, 9, 9])}
+    scores = ((batch["x"] - 0.1307) / 0.3081).flatten(1) @ model.weight.T + model.bias
+    data = []
+    for s, y in zip(scores, batch["y"]):
+        if loss == "svm":
+            data.append(sum(max(0.0, s[j] - s[y] + 2.0) for j in range(10) if j != y))
+        else:
+            data.append(-s.log_softmax(0)[y])
+    w = model.weight
+    penalty = {"l1": w.abs().sum(), "l2": w.square().sum(), "elastic": (3.0 * w.square() + w.abs()).sum()}
     out = model.loss(batch)
-    torch.testing.assert_close(out["loss"], out["data_loss"] + 0.5 * model.weight.abs().sum())
+    torch.testing.assert_close(out["data_loss"], torch.stack([torch.as_tensor(d) for d in data]).mean())
+    torch.testing.assert_close(out["loss"], out["data_loss"] + 0.5 * penalty.get(kind, torch.tensor(0.0)))
+
+
+def test_two_layer_loss_penalizes_both_weight_matrices_and_starts_near_uniform():
+    """L = CE + lambda (||W1||^2 + ||W2||^2), biases unpenalized; W1 He-normal (std sqrt(2 / D)),
+    W2 a tenth of He-normal, so the first scores are small (cross-entropy near log 10) but every
+    hidden unit already reaches the output (dW1 != 0 at the first step)."""
+    torch.manual_seed(0)
+    net = TwoLayerNet(TwoLayerConfig(hidden=256, reg_strength=0.25))
+    assert net.w1.std().item() == pytest.approx((2 / 784) ** 0.5, rel=0.05)
+    assert net.w2.std().item() == pytest.approx(0.1 * (2 / 256) ** 0.5, rel=0.1)
+    batch = {"x": torch.rand(16, 1, 28, 28), "y": torch.arange(16) % 10}
+    out = net.loss(batch)
+    expected = out["data_loss"] + 0.25 * (net.w1.square().sum() + net.w2.square().sum())
+    torch.testing.assert_close(out["loss"], expected)
+    assert abs(out["data_loss"].item() - 2.3026) < 0.3
+    out["data_loss"].backward()
+    assert net.w1.grad.abs().max() > 0
 
 
 @pytest.mark.parametrize("loss", ["svm", "softmax"])
@@ -109,6 +151,27 @@ def test_cross_validation_uses_contiguous_folds_and_picks_the_best_k():
     assert accuracy[5] > accuracy[1] + 0.02
     model = KNN(KNNConfig(candidates=(1, 5), folds=5)).fit(x, y)
     assert int(model.k) == 5 and model.cv_accuracy == accuracy
+
+
+def test_cross_validation_averages_unequal_folds_and_a_tie_goes_to_the_smallest_k():
+    """103 examples in 5 folds of 20 or 21: the score of k is the mean of the folds' accuracies
+    (each fold's 1-NN predictions found by brute force), not the pooled accuracy; when every
+    candidate scores the same (here two separated clusters, no label noise) the smallest k wins."""
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(103, 3, generator=generator), torch.randint(0, 3, (103,), generator=generator)
+    accuracy = cross_validate(x, y, (1,), folds=5, distance="l1", chunk=16, num_classes=3)
+    per_fold = []
+    for lo, hi in fold_bounds(103, 5):
+        rest = [i for i in range(103) if not lo <= i < hi]
+        nearest = [rest[int((x[rest] - x[q]).abs().sum(1).argmin())] for q in range(lo, hi)]
+        per_fold.append(sum(int(y[n] == y[q]) for n, q in zip(nearest, range(lo, hi))) / (hi - lo))
+    assert accuracy[1] == pytest.approx(sum(per_fold) / 5, abs=1e-6)
+    clusters = torch.cat(
+        [torch.randn(30, 2, generator=generator), torch.randn(30, 2, generator=generator) + 50]
+    )
+    labels = torch.cat([torch.zeros(30, dtype=torch.long), torch.ones(30, dtype=torch.long)])
+    model = KNN(KNNConfig(candidates=(7, 3, 5), folds=3, num_classes=2)).fit(clusters, labels)
+    assert set(model.cv_accuracy.values()) == {1.0} and int(model.k) == 3
 
 
 def test_folds_partition_the_training_set():

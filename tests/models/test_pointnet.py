@@ -134,3 +134,46 @@ def test_the_code_is_the_max_over_points_of_the_shared_mlp_with_relu_after_every
     for linear in (m for m in model.point_mlp if isinstance(m, torch.nn.Linear)):
         h = torch.relu(linear(h))
     torch.testing.assert_close(model.encode(points), h.amax(1))
+
+
+def test_the_recipes_evaluation_averages_per_cloud_scores_against_a_fresh_sample(tmp_path):
+    """_evaluate on a stand-in model that returns half the clouds exactly and moves the rest:
+    each score is the mean over clouds of metrics/shape.py's per-cloud score, the resample_* floor
+    is a sample of the same test digits at seed + 2, and the test split was sampled at seed + 1."""
+    from deepzoo.data.point_clouds import mnist_clouds
+    from deepzoo.metrics.shape import cloud_scores, voxel_iou
+    from deepzoo.recipes.shapes import CloudsData, PointAERun, ShapeEval, _evaluate, clouds_splits
+
+    cloud = CloudConfig(points=64)
+    config = PointAERun(data=CloudsData(train=10, test=12, seed=4, cloud=cloud), eval=ShapeEval(resolution=8))
+    train, test = clouds_splits(config, torch.device("cpu"))
+    assert torch.equal(test.tensors["points"], mnist_clouds("test", 12, 5, cloud).tensors["points"])
+    assert torch.equal(train.tensors["points"], mnist_clouds("train", 10, 4, cloud).tensors["points"])
+
+    class HalfRight(torch.nn.Module):
+        def reconstruct(self, points):
+            return torch.cat([points[:6], points[6:] + torch.tensor([0.3, 0.0, 0.0])])
+
+    scores = _evaluate(HalfRight(), test, tmp_path, config)
+    true = test.tensors["points"]
+    pred = HalfRight().reconstruct(true)
+    expected = cloud_scores(pred, true, config.eval.tau)
+    iou = voxel_iou(voxelize(pred, 8), voxelize(true, 8))
+    assert iou[:6].min() == 1 and iou[6:].max() < 1
+    assert scores["chamfer"] == pytest.approx(expected["chamfer"].mean().item(), rel=1e-5)
+    assert scores["f1"] == pytest.approx(expected["f1"].mean().item(), rel=1e-5)
+    assert scores["voxel_iou"] == pytest.approx(iou.mean().item(), rel=1e-5)
+    images, _ = read_mnist("test")
+    resampled = digit_clouds(images[:12], cloud, torch.Generator().manual_seed(6))
+    floor = cloud_scores(resampled, true, config.eval.tau)
+    assert scores["resample_chamfer"] == pytest.approx(floor["chamfer"].mean().item(), rel=1e-5)
+    assert (tmp_path / "samples" / "reconstructions.png").stat().st_size > 0
+
+
+def test_splat_draws_the_front_view_with_y_up():
+    from deepzoo.recipes.shapes import splat
+
+    points = torch.tensor([[[-0.99, 0.99, 0.0], [0.99, -0.99, 0.5], [0.0, 0.5, -0.5]]])
+    image = splat(points, size=8)
+    assert image.shape == (1, 3, 8, 8) and torch.equal(image[:, 0], image[:, 2])
+    assert {tuple(p) for p in image[0, 0].nonzero().tolist()} == {(0, 0), (7, 7), (2, 4)}

@@ -155,3 +155,13 @@ def test_two_gloo_ranks_with_gathered_negatives_equal_one_process_on_the_global_
         clip_loss(*_features(model, h), torch.tensor(4.0, dtype=torch.float64))["loss"] for h in x.chunk(2)
     ]
     assert abs(sum(local).item() / 2 - out["loss"].item()) > 1e-3
+
+
+def test_per_frame_accuracy_is_the_share_of_a_frames_whose_best_b_frame_is_their_own():
+    """a_i = e_i; b_0 = e_0 and b_j = e_j + 1.1 e_0: frame 0 of a prefers b_1 (1.1 > 1), the
+    others find their own (a -> b: 3 of 4), while b_1..b_3 all prefer a_0 (b -> a would be 1 of 4)."""
+    a = torch.eye(4).expand(2, 4, 4)
+    b = torch.eye(4) + 1.1 * torch.nn.functional.one_hot(torch.zeros(4, dtype=torch.long), 4)
+    b[0, 0] = 1.0
+    out = per_frame_clip_loss(a, b.expand(2, 4, 4), torch.tensor(1.0))
+    assert out["accuracy_ab"].item() == pytest.approx(0.75)
