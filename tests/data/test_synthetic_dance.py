@@ -6,7 +6,7 @@ import torch
 
 from deepzoo.data.music import COLUMNS, FPS, SAMPLE_RATE
 from deepzoo.data.skeleton import forward_kinematics
-from deepzoo.data.synthetic_dance import GENRES, make_song, synthetic_dance_set
+from deepzoo.data.synthetic_dance import GENRES, keyposes, make_song, synthetic_dance_set
 from deepzoo.metrics.retrieval import beat_align_score, kinetic_beats
 
 
@@ -60,3 +60,54 @@ def test_the_set_runs_rendered_wavs_through_the_extractor_and_caches(tmp_path):
     again = synthetic_dance_set(2, 3.0, seed=5, cache=tmp_path / "cache")
     for name in ("motion", "music", "beats", "genre", "tempo"):
         assert np.array_equal(getattr(again, name), getattr(dance, name))
+    assert dance.genre.tolist() == [1, 2]  # song i is GENRES[(i + seed) % 4]
+    other = synthetic_dance_set(2, 3.0, seed=6, cache=tmp_path / "cache")  # a set per seed
+    assert other.genre.tolist() == [2, 3] and not np.array_equal(other.motion, dance.motion)
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
+@pytest.mark.parametrize("genre", range(len(GENRES)))
+def test_the_body_holds_the_keypose_of_the_note_the_song_plays_on_each_beat(genre):
+    """The pairing the dance is built on: on every beat the harmonic chroma of the rendered song
+    names the pitch class of that beat's note (root + scale degree, mod 12; C is chroma 0), the
+    moved joints are in that note's keypose (equal on two beats of one note, apart on two notes),
+    and no note repeats the one before."""
+    from deepzoo.data.music import music_features
+
+    g = GENRES[genre]
+    for seed in range(2):
+        song = make_song(seed, genre, 6.0)
+        chroma = music_features(song.audio)[:, COLUMNS["chroma"]]
+        notes = song.notes[1:]  # notes[0] is the pickup beat's, before the song starts
+        assert (np.diff(song.notes) != 0).all()
+        beats = [(b, n) for b, n in zip(song.beat_frames, notes) if b + 12 <= len(song.motion)]
+        for frame, note in beats:
+            assert chroma[frame + 2 : frame + 12].mean(0).argmax() == (g.root + g.scale[note]) % 12
+        times = song.first_beat + 60 / song.tempo * np.arange(len(notes))
+        assert np.abs(song.beat_frames - times * FPS).max() <= 0.5  # the nearest frames
+        moved = [3 * j + i for j in g.joints for i in range(3)]
+        poses, keys = {}, []
+        for frame, note in beats:
+            pose = song.motion[frame, moved]
+            np.testing.assert_array_equal(poses.setdefault(note, pose), pose)
+            keys.append(keyposes(g)[note, moved])
+        seen, keys = np.stack([song.motion[frame, moved] for frame, _ in beats]), np.stack(keys)
+        scale = (seen * keys).sum() / (keys * keys).sum()  # the genre's keyposes, scaled per song
+        np.testing.assert_allclose(seen, scale * keys, rtol=0, atol=1e-5)
+        assert 0.8 <= scale <= 1.2 and abs(scale - 1) > 1e-6
+        distinct = list(poses.values())
+        assert min(np.abs(a - b).max() for i, a in enumerate(distinct) for b in distinct[:i]) > 0.1
+
+
+def test_the_sway_turns_with_the_roots_yaw():
+    """A song's facing is a yaw of the root (axis-angle (0, yaw, 0)) that turns the translation
+    with it: in the root's frame every keypose's sway is sideways and down (z = 0, y <= 0)."""
+    from deepzoo.data.skeleton import axis_angle_to_matrix
+
+    for seed in range(4):
+        motion = torch.from_numpy(make_song(seed, seed % len(GENRES), 3.0).motion).double()
+        root = motion[:, :3]
+        assert (root[:, [0, 2]] == 0).all() and (root[:, 1] == root[0, 1]).all() and root[0, 1] != 0
+        local = (axis_angle_to_matrix(root).mT @ motion[:, 72:, None])[..., 0]
+        torch.testing.assert_close(local[:, 2], torch.zeros(len(motion), dtype=torch.float64))
+        assert (local[:, 1] <= 0).all() and local[:, 0].abs().max() > 0
