@@ -5,7 +5,7 @@ import torch
 
 from deepzoo.data import DatasetNotFoundError, load_mnist
 from deepzoo.data.mnist import parse_idx, read_mnist
-from deepzoo.data.root import ChecksumError, data_root
+from deepzoo.data.root import ChecksumError, cache_root, data_root
 from tests.conftest import SHARED_DATA
 
 MNIST_DIR = SHARED_DATA / "mnist"
@@ -20,6 +20,8 @@ def test_data_root_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("DEEPZOO_DATA")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert data_root() == tmp_path / "cache" / "deepzoo"
+    monkeypatch.setenv("DEEPZOO_CACHE", "~/generated")  # the cache root reads "~" alike
+    assert cache_root() == (tmp_path / "generated").resolve()
 
 
 def test_mnist_counts_labels_and_pixel_statistics():
@@ -147,6 +149,8 @@ def test_idx_header_must_match_the_data():
     assert parse_idx(raw).shape == (10000,)
     with pytest.raises(ValueError, match="promises"):
         parse_idx(raw[:-10])
+    with pytest.raises(ValueError, match="promises"):
+        parse_idx(raw + b"\x00" * 10)  # trailing bytes: not the file the header describes
     with pytest.raises(ValueError, match="not an IDX"):
         parse_idx(b"\x00\x00\x0d\x01" + raw[4:])
 
@@ -170,3 +174,21 @@ def test_the_binarized_test_split_is_one_fixed_bernoulli_draw_of_the_grey_levels
     )
     assert set(first.tensors["x"].unique().tolist()) == {0.0, 1.0}
     assert first.tensors["x"].mean().item() == pytest.approx(0.3, abs=0.016)
+
+
+def test_images_and_labels_of_different_counts_are_refused(tmp_path, monkeypatch):
+    """IDX files that pass their checksums but disagree on the number of examples."""
+    from deepzoo.data import mnist
+    from deepzoo.data.root import md5
+
+    images = b"\x00\x00\x08\x03" + (3).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + bytes(3 * 784)
+    labels = b"\x00\x00\x08\x01" + (2).to_bytes(4, "big") + bytes([1, 2])
+    (tmp_path / "mnist").mkdir()
+    (tmp_path / "mnist" / "t10k-images-idx3-ubyte").write_bytes(images)
+    (tmp_path / "mnist" / "t10k-labels-idx1-ubyte").write_bytes(labels)
+    files = dict(
+        mnist.FILES, **{"t10k-images-idx3-ubyte": md5(images), "t10k-labels-idx1-ubyte": md5(labels)}
+    )
+    monkeypatch.setattr(mnist, "FILES", files)
+    with pytest.raises(ValueError, match="3 images but 2 labels"):
+        read_mnist("test", root=tmp_path, download=False)

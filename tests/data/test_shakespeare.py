@@ -25,6 +25,9 @@ def test_splits_are_the_first_90_and_last_10_percent():
 def test_windows_overlap_by_their_stride():
     rows = windows(torch.arange(10), block_size=3, stride=2)
     assert rows.tolist() == [[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7], [6, 7, 8, 9]]
+    assert windows(torch.arange(4), block_size=3, stride=5).tolist() == [[0, 1, 2, 3]]
+    with pytest.raises(ValueError, match="cannot fill one window of 4"):
+        windows(torch.arange(3), block_size=3, stride=1)  # a window is block_size + 1 tokens
 
 
 def test_offline_missing_corpus_is_a_clear_error(tmp_path):

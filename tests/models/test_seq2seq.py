@@ -17,6 +17,8 @@ def test_sorting_pairs_are_framed_sorted_digits():
         n = len(digits)
         assert torch.equal(target[1 : n + 1], digits.sort().values)
         assert target[n + 1] == EOS and (target[n + 2 :] == PAD).all()
+    lengths = (sorting_pairs(2000, min_len=3, max_len=7, seed=1).tensors["source"] != PAD).sum(1)
+    assert set(lengths.tolist()) == set(range(3, 8))  # min_len to max_len, both included
 
 
 def test_greedy_decoding_with_caches_equals_decoding_without():
