@@ -74,10 +74,10 @@ def test_segments_are_cut_song_by_song_without_overlap():
 
 
 class _TemplateReader(torch.nn.Module):
-    """A stand-in CLIP whose images are their own labels (x = the digit) and whose caption of
-    class c under TEST_TEMPLATES[k] embeds as the class k cyclic shifts ahead among the first k
-    (k < 2: c itself), so template k alone scores (10 - k) / 10 for k >= 2; every training
-    template embeds class c as c + 1 (accuracy 0)."""
+    """A stand-in CLIP whose image embedding is the one-hot of x (x holds the digit itself).
+    Under TEST_TEMPLATES[k], k >= 2, the captions of the first k classes embed as their
+    neighbours' (rotated by one), so that template alone scores (10 - k) / 10; k = 0, 1 score 1.
+    Under every training template class c embeds as c + 1 (accuracy 0)."""
 
     def encode_image(self, x):
         return torch.nn.functional.one_hot(x[:, 0].long(), 10).float()
@@ -128,8 +128,6 @@ def test_clip_dance_evaluation_scores_music_queries_on_the_segments_it_documents
         """Similarity 1 on the diagonal plus 1.5 on music row 0: every music query finds its own
         motion (recall@1 = 1), while motion j > 0 prefers music 0 (recall@1 = 1 / 8)."""
 
-        calls = []
-
         def segment_similarity(self, music, motion):
             self.calls.append((music, motion))
             similarity = torch.eye(len(music))
@@ -138,6 +136,7 @@ def test_clip_dance_evaluation_scores_music_queries_on_the_segments_it_documents
 
     torch.manual_seed(0)
     model = Recorded(MotionMusicConfig(width=8, layers=2, embed_dim=4, window=10)).eval()
+    model.calls = []
     data = TensorData({"motion": torch.randn(8, 60, 75), "music": torch.randn(8, 60, 438)})
     config = ClipDanceRun(eval=DanceEval(segment=24, short_segment=12, per_song=4))
     scores = _evaluate_clip_dance(model, data, tmp_path, config)
