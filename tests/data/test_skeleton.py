@@ -52,6 +52,11 @@ def test_wrong_width_is_refused():
         forward_kinematics(torch.zeros(3, 72))
 
 
+def _mirror(name: str) -> str:
+    """left_x <-> right_x; a joint on the midline is its own mirror."""
+    return name.replace("left", "@").replace("right", "left").replace("@", "right")
+
+
 def test_rest_pose_is_a_t_pose_with_y_up_and_the_bodys_left_at_plus_x():
     """The documented frame of REST_OFFSETS, and SMPL's tree read by joint names: every left joint
     at x > 0 and its mirror at x < 0, chains that stay on their side, the head on top, the feet at
@@ -60,14 +65,13 @@ def test_rest_pose_is_a_t_pose_with_y_up_and_the_bodys_left_at_plus_x():
 
     joints = dict(zip(NAMES, forward_kinematics(torch.zeros(75))))
     index = {name: j for j, name in enumerate(NAMES)}
-    mirror = lambda name: name.replace("left", "@").replace("right", "left").replace("@", "right")  # noqa: E731
     for name, position in joints.items():
         if name.startswith(("left", "right")):
             side = 1 if name.startswith("left") else -1
             assert side * position[0] > 0.03, name
-            assert (position - joints[mirror(name)] * torch.tensor([-1.0, 1.0, 1.0])).norm() < 0.03, name
+            assert (position - joints[_mirror(name)] * torch.tensor([-1.0, 1.0, 1.0])).norm() < 0.03, name
             parent = NAMES[PARENTS[index[name]]]
-            assert parent == mirror(NAMES[PARENTS[index[mirror(name)]]])
+            assert parent == _mirror(NAMES[PARENTS[index[_mirror(name)]]])
             assert not parent.startswith("right" if side == 1 else "left"), name
     assert all(PARENTS[j] < j for j in range(1, JOINTS))
     heights = torch.stack([p[1] for p in joints.values()])
