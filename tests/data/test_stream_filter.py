@@ -5,6 +5,8 @@ them, estimated from sampled layouts, must match the chain's within sampling err
 from __future__ import annotations
 
 import collections
+import dataclasses
+import itertools
 import math
 
 import pytest
@@ -104,3 +106,30 @@ def test_an_impossible_stream_and_a_wrong_shape_are_refused():
         stream_posterior(torch.zeros(1, 5, 3), config)
     with pytest.raises(ValueError, match="noise"):
         gaussian_log_likelihoods(torch.zeros(1, 4), StreamConfig(dim=4, noise=0.0))
+
+
+def test_the_evidence_sums_the_sequences_and_follows_a_shift_of_the_likelihoods():
+    """log p(x_0..T-1) with Gaussian frames equals log sum over primitive sequences q of P(q)
+    prod_t p(x_t | q_t) (P(q) the exact-observation evidence, 0 for impossible q); adding c_t to
+    every log-likelihood of frame t adds sum_t c_t to it and leaves the posterior unchanged."""
+    config = dataclasses.replace(SMALL, noise=1.5)  # frames that fit several primitives
+    frames = 4
+    chain = StreamChain(config)
+    x = synthetic_streams(2, frames, seed=6, config=config).tensors["x"]
+    log_likelihoods = gaussian_log_likelihoods(x, config)
+    sequences = torch.tensor(list(itertools.product(range(-1, config.primitives), repeat=frames)))
+    log_p = torch.full((len(sequences),), -math.inf, dtype=torch.float64)
+    for i, sequence in enumerate(sequences):
+        try:
+            log_p[i] = stream_posterior(primitive_log_likelihoods(sequence[None], config), config, chain)[1]
+        except ValueError:  # an impossible sequence
+            pass
+    assert torch.isfinite(log_p).sum() >= 20
+    observed = log_likelihoods[:, torch.arange(frames), sequences + 1].sum(-1)  # (2, sequences)
+    expected = torch.logsumexp(log_p + observed, dim=1)
+    posterior, evidence = stream_posterior(log_likelihoods, config, chain)
+    assert torch.allclose(evidence, expected, rtol=0, atol=1e-9)
+    offsets = torch.tensor([[3.0, -40.0, 7.5, 0.25], [-2.0, 11.0, -0.5, 60.0]], dtype=torch.float64)
+    shifted_posterior, shifted = stream_posterior(log_likelihoods + offsets[..., None], config, chain)
+    assert torch.allclose(shifted, evidence + offsets.sum(1), rtol=0, atol=1e-9)
+    assert torch.allclose(shifted_posterior, posterior, rtol=0, atol=1e-12)
