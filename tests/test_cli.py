@@ -271,6 +271,7 @@ def test_an_existing_run_is_refused_unless_overwritten_and_the_summary_names_its
     assert {"config.json", "metrics.jsonl", "model.safetensors", "state.pt", "confusion.png"} <= set(
         summary["files"]
     )
+    assert (run_dir / ".lock").exists() and not any(name.startswith(".") for name in summary["files"])
     code, err = _error_of(capsys, argv)
     assert code == 2 and "already holds a run" in err and "--overwrite" in err and "--resume" in err
     main([*argv, "--overwrite"])
@@ -434,6 +435,11 @@ def test_a_snapshot_ensemble_averages_the_weights_saved_at_the_end_of_each_cycle
     capsys.readouterr()
     code, err = _error_of(capsys, ["eval", str(plain), "--snapshots", "--out", str(tmp_path / "e2")])
     assert code == 2 and "saved no snapshots" in err
+    one = tmp_path / "one-cycle"
+    main(["train", "cnn-mnist", *TINY, "--train.snapshots", "--run-dir", str(one)])
+    capsys.readouterr()
+    code, err = _error_of(capsys, ["eval", str(one), "--snapshots", "--out", str(tmp_path / "e3")])
+    assert code == 2 and "saved one snapshot; an ensemble needs two or more" in err
 
 
 def test_an_ensemble_refuses_a_run_that_is_not_a_classifier(tmp_path, capsys, tiny_recipe_run):
@@ -446,3 +452,81 @@ def test_an_ensemble_refuses_a_run_that_is_not_a_classifier(tmp_path, capsys, ti
     code, err = _error_of(capsys, ["eval", str(classifier), str(autoencoder), "--out", str(tmp_path / "e")])
     assert code == 2 and f"{autoencoder} (ae-mnist) is not a classifier" in err
     assert not (tmp_path / "e" / "eval.json").exists()
+    some_digits = tmp_path / "some-digits"  # a classifier scored on the test images of 0, 1 and 2 only
+    main(["train", "cnn-mnist", *TINY, "--classes", "0", "1", "2", "--run-dir", str(some_digits)])
+    capsys.readouterr()
+    code, err = _error_of(capsys, ["eval", str(classifier), str(some_digits), "--out", str(tmp_path / "e")])
+    assert code == 2 and "must share one evaluation split" in err
+    code, err = _error_of(capsys, ["sample", str(autoencoder), "--wav", str(tmp_path / "song.wav")])
+    assert code == 2 and "--wav is for dance runs; 'ae-mnist' does not dance" in err
+
+
+@pytest.fixture
+def bare_run(tmp_path):
+    """A directory that passes the run-directory check (it has a config.json) and nothing more:
+    the command-line checks that come before loading the run must refuse first."""
+    run_dir = tmp_path / "bare"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text("{}")
+    return str(run_dir)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sample", "RUN", "--n", "0"], "--n must be >= 1, got 0"),
+        (["eval", "RUN", "--out", "OUT"], "--out is for ensembles"),
+        (["train", "--resume", "RUN", "--overwrite"], "takes no recipe, overrides or --overwrite"),
+        (["train", "--resume", "RUN", "--train.lr", "0.1"], "takes no recipe, overrides or --overwrite"),
+        (["check", "cnn-mnist", "--lr-steps", "0"], "--lr-steps must be >= 1"),
+        (["check", "cnn-mnist", "--examples", "0"], "--examples, --steps and --lr-steps must be >= 1"),
+        (["check", "cnn-mnist", "--lrs", "nan"], "--lrs must be positive rates"),
+        (["check", "cnn-mnist", "--lrs", "inf"], "--lrs must be positive rates"),
+        (["check", "cnn-mnist", "--lrs", "0.1", "0"], "--lrs must be positive rates"),
+        (["list", "cnn-mnist"], "deepzoo list: unrecognized arguments: cnn-mnist"),
+        (["report", "--bench", "OUT"], "no such results directory"),
+        (
+            [
+                *("search", "linear-softmax-mnist", "--out", "OUT", "--validation", "9"),
+                *("--space", "train.lr=log:1e-4:1e-1", "--space", "train.lr=log:1e-3:1e-2"),
+            ],
+            "--train.lr is searched twice",
+        ),
+    ],
+)
+def test_a_bad_command_line_is_refused_before_any_work(capsys, bare_run, tmp_path, argv, message):
+    """Each refused in one line with status 2 before anything is loaded, trained or written."""
+    out = tmp_path / "out"
+    argv = [{"RUN": bare_run, "OUT": str(out)}.get(a, a) for a in argv]
+    code, err = _error_of(capsys, argv)
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        ("DivergedError", 1),
+        ("NonFiniteLossError", 1),
+        ("TrainingInterrupted", 130),
+        ("KeyboardInterrupt", 130),
+        ("ValueError", 2),
+    ],
+)
+def test_how_a_run_ends_is_its_exit_status(capsys, monkeypatch, error, status):
+    """The module's contract: a run stopped on a non-finite or diverging loss exits with 1, an
+    interrupted one with 130, a user's mistake with 2; each as one line on stderr."""
+    import builtins
+
+    from deepzoo import cli
+    from deepzoo.train import errors
+
+    kind = getattr(errors, error, None) or getattr(builtins, error)
+
+    def stopped(ns, rest):
+        raise kind(f"what happened to the run ({error})")
+
+    monkeypatch.setattr(cli, "cmd_train", stopped)
+    code, err = _error_of(capsys, ["train", "cnn-mnist"])
+    assert code == status and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert ("interrupted" if error == "KeyboardInterrupt" else f"({error})") in err

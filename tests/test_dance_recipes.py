@@ -44,7 +44,7 @@ def test_dance_vqvae_reports_reconstruction_and_dance_metrics(tmp_path):
     assert not torch.equal(loaded.std, torch.ones(75))  # the normalization was fitted and saved
 
 
-def test_dance_gpt_generates_dances_for_held_out_music(tmp_path):
+def test_dance_gpt_generates_dances_for_held_out_music(tmp_path, capsys):
     from deepzoo.models.gpt import GPTConfig
 
     data = DanceData(train_songs=8, test_songs=4, seconds=2.0)
@@ -86,6 +86,9 @@ def test_dance_gpt_generates_dances_for_held_out_music(tmp_path):
     argv = ["sample", str(run), "--wav", str(tmp_path / "song.wav"), "--out", str(wav_out), "--device", "cpu"]
     assert main(argv) in (0, None)
     assert np.load(wav_out.with_suffix(".npy")).shape == (1, 88, 75)  # 1.5 s = 90 frames: 11 codes of 8
+    with pytest.raises(SystemExit) as refused:
+        main(["sample", str(run), "--wav", str(tmp_path / "no-song.wav"), "--out", str(wav_out)])
+    assert refused.value.code == 2 and "no-song.wav: no such file" in capsys.readouterr().err
 
     # stage 3: the actor-critic fine-tunes the GPT on windows of the training songs; the VQ-VAE stays frozen
     ac_default = get_recipe("dance-ac").default

@@ -249,3 +249,7 @@ def test_a_search_directory_refuses_another_search(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         _search(capsys, out, 1, "train.lr=log:1e-3:1e-1")
     assert info.value.code == 2 and "holds another search (a different space)" in capsys.readouterr().err
+    shown = [a for a in FAST if a != "--train.no-progress"] + ["--train.progress"]  # only the display differs
+    argv = ["search", "linear-softmax-mnist", "--out", str(out), "--trials", "1", *shown]
+    main([*argv, "--space", "train.lr=log:1e-3:1e-2"])
+    assert capsys.readouterr().out.splitlines()[-1].startswith("best: ")

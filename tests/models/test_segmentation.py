@@ -112,8 +112,13 @@ def test_the_recipes_train_evaluate_and_draw(tmp_path, tiny_recipe_run, name):
     run_dir, record = tiny_recipe_run(name, model=model, data=ScenesData(train=40, test=24, scene=SMALL))
     assert 0 <= record["miou"] <= 1 and 0 <= record["pixel_accuracy"] <= 1
     assert (run_dir / "samples" / "segmentation.png").stat().st_size > 0
-    main(["sample", str(run_dir), "--n", "3", "--out", str(tmp_path / "drawn.png")])
-    assert (tmp_path / "drawn.png").stat().st_size > 0
+    from PIL import Image
+
+    sizes = {}
+    for n in (2, 3):  # a grid about sqrt(n) examples wide: n = 2 in one row, n = 3 in two
+        main(["sample", str(run_dir), "--n", str(n), "--out", str(tmp_path / f"drawn-{n}.png")])
+        sizes[n] = Image.open(tmp_path / f"drawn-{n}.png").size
+    assert sizes[3][0] == sizes[2][0] and sizes[3][1] > 1.8 * sizes[2][1]
 
 
 def test_the_evaluation_counts_every_scene_leaves_ignored_pixels_out_and_names_the_worst_digit(

@@ -110,14 +110,14 @@ def clustered_boxes(
     n: int, generator: torch.Generator, size: float = 512.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """n detector-like boxes in a size x size image: n / 20 objects (sides 16-128 px), each seen by
-    20 boxes jittered by up to 20% of its side; scores uniform. -> boxes (n, 4), scores (n,)."""
+    20 boxes whose corners are jittered by up to 20% of its side (so every box keeps at least 60%
+    of the side); scores uniform. -> boxes (n, 4), scores (n,)."""
     objects = max(1, n // 20)
     side = 16 + torch.rand(objects, 2, generator=generator) * 112
     corner = torch.rand(objects, 2, generator=generator) * (size - side)
     which = torch.randint(0, objects, (n,), generator=generator)
     jitter = (torch.rand(n, 4, generator=generator) - 0.5) * 0.4 * side[which].repeat(1, 2)
     boxes = torch.cat([corner[which], corner[which] + side[which]], 1) + jitter
-    boxes = torch.cat([torch.minimum(boxes[:, :2], boxes[:, 2:] - 1), boxes[:, 2:]], 1)
     return boxes, torch.rand(n, generator=generator)
 
 
