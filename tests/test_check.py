@@ -110,8 +110,38 @@ def test_check_prints_the_three_checks_and_refuses_what_it_cannot_check(capsys):
         (["check", "cnn-mnist", "--lrs", "-1"], "--lrs must be positive"),
         (["check", "cnn-mnist", "--examples", "0"], "must be >= 1"),
         (["check", "cnn-mnist", "--train.nope", "1"], "unknown option --train.nope"),
+        (
+            [
+                "check",
+                "linear-softmax-mnist",
+                "--train-limit",
+                "16",
+                "--examples",
+                "20",
+                "--train.device",
+                "cpu",
+            ],
+            "has only 16 training examples, fewer than --examples 20",
+        ),
     ]:
         with pytest.raises(SystemExit) as info:
             main(argv)
         err = capsys.readouterr().err.strip()
         assert info.value.code == 2 and complaint in err and len(err.splitlines()) == 1, err
+
+
+def test_the_verdicts_are_within_ten_percent_of_chance_and_every_example_memorised(monkeypatch, tmp_path):
+    """The rules themselves, on scripted losses and accuracies: the initial loss may be 10% of the
+    chance loss away from it (log 10 = 2.303: 0.230), and overfitting must reach 100%."""
+    from types import SimpleNamespace
+
+    import deepzoo.recipes.check as check
+
+    recipe, config = get_recipe("linear-softmax-mnist"), _config("linear-softmax-mnist")
+    for loss, ok in ((1.05 * math.log(10), True), (0.93 * math.log(10), True), (1.12 * math.log(10), False)):
+        monkeypatch.setattr(check, "mean_terms", lambda *a, loss=loss, **k: {"loss": loss})
+        assert initial_loss(recipe, config)["ok"] is ok
+    for accuracy, ok in ((1.0, True), (0.95, False)):
+        result = SimpleNamespace(metrics={"loss": 0.1, "accuracy": accuracy})
+        monkeypatch.setattr(check, "train_variant_of", lambda *a, result=result, **k: result)
+        assert overfit(recipe, config, examples=20, steps=5, out=tmp_path)["ok"] is ok

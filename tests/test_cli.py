@@ -530,3 +530,39 @@ def test_how_a_run_ends_is_its_exit_status(capsys, monkeypatch, error, status):
     code, err = _error_of(capsys, ["train", "cnn-mnist"])
     assert code == status and len(err.splitlines()) == 1 and "Traceback" not in err
     assert ("interrupted" if error == "KeyboardInterrupt" else f"({error})") in err
+
+
+def test_a_default_run_directory_never_reuses_one_from_the_same_second(tmp_path, monkeypatch):
+    from deepzoo.recipes import runs
+
+    monkeypatch.setattr(runs.time, "strftime", lambda fmt: "20261206-031500")
+    made = []
+    for _ in range(3):
+        made.append(runs.default_run_dir("cnn-mnist", tmp_path))
+        made[-1].mkdir(parents=True)
+    assert made[0].parent == tmp_path / "cnn-mnist"
+    assert [p.name for p in made] == ["20261206-031500", "20261206-031500-1", "20261206-031500-2"]
+
+
+def test_a_run_loads_its_best_then_its_ema_then_its_last_weights(tmp_path, capsys):
+    """load_run (and `deepzoo eval`, `deepzoo.load`) prefers best.safetensors, then
+    ema.safetensors, then model.safetensors; the step it reports is the loaded file's."""
+    from safetensors.torch import load_file
+
+    from deepzoo.recipes import get_recipe, load_run, read_run_config
+    from deepzoo.train import checkpoint as ckpt
+
+    run_dir = tmp_path / "run"
+    main(["train", "cnn-mnist", *TINY, "--train.ema-decay", "0.9", "--run-dir", str(run_dir)])
+    capsys.readouterr()
+    _, config = read_run_config(run_dir)
+    torch.manual_seed(1)
+    other = get_recipe("cnn-mnist").build(config)  # stands in for the weights of a best evaluation
+    (run_dir / ckpt.BEST_WEIGHTS).write_bytes(ckpt.weights_bytes(other, 2))
+    for name, step in ((ckpt.BEST_WEIGHTS, 2), (ckpt.EMA_WEIGHTS, 6), (ckpt.WEIGHTS, 6)):
+        run = load_run(run_dir)
+        loaded, stored = run.model.state_dict(), load_file(run_dir / name)
+        assert run.step == step and all(torch.equal(loaded[k], stored[k]) for k in stored), name
+        assert not run.model.training
+        if name != ckpt.WEIGHTS:
+            (run_dir / name).unlink()  # the next in line

@@ -68,6 +68,9 @@ def test_a_trials_values_depend_only_on_the_seed_and_its_index():
     short, longer = draw_trials(dimensions, 5, seed=3), draw_trials(dimensions, 9, seed=3)
     assert longer[:5] == short  # a longer search begins with the shorter one's trials
     assert draw_trials(dimensions, 5, seed=4) != short
+    # searches under neighbouring seeds are independent, not one sequence shifted by a trial
+    rates = {seed: {t["train.lr"] for t in draw_trials(dimensions, 9, seed)} for seed in (3, 4)}
+    assert not rates[3] & rates[4]
 
 
 @pytest.mark.parametrize(
@@ -151,6 +154,18 @@ def test_a_trial_scores_its_best_evaluation_when_it_keeps_the_best_weights(tmp_p
     assert trial_metric(tmp_path, recipe, recipe.default) == 1.5
     plain = replace(recipe.default, train=replace(recipe.default.train, keep_best=""))
     assert trial_metric(tmp_path, recipe, plain) == 1.7
+    # a classifier logs the training batches' accuracy too: only evaluations score a trial
+    records = [{"step": 1, "split": "train", "accuracy": 0.99}, {"step": 1, "split": "eval", "accuracy": 0.8}]
+    records += [
+        {"step": 2, "split": "eval", "accuracy": 0.85},
+        {"step": 3, "split": "train", "accuracy": 1.0},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    classifier = get_recipe("cnn-mnist")
+    best = replace(classifier.default, train=replace(classifier.default.train, keep_best="accuracy:max"))
+    assert trial_metric(tmp_path, classifier, best) == 0.85
+    last = replace(classifier.default, train=replace(classifier.default.train, keep_best=""))
+    assert trial_metric(tmp_path, classifier, last) == 0.85
 
 
 FAST = ["--train-limit", "2000", "--validation", "1000", "--train.steps", "40", "--train.eval-every", "40"]
@@ -200,6 +215,9 @@ def test_search_ranks_trials_by_their_validation_accuracy_and_resumes(tmp_path, 
     ranked = sorted(range(5), key=lambda i: (-accuracies[i], i))
     assert printed == [[str(i), f"{accuracies[i]:.4f}"] for i in ranked]
     assert len(trained) == 5
+    shorter = _search(capsys, out, 3, *space).splitlines()[1:-1]  # ranks its own 3 trials only
+    assert sorted(int(line.split()[0]) for line in shorter) == [0, 1, 2]
+    assert len(json.loads((out / "search.json").read_text())["trials"]) == 5  # the others are kept
 
 
 def test_a_diverging_trial_is_recorded_and_the_search_goes_on(tmp_path, capsys):
@@ -249,7 +267,14 @@ def test_a_search_directory_refuses_another_search(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         _search(capsys, out, 1, "train.lr=log:1e-3:1e-1")
     assert info.value.code == 2 and "holds another search (a different space)" in capsys.readouterr().err
+    recorded = json.loads((out / "search.json").read_text())["trials"]
     shown = [a for a in FAST if a != "--train.no-progress"] + ["--train.progress"]  # only the display differs
     argv = ["search", "linear-softmax-mnist", "--out", str(out), "--trials", "1", *shown]
     main([*argv, "--space", "train.lr=log:1e-3:1e-2"])
     assert capsys.readouterr().out.splitlines()[-1].startswith("best: ")
+    # a search stopped after its trial finished but before recording it resumes the trial's run
+    (out / "search.json").unlink()
+    main([*argv, "--space", "train.lr=log:1e-3:1e-2"])
+    capsys.readouterr()
+    again = json.loads((out / "search.json").read_text())["trials"]
+    assert again[0]["accuracy"] == recorded[0]["accuracy"] and again[0]["run_dir"] == recorded[0]["run_dir"]

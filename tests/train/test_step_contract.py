@@ -85,6 +85,11 @@ def test_groups_must_partition_the_trainable_parameters_and_overrides_must_name_
     with pytest.raises(ValueError, match=r"train.optim names \['gen'\]"):
         _opt(TwoPlayer(), optim={"gen": OptimConfig(lr=1e-3)})
     assert list(named_groups(TinyNet())) == ["model"]
+    saved = _opt(TinyNet()).state_dict()  # a one-group checkpoint cannot resume a two-group model
+    with pytest.raises(
+        ValueError, match=r"holds optimizers \['model'\], the model's groups are \['d', 'g'\]"
+    ):
+        _opt(TwoPlayer()).load_state_dict(saved)
 
 
 def test_group_settings_fall_back_to_the_train_defaults():
@@ -119,13 +124,26 @@ def test_a_groups_step_decay_takes_its_own_milestones_and_factor():
 def test_each_group_follows_its_own_schedule_and_alternating_terms_average_over_their_steps(tmp_path):
     cfg = TrainConfig(steps=10, batch_size=32, optim=TWO_GROUPS, **(CPU | {"log_every": 2}))
     torch.manual_seed(0)
-    Trainer(TwoPlayer(), two_player_data(), cfg, tmp_path).fit()
+    model, seen = TwoPlayer(), []
+    step_of = model.train_step
+
+    def recorded(batch, step, opt):
+        out = step_of(batch, step, opt)
+        seen.append({k: float(v) for k, v in out.items()})
+        return out
+
+    model.train_step = recorded
+    Trainer(model, two_player_data(), cfg, tmp_path).fit()
     records = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["split"] == "train"]
     assert [r["step"] for r in records] == [2, 4, 6, 8, 10]
     for r in records:  # the lr logged is the one of the window's last step
         assert r["lr_d"] == pytest.approx(0.1)
         assert r["lr_g"] == pytest.approx(0.01 * lr_factor(r["step"] - 1, 10, "linear"))
         assert {"loss_d", "loss_g", "grad_norm_d", "grad_norm_g"} <= r.keys()
+        window = seen[r["step"] - 2 : r["step"]]  # loss_d on both steps, loss_g on the second only
+        for key in ("loss_d", "loss_g", "grad_norm_g"):
+            values = [terms[key] for terms in window if key in terms]
+            assert r[key] == pytest.approx(sum(values) / len(values), rel=1e-6)
 
 
 def test_the_default_step_equals_a_plain_adamw_loop(tmp_path, mnist_small):
@@ -220,18 +238,21 @@ def test_ema_of_a_submodule_averages_it_and_copies_the_rest(tmp_path):
         assert torch.equal(ema[f"d.{name}"], live)  # the discriminator is not averaged
 
 
-def test_a_non_finite_generator_loss_stops_at_the_next_log_point_keeping_the_last_good_checkpoint(tmp_path):
+@pytest.mark.parametrize("group", ["g", "d"])
+def test_a_non_finite_loss_stops_at_the_next_log_point_naming_its_group_keeping_the_last_good_checkpoint(
+    tmp_path, group
+):
     class NaNAtStep14(TwoPlayer):
         def train_step(self, batch, step, opt):
             if step != 13:
                 return super().train_step(batch, step, opt)
-            fake = self.g(batch["z"])
-            loss_g = nn.functional.softplus(-self.d(fake)).mean() * float("nan")
-            return {"loss_g": loss_g, **opt.update("g", loss_g)}
+            scored = self.d(self.g(batch["z"]) if group == "g" else batch["x"])
+            loss = nn.functional.softplus(-scored).mean() * float("nan")
+            return {f"loss_{group}": loss, **opt.update(group, loss)}
 
     cfg = TrainConfig(steps=30, batch_size=32, optim=TWO_GROUPS, checkpoint_every=10, **CPU)
     torch.manual_seed(0)
-    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 14 \(group 'g'\).*step 10"):
+    with pytest.raises(NonFiniteLossError, match=rf"non-finite loss at step 14 \(group '{group}'\).*step 10"):
         Trainer(NaNAtStep14(), two_player_data(), cfg, tmp_path).fit()
     assert ckpt.file_step(tmp_path / ckpt.WEIGHTS) == ckpt.file_step(tmp_path / ckpt.STATE) == 10
     assert all(torch.isfinite(t).all() for t in load_file(tmp_path / ckpt.WEIGHTS).values())

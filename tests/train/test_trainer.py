@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import replace
 
 import pytest
@@ -49,15 +50,18 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path, mnist_sma
     interrupted = Trainer(TinyNet(), mnist_small, cfg, tmp_path / "b", evaluate=_evaluate)
     original_step = interrupted._train_step
 
-    def crash_after_step_14():
-        if interrupted.step == 14:
+    def crash_after_step_17():
+        if interrupted.step == 17:
             raise Crash
         return original_step()
 
-    interrupted._train_step = crash_after_step_14
+    interrupted._train_step = crash_after_step_17
     with pytest.raises(Crash):
         interrupted.fit()
     assert ckpt.file_step(tmp_path / "b" / ckpt.STATE) == 10
+    assert [r["step"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl")][
+        -1
+    ] == 15  # past the checkpoint
 
     torch.manual_seed(123)  # a different fresh initialisation: resume must overwrite it
     Trainer(TinyNet(), mnist_small, cfg, tmp_path / "b", evaluate=_evaluate, resume=True).fit()
@@ -249,3 +253,92 @@ def test_early_stopping_needs_a_watched_metric(tmp_path, mnist_small):
         Trainer(TinyNet(), mnist_small, TrainConfig(patience=2, **FAST), tmp_path)
     with pytest.raises(ValueError, match="keep_best must look like"):
         Trainer(TinyNet(), mnist_small, TrainConfig(keep_best="accuracy", **FAST), tmp_path)
+
+
+def test_evaluation_mode_restores_the_mode_the_model_was_in():
+    from deepzoo.train.trainer import evaluation_mode
+
+    model = TinyNet()
+    for training in (True, False):
+        model.train(training)
+        with evaluation_mode(model, torch.device("cpu"), bf16=False) as evaluated:
+            assert not evaluated.training and not torch.is_grad_enabled()
+        assert model.training is training and all(m.training is training for m in model.modules())
+
+
+def test_a_target_on_a_metric_the_evaluation_does_not_give_is_not_met():
+    met = parse_target("accuracy >= 0.9")
+    assert met({"accuracy": 0.9}) and not met({"loss": 0.1}) and not met({})
+
+
+def test_each_rank_seeds_its_own_randomness(tmp_path, mnist_small):
+    """Dropout masks must differ between the ranks of one step: rank r seeds with train.seed + r
+    (process groups are not needed to build a rank's trainer)."""
+    from deepzoo.train.distributed import DistInfo
+
+    cfg = TrainConfig(seed=7, **FAST)
+    for rank in (0, 1):
+        rank_trainer = Trainer(
+            TinyNet(), mnist_small, cfg, tmp_path / "run", dist=DistInfo(rank, 2, torch.device("cpu"))
+        )
+        rank_trainer.release()
+        assert torch.initial_seed() == 7 + rank
+
+
+def test_time_spent_evaluating_is_not_training_time(tmp_path, mnist_small, monkeypatch):
+    """The logged time (and max_seconds) counts training steps only: with evaluations that take
+    100 s each on the trainer's clock, the time logged stays far below 100 s."""
+    import types
+
+    from deepzoo.train import trainer
+
+    clock = types.SimpleNamespace(offset=0.0)
+    fake_time = types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + clock.offset)
+    monkeypatch.setattr(trainer, "time", fake_time)
+
+    def slow(model, step, run_dir):
+        clock.offset += 100.0
+        return {"step_seen": float(step)}
+
+    cfg = TrainConfig(steps=6, eval_every=2, **FAST)
+    Trainer(TinyNet(), mnist_small, cfg, tmp_path, evaluate=slow).fit()
+    times = [r["time"] for r in read_metrics(tmp_path / "metrics.jsonl")]
+    assert len(times) == 5 and max(times) < 50  # train at steps 5 and 6, eval at 2, 4 and 6
+
+
+def test_a_resumed_run_keeps_its_divergence_yardstick_and_its_best_evaluation(tmp_path, mnist_small):
+    """The first step's |loss| (what divergence is measured against) and the best evaluation so
+    far (what keep_best and patience compare with) come back from the checkpoint."""
+    scores = iter([0.5, 0.9, 0.7])
+
+    def scripted(model, step, run_dir):
+        return {"accuracy": next(scores)}
+
+    cfg = TrainConfig(
+        steps=10, eval_every=5, checkpoint_every=5, keep_best="accuracy:max", patience=5, **FAST
+    )
+    torch.manual_seed(0)
+    first = Trainer(TinyNet(), mnist_small, cfg, tmp_path, evaluate=scripted)
+    first.fit()
+    assert first.initial_loss > 1.0 and first.best == {"value": 0.9, "step": 10, "bad_evals": 0}
+    resumed = Trainer(
+        TinyNet(), mnist_small, replace(cfg, steps=15), tmp_path, evaluate=scripted, resume=True
+    )
+    assert resumed.initial_loss == first.initial_loss and resumed.best == first.best
+    assert resumed.fit().best == {"value": 0.9, "step": 10, "bad_evals": 1}
+
+
+def test_evaluations_score_the_ema_weights(tmp_path, mnist_small):
+    """With train.ema_decay the evaluation sees the averaged weights (the ones saved as
+    ema.safetensors and loaded by `deepzoo eval`), not the last step's."""
+    seen = []
+
+    def evaluate(model, step, run_dir):
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {}
+
+    cfg = TrainConfig(steps=10, eval_every=10, ema_decay=0.9, **FAST)
+    Trainer(TinyNet(), mnist_small, cfg, tmp_path, evaluate=evaluate).fit()
+    ema, last = load_file(tmp_path / ckpt.EMA_WEIGHTS), _weights(tmp_path)
+    assert all(torch.equal(seen[-1][k], ema[k]) for k in ema)
+    assert not all(torch.equal(seen[-1][k], last[k]) for k in last)
