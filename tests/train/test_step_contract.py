@@ -129,7 +129,7 @@ def test_each_group_follows_its_own_schedule_and_alternating_terms_average_over_
 
     def recorded(batch, step, opt):
         out = step_of(batch, step, opt)
-        seen.append({k: float(v) for k, v in out.items()})
+        seen.append({k: float(v.detach()) for k, v in out.items()})
         return out
 
     model.train_step = recorded
