@@ -286,6 +286,19 @@ def test_damaged_run_files_are_one_line_naming_the_file(tmp_path, capsys):
     (run_dir / "model.safetensors").write_bytes(weights[: len(weights) // 2])
     code, err = _error_of(capsys, ["eval", str(run_dir)])
     assert code == 2 and "model.safetensors is damaged" in err and err.count("\n") == 0
+    from safetensors.torch import load, save
+
+    tensors = load(weights)
+    for changed, complaint in (
+        ({**tensors, "net.extra": torch.zeros(2)}, "unexpected ['net.extra']"),  # another model's file
+        (
+            {k: v for k, v in tensors.items() if k != next(iter(tensors))},
+            f"missing ['{next(iter(tensors))}']",
+        ),
+    ):
+        (run_dir / "model.safetensors").write_bytes(save(changed, metadata={"step": "2"}))
+        code, err = _error_of(capsys, ["eval", str(run_dir)])
+        assert code == 2 and "does not match the model" in err and complaint in err
     (run_dir / "model.safetensors").write_bytes(weights)
     state = (run_dir / "state.pt").read_bytes()
     (run_dir / "state.pt").write_bytes(state[:100])
@@ -556,10 +569,16 @@ def test_a_run_loads_its_best_then_its_ema_then_its_last_weights(tmp_path, capsy
     main(["train", "cnn-mnist", *TINY, "--train.ema-decay", "0.9", "--run-dir", str(run_dir)])
     capsys.readouterr()
     _, config = read_run_config(run_dir)
+    # a save killed after renaming the weights, before the EMA weights: loading rolls it forward
+    torch.manual_seed(2)
+    newer = get_recipe("cnn-mnist").build(config)
+    (run_dir / ckpt.WEIGHTS).write_bytes(ckpt.weights_bytes(newer, 9))
+    ckpt.tmp_path(run_dir / ckpt.EMA_WEIGHTS).write_bytes(ckpt.weights_bytes(newer, 9))
+    assert load_run(run_dir).step == 9 and not ckpt.tmp_path(run_dir / ckpt.EMA_WEIGHTS).exists()
     torch.manual_seed(1)
     other = get_recipe("cnn-mnist").build(config)  # stands in for the weights of a best evaluation
     (run_dir / ckpt.BEST_WEIGHTS).write_bytes(ckpt.weights_bytes(other, 2))
-    for name, step in ((ckpt.BEST_WEIGHTS, 2), (ckpt.EMA_WEIGHTS, 6), (ckpt.WEIGHTS, 6)):
+    for name, step in ((ckpt.BEST_WEIGHTS, 2), (ckpt.EMA_WEIGHTS, 9), (ckpt.WEIGHTS, 9)):
         run = load_run(run_dir)
         loaded, stored = run.model.state_dict(), load_file(run_dir / name)
         assert run.step == step and all(torch.equal(loaded[k], stored[k]) for k in stored), name

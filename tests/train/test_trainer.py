@@ -343,3 +343,25 @@ def test_evaluations_score_the_ema_weights(tmp_path, mnist_small):
     ema, last = load_file(tmp_path / ckpt.EMA_WEIGHTS), _weights(tmp_path)
     assert all(torch.equal(seen[-1][k], ema[k]) for k in ema)
     assert not all(torch.equal(seen[-1][k], last[k]) for k in last)
+
+
+def test_recovery_renames_only_the_complete_temporaries_of_the_weights_step(tmp_path):
+    """A save killed between its renames (model.safetensors already at step 9): the temporaries
+    of step 9 are renamed into place; one cut short or of another step is dropped, the old file
+    standing."""
+    from deepzoo.files import tmp_path as temporary
+
+    net, ema, state = TinyNet(), tmp_path / ckpt.EMA_WEIGHTS, tmp_path / ckpt.STATE
+    (tmp_path / ckpt.WEIGHTS).write_bytes(ckpt.weights_bytes(net, 9))
+    ema.write_bytes(ckpt.weights_bytes(net, 6))
+    state.write_bytes(ckpt.state_bytes({"step": 6}))
+    whole = ckpt.state_bytes({"step": 9})
+    temporary(ema).write_bytes(ckpt.weights_bytes(net, 8))  # another step's
+    temporary(state).write_bytes(whole[: len(whole) // 2])  # cut short
+    ckpt.recover_checkpoint(tmp_path)
+    assert ckpt.file_step(ema) == ckpt.file_step(state) == 6
+    assert not temporary(ema).exists() and not temporary(state).exists()
+    temporary(ema).write_bytes(ckpt.weights_bytes(net, 9))
+    temporary(state).write_bytes(whole)
+    ckpt.recover_checkpoint(tmp_path)
+    assert ckpt.file_step(ema) == ckpt.file_step(state) == 9
