@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -342,7 +343,7 @@ def test_help_lists_run_options_and_benchmarks_and_a_closed_pipe_is_quiet(capsys
     piped = subprocess.run(
         f"{sys.executable} -m deepzoo train cnn-mnist --help | head -1",
         shell=True, capture_output=True, text=True, cwd=REPO, timeout=120,
-        env={**__import__("os").environ, "PYTHONPATH": str(REPO / "src")},
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
     )  # fmt: skip
     assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr
 
@@ -585,3 +586,11 @@ def test_a_run_loads_its_best_then_its_ema_then_its_last_weights(tmp_path, capsy
         assert not run.model.training
         if name != ckpt.WEIGHTS:
             (run_dir / name).unlink()  # the next in line
+    # a two-stage recipe's parent is loaded once, and again when its weights change
+    from deepzoo.recipes.runs import load_parent
+
+    parent = load_parent(run_dir, ("cnn-mnist",), "parent-run")
+    assert load_parent(run_dir, ("cnn-mnist",), "parent-run") is parent and parent.step == 9
+    (run_dir / ckpt.WEIGHTS).write_bytes(ckpt.weights_bytes(other, 3))
+    os.utime(run_dir / ckpt.WEIGHTS, (1e9, 1e9))  # retrained in place: another modification time
+    assert load_parent(run_dir, ("cnn-mnist",), "parent-run").step == 3

@@ -365,3 +365,33 @@ def test_recovery_renames_only_the_complete_temporaries_of_the_weights_step(tmp_
     temporary(state).write_bytes(whole)
     ckpt.recover_checkpoint(tmp_path)
     assert ckpt.file_step(ema) == ckpt.file_step(state) == 9
+
+
+class Payload:
+    """Stands in for code a tampered state.pt would run when unpickled."""
+
+
+def test_a_state_file_is_loaded_without_unpickling_code(tmp_path):
+    path = tmp_path / ckpt.STATE
+    path.write_bytes(ckpt.state_bytes({"step": 3, "rng": [torch.get_rng_state()]}))
+    assert ckpt.load_state(path)["step"] == 3
+    path.write_bytes(ckpt.state_bytes({"step": 3, "payload": Payload()}))
+    with pytest.raises(ckpt.DamagedRunFile, match="state.pt is damaged"):
+        ckpt.load_state(path)
+
+
+def test_weights_files_keep_empty_tensors_and_store_a_tied_one_once(tmp_path):
+    net = TinyNet()
+    net.register_buffer("none_yet", torch.zeros(0, 3))
+    net.register_buffer("none_either", torch.zeros(0, 3))
+    net.tied = net.net[1]  # the same Linear under a second name
+    path = tmp_path / ckpt.WEIGHTS
+    path.write_bytes(ckpt.weights_bytes(net, 4))
+    stored = load_file(path)
+    assert {"none_yet", "none_either", "net.1.weight"} <= stored.keys() and "tied.weight" not in stored
+    fresh = TinyNet()
+    fresh.register_buffer("none_yet", torch.zeros(0, 3))
+    fresh.register_buffer("none_either", torch.zeros(0, 3))
+    fresh.tied = fresh.net[1]
+    ckpt.load_weights(path, fresh)
+    assert torch.equal(fresh.tied.weight, net.net[1].weight) and ckpt.file_step(path) == 4
