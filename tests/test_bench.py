@@ -55,10 +55,12 @@ class FakeClock:
 
 
 def test_timings_are_medians_after_a_warm_up_and_the_speedup_is_the_peers_time_over_ours(monkeypatch):
+    from types import SimpleNamespace
+
     from deepzoo.bench import timing
 
     clock = FakeClock([100.0, 1.0, 3.0, 2.0])  # the warm-up call is slow (compilation, caches)
-    monkeypatch.setattr(timing.time, "perf_counter", clock)
+    monkeypatch.setattr(timing, "time", SimpleNamespace(perf_counter=clock))
     assert timing.median_seconds(clock.run, repeats=3) == 2.0 and clock.durations == []
     # rounds alternate ours (1 s a call) and the peer (3 s, then 6 s): speedups 3 and 6, median 4.5
     clock.durations = [1.0] * 3 + [3.0] * 3 + [1.0] * 3 + [6.0] * 3
@@ -102,7 +104,8 @@ def test_a_quick_variant_is_fifty_steps_unless_told_otherwise(monkeypatch, tmp_p
     quick, told, full = (c.train for c in seen)
     assert (quick.steps, quick.eval_every, quick.checkpoint_every) == (50, 50, 50)
     assert (told.steps, told.lr, told.eval_every) == (7, 0.5, 50)
-    assert full.steps == 9 and full.eval_every == get_recipe("cnn-mnist").default.train.eval_every != 50
+    default = get_recipe("cnn-mnist").default.train
+    assert full.steps == 9 and full.eval_every == default.eval_every and default.eval_every != 50
 
 
 def test_the_table_follows_registration_order_and_only_official_results_reach_the_readme(
@@ -122,7 +125,7 @@ def test_the_table_follows_registration_order_and_only_official_results_reach_th
         "| alpha | 1 | - |",
     ]
     monkeypatch.chdir(tmp_path)
-    page = "intro\n<!-- results:start -->\nold table\n<!-- results:end -->\nouttro\n"
+    page = "intro\n<!-- results:start -->\nold table\n<!-- results:end -->\noutro\n"
     (tmp_path / "README.md").write_text(page)
     for results in (tmp_path / "elsewhere", tmp_path / "benchmarks" / "results"):
         results.mkdir(parents=True)
@@ -133,7 +136,7 @@ def test_the_table_follows_registration_order_and_only_official_results_reach_th
         assert (results / "README.md").read_text() == "# Benchmark results\n\n" + markdown
         if results.name == "elsewhere":
             assert (tmp_path / "README.md").read_text() == page
-    spliced = f"intro\n<!-- results:start -->\n{markdown}<!-- results:end -->\nouttro\n"
+    spliced = f"intro\n<!-- results:start -->\n{markdown}<!-- results:end -->\noutro\n"
     assert (tmp_path / "README.md").read_text() == spliced
 
 

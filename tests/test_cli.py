@@ -290,12 +290,10 @@ def test_damaged_run_files_are_one_line_naming_the_file(tmp_path, capsys):
     from safetensors.torch import load, save
 
     tensors = load(weights)
+    first = next(iter(tensors))
     for changed, complaint in (
         ({**tensors, "net.extra": torch.zeros(2)}, "unexpected ['net.extra']"),  # another model's file
-        (
-            {k: v for k, v in tensors.items() if k != next(iter(tensors))},
-            f"missing ['{next(iter(tensors))}']",
-        ),
+        ({k: v for k, v in tensors.items() if k != first}, f"missing ['{first}']"),
     ):
         (run_dir / "model.safetensors").write_bytes(save(changed, metadata={"step": "2"}))
         code, err = _error_of(capsys, ["eval", str(run_dir)])
@@ -547,9 +545,11 @@ def test_how_a_run_ends_is_its_exit_status(capsys, monkeypatch, error, status):
 
 
 def test_a_default_run_directory_never_reuses_one_from_the_same_second(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
     from deepzoo.recipes import runs
 
-    monkeypatch.setattr(runs.time, "strftime", lambda fmt: "20261206-031500")
+    monkeypatch.setattr(runs, "time", SimpleNamespace(strftime=lambda fmt: "20261206-031500"))
     made = []
     for _ in range(3):
         made.append(runs.default_run_dir("cnn-mnist", tmp_path))
@@ -563,6 +563,7 @@ def test_a_run_loads_its_best_then_its_ema_then_its_last_weights(tmp_path, capsy
     ema.safetensors, then model.safetensors; the step it reports is the loaded file's."""
     from safetensors.torch import load_file
 
+    from deepzoo.files import tmp_path as temporary
     from deepzoo.recipes import get_recipe, load_run, read_run_config
     from deepzoo.train import checkpoint as ckpt
 
@@ -574,8 +575,8 @@ def test_a_run_loads_its_best_then_its_ema_then_its_last_weights(tmp_path, capsy
     torch.manual_seed(2)
     newer = get_recipe("cnn-mnist").build(config)
     (run_dir / ckpt.WEIGHTS).write_bytes(ckpt.weights_bytes(newer, 9))
-    ckpt.tmp_path(run_dir / ckpt.EMA_WEIGHTS).write_bytes(ckpt.weights_bytes(newer, 9))
-    assert load_run(run_dir).step == 9 and not ckpt.tmp_path(run_dir / ckpt.EMA_WEIGHTS).exists()
+    temporary(run_dir / ckpt.EMA_WEIGHTS).write_bytes(ckpt.weights_bytes(newer, 9))
+    assert load_run(run_dir).step == 9 and not temporary(run_dir / ckpt.EMA_WEIGHTS).exists()
     torch.manual_seed(1)
     other = get_recipe("cnn-mnist").build(config)  # stands in for the weights of a best evaluation
     (run_dir / ckpt.BEST_WEIGHTS).write_bytes(ckpt.weights_bytes(other, 2))
