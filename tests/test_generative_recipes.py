@@ -236,3 +236,51 @@ def test_likelihoods_are_evaluated_in_fp32_inside_a_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert (mean_nats(pixelcnn, binary), mean_bits_per_dim(flow, grey)) == exact
         assert -pixelcnn.log_prob(binary.tensors["x"]).mean().item() != exact[0]  # bf16 would differ
+
+
+def test_an_evaluations_samples_are_as_many_as_asked_drawn_500_at_a_time(tmp_path):
+    """sample_grid draws n samples in chunks of at most 500 from one seeded generator (labels and
+    other keywords passed on) and writes the first 100, 10 wide."""
+    from PIL import Image
+
+    from deepzoo.recipes.common import sample_grid
+
+    class Counter(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.asked = []
+
+        def sample(self, n, generator, **kw):
+            self.asked.append((n, kw))
+            return torch.rand(n, 1, 28, 28, generator=generator)
+
+    model = Counter()
+    samples = sample_grid(model, tmp_path, 1001, labels="digits")
+    assert samples.shape == (1001, 1, 28, 28) and model.asked == [(500, {"labels": "digits"})] * 2 + [
+        (1, {"labels": "digits"})
+    ]
+    again = sample_grid(Counter(), tmp_path, 1001, labels="digits")
+    assert torch.equal(samples, again)  # the generator is seeded: every evaluation sees the same draw
+    assert sample_grid(Counter(), tmp_path, 7).shape[0] == 7
+    width, height = Image.open(tmp_path / "samples" / "samples.png").size
+    assert width > height  # 7 samples in one row of a 10-wide grid
+
+
+@pytest.mark.parametrize(("length", "shown"), [(5, 5), (100, 16)])
+def test_an_episodes_picture_shows_evenly_spaced_frames_from_first_to_last(
+    tmp_path, monkeypatch, length, shown
+):
+    """write_samples("episode"): the GIF holds every frame; the PNG beside it n_frames of them (all
+    of a shorter episode), evenly spaced, the first and the last included."""
+    import deepzoo.viz as viz
+    from deepzoo.recipes.common import write_samples
+
+    written = {}
+    monkeypatch.setattr(viz, "save_gif", lambda frames, path: written.update(gif=frames))
+    monkeypatch.setattr(viz, "save_image_grid", lambda frames, path, nrow: written.update(png=frames))
+    frames = torch.arange(length).float().div(length).view(-1, 1, 1, 1).expand(length, 3, 4, 4)
+    assert write_samples("episode", None, frames, tmp_path / "play.png", n_frames=16) == tmp_path / "play.gif"
+    assert torch.equal(written["gif"], frames)
+    index = (written["png"][:, 0, 0, 0] * length).round().long().tolist()
+    gaps = {b - a for a, b in zip(index, index[1:])}
+    assert len(index) == shown and index[0] == 0 and index[-1] == length - 1 and gaps <= {1, 6, 7}

@@ -483,3 +483,51 @@ def test_a_run_without_evaluation_ignores_keep_best(tmp_path, mnist_small):
     """Speed measurements train a recipe with its keep_best but no evaluation: nothing to watch."""
     cfg = TrainConfig(steps=4, batch_size=50, keep_best="val_loss:min", **CPU)
     assert Trainer(TinyNet(), mnist_small, cfg, tmp_path).fit().step == 4
+
+
+def test_the_ema_of_a_submodule_leaves_a_sibling_with_a_longer_name_and_copies_buffers():
+    """ema_of="g" averages g.* only, not gate.* (a name that merely starts with g); buffers
+    (BatchNorm statistics) are copied as they are; a decay outside (0, 1) is refused."""
+    from deepzoo.train.ema import EMA
+
+    model = nn.ModuleDict({"g": nn.Linear(3, 3), "gate": nn.Linear(3, 3), "norm": nn.BatchNorm1d(3)})
+    ema = EMA(model, 0.5, of="g")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    model["norm"](torch.randn(8, 3))  # training mode: the running statistics move
+    ema.update()
+    averaged = ema.module.state_dict()
+    assert torch.allclose(averaged["g.weight"], before["g.weight"] + 0.5)
+    assert torch.equal(averaged["gate.weight"], before["gate.weight"])  # outside `of`: copied by copy_rest
+    ema.copy_rest()
+    assert torch.equal(ema.module.state_dict()["gate.weight"], model["gate"].weight)
+    whole = EMA(model, 0.5)
+    model["norm"](torch.randn(8, 3))
+    whole.update()
+    assert torch.equal(whole.module.state_dict()["norm.running_mean"], model["norm"].running_mean)
+    for decay in (0.0, 1.0):
+        with pytest.raises(ValueError, match="decay"):
+            EMA(model, decay)
+
+
+def test_a_lock_names_its_holder_and_overwriting_removes_links_not_their_targets(tmp_path):
+    import os
+
+    from deepzoo.train.rundir import RunDirLock, claim_new_run
+
+    run = tmp_path / "run"
+    RunDirLock(run).release()  # an earlier holder's name must not linger in the lock file
+    held = RunDirLock(run)
+    with pytest.raises(RunDirError, match=rf"is in use: process {os.getpid()} is training there;"):
+        RunDirLock(run)
+    (run / "config.json").write_text("{}")
+    kept = tmp_path / "data"
+    kept.mkdir()
+    (kept / "digits.bin").write_bytes(b"12")
+    (run / "data").symlink_to(kept, target_is_directory=True)
+    (run / "samples").mkdir()
+    claim_new_run(run, overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == [".lock"] and (kept / "digits.bin").read_bytes() == b"12"
+    held.release()
