@@ -71,6 +71,17 @@ def mnist_small(mnist_test):
     return TensorData(mnist_test[slice(0, 2000)])
 
 
+class FakeClock:
+    """Stands in for a module's `time` (monkeypatch MODULE.time): perf_counter() reads `now`, which
+    only the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
 class TinyNet(nn.Module):
     """A small MLP that meets the model contract, with dropout so RNG state matters."""
 

@@ -40,32 +40,20 @@ def test_the_time_to_a_bar_is_the_first_evaluation_at_or_past_it():
     assert first_time_at(records, "loss", 0.2, higher_is_better=False) is None
 
 
-class FakeClock:
-    """time.perf_counter for a measurement whose calls each advance the clock by the next of
-    `durations`."""
-
-    def __init__(self, durations):
-        self.now, self.durations = 0.0, list(durations)
-
-    def __call__(self):
-        return self.now
-
-    def run(self):
-        self.now += self.durations.pop(0)
-
-
 def test_timings_are_medians_after_a_warm_up_and_the_speedup_is_the_peers_time_over_ours(monkeypatch):
-    from types import SimpleNamespace
-
     from deepzoo.bench import timing
+    from tests.conftest import FakeClock
 
-    clock = FakeClock([100.0, 1.0, 3.0, 2.0])  # the warm-up call is slow (compilation, caches)
-    monkeypatch.setattr(timing, "time", SimpleNamespace(perf_counter=clock))
-    assert timing.median_seconds(clock.run, repeats=3) == 2.0 and clock.durations == []
+    clock, durations = FakeClock(), [100.0, 1.0, 3.0, 2.0]  # the warm-up call is slow (compilation)
+    monkeypatch.setattr(timing, "time", clock)
+
+    def call():  # each call takes the next of `durations` on the clock
+        clock.now += durations.pop(0)
+
+    assert timing.median_seconds(call, repeats=3) == 2.0 and durations == []
     # rounds alternate ours (1 s a call) and the peer (3 s, then 6 s): speedups 3 and 6, median 4.5
-    clock.durations = [1.0] * 3 + [3.0] * 3 + [1.0] * 3 + [6.0] * 3
-    ours = peer = clock.run
-    assert timing.interleaved_speedup(ours, peer, repeats=2, rounds=2) == (1.0, 4.5, 4.5)
+    durations += [1.0] * 3 + [3.0] * 3 + [1.0] * 3 + [6.0] * 3
+    assert timing.interleaved_speedup(call, call, repeats=2, rounds=2) == (1.0, 4.5, 4.5)
 
 
 def test_training_flops_are_counted_per_example():

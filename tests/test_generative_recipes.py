@@ -256,9 +256,8 @@ def test_an_evaluations_samples_are_as_many_as_asked_drawn_500_at_a_time(tmp_pat
 
     model = Counter()
     samples = sample_grid(model, tmp_path, 1001, labels="digits")
-    assert samples.shape == (1001, 1, 28, 28) and model.asked == [(500, {"labels": "digits"})] * 2 + [
-        (1, {"labels": "digits"})
-    ]
+    chunks = [500, 500, 1]
+    assert samples.shape == (1001, 1, 28, 28) and model.asked == [(n, {"labels": "digits"}) for n in chunks]
     again = sample_grid(Counter(), tmp_path, 1001, labels="digits")
     assert torch.equal(samples, again)  # the generator is seeded: every evaluation sees the same draw
     assert sample_grid(Counter(), tmp_path, 7).shape[0] == 7
@@ -283,4 +282,5 @@ def test_an_episodes_picture_shows_evenly_spaced_frames_from_first_to_last(
     assert torch.equal(written["gif"], frames)
     index = (written["png"][:, 0, 0, 0] * length).round().long().tolist()
     gaps = {b - a for a, b in zip(index, index[1:])}
-    assert len(index) == shown and index[0] == 0 and index[-1] == length - 1 and gaps <= {1, 6, 7}
+    assert len(index) == shown and index[0] == 0 and index[-1] == length - 1
+    assert gaps == ({1} if length == shown else {6, 7})  # 99 / 15 = 6.6 frames apart, rounded

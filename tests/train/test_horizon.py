@@ -13,25 +13,15 @@ from deepzoo.train import TrainConfig, Trainer
 from deepzoo.train import trainer as trainer_module
 from deepzoo.train.logging import read_metrics
 from deepzoo.train.schedules import lr_factor
-from tests.conftest import TwoPlayer, two_player_data
+from tests.conftest import FakeClock, TwoPlayer, two_player_data
 from tests.torchrun import torchrun
 from tests.train.test_step_contract import CPU, TWO_GROUPS
-
-
-class FakeTime:
-    """Stands in for the trainer's `time` module: perf_counter() is `now`."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def perf_counter(self) -> float:
-        return self.now
 
 
 class Timed(TwoPlayer):
     """TwoPlayer whose every training step takes `seconds` of the fake clock."""
 
-    def __init__(self, clock: FakeTime, seconds: float) -> None:
+    def __init__(self, clock: FakeClock, seconds: float) -> None:
         super().__init__()
         self.clock, self.seconds = clock, seconds
 
@@ -41,7 +31,7 @@ class Timed(TwoPlayer):
 
 
 def _fit(tmp_path, monkeypatch, seconds, resume=False, **fields):
-    clock = FakeTime()
+    clock = FakeClock()
     monkeypatch.setattr(trainer_module, "time", clock)
     defaults = {"steps": 1000, "max_seconds": 10.0}
     cfg = TrainConfig(batch_size=32, optim=TWO_GROUPS, **(CPU | defaults | fields))
@@ -101,14 +91,15 @@ def test_bad_horizons_are_refused(fields, message):
 RANKS_SCRIPT = textwrap.dedent(
     """
     import json, sys, torch
-    from tests.train.test_horizon import FakeTime, Timed
+    from tests.conftest import FakeClock
+    from tests.train.test_horizon import Timed
     from tests.train.test_step_contract import TWO_GROUPS
     from tests.conftest import two_player_data
     from deepzoo.train import TrainConfig, Trainer, distributed
     from deepzoo.train import trainer as trainer_module
 
     info = distributed.setup("cpu")
-    clock = FakeTime()
+    clock = FakeClock()
     trainer_module.time = clock
     cfg = TrainConfig(steps=1000, batch_size=64, optim=TWO_GROUPS, max_seconds=10.0, horizon="time",
                       log_every=5, eval_every=1000, progress=False, precision="fp32", device="cpu")

@@ -3,7 +3,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from dataclasses import replace
 
 import pytest
@@ -288,16 +287,14 @@ def test_each_rank_seeds_its_own_randomness(tmp_path, mnist_small):
 def test_time_spent_evaluating_is_not_training_time(tmp_path, mnist_small, monkeypatch):
     """The logged time (and max_seconds) counts training steps only: with evaluations that take
     100 s each on the trainer's clock, the time logged stays far below 100 s."""
-    import types
-
     from deepzoo.train import trainer
+    from tests.conftest import FakeClock
 
-    clock = types.SimpleNamespace(offset=0.0)
-    fake_time = types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + clock.offset)
-    monkeypatch.setattr(trainer, "time", fake_time)
+    clock = FakeClock()  # training steps take no time on it
+    monkeypatch.setattr(trainer, "time", clock)
 
     def slow(model, step, run_dir):
-        clock.offset += 100.0
+        clock.now += 100.0
         return {"step_seen": float(step)}
 
     cfg = TrainConfig(steps=6, eval_every=2, **FAST)
