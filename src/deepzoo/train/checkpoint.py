@@ -78,12 +78,22 @@ def load_weights(path: Path, module: torch.nn.Module) -> None:
         raise
     except Exception as err:  # safetensors raises its own error types for a cut or corrupt file
         raise damaged(path, err, _REDO) from err
-    missing, unexpected = module.load_state_dict(tensors, strict=False)
-    untied = set(missing) - _aliases(module.state_dict())
-    if untied or unexpected:
+    state = module.state_dict()
+    # From the names, not from load_state_dict's report: BatchNorm refills a missing
+    # num_batches_tracked itself (a courtesy to checkpoints older than that buffer).
+    missing = sorted(set(state) - _aliases(state) - set(tensors))
+    unexpected = sorted(set(tensors) - set(state))
+    reshaped = [
+        f"{name} {tuple(tensors[name].shape)} for {tuple(state[name].shape)}"
+        for name in sorted(set(tensors) & set(state))
+        if tensors[name].shape != state[name].shape
+    ]
+    if missing or unexpected or reshaped:
         raise DamagedRunFile(
-            f"{path} does not match the model: missing {sorted(untied)}, unexpected {unexpected}"
+            f"{path} does not match the model: missing {missing}, unexpected {unexpected}"
+            + (f", other shapes {reshaped}" if reshaped else "")
         )
+    module.load_state_dict(tensors, strict=False)
 
 
 def load_state(path: Path) -> dict[str, Any]:
