@@ -137,3 +137,9 @@ def test_skeleton_frames_draw_every_third_frame_red_on_the_beats():
     assert red.flatten(1).any(1).tolist() == [f == 5 for f in range(10)]  # frame 5 stands for 15-17
     columns = [torch.nonzero(d.any(0)).float().mean() for d in drawn]
     assert columns[-1] > columns[0]  # the figure moves across the picture
+    for beat in range(30):  # each beat once, in the drawn frame that stands for it
+        beats = torch.zeros(30, dtype=torch.bool)
+        beats[beat] = True
+        frames = skeleton_frames(forward_kinematics(motion), PARENTS, size=32, beats=beats, every=4)
+        red = ((frames[:, 0] > 0.9) & (frames[:, 1] < 0.5)).flatten(1).any(1)
+        assert len(frames) == 8 and red.tolist() == [f == beat // 4 for f in range(8)]

@@ -314,11 +314,10 @@ def skeleton_frames(
     t = torch.linspace(0, 1, 24)
     frames = torch.zeros(len(points), 3, size, size)
     on_beat = torch.zeros(len(points), dtype=torch.bool)
-    if beats is not None:
-        near = (
-            torch.nn.functional.max_pool1d(beats.float()[None, None], 2 * every - 1, 1, every - 1)[0, 0] > 0
-        )
-        on_beat = near[::every][: len(points)]
+    if beats is not None:  # drawn frame f stands for frames f every .. (f + 1) every - 1
+        held = torch.zeros(len(points) * every, dtype=torch.bool)
+        held[: min(len(beats), len(held))] = beats[: len(held)].bool().cpu()
+        on_beat = held.view(len(points), every).any(1)
     bones = [(j, p) for j, p in enumerate(parents) if p >= 0]
     for f in range(len(points)):
         segment = torch.cat([pixels[f, p] + t[:, None] * (pixels[f, j] - pixels[f, p]) for j, p in bones])
