@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from deepzoo.metrics.likelihood import bits_per_dim, importance_weighted_bound
+from deepzoo.data.tensors import TensorData
+from deepzoo.metrics.likelihood import bits_per_dim, importance_weighted_bound, iwae_nll
 
 
 def _linear_gaussian(q_mean_scale: float, q_var: float):
@@ -59,3 +60,43 @@ def test_chunking_accumulates_logsumexp_exactly():
 
 def test_bits_per_dim():
     assert bits_per_dim(784 * math.log(2), 784) == pytest.approx(1.0)
+
+
+def test_no_samples_or_chunks_of_none_are_refused():
+    def log_weights(x, k, y=None):
+        assert k >= 1, "asked for no samples"
+        return torch.zeros(k, len(x), dtype=torch.float64)
+
+    for k, chunk in ((0, 10), (5, 0)):
+        with pytest.raises(ValueError, match="k >= 1 and chunk >= 1"):
+            importance_weighted_bound(log_weights, torch.zeros(3), k, chunk)
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_iwae_nll_is_the_mean_negative_bound_per_example_over_uneven_batches(conditional):
+    """-L_k and -ELBO averaged over 7 examples in batches of 3 (3 + 3 + 1); the labels reach the
+    weights only when the model is conditional."""
+    torch.manual_seed(0)
+    x = torch.linspace(-3, 3, 7, dtype=torch.float64)
+    labels = torch.arange(7)
+    exact, poor, seen, last = _linear_gaussian(0.5, 0.5), _linear_gaussian(0.0, 1.0), [], []
+
+    def log_weights(x, k, y=None):
+        seen.append(y)
+        if len(x) == 3:
+            return exact(x, k)
+        last.append(poor(x, k))  # the last batch with a poor q: the bounds lie below log p(x)
+        return last[-1]
+
+    result = iwae_nll(
+        log_weights, TensorData({"x": x, "y": labels}), k=4, batch_size=3, conditional=conditional
+    )
+    (w,) = last
+    bound, elbo = torch.logsumexp(w, 0).item() - math.log(4), w.mean().item()
+    assert result["nll"] == pytest.approx((-_log_px(x[:6]).sum().item() - bound) / 7)
+    assert result["neg_elbo"] == pytest.approx((-_log_px(x[:6]).sum().item() - elbo) / 7)
+    assert result["nll"] < result["neg_elbo"]
+    if conditional:
+        assert torch.equal(torch.cat(seen), labels)
+    else:
+        assert seen == [None, None, None]

@@ -93,3 +93,36 @@ def test_warm_restarts_need_a_decay_that_restarts():
         TrainConfig(schedule="constant", lr_cycles=2)
     with pytest.raises(ValueError, match="train.snapshots needs"):
         TrainConfig(snapshots=True, horizon="time", max_seconds=10)
+
+
+def test_linear_decay_to_a_floor_equals_torch_linear_lr_with_that_end_factor():
+    """f(t) = r + (1 - r)(1 - t / T) is torch's LinearLR(1, r, T)."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, 0.2, total_iters=30)
+    for step in range(30):
+        assert lr_factor(step, 30, "linear", min_ratio=0.2) == pytest.approx(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+
+
+def test_inverse_sqrt_without_warm_up_starts_at_the_full_rate():
+    assert [lr_factor(t, 100, "inverse-sqrt") for t in (0, 3, 99)] == pytest.approx([1.0, 0.5, 0.1])
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+@pytest.mark.parametrize("cycles", [1, 3])
+def test_steps_past_the_end_stay_at_the_floor(schedule, cycles):
+    """A run may step past its planned total (a time horizon's estimate): the decay has ended
+    there, and a warm restart must not begin."""
+    for step in (40, 41, 60):
+        assert lr_factor(step, 40, schedule, 4, min_ratio=0.1, cycles=cycles) == pytest.approx(0.1)
+    assert lr_factor(39, 40, schedule, 4, min_ratio=0.1, cycles=cycles) < 0.2
+
+
+def test_more_cycles_than_steps_end_each_step_once():
+    from deepzoo.train.schedules import cycle_ends
+
+    assert cycle_ends(5, 0, 8) == [1, 2, 3, 4, 5]
+    assert cycle_ends(12, 10, 3) == [11, 12]
+    assert cycle_ends(5, 10, 3) == [5]  # a warm-up as long as the run: no cycle but the end
