@@ -4,8 +4,9 @@ Dhariwal & Nichol, 2021: scale-shift time conditioning, attention at low resolut
 x (B, C, H, W), time c (B,) (any real: step index, flow time or ln(sigma)/4), labels (B,) or None
 -> (B, C, H, W). The time goes through sinusoidal features and an MLP to an embedding e; a label
 embedding (num_classes + 1 rows, the last one "no label" for classifier-free guidance) is added
-to e. Each residual block: h = conv(silu(GN(x))); h = GN(h) (1 + scale(e)) + shift(e);
-out = x' + conv(dropout(silu(h))). H and W must be divisible by 2^(levels - 1).
+to e. Each residual block: h = conv(silu(GN(x))); h = GN(h) (1 + scale) + shift with
+(scale, shift) = Linear(silu(e)); out = x' + conv(dropout(silu(h))), x' = x or its 1x1 conv when
+the width changes. H and W must be divisible by 2^(levels - 1).
 """
 
 from __future__ import annotations
