@@ -168,3 +168,72 @@ def test_regularized_training_runs_under_bf16_autocast_as_the_trainer_forces_it(
     assert half.dtype == torch.float32 and half.item() == pytest.approx(full.item(), rel=0.05)
     half.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda **stats: CNN(CNNConfig(channels=(4, 8), **stats)),
+        lambda **stats: ResNet(ResNetConfig(widths=(4, 8), blocks_per_stage=1, **stats)),
+    ],
+    ids=["cnn", "resnet"],
+)
+def test_the_input_is_standardized_with_the_configured_statistics(build):
+    """A net with statistics (m, s) on x is the same net with (0, 1) on (x - m) / s."""
+    torch.manual_seed(0)
+    model, raw = build(input_mean=0.25, input_std=0.5).eval(), build(input_mean=0.0, input_std=1.0).eval()
+    raw.load_state_dict(model.state_dict())
+    x = torch.rand(4, 1, 28, 28)
+    torch.testing.assert_close(model(x), raw((x - 0.25) / 0.5))
+
+
+@pytest.mark.parametrize("batchnorm", [True, False])
+def test_a_cnn_stage_is_conv_bn_relu_then_a_max_pool(batchnorm):
+    """conv3x3 (no bias before a BatchNorm, which would cancel it), BatchNorm, ReLU per conv."""
+    model = CNN(CNNConfig(channels=(4, 8), convs_per_stage=2, batchnorm=batchnorm))
+    norm = torch.nn.BatchNorm2d if batchnorm else torch.nn.Identity
+    stage = [torch.nn.Conv2d, norm, torch.nn.ReLU] * 2 + [torch.nn.MaxPool2d]
+    assert [type(m) for m in model.body] == stage * 2
+    convs = [m for m in model.body if isinstance(m, torch.nn.Conv2d)]
+    assert [c.kernel_size for c in convs] == [(3, 3)] * 4 and [c.out_channels for c in convs] == [4, 4, 8, 8]
+    assert all((c.bias is None) == batchnorm for c in convs)
+
+
+def test_the_cnns_dropout_acts_on_the_features_before_the_last_layer_in_training_only():
+    torch.manual_seed(0)
+    model = CNN(CNNConfig(channels=(4, 8), dropout=0.5))
+    x = torch.rand(6, 1, 28, 28)
+    linear = model.head[-1]
+    model.eval()
+    torch.testing.assert_close(model(x), linear(model.features(x)))
+    model.train()
+    torch.manual_seed(1)
+    logits = model(x)
+    torch.manual_seed(1)  # the features draw nothing: the dropout mask is replayed
+    expected = linear(F.dropout(model.features(x), 0.5, training=True))
+    torch.testing.assert_close(logits, expected)
+    assert not torch.allclose(logits, linear(model.features(x)))
+
+
+def test_a_new_resnet_is_its_skip_paths_with_kaiming_fan_out_convolutions():
+    """Every block starts as its skip path (the last BN's scale at zero, Goyal et al.) and each
+    convolution is N(0, 2 / fan_out), fan_out = C_out k^2 (He et al.'s backward-pass variant),
+    checked to 5% on the 64 -> 128 convolutions (73,728 weights: a standard error of 0.3%)."""
+    torch.manual_seed(0)
+    model = ResNet(ResNetConfig(widths=(64, 128), blocks_per_stage=1))
+    blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
+    for block in blocks:
+        x = torch.randn(2, block.conv1.in_channels, 8, 8)
+        assert block.residual(x).abs().max() == 0
+        torch.testing.assert_close(block(x), torch.relu(block.skip(x)))
+    wide = blocks[1].conv1.weight  # 64 -> 128, 3x3: fan_out 1152, fan_in 576
+    assert wide.std().item() == pytest.approx((2 / (128 * 9)) ** 0.5, rel=0.05)
+
+
+def test_resnet_features_are_the_global_average_of_the_last_stage():
+    torch.manual_seed(0)
+    model = ResNet(ResNetConfig(widths=(4, 8), blocks_per_stage=1)).eval()
+    x = torch.rand(3, 1, 28, 28)
+    last = model.body((x - model.config.input_mean) / model.config.input_std)  # (B, 8, 14, 14)
+    torch.testing.assert_close(model.features(x), last.mean((2, 3)))
+    torch.testing.assert_close(model(x), model.head(last.mean((2, 3))))
