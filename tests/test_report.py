@@ -158,3 +158,74 @@ def test_tensorboard_event_files_hold_the_logged_scalars(tmp_path):
                 continue
             logged = {e.step: e.value for e in events.Scalars(f"{record['split']}/{key}")}
             assert logged[record["step"]] == pytest.approx(value, rel=1e-6), (record["split"], key)
+
+
+def _png(path: Path, shade: float = 0.5) -> Path:
+    save_image_grid(torch.full((1, 1, 4, 4), shade), path)
+    return path
+
+
+def test_a_run_views_every_file_it_can_and_states_each_problem(tmp_path):
+    from PIL import Image
+
+    from deepzoo.report import MAX_IMAGES, MAX_TEXT
+
+    run = _fake_run(tmp_path / "runs" / "group", "deep")  # two levels down: still found
+    assert find_runs([tmp_path / "runs"]) == [run]
+    view = read_run(run)
+    assert json.loads(view.config) == {"train": {"steps": 20}}  # the config, not the whole record
+    (run / "samples" / "text.txt").write_text("x" * (MAX_TEXT + 10))
+    for i in range(MAX_IMAGES):  # with samples.png, one more than is shown
+        _png(run / "samples" / f"extra{i:02d}.png", i / MAX_IMAGES)
+    Image.new("RGB", (4, 4), "red").save(run / "samples" / "a.gif")
+    whole = (run / "samples" / "samples.png").read_bytes()
+    (run / "samples" / "b.png").write_bytes(whole[: len(whole) // 2])  # a PNG cut short
+    (run / "curves.png").write_bytes(b"not a png")
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"split": "eval", "loss": 1.0}) + "\n")  # no step
+    view = read_run(run)
+    problems = " ".join(view.problems)
+    assert "b.png is not a readable image" in problems and f"more than {MAX_IMAGES} images" in problems
+    assert "curves:" in problems and view.curves is not None  # drawn from the records instead
+    assert "1 line(s) could not be read" in problems and view.last_eval["fid"] == "40.5"
+    assert len(view.pictures) == MAX_IMAGES and view.pictures[0].name == "samples/a.gif"
+    assert view.pictures[0].uri.startswith("data:image/gif;base64,")
+    assert view.pictures[1].uri.startswith("data:image/png;base64,")
+    assert view.texts == [("samples/text.txt", "x" * MAX_TEXT)]
+
+
+def test_a_run_without_evaluations_or_with_a_config_that_is_not_a_record_says_so(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("[1, 2]")  # valid JSON, not a record
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "split": "train", "loss": 2.0}) + "\n")
+    view = read_run(run)
+    problems = " ".join(view.problems)
+    assert "config.json could not be read" in problems and "holds no evaluation yet" in problems
+    assert view.eval_rows == [] and view.curves is not None
+
+
+def test_runs_are_compared_per_recipe_on_every_metric_of_their_last_evaluations():
+    from deepzoo.report import RunView, comparisons
+
+    a = RunView("a", "vae", last_eval={"step": "20", "time": "3", "loss": "1"})
+    b = RunView("b", "vae", last_eval={"step": "20", "time": "4", "fid": "40"})
+    alone = RunView("c", "gan", last_eval={"step": "5", "fid": "90"})
+    assert comparisons([a, alone, b]) == {"vae": (["step", "loss", "fid"], [a, b])}
+
+
+def test_a_benchmark_directory_gives_its_table_and_plots_and_says_what_is_missing(tmp_path):
+    from PIL import Image
+
+    from deepzoo.report import read_bench
+
+    assert "README.md is missing" in " ".join(read_bench(tmp_path).problems)
+    (tmp_path / "README.md").write_text(
+        "# Results\nratio a | b is prose, not a row\n\n| what | value |\n|---|:--:|\n| speed | 1.5x |\n"
+    )
+    _png(tmp_path / "speed.png")
+    Image.new("RGB", (4, 4), "red").save(tmp_path / "loss.gif")
+    (tmp_path / "notes.txt").write_text("not a picture")
+    view = read_bench(tmp_path)
+    assert view.header == ["what", "value"] and view.rows == [["speed", "1.5x"]] and view.problems == []
+    assert [p.name for p in view.pictures] == ["loss.gif", "speed.png"]
