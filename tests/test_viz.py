@@ -143,3 +143,55 @@ def test_skeleton_frames_draw_every_third_frame_red_on_the_beats():
         frames = skeleton_frames(forward_kinematics(motion), PARENTS, size=32, beats=beats, every=4)
         red = ((frames[:, 0] > 0.9) & (frames[:, 1] < 0.5)).flatten(1).any(1)
         assert len(frames) == 8 and red.tolist() == [f == beat // 4 for f in range(8)]
+
+
+def test_a_saved_grid_keeps_gray_as_gray_rgb_as_its_colours_and_clamps_to_0_1(tmp_path):
+    """Pixel v is stored as round(255 v), with no contrast stretch: a mid-gray image stays mid-gray
+    (matplotlib's imsave mapped the darkest pixel to black and wrote this one black)."""
+    from PIL import Image
+
+    def read(path):
+        return np.asarray(Image.open(path).convert("RGB")).astype(np.float64) / 255
+
+    save_image_grid(torch.full((1, 1, 4, 4), 0.5), tmp_path / "mid.png")
+    np.testing.assert_allclose(read(tmp_path / "mid.png")[2:6, 2:6], 128 / 255)
+    gray = torch.linspace(-0.5, 1.5, 16).view(1, 1, 4, 4)  # outside [0, 1] at both ends
+    save_image_grid(gray, tmp_path / "gray.png")
+    expected = (gray[0, 0].clamp(0, 1) * 255).round().numpy() / 255
+    np.testing.assert_allclose(read(tmp_path / "gray.png")[2:6, 2:6], np.repeat(expected[..., None], 3, -1))
+    colours = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.6, 1.0]])[:, :, None, None].expand(2, 3, 4, 4)
+    save_image_grid(colours, tmp_path / "rgb.png", nrow=2)
+    rgb = read(tmp_path / "rgb.png")
+    np.testing.assert_allclose(rgb[2, 2], [1.0, 0.0, 0.0])
+    np.testing.assert_allclose(rgb[2, 8], [0.0, 153 / 255, 1.0])
+
+
+def test_draw_boxes_refuses_images_that_are_not_rgb():
+    with pytest.raises(ValueError, match=r"RGB images \(N, 3, H, W\)"):
+        draw_boxes(torch.rand(1, 1, 8, 8), [torch.zeros(0, 4)], [torch.zeros(0, 3)])
+
+
+def test_class_k_has_tab10s_colour_k_minus_1_and_the_background_is_black():
+    from matplotlib import colormaps
+
+    from deepzoo.viz import class_colours
+
+    colours = class_colours(13)
+    tab10 = colormaps["tab10"]
+    assert colours.shape == (13, 3) and colours[0].tolist() == [0.0, 0.0, 0.0]
+    for k in (1, 5, 10, 11, 12):
+        torch.testing.assert_close(colours[k], torch.tensor(tab10((k - 1) % 10)[:3], dtype=colours.dtype))
+
+
+def test_a_timelines_bands_are_the_truth_and_the_argmax_in_class_colours_unscored_white():
+    from deepzoo.viz import class_colours
+
+    truth = torch.tensor([[0, 1, 2, -1, 0]])
+    probabilities = torch.tensor(
+        [[[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.6, 0.1, 0.3], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]]]
+    )
+    fig = timeline_figure(truth, probabilities)
+    band = np.asarray(fig.axes[0].images[0].get_array())  # (2, T, 3): truth row, predicted row
+    colours = class_colours(3).numpy()
+    np.testing.assert_allclose(band[0], np.stack([colours[0], colours[1], colours[2], [1, 1, 1], colours[0]]))
+    np.testing.assert_allclose(band[1], colours[[0, 1, 0, 2, 2]])

@@ -74,11 +74,13 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> n
 
 
 def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> None:
-    """Write images (N, C, H, W) in [0, 1] as one PNG grid (C = 1 gray, C = 3 RGB)."""
+    """Write images (N, C, H, W) in [0, 1] as one PNG grid (C = 1 gray, C = 3 RGB), each pixel
+    v stored as round(255 v): no contrast stretch (a mid-gray image stays mid-gray)."""
+    from PIL import Image
+
     grid = image_grid(images, nrow)
-    plt = _figure()
     buffer = io.BytesIO()
-    plt.imsave(buffer, grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", format="png")
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(buffer, format="png")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_bytes(Path(path), buffer.getvalue())
 
