@@ -195,3 +195,57 @@ def test_a_timelines_bands_are_the_truth_and_the_argmax_in_class_colours_unscore
     colours = class_colours(3).numpy()
     np.testing.assert_allclose(band[0], np.stack([colours[0], colours[1], colours[2], [1, 1, 1], colours[0]]))
     np.testing.assert_allclose(band[1], colours[[0, 1, 0, 2, 2]])
+
+
+def test_curves_of_one_term_fill_one_panel_and_the_confusion_shading_is_row_true_column_predicted():
+    fig = curves_figure([{"step": s, "split": "train", "loss": 1.0 / (s + 1)} for s in range(3)])
+    assert len(fig.axes) == 1
+    matrix = torch.tensor([[5, 1, 0], [0, 7, 2], [3, 0, 9]])
+    shading = np.asarray(confusion_figure(matrix).axes[0].images[0].get_array())
+    np.testing.assert_allclose(shading, np.log1p(matrix.numpy()))
+
+
+def test_a_search_plot_shows_the_finished_trials_and_marks_the_best_only_when_it_finished(
+    tmp_path, monkeypatch
+):
+    from deepzoo import viz
+
+    figures = []
+    monkeypatch.setattr(viz, "_save_figure", lambda fig, path: figures.append(fig))
+    trials = [
+        {"values": {"lr": 0.1, "act": "relu"}, "loss": 0.5},
+        {"values": {"lr": 0.01, "act": "gelu"}, "loss": 0.7},
+        {"values": {"lr": 0.001, "act": "relu"}, "loss": None},  # still running
+    ]
+    viz.plot_search(trials, {"lr": "log", "act": "choice"}, "loss", tmp_path / "s.png")
+    viz.plot_search([trials[2], *trials[:2]], {"lr": "log"}, "loss", tmp_path / "s.png")
+    first, second = figures
+    lr, act = first.axes
+    assert lr.get_xscale() == "log" and act.get_xscale() == "linear"
+    np.testing.assert_allclose(lr.collections[0].get_offsets(), [[0.1, 0.5], [0.01, 0.7]])
+    np.testing.assert_allclose(lr.collections[1].get_offsets(), [[0.1, 0.5]])  # the best, in red
+    assert len(second.axes[0].collections) == 1  # the first trial has not finished: no best yet
+
+
+def test_a_gif_loops_forever_at_the_asked_frame_rate(tmp_path):
+    from PIL import Image
+
+    from deepzoo.viz import save_gif
+
+    save_gif(torch.rand(4, 3, 8, 8), tmp_path / "a.gif", fps=20)
+    with Image.open(tmp_path / "a.gif") as gif:
+        assert gif.n_frames == 4 and gif.info["loop"] == 0 and gif.info["duration"] == 50
+
+
+def test_a_skeleton_is_drawn_upright_at_one_scale_for_both_axes():
+    """A T-shape 4 wide and 1 tall, y up: its bar (y = 1) is drawn above its stem's foot (y = 0),
+    and 4 times as wide as tall."""
+    from deepzoo.viz import skeleton_frames
+
+    joints = torch.tensor([[[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-2.0, 1.0, 0.0], [2.0, 1.0, 0.0]]])
+    frame = skeleton_frames(joints, (-1, 0, 1, 1), size=100, every=1)[0]
+    rows, cols = torch.nonzero(frame.sum(0) > 0, as_tuple=True)
+    assert (cols.max() - cols.min()).item() == pytest.approx(80, abs=1)  # 0.8 of the side
+    assert (rows.max() - rows.min()).item() == pytest.approx(20, abs=1)
+    bar_row = rows[cols == cols.min()].float().mean()
+    assert bar_row < rows.max() - 15  # the bar is near the top, the foot at the bottom
