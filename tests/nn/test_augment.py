@@ -267,3 +267,41 @@ def test_a_stretch_zooms_the_two_axes_apart():
         affine(x, angles, torch.stack([scales * aspect, scales / aspect], 1)),
     )
     torch.testing.assert_close(affine(x, angles, torch.stack([scales, scales], 1)), affine(x, angles, scales))
+
+
+def test_angles_and_zooms_are_drawn_independently_and_zooms_stay_below_2():
+    """Correlation of 40,000 independent draws: sd 1 / sqrt(n) = 0.005, so |r| < 0.03 is 6 sd."""
+    angles, zooms = affine_parameters(40_000, 15.0, 0.2, torch.Generator().manual_seed(0))
+    r = torch.corrcoef(torch.stack([angles, zooms]))[0, 1].item()
+    assert abs(r) < 0.03
+    with pytest.raises(ValueError, match="scale < 1"):
+        affine_parameters(2, 10.0, 1.0)  # a zoom of 0 would divide by zero
+
+
+def test_translate_and_cutout_follow_their_formulas_with_the_draws_replayed():
+    """translate: y[b, :, i, j] = x[b, :, i - dy_b, j - dx_b] with (dy, dx) the generator's first
+    draw of shape (2, B); cutout: rows cy - size // 2 .. + size - 1 (clipped), (cy, cx) drawn over
+    every pixel, centres near the border included."""
+    x = torch.rand(40, 1, 6, 7) + 0.5
+    y = random_translate(x, 2, torch.Generator().manual_seed(5))
+    dy, dx = torch.randint(-2, 3, (2, 40), generator=torch.Generator().manual_seed(5))
+    for b in range(40):
+        assert torch.equal(y[b], _shifted(x[b], int(dy[b]), int(dx[b])))
+    size = 4
+    y = cutout(x, size, torch.Generator().manual_seed(6))
+    replay = torch.Generator().manual_seed(6)
+    cy, cx = torch.randint(0, 6, (40,), generator=replay), torch.randint(0, 7, (40,), generator=replay)
+    assert cy.max() >= 6 - size // 2 + 1  # a centre whose square is clipped at the bottom
+    for b in range(40):
+        hole = torch.zeros(6, 7, dtype=torch.bool)
+        top, left = int(cy[b]) - size // 2, int(cx[b]) - size // 2
+        hole[max(top, 0) : top + size, max(left, 0) : left + size] = True
+        assert torch.equal(y[b, 0] == 0, hole)
+
+
+def test_draws_are_made_on_the_generators_own_device():
+    from deepzoo.nn.augment import generator_device
+
+    x = torch.zeros(2, 1, 4, 4, device="meta")  # data elsewhere than the generator
+    assert generator_device(torch.Generator(), x) == torch.device("cpu")
+    assert generator_device(None, x) == torch.device("meta")
