@@ -206,7 +206,9 @@ def test_kmeans_lowers_inertia_to_a_fixed_point_and_initializes_the_codebook():
     torch.set_rng_state(state)
     vq(x)
     assert bool(vq.initialized)
-    torch.testing.assert_close(vq.codebook, expected)
+    # equal up to fp32 summation order: a centroid averages up to 300 points of norm <= 10.5
+    # (a relative error of up to 300 eps = 2e-5, 2e-4 absolute; seed offset 9 measured 3.8e-5)
+    torch.testing.assert_close(vq.codebook, expected, rtol=2e-5, atol=2e-4)
 
 
 def test_normalized_codes_pick_the_largest_cosine_and_stay_unit_length():

@@ -432,7 +432,9 @@ def test_the_loss_averages_each_settings_advantages_over_the_steps_it_uses(advan
 def test_a_shared_trunk_feeds_both_heads_its_tanh_features():
     torch.manual_seed(0)
     model = ActorCritic(A2CConfig(shared=True, hidden=16))
-    obs = torch.randn(5, 4) * 50  # large inputs: the trunk's linear output is far outside [-1, 1]
+    with torch.no_grad():  # the trunk's output far outside [-1, 1], where tanh is far from the identity
+        model.trunk[-1].weight.mul_(10)
+    obs = torch.randn(5, 4) * 50
     features = torch.tanh(model.trunk(obs))
     assert model.trunk(obs).abs().max() > 3
     torch.testing.assert_close(model.distribution(obs).probs, model.actor(features).softmax(-1))
