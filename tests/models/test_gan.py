@@ -12,7 +12,7 @@ from scipy.spatial.distance import jensenshannon
 from torch import nn
 
 from deepzoo.models.gan import GAN, GANConfig
-from deepzoo.nn.adversarial import Objective, gradient_penalty, r1_penalty
+from deepzoo.nn.adversarial import Objective, clip_weights, gradient_penalty, r1_penalty
 from deepzoo.train import TrainConfig, Trainer, distributed
 from deepzoo.train import checkpoint as ckpt
 from deepzoo.train.step import Optimizers, named_groups
@@ -51,6 +51,32 @@ def test_a_tabular_discriminator_converges_to_p_over_p_plus_q_where_the_value_is
     # and V(D*) itself, evaluated at the closed-form D*, matches to rounding
     exact = -objective.discriminator_loss(lambda i: torch.logit(d_star)[i], real, fake)["loss_d"]
     assert exact.item() == pytest.approx(-math.log(4) + 2 * jsd, abs=1e-12)
+
+
+def test_each_objective_is_its_two_formulas_on_the_critic_scores():
+    """The critic below returns its input, so the scores are r (real) and f (fake) themselves."""
+    r = torch.tensor([2.0, -0.5, 0.3, 1.5, -2.0], dtype=torch.float64)
+    f = torch.tensor([-1.0, 0.7, -3.0, 0.2], dtype=torch.float64)
+    identity = lambda x: x  # noqa: E731
+    D_r, D_f = torch.sigmoid(r), torch.sigmoid(f)
+    bce = -D_r.log().mean() - (1 - D_f).log().mean()  # -V(D, G)
+    expected = {
+        "minimax": (bce, (1 - D_f).log().mean()),
+        "non_saturating": (bce, -D_f.log().mean()),
+        "hinge": ((1 - r).clamp(min=0).mean() + (1 + f).clamp(min=0).mean(), -f.mean()),
+        "wgan": (f.mean() - r.mean(), -f.mean()),
+    }
+    for name, (loss_d, loss_g) in expected.items():
+        out = Objective(name).discriminator_loss(identity, r, f)
+        assert out["loss_d"].item() == pytest.approx(loss_d.item(), rel=1e-12), name
+        assert Objective(name).generator_loss(identity, f)["loss_g"].item() == pytest.approx(
+            loss_g.item(), rel=1e-12
+        )
+        if name in ("minimax", "non_saturating"):
+            assert out["d_real"].item() == pytest.approx(D_r.mean().item(), rel=1e-12)
+            assert out["d_fake"].item() == pytest.approx(D_f.mean().item(), rel=1e-12)
+        if name == "wgan":
+            assert out["w_estimate"].item() == pytest.approx((r.mean() - f.mean()).item(), rel=1e-12)
 
 
 def test_the_minimax_generator_gradient_vanishes_where_the_non_saturating_one_does_not():
@@ -157,6 +183,7 @@ def test_r1_is_the_squared_gradient_norm_at_the_data_added_to_the_critic_loss_wi
         out = Objective(name, r1_weight=3.0).discriminator_loss(quartic, real, fake)
         assert out["loss_d"].item() == pytest.approx(plain.item() + 1.5 * expected.item(), rel=1e-12)
         assert out["r1"].item() == pytest.approx(expected.item(), rel=1e-12)
+        assert not real.requires_grad  # the caller's batch is left as it was
     # the penalty trains the critic: its gradient w.r.t. a critic weight is d/dw of (gamma/2) w^2 ||x||^2
     w = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
     scaled = lambda x: w * x.flatten(1).sum(1)  # noqa: E731 - gradient w everywhere: R1 = w^2 * 16
@@ -209,6 +236,17 @@ def test_weight_clipping_keeps_every_critic_weight_in_the_box(mnist_small, tmp_p
         Trainer(model, mnist_small, cfg, tmp_path / str(clip)).fit()
         largest[clip] = max(p.detach().abs().max().item() for p in model.discriminator.parameters())
     assert largest[0.01] <= 0.01 < 0.1 < largest[1e9]
+
+
+def test_clip_weights_clamps_each_weight_into_the_symmetric_box_and_keeps_the_rest():
+    weights = [
+        nn.Parameter(torch.tensor([-0.5, -0.02, -0.005, 0.0, 0.003, 0.02])),
+        nn.Parameter(torch.randn(3, 3)),
+    ]
+    expected = weights[1].detach().clamp(-0.01, 0.01)
+    clip_weights(weights, 0.01)
+    assert torch.equal(weights[0].detach(), torch.tensor([-0.01, -0.01, -0.005, 0.0, 0.003, 0.01]))
+    assert torch.equal(weights[1].detach(), expected)
 
 
 def test_resuming_a_gan_run_equals_the_uninterrupted_run(mnist_small, tmp_path):

@@ -62,5 +62,9 @@ def test_dropout_is_the_identity_in_eval_and_rejects_bad_p():
     layer = Dropout(0.5).eval()
     x = torch.randn(10)
     assert torch.equal(layer(x), x)
-    with pytest.raises(ValueError, match="dropout probability"):
-        Dropout(1.0)
+    assert torch.equal(dropout(x, 0.5, training=False), x)
+    for p in (1.0, -0.1):  # p = 1 would divide by zero
+        with pytest.raises(ValueError, match="dropout probability"):
+            Dropout(p)
+        with pytest.raises(ValueError, match="dropout probability"):
+            dropout(x, p, training=True)

@@ -1,9 +1,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from deepzoo.gradcheck import check_gradients
-from deepzoo.nn.losses import multiclass_svm_loss, regularization, softmax_cross_entropy
+from deepzoo.nn.losses import PerceptualLoss, multiclass_svm_loss, regularization, softmax_cross_entropy
 
 
 def _data(n=6, c=4, seed=0):
@@ -53,3 +54,42 @@ def test_regularizers():
     assert regularization(w, "none").item() == 0
     with pytest.raises(ValueError, match="regularization"):
         regularization(w, "l3")
+
+
+@pytest.mark.parametrize("loss", [multiclass_svm_loss, softmax_cross_entropy])
+def test_labels_of_another_length_or_shape_are_refused(loss):
+    scores, labels = _data(6, 4)
+    for bad in (labels[:5], labels[:, None], torch.cat([labels, labels])):
+        with pytest.raises(ValueError, match=r"labels \(N,\)"):
+            loss(scores, bad)
+
+
+def _perceptual_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3), nn.ReLU(inplace=True))
+
+
+def test_the_perceptual_loss_freezes_a_copy_and_refuses_taps_outside_the_network():
+    net = _perceptual_net()
+    loss = PerceptualLoss(net, taps=[0, 3])
+    assert not any(p.requires_grad for p in loss.parameters())  # an optimizer over a model never trains it
+    assert all(p.requires_grad for p in net.parameters())  # the caller's network is left as it was
+    for taps in ([4], [-1], []):
+        with pytest.raises(ValueError, match="taps must index"):
+            PerceptualLoss(net, taps=taps)
+
+
+def test_a_tap_followed_by_an_inplace_activation_keeps_its_value_and_its_gradient():
+    """Tap 0 is the first convolution's output, which the next in-place ReLU would overwrite (its
+    negative entries set to 0) and break the normalization's backward pass."""
+    net = _perceptual_net()
+    x, y = torch.randn(2, 1, 8, 8, requires_grad=True), torch.randn(2, 1, 8, 8)
+    distance = PerceptualLoss(net, taps=[0, 1]).forward(x, y)
+    with torch.no_grad():
+        a, b = net[0](x), net[0](y)
+    unit = lambda f: f / f.norm(dim=1, keepdim=True).clamp_min(1e-10)  # noqa: E731 - F.normalize
+    first = (unit(a) - unit(b)).square().sum(1).mean((1, 2))
+    second = (unit(a.relu()) - unit(b.relu())).square().sum(1).mean((1, 2))
+    torch.testing.assert_close(distance.detach(), first + second)
+    distance.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
