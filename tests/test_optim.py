@@ -125,10 +125,41 @@ def test_adam_first_step_moves_each_coordinate_by_lr():
     assert (p.detach().double() - torch.tensor(start, dtype=torch.float64)).abs().sub(lr).abs().max() < 1e-5
 
 
+def test_a_step_returns_the_closure_loss_skips_parameters_without_gradient_and_owns_its_buffers():
+    """Against torch.optim: a frozen first layer (no .grad) is skipped, the later ones still move;
+    gradients zeroed in place (set_to_none=False) must not reach the momentum buffer, so it may not
+    alias p.grad; `step(closure)` returns the closure's loss."""
+    model_a, loss_fn = _problem()
+    model_b, _ = _problem()
+    for model in (model_a, model_b):
+        model[0].requires_grad_(False)
+    opt_a = optim.SGD(model_a.parameters(), lr=0.05, momentum=0.9)
+    opt_b = torch.optim.SGD(model_b.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(20):
+        for model, opt in ((model_a, opt_a), (model_b, opt_b)):
+            opt.zero_grad(set_to_none=False)
+            loss = loss_fn(model)
+            loss.backward()
+            assert opt.step(lambda loss=loss: loss.item()) == loss.item()
+    for a, b in zip(model_a.parameters(), model_b.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(model_a[2].weight, _problem()[0][2].weight)
+
+
+def test_adamw_defaults_are_torchs():
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    ours, torchs = optim.AdamW(p).defaults, torch.optim.AdamW(p).defaults
+    assert {k: ours[k] for k in ("lr", "betas", "eps", "weight_decay")} == {
+        k: torchs[k] for k in ("lr", "betas", "eps", "weight_decay")
+    }
+
+
 def test_bad_hyper_parameters_are_rejected():
     p = [torch.nn.Parameter(torch.zeros(2))]
     with pytest.raises(ValueError, match="learning rate"):
         optim.SGD(p, lr=-1)
+    with pytest.raises(ValueError, match="weight decay"):
+        optim.Adam(p, weight_decay=-1e-4)
     with pytest.raises(ValueError, match="Nesterov"):
         optim.SGD(p, lr=0.1, nesterov=True)
     with pytest.raises(ValueError, match="betas"):

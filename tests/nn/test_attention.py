@@ -1,9 +1,18 @@
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from deepzoo.nn.attention import KVCache, MultiHeadAttention, attention_bias, attention_reference
-from deepzoo.nn.positions import RotaryEmbedding, alibi_bias, alibi_slopes, sinusoidal_table
+from deepzoo.nn.positions import (
+    LearnedPositions,
+    RotaryEmbedding,
+    SinusoidalPositions,
+    alibi_bias,
+    alibi_slopes,
+    sinusoidal_table,
+)
 
 
 def _mha(dim=16, heads=4, seed=0, kernel="sdpa"):
@@ -201,3 +210,53 @@ def test_attention_bias_equals_a_hand_built_mask():
                     expected[b, h, i, j] = -slopes[h] * abs(offset + i - j) if visible else float("-inf")
     assert bias.shape == (2, heads, T, S)
     assert torch.equal(bias, expected)
+
+
+def test_sinusoidal_table_is_the_papers_formula_at_every_position_and_frequency():
+    """P[t, 2i] = sin(t / 10000^(2i / D)), P[t, 2i + 1] = cos(t / 10000^(2i / D))."""
+    D = 8
+    table = sinusoidal_table(50, D).double()
+    for t in range(50):
+        for i in range(D // 2):
+            angle = t / 10000 ** (2 * i / D)
+            assert table[t, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-5)
+            assert table[t, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-5)
+
+
+def test_sinusoidal_positions_continue_past_their_table_at_an_offset():
+    positions = SinusoidalPositions(6, max_len=8)
+    x = torch.zeros(1, 4, 6)
+    torch.testing.assert_close(positions(x, offset=6)[0], sinusoidal_table(10, 6)[6:10])
+
+
+def test_learned_positions_start_small_and_refuse_steps_past_their_table():
+    torch.manual_seed(0)
+    positions = LearnedPositions(64, max_len=512)
+    assert positions.embedding.weight.std().item() == pytest.approx(0.02, rel=0.05)  # GPT-2's init
+    x = torch.zeros(2, 3, 64)
+    torch.testing.assert_close(positions(x, offset=4)[1], positions.embedding.weight[4:7].detach())
+    with pytest.raises(ValueError, match="learned positions cover 512 steps, asked for 513"):
+        positions(x, offset=510)
+
+
+@pytest.mark.parametrize("kernel", ["sdpa", "math", "auto"])
+def test_attention_dropout_acts_in_training_only(kernel):
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(16, 4, dropout=0.5, kernel=kernel).eval()
+    x = torch.randn(2, 6, 16)
+    torch.testing.assert_close(
+        attn(x, causal=True), attn(x, causal=True, reference=True), rtol=1e-5, atol=1e-5
+    )
+    attn.train()
+    assert not torch.allclose(attn(x, causal=True), attn(x, causal=True, reference=True), atol=1e-3)
+
+
+def test_the_auto_kernel_is_the_explicit_equation_on_the_cpu(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("auto used SDPA on the CPU")
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", refuse)
+    x = torch.randn(2, 6, 16)
+    _mha(kernel="auto")(x, causal=True)
+    with pytest.raises(AssertionError, match="auto used SDPA"):
+        _mha(kernel="sdpa")(x, causal=True)

@@ -34,6 +34,16 @@ def test_batchnorm_equals_torch_in_train_and_eval(shape, reference):
     _same_forward_and_backward(ours.eval(), ref.eval(), torch.randn(shape))
 
 
+def test_batchnorm_eval_adds_eps_to_a_vanishing_running_variance():
+    """A channel that was constant in training has running variance ~0: eval divides by sqrt(eps)."""
+    ours, ref = BatchNorm(3, eps=1e-3).eval(), nn.BatchNorm1d(3, eps=1e-3).eval()
+    for module in (ours, ref):
+        module.running_mean.copy_(torch.tensor([0.5, -1.0, 0.0]))
+        module.running_var.copy_(torch.tensor([0.0, 1e-4, 2.0]))
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(ours(x), ref(x))
+
+
 def test_batchnorm_train_output_has_zero_mean_unit_variance_per_channel():
     y = BatchNorm(4)(torch.randn(64, 4, 3, 3) * 5 + 2)
     torch.testing.assert_close(y.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-5, rtol=0)
