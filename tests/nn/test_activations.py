@@ -4,7 +4,9 @@ import torch.nn.functional as F
 
 from deepzoo.nn import activations as A
 
-X = torch.linspace(-30, 30, 2001, dtype=torch.float64)
+X = torch.cat(
+    [torch.linspace(-30, 30, 2000, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)]
+)  # and 0 exactly
 
 
 @pytest.mark.parametrize(
@@ -30,8 +32,21 @@ def test_activation_and_its_gradient_equal_torch(ours, reference):
     torch.testing.assert_close(x_ours.grad, x_ref.grad)
 
 
-def test_sigmoid_does_not_overflow():
-    assert torch.isfinite(A.sigmoid(torch.tensor([-1e4, 1e4]))).all()
+@pytest.mark.parametrize(
+    "ours,reference",
+    [(A.sigmoid, torch.sigmoid), (A.tanh, torch.tanh), (A.elu, F.elu), (A.selu, F.selu)],
+    ids=["sigmoid", "tanh", "elu", "selu"],
+)
+def test_values_and_gradients_stay_finite_where_an_exponential_overflows(ours, reference):
+    """float32 e^x overflows past x = 88.7: sigmoid, tanh and elu must never form it."""
+    x_ours = torch.tensor([-1e4, -100.0, -0.5, 0.0, 0.5, 100.0, 1e4], requires_grad=True)
+    x_ref = x_ours.detach().clone().requires_grad_()
+    y_ours, y_ref = ours(x_ours), reference(x_ref)
+    torch.testing.assert_close(y_ours, y_ref)
+    y_ours.sum().backward()
+    y_ref.sum().backward()
+    assert torch.isfinite(x_ours.grad).all()
+    torch.testing.assert_close(x_ours.grad, x_ref.grad)
 
 
 def test_prelu_equals_torch_with_copied_slopes():
@@ -40,10 +55,13 @@ def test_prelu_equals_torch_with_copied_slopes():
         reference.weight.copy_(torch.tensor([0.1, 0.25, -0.3]))
         ours.weight.copy_(reference.weight)
     x = torch.randn(4, 3, 5)
-    torch.testing.assert_close(ours(x), reference(x))
-    ours(x).sum().backward()
-    reference(x).sum().backward()
+    x[0, :, :2] = 0.0  # the kink, where the gradient is a, as torch's
+    x_ours, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    torch.testing.assert_close(ours(x_ours), reference(x_ref))
+    ours(x_ours).sum().backward()
+    reference(x_ref).sum().backward()
     torch.testing.assert_close(ours.weight.grad, reference.weight.grad)
+    torch.testing.assert_close(x_ours.grad, x_ref.grad)
 
 
 def test_maxout_is_the_max_of_its_linear_pieces():

@@ -40,6 +40,11 @@ def test_xavier_keeps_tanh_activations_alive_through_40_layers():
     assert too_small[-1] < 1e-20
 
 
+def test_fans_refuse_a_vector():
+    with pytest.raises(ValueError, match="2\\+ dimensions"):
+        fans(torch.empty(5))
+
+
 def test_init_variances_match_their_formulas():
     w = torch.empty(400, 100, 3, 3)
     fan_in, fan_out = fans(w)

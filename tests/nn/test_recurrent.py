@@ -71,3 +71,28 @@ def test_truncation_stops_gradients_at_the_boundary():
     out, _ = lstm(x[:, 5:], state)  # full BPTT: the first half gets gradient
     out.sum().backward()
     assert x.grad[:, :5].abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", [RNN, LSTM, RNNCell, LSTMCell])
+def test_every_weight_starts_uniform_in_plus_minus_one_over_sqrt_hidden(kind):
+    """torch.nn's initialization, U(-1/sqrt(H), 1/sqrt(H)): the extremes reach the bound, the
+    variance is bound^2 / 3."""
+    module, bound = kind(10, 400), 1 / 400**0.5
+    values = torch.cat([p.detach().flatten() for p in module.parameters()])
+    assert values.abs().max() <= bound and values.abs().max() > 0.99 * bound
+    assert values.var().item() == pytest.approx(bound**2 / 3, rel=0.05)
+
+
+@pytest.mark.parametrize("kind", [RNN, LSTM])
+def test_dropout_acts_between_layers_in_training_only(kind):
+    """torch.nn's semantics: dropout on each layer's outputs except the last layer's."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 4)
+    deep = kind(4, 8, num_layers=2, dropout=0.5)
+    shallow = kind(4, 8, num_layers=1, dropout=0.5)
+    for module in (deep, shallow):
+        plain = kind(4, 8, num_layers=module.num_layers)
+        plain.load_state_dict(module.state_dict())
+        torch.testing.assert_close(module.eval()(x)[0], plain(x)[0])
+    torch.testing.assert_close(shallow.train()(x)[0], shallow.eval()(x)[0])  # nothing after the last layer
+    assert not torch.allclose(deep.train()(x)[0], deep.eval()(x)[0])

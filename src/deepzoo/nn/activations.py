@@ -12,8 +12,9 @@ SELU_SCALE = 1.0507009873554804934193349852946
 
 
 def sigmoid(x: torch.Tensor) -> torch.Tensor:
-    """1 / (1 + e^-x), computed without overflow for large |x|."""
-    e = torch.exp(-x.abs())
+    """1 / (1 + e^-x), computed without overflow for large |x| from e = e^-|x| <= 1. (-|x| is
+    written as a where, not abs: abs's gradient at 0 is 0, which would make sigmoid'(0) 0, not 1/4.)"""
+    e = torch.exp(torch.where(x >= 0, -x, x))
     return torch.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
@@ -23,18 +24,22 @@ def tanh(x: torch.Tensor) -> torch.Tensor:
 
 
 def relu(x: torch.Tensor) -> torch.Tensor:
-    """max(0, x)."""
-    return x.clamp(min=0)
+    """max(0, x), with gradient 0 at x = 0 as torch's. (Not clamp: the gradient of clamp at its
+    bound is 1 in torch 2.13 and 0 in 2.14, so every kink here is written as a where.)"""
+    return torch.where(x > 0, x, torch.zeros_like(x))
 
 
 def leaky_relu(x: torch.Tensor, slope: float = 0.01) -> torch.Tensor:
-    """max(slope x, x) for 0 <= slope < 1 (the notes use slope 0.1)."""
-    return torch.where(x >= 0, x, slope * x)
+    """max(slope x, x) for 0 <= slope < 1 (the notes use slope 0.1); at the kink x = 0 the
+    gradient is slope, as torch's."""
+    return torch.where(x > 0, x, slope * x)
 
 
 def elu(x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
-    """x for x >= 0, alpha (e^x - 1) otherwise."""
-    return torch.where(x >= 0, x, alpha * torch.expm1(x.clamp(max=0)))
+    """x for x > 0, alpha (e^x - 1) otherwise (the gradient at 0 is alpha, as torch's); e^x is
+    formed only for x <= 0, so a large x overflows neither the value nor the gradient."""
+    negative = torch.where(x > 0, torch.zeros_like(x), x)
+    return torch.where(x > 0, x, alpha * torch.expm1(negative))
 
 
 def selu(x: torch.Tensor) -> torch.Tensor:
@@ -59,7 +64,7 @@ class PReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.weight.view((1, -1) + (1,) * (x.ndim - 2)) if x.ndim >= 2 else self.weight
-        return x.clamp(min=0) + a * x.clamp(max=0)
+        return torch.where(x > 0, x, a * x)
 
 
 class Maxout(nn.Module):
