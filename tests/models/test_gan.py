@@ -363,6 +363,113 @@ def test_a_self_conditioned_step_conditions_both_players_on_the_nearest_centroid
     assert all(torch.equal(y, expected) for _, y in seen)
 
 
+@pytest.mark.parametrize("condition", [dict(num_classes=10), dict(clusters=5)], ids=["labels", "clusters"])
+def test_one_step_trains_every_weight_of_both_players_and_both_read_the_condition(condition, mnist_small):
+    """n_critic = 1: one step updates D, then G; every parameter, the condition's embeddings
+    included, has a gradient and moves. G's image and D's score change with the condition."""
+    torch.manual_seed(0)
+    model = GAN(replace(TINY, **condition))
+    if model.config.clusters:
+        model.fit_clusters(mnist_small.tensors["x"])
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    opt = Optimizers(named_groups(model), TrainConfig(lr=1e-3, **CPU), distributed.setup("cpu"))
+    model.train_step({k: v[:32] for k, v in mnist_small.tensors.items()}, 0, opt)
+    still = [k for k, v in model.named_parameters() if torch.equal(v.detach(), before[k])]
+    assert still == []
+    norms = [m for m in model.generator.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert [m.num_batches_tracked.item() for m in norms] == [1, 1]  # G ran forward once
+    conditions = model.config.conditions
+    assert model.generator.embed.num_embeddings == model.discriminator.embed.num_embeddings == conditions
+    model.eval()
+    z, x = (
+        torch.randn(1, TINY.latent).expand(conditions, -1),
+        mnist_small.tensors["x"][:1].expand(conditions, -1, -1, -1),
+    )
+    with torch.no_grad():
+        images, scores = (
+            model.generator(z, torch.arange(conditions)),
+            model.discriminator(x * 2 - 1, torch.arange(conditions)),
+        )
+    assert (images - images[:1]).flatten(1).abs().amax(1)[1:].min() > 0
+    assert (scores - scores[0]).abs()[1:].min() > 0
+
+
+@pytest.mark.parametrize("arch", ["mlp", "dcgan"])
+def test_dcgan_initialization_and_a_generator_ending_in_tanh(arch):
+    """Radford et al.: weights N(0, 0.02), norm scales N(1, 0.02), biases 0; G's tanh output
+    covers [-1, 1] around 0 at the start (a sigmoid would keep it in (0, 1))."""
+    torch.manual_seed(0)
+    model = GAN(replace(TINY, arch=arch, width=32, num_classes=10))
+    layers = [
+        m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding))
+    ]
+    weights = torch.cat([m.weight.detach().flatten() for m in layers])
+    assert weights.mean().item() == pytest.approx(0.0, abs=1e-3)
+    assert weights.std().item() == pytest.approx(0.02, rel=0.05)
+    biases = [m.bias for m in model.modules() if getattr(m, "bias", None) is not None]
+    assert all(torch.equal(b.detach(), torch.zeros_like(b)) for b in biases)
+    scales = [m.weight.detach() for m in model.modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))]
+    if scales:
+        scales = torch.cat(scales)
+        assert scales.mean().item() == pytest.approx(1.0, abs=0.01)
+        assert scales.std().item() == pytest.approx(0.02, rel=0.3)
+    with torch.no_grad():
+        raw = model.generator(torch.randn(64, TINY.latent), torch.arange(64) % 10)
+    assert raw.min() < 0 < raw.max() and raw.abs().max() <= 1
+
+
+def test_only_wgan_clips_the_critic(mnist_small):
+    for objective, d_norm in (("wgan", "batch"), ("wgan_gp", "layer"), ("hinge", "batch")):
+        torch.manual_seed(0)
+        model = GAN(replace(TINY, objective=objective, d_norm=d_norm, clip=0.01))
+        opt = Optimizers(named_groups(model), TrainConfig(lr=1e-3, **CPU), distributed.setup("cpu"))
+        model.train_step({"x": mnist_small.tensors["x"][:16]}, 0, opt)
+        largest = max(p.detach().abs().max().item() for p in model.discriminator.parameters())
+        assert (largest <= 0.01) == (objective == "wgan"), objective  # N(0, 0.02) init: some |w| > 0.01
+
+
+def test_samples_follow_the_seeded_generator_and_the_labels_asked_for():
+    torch.manual_seed(0)
+    conditional = GAN(replace(TINY, num_classes=10)).eval()
+    seeded = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    default = conditional.sample(4, generator=seeded())  # digits 0, 1, 2, 3
+    threes = conditional.sample(4, generator=seeded(), labels=torch.full((4,), 3))
+    assert torch.equal(threes[3], default[3]) and not torch.equal(threes[0], default[0])
+    clustered = GAN(replace(TINY, clusters=5)).eval()
+    clustered.cluster_frequencies.fill_(0.2)
+    first = clustered.sample(32, generator=seeded())
+    torch.manual_seed(1)  # the global generator moves; the seeded draws do not
+    torch.rand(10)
+    assert torch.equal(clustered.sample(32, generator=seeded()), first)
+
+
+def test_the_critics_layer_norm_normalizes_each_example_over_channels_and_pixels():
+    torch.manual_seed(0)
+    critic = GAN(replace(TINY, d_norm="layer", objective="wgan_gp")).discriminator
+    with torch.no_grad():
+        critic.features[3].weight.fill_(1.0)
+        for conv in (critic.features[0], critic.features[2]):  # activations far above the norm's eps
+            conv.weight.normal_()
+    outputs = []
+    handle = critic.features[3].register_forward_hook(lambda module, args, out: outputs.append(out))
+    critic(torch.rand(4, 1, 28, 28) * 2 - 1)
+    handle.remove()
+    out = outputs[0]  # (B, C, 7, 7)
+    torch.testing.assert_close(out.mean((1, 2, 3)), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.var((1, 2, 3), unbiased=False), torch.ones(4), atol=1e-3, rtol=0)
+    assert out.mean((2, 3)).abs().max() > 0.1  # not per channel (that would be instance norm)
+
+
+def test_the_cluster_of_an_image_is_its_exact_nearest_centroid_under_bf16_autocast(mnist_small):
+    torch.manual_seed(0)
+    model = GAN(replace(TINY, clusters=20))
+    x = mnist_small.tensors["x"]
+    model.fit_clusters(x)
+    exact = torch.cdist(x.flatten(1).double(), model.centroids.double()).argmin(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(model.cluster_of(x), exact)
+
+
 def test_self_conditioned_samples_draw_each_cluster_with_its_frequency():
     """All of pi on cluster 3: every sample is G(z, 3) on the z the sampler draws first."""
     torch.manual_seed(0)
