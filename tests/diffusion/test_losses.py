@@ -203,6 +203,20 @@ def test_edm_c_noise_is_a_quarter_of_ln_sigma():
     )
 
 
+def test_c_noise_is_t_scale_times_the_schedules_time():
+    net = lambda x, c, labels=None: x  # noqa: E731
+    vp = VPSchedule()
+    steps = torch.tensor([0, 10, 999])
+    torch.testing.assert_close(
+        Denoiser(net, Preconditioning("epsilon"), vp).c_noise(vp.sigmas[steps]), steps.double()
+    )
+    sigma = torch.tensor([0.1, 1.0, 9.0], dtype=torch.float64)
+    flow = Denoiser(net, Preconditioning("velocity"), FlowSchedule(), t_scale=1000.0)
+    torch.testing.assert_close(flow.c_noise(sigma), 1000.0 * sigma / (1 + sigma))
+    edm = Denoiser(net, Preconditioning("edm"), t_scale=2.0)
+    torch.testing.assert_close(edm.c_noise(sigma), 2.0 * sigma.log() / 4)
+
+
 @pytest.mark.parametrize("loss", [DDPMLoss(VPSchedule()), EDMLoss(), FlowMatchingLoss()], ids=type)
 def test_each_objective_hands_the_labels_to_the_network(loss):
     """Class-conditional training: the network sees the batch's labels, not None."""

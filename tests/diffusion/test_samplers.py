@@ -15,6 +15,7 @@ from deepzoo.diffusion.samplers import (
     heun,
     nfe,
     rectified_flow_euler,
+    reflow_pairs,
 )
 from deepzoo.diffusion.schedules import VPSchedule, flow_sigmas, karras_sigmas
 
@@ -143,11 +144,12 @@ def test_ancestral_step_equals_the_ddpm_update():
     torch.testing.assert_close(abar_prev.sqrt() * seen[1], expected)
 
 
-@pytest.mark.parametrize("s_tmin", [0.0, 100.0])
-def test_heun_churn_raises_sigma_by_gamma_with_fresh_noise_inside_its_range(s_tmin):
+@pytest.mark.parametrize("s_tmin, s_churn", [(0.0, 0.2), (100.0, 0.2), (0.0, 10.0)])
+def test_heun_churn_raises_sigma_by_gamma_with_fresh_noise_inside_its_range(s_tmin, s_churn):
     """EDM Algorithm 2, lines 4-6: gamma = min(S_churn / N, sqrt 2 - 1) when S_tmin <= sigma_i <=
     S_tmax, sigma_hat = (1 + gamma) sigma_i and x_hat = x_i + sqrt(sigma_hat^2 - sigma_i^2) S_noise
-    z; the first network call sees (x_hat, sigma_hat). Outside [S_tmin, S_tmax], gamma = 0."""
+    z; the first network call sees (x_hat, sigma_hat). Outside [S_tmin, S_tmax], gamma = 0; S_churn = 10
+    over N = 2 steps is capped at sqrt 2 - 1 (at most doubling the variance)."""
     sigmas = torch.tensor([10.0, 2.0, 0.0], dtype=torch.float64)  # N = 2 steps
     noise = torch.randn(64, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     seen = []
@@ -156,8 +158,16 @@ def test_heun_churn_raises_sigma_by_gamma_with_fresh_noise_inside_its_range(s_tm
         seen.append((x.clone(), sigma.item()))
         return gaussian_denoiser(x, sigma)
 
-    heun(recording, noise, sigmas, torch.Generator().manual_seed(2), s_churn=0.2, s_tmin=s_tmin, s_noise=0.9)
-    gamma = min(0.2 / 2, math.sqrt(2) - 1) if s_tmin <= 10.0 else 0.0
+    heun(
+        recording,
+        noise,
+        sigmas,
+        torch.Generator().manual_seed(2),
+        s_churn=s_churn,
+        s_tmin=s_tmin,
+        s_noise=0.9,
+    )
+    gamma = min(s_churn / 2, math.sqrt(2) - 1) if s_tmin <= 10.0 else 0.0
     sigma_hat = 10.0 * (1 + gamma)
     z = torch.randn(64, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     expected = noise * 10.0 + math.sqrt(sigma_hat**2 - 10.0**2) * 0.9 * z
@@ -224,3 +234,16 @@ def test_deterministic_samplers_converge_to_the_exact_ode_solution_at_their_orde
         errors.append((x - exact).abs().max().item())
     rates = [math.log2(errors[i] / errors[i + 1]) for i in range(2)]
     assert min(rates) > order - 0.35, (errors, rates)
+
+
+def test_reflow_pairs_come_from_a_deterministic_sampler_only():
+    """Reflow's couplings (noise, ODE(noise)) must be a function of the noise: the ancestral ddpm
+    and ddim (stochastic for eta > 0) are refused by name."""
+    noise = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    sigmas = karras_sigmas(6)
+    for name in ("euler", "heun", "dpmpp_2m"):
+        pair = reflow_pairs(gaussian_denoiser, noise, sigmas, sampler=name)
+        assert pair[0] is noise and torch.equal(pair[1], SAMPLERS[name](gaussian_denoiser, noise, sigmas))
+    for name in ("ddpm", "ddim"):
+        with pytest.raises(ValueError, match="deterministic sampler"):
+            reflow_pairs(gaussian_denoiser, noise, sigmas, sampler=name)

@@ -103,3 +103,19 @@ def test_the_default_flow_grid_is_finite_and_t_max_1_is_refused():
     assert torch.isfinite(grid).all() and grid[0].item() == pytest.approx(0.999 / 0.001)
     with pytest.raises(ValueError, match="t_max < 1"):
         flow_sigmas(4, t_max=1.0)
+
+
+def test_flow_time_of_an_infinite_sigma_is_one():
+    """t = sigma / (1 + sigma) is inf / inf = nan at sigma = inf (pure noise, t = 1)."""
+    sigma = torch.tensor([0.0, 1.0, math.inf], dtype=torch.float64)
+    torch.testing.assert_close(
+        FlowSchedule().t_of_sigma(sigma), torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    )
+
+
+def test_a_one_step_karras_grid_jumps_from_sigma_max_to_zero_and_zero_steps_are_refused():
+    torch.testing.assert_close(
+        karras_sigmas(1, sigma_max=80.0), torch.tensor([80.0, 0.0], dtype=torch.float64)
+    )
+    with pytest.raises(ValueError, match="n >= 1"):
+        karras_sigmas(0)
