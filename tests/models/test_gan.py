@@ -465,9 +465,13 @@ def test_the_cluster_of_an_image_is_its_exact_nearest_centroid_under_bf16_autoca
     model = GAN(replace(TINY, clusters=20))
     x = mnist_small.tensors["x"]
     model.fit_clusters(x)
-    exact = torch.cdist(x.flatten(1).double(), model.centroids.double()).argmin(1)
+    distances = torch.cdist(x.flatten(1).double(), model.centroids.double())
+    nearest, second = distances.topk(2, dim=1, largest=False).values.unbind(1)
+    clear = second - nearest > 1e-3  # no fp32 near-tie: the float64 argmin is the answer
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert torch.equal(model.cluster_of(x), exact)
+        under_autocast = model.cluster_of(x)
+    assert torch.equal(under_autocast, model.cluster_of(x))
+    assert torch.equal(under_autocast[clear], distances.argmin(1)[clear]) and clear.float().mean() > 0.99
 
 
 def test_self_conditioned_samples_draw_each_cluster_with_its_frequency():
