@@ -115,3 +115,21 @@ def test_row_lstm_row_h_depends_on_earlier_rows_and_the_row_up_to_its_column():
             if k > i or (k == i and m > j):
                 assert not depends[p, q]
     assert depends[2 * 5 + 2, 1 * 5 + 3]  # the row above, one column to the right: seen
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_a_gated_layer_is_its_equations_with_the_label_in_both_stacks(first):
+    """v_out = gate(v' + V y); h_out = [h +] conv_1x1(gate(h' + V y)), h' the row convolution of h
+    plus the link from shift_down(v'); the residual h + only after the first layer."""
+    torch.manual_seed(0)
+    layer = GatedLayer(4, 4, 3, first=first, num_classes=5)
+    v, h, y = torch.randn(2, 4, 6, 6), torch.randn(2, 4, 6, 6), torch.tensor([1, 3])
+    label = layer.label(y)[:, :, None, None]
+    v_pre = layer.vertical(v)
+    row = layer.horizontal_conv.weight * (layer.horizontal_mask if first else 1)
+    h_pre = nn.functional.conv2d(nn.functional.pad(h, (1, 0, 0, 0)), row, layer.horizontal_conv.bias)
+    h_pre = h_pre + layer.link(shift_down(v_pre))
+    v_out, h_out = layer(v, h, y)
+    torch.testing.assert_close(v_out, gate(v_pre + label))
+    out = layer.horizontal_out(gate(h_pre + label))
+    torch.testing.assert_close(h_out, out if first else h + out)

@@ -228,3 +228,48 @@ def test_normalized_codes_pick_the_largest_cosine_and_stay_unit_length():
         torch.testing.assert_close(vq.codes().norm(dim=1), torch.ones(16))
         if ema:
             torch.testing.assert_close(vq.codebook.norm(dim=1), torch.ones(16))
+
+
+def test_kmeans_starts_from_seeded_random_rows_and_an_empty_cluster_keeps_its_centroid():
+    x = torch.randn(50, 3, generator=torch.Generator().manual_seed(1))
+    start = torch.randint(50, (4,), generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(kmeans(x, 4, iters=0, generator=torch.Generator().manual_seed(5)), x[start])
+    # k > N: rows are drawn with replacement, so some start twice; the copy that loses every tie
+    # to its twin has an empty cluster and must keep its place (not move to 0, the empty mean)
+    rows = torch.tensor([[1.0, 1.0], [5.0, 5.0]])
+    centroids = kmeans(rows, 4, iters=3, generator=torch.Generator().manual_seed(0))
+    assert all(any(torch.equal(c, r) for r in rows) for c in centroids)
+
+
+def test_a_normalized_codebook_starts_on_the_unit_sphere_and_bad_sizes_are_refused():
+    for ema in (True, False):
+        torch.testing.assert_close(
+            _quantizer(normalize=True, ema=ema).codebook.detach().norm(dim=1), torch.ones(16)
+        )
+    for kw, message in (
+        (dict(num_codes=0), "num_codes >= 1"),
+        (dict(dim=0), "dim >= 1"),
+        (dict(decay=1.0), r"decay must be in \[0, 1\)"),
+        (dict(decay=-0.1), r"decay must be in \[0, 1\)"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            _quantizer(**kw)
+
+
+def test_kmeans_init_waits_for_a_training_batch():
+    vq = _quantizer(kmeans_init=True).eval()
+    before = vq.codebook.clone()
+    vq(torch.randn(32, 4))
+    assert not bool(vq.initialized) and torch.equal(vq.codebook, before)
+    vq.train()(torch.randn(32, 4))
+    assert bool(vq.initialized) and not torch.equal(vq.codebook, before)
+
+
+def test_usage_counts_codes_chosen_at_least_once_and_a_normalized_kmeans_init_is_unit_length():
+    vq = _quantizer(ema=False).eval()
+    z = vq.codebook.detach()[[0, 3, 3, 7, 9, 9, 9]]  # four codes, two of them only once
+    assert vq(z).usage.item() == 4 / 16
+    # gradient mode, where no EMA step renormalizes the codes after the k-means start
+    normalized = _quantizer(kmeans_init=True, normalize=True, ema=False).train()
+    normalized(torch.randn(64, 4) * 5)
+    torch.testing.assert_close(normalized.codebook.detach().norm(dim=1), torch.ones(16))
