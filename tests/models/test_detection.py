@@ -134,8 +134,14 @@ def test_proposals_equal_image_by_image_decoding_and_nms():
 
 
 def test_predictions_of_a_batch_equal_those_of_each_image_alone(scenes):
+    """At init every class score is within ~1e-4 of 1/11, so scores of two boxes often tie to the
+    last float32 bit, and the rounding of a batch of 4 (other conv kernels) against one image
+    swaps them (seeds 7, 12, 31 of 64 did). Logits of std ~1 make the order a property of the
+    model, not of the rounding: then every seed of 160 agrees box for box."""
     torch.manual_seed(0)
     model = FasterRCNN(replace(TINY, score_threshold=0.0)).eval()
+    for layer in (model.rpn_objectness, model.classify):
+        nn.init.normal_(layer.weight, std=1.0)
     x = scenes[slice(0, 4)]["x"]
     together = model.predict(x)
     assert sum(len(d["boxes"]) for d in together) > 20
