@@ -96,6 +96,37 @@ def test_couplings_start_as_the_identity_when_their_last_layer_is_zero():
         assert torch.equal(z, x) and torch.equal(logdet, torch.zeros(4))
 
 
+@pytest.mark.parametrize("kind", ["additive", "realnvp", "glow"])
+def test_a_split_coupling_is_its_equations(kind):
+    """Features 1, 3, 5 pass and feed the network; with (s_raw, t) its two output halves,
+    features 0, 2, 4 move: additive x + m; realnvp x exp(scale tanh s_raw) + t, logdet sum of
+    the log-scales; glow (x + t) sigmoid(s_raw + 2), logdet sum log sigmoid(s_raw + 2)."""
+    torch.manual_seed(0)
+    layer = _perturbed(Coupling(alternating_mask(6, 1), _mlp(3, 3 if kind == "additive" else 6), kind))
+    with torch.no_grad():
+        layer.net[-1].weight.mul_(8)  # raw log-scales of order 1, where tanh is not the identity
+        if kind == "realnvp":
+            layer.scale.copy_(torch.tensor([0.5, 1.5, 2.0], dtype=torch.float64))
+    x = torch.randn(4, 6, dtype=torch.float64)
+    passing, moving = x[:, 1::2], x[:, 0::2]
+    out = layer.net(passing)
+    if kind == "additive":
+        moved, logdet = moving + out, torch.zeros(4, dtype=torch.float64)
+    else:
+        s_raw, t = out.chunk(2, dim=1)
+        assert s_raw.abs().max() > 1
+        if kind == "realnvp":
+            s = layer.scale * torch.tanh(s_raw)
+            moved = moving * s.exp() + t
+        else:
+            s = torch.nn.functional.logsigmoid(s_raw + 2)
+            moved = (moving + t) * torch.sigmoid(s_raw + 2)
+        logdet = s.sum(1)
+    z, ld = layer(x)
+    assert torch.allclose(z[:, 1::2], passing, atol=0) and torch.allclose(z[:, 0::2], moved, atol=1e-12)
+    assert torch.allclose(ld, logdet, atol=1e-12)
+
+
 def _zero_last(net):
     nn.init.zeros_(net[-1].weight), nn.init.zeros_(net[-1].bias)
     return net
@@ -167,7 +198,7 @@ def test_actnorm_data_dependent_init_standardizes_the_first_batch_then_stays():
     assert torch.allclose(z.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
     assert torch.allclose(z.std(dim=(0, 2, 3), unbiased=False), torch.ones(3), atol=1e-5)
     assert logdet[0].item() == pytest.approx(25 * layer.log_scale.sum().item())
-    before = layer.state_dict()
+    before = {k: v.clone() for k, v in layer.state_dict().items()}  # a state dict shares storage
     layer(3 * x + 1)  # a second batch does not initialize again
     assert all(torch.equal(before[k], v) for k, v in layer.state_dict().items())
     fresh = ActNorm(3)
@@ -192,6 +223,15 @@ def test_lu_convolutions_logdet_is_the_weights_slogdet_times_positions():
     assert torch.allclose(fresh.weight() @ fresh.weight().T, torch.eye(5), atol=1e-5)
 
 
+def test_the_lu_factors_rebuild_the_initial_rotation():
+    """W = P L (U + diag(sign exp(log_s))) starts as the rotation that lu=False learns directly,
+    drawn from the same generator (so P is in the product, not only in the factorization)."""
+    lu = InvertibleConv1x1(5, generator=torch.Generator().manual_seed(3))
+    plain = InvertibleConv1x1(5, lu=False, generator=torch.Generator().manual_seed(3))
+    assert not torch.equal(lu.permutation, torch.eye(5))
+    assert torch.allclose(lu.weight(), plain.weight(), atol=1e-5)
+
+
 def test_squeeze_puts_each_2x2_patch_into_channels():
     x = torch.arange(2 * 4 * 6, dtype=torch.float64).view(1, 2, 4, 6)
     z, _ = Squeeze()(x)
@@ -206,6 +246,8 @@ def test_squeeze_puts_each_2x2_patch_into_channels():
 def test_bad_arguments_are_clear_errors():
     with pytest.raises(ValueError, match="even"):
         Squeeze()(torch.zeros(1, 1, 3, 4))
+    with pytest.raises(ValueError, match="even"):
+        Squeeze()(torch.zeros(1, 1, 4, 3))
     with pytest.raises(ValueError, match="coupling kind"):
         Coupling(alternating_mask(4, 0), nn.Identity(), "spline")
     with pytest.raises(ValueError, match="alpha"):
@@ -249,6 +291,17 @@ def test_a_coupling_flows_density_integrates_to_one():
     assert (density.sum() * 0.03**2).item() == pytest.approx(1.0, abs=2e-3)
 
 
+def test_logistic_samples_stay_finite_at_the_ends_of_the_uniform(monkeypatch):
+    """u = 0 (which torch.rand can return) and u -> 1 would give -inf and +inf: u is clamped to
+    [1e-7, 1 - 1e-7] (float32: 1 - 1.2e-7), so z stays within about +-log(1e7)."""
+    import deepzoo.nn.flows as flows
+
+    monkeypatch.setattr(flows, "rand", lambda shape, *a, **k: torch.tensor([0.0, 1.0 - 2**-24, 0.5]))
+    z = sample_standard_logistic((3,))
+    assert z.isfinite().all() and z[2] == 0
+    assert z[0].item() == pytest.approx(-math.log(1e7 - 1), rel=1e-3) and 15.9 < z[1].item() < 16.2
+
+
 def test_priors_match_their_closed_forms():
     z = torch.randn(5, 7, dtype=torch.float64)
     normal = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(1)
@@ -256,5 +309,6 @@ def test_priors_match_their_closed_forms():
     logistic = (-z - 2 * torch.nn.functional.softplus(-z)).sum(1)  # log sigmoid'(z)
     assert torch.allclose(standard_logistic_log_prob(z), logistic)
     draws = sample_standard_logistic((200_000,), torch.Generator().manual_seed(0))
+    assert draws.isfinite().all()
     # mean 0, variance pi^2 / 3; the standard errors are 0.004 and 0.017
     assert abs(draws.mean().item()) < 0.02 and draws.var().item() == pytest.approx(math.pi**2 / 3, abs=0.08)
