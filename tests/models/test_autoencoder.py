@@ -174,6 +174,19 @@ def test_the_ae_reconstructs_the_binarized_image_it_encoded(mnist_small):
     torch.testing.assert_close(recon.detach(), expected)
 
 
+def test_a_reconstruction_decodes_the_posterior_mean_with_the_images_label():
+    model = _model(kind="cvae").eval()
+    x, y, seen = torch.rand(3, 1, 28, 28), torch.tensor([3, 7, 1]), []
+    decode = model.decode
+    model.decode = lambda z, labels: seen.append((z, labels)) or decode(z, labels)
+    out = model.reconstruct(x, y)
+    with torch.no_grad():
+        mu, _ = model.encode(x, y)
+        torch.testing.assert_close(out, torch.sigmoid(decode(mu, y)))
+    torch.testing.assert_close(seen[0][0], mu)
+    assert torch.equal(seen[0][1], y)
+
+
 def test_cvae_samples_default_to_digits_zero_to_nine_repeating():
     model = _model(kind="cvae").eval()
     seen = []

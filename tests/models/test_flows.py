@@ -72,10 +72,17 @@ def test_bits_per_dim_is_the_dequantized_bound_in_bits():
 
 
 def test_fresh_flows_are_known_transforms():
-    """Zero-initialized couplings: a fresh RealNVP after centring is the identity, so log p(y) =
+    """Zero-initialized couplings: a fresh NICE is the identity, so log p(y) is the standard
+    logistic's density of y; a fresh RealNVP after centring is the identity, so log p(y) =
     log N(y - 1/2); a fresh Glow's couplings each scale their half by sigmoid(2) (its ActNorm is
     not yet initialized, its 1x1 convolutions are rotations), so logdet = (D_scaled) log sigmoid(2)."""
     y = torch.rand(5, 1, 4, 4, dtype=torch.float64)
+    nice = Flow(SMALL["nice"]).double().eval()  # zero last layers and log-scales: the identity
+    logistic = torch.distributions.TransformedDistribution(
+        torch.distributions.Uniform(torch.tensor(0.0, dtype=torch.float64), 1.0),
+        [torch.distributions.SigmoidTransform().inv],
+    )
+    assert torch.allclose(nice.log_prob(y), logistic.log_prob(y).flatten(1).sum(1), atol=1e-10)
     realnvp = Flow(replace(SMALL["realnvp"], preprocess="center")).double().eval()
     expected = torch.distributions.Normal(0.0, 1.0).log_prob(y - 0.5).flatten(1).sum(1)
     assert torch.allclose(realnvp.log_prob(y), expected, atol=1e-10)
@@ -103,8 +110,11 @@ def test_variational_dequantization_reports_the_logit_normal_density_of_its_nois
     )
     assert ((u > 0) & (u < 1)).all()
     assert torch.allclose(log_q, logit_normal.log_prob(u).flatten(1).sum(1), atol=1e-6)
-    y, _ = model.dequantize(x, torch.Generator().manual_seed(1))
+    y, log_q_of_y = model.dequantize(x, torch.Generator().manual_seed(1))
     assert torch.equal(torch.floor(y * 256), (x * 255).round())  # y stays in its integer's bin
+    # the same draw: the dequantizer sees k / 255 = x, and y = (k + u) / 256
+    assert torch.allclose(y, ((x * 255).round() + u) / 256, atol=1e-12)
+    assert torch.allclose(log_q_of_y, log_q, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", sorted(SMALL))
@@ -126,6 +136,8 @@ def test_samples_map_back_to_their_latents():
 def test_bad_configs_are_clear_errors():
     with pytest.raises(ValueError, match="divisible by 8"):
         FlowConfig(kind="glow", scales=3, image_shape=(1, 28, 28))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        FlowConfig(kind="realnvp", scales=2, image_shape=(1, 8, 6))
     with pytest.raises(ValueError, match="flow kind"):
         FlowConfig(kind="maf")
     with pytest.raises(ValueError, match="preprocess"):
@@ -222,8 +234,18 @@ def test_every_value_is_transformed_by_some_coupling(kind):
 def test_the_layouts_alternate_their_masks_and_count_the_papers_couplings():
     """Consecutive couplings of NICE (feature halves) and RealNVP (checkerboards, then channel
     halves) take complementary masks; RealNVP has 2 depth couplings per scale and depth + 1 at
-    the end; each model starts with its paper's preprocessing (none, logit, centring)."""
-    from deepzoo.nn.flows import Coupling, LogitTransform, Shift
+    the end; each model starts with its paper's preprocessing (none, logit, centring); NICE ends
+    with its diagonal scaling; a Glow level is a squeeze, then steps of ActNorm, 1x1 convolution
+    and coupling."""
+    from deepzoo.nn.flows import (
+        ActNorm,
+        Coupling,
+        DiagonalScaling,
+        InvertibleConv1x1,
+        LogitTransform,
+        Shift,
+        Squeeze,
+    )
 
     for kind, first, count in (("nice", None, 4), ("realnvp", LogitTransform, 2 * 2 * 2 + 3)):
         model = Flow(SMALL[kind])
@@ -233,8 +255,13 @@ def test_the_layouts_alternate_their_masks_and_count_the_papers_couplings():
             if a.mask.shape == b.mask.shape:
                 assert torch.equal(a.mask + b.mask, torch.ones_like(a.mask)), kind
         assert first is None or isinstance(model.flow.layers[0], first)
-    assert isinstance(Flow(SMALL["glow"]).flow.layers[0], Shift)
+    glow = Flow(SMALL["glow"])
+    assert isinstance(glow.flow.layers[0], Shift)
+    for level in [*glow.flow.layers[1].levels, glow.flow.layers[1].final]:  # squeeze, then steps
+        kinds = [type(layer) for layer in level.layers]
+        assert kinds == [Squeeze] + [ActNorm, InvertibleConv1x1, Coupling] * SMALL["glow"].depth
     assert len(Flow(SMALL["nice"]).flow.layers) == 1  # nothing before NICE's couplings
+    assert isinstance(Flow(SMALL["nice"]).flow.layers[0].layers[-1], DiagonalScaling)  # and one after
 
 
 def test_nice_scores_its_latents_under_the_standard_logistic_and_sampling_scales_by_the_temperature():
