@@ -77,6 +77,21 @@ def test_box_encoding_inverts_and_is_zero_for_equal_boxes():
     assert torch.isfinite(huge).all() and box_area(huge).item() == pytest.approx(
         200 * (1000 / 16) ** 2, rel=1e-5
     )
+    # each weight scales its own coordinate: (wx, wy, ww, wh) = (10, 5, 2, 1), all four moved
+    other = torch.tensor([[5.0, 10.0, 25.0, 50.0]])  # centre (15, 30) vs (5, 10); size 20 x 40
+    torch.testing.assert_close(
+        encode_boxes(one, other, (10.0, 5.0, 2.0, 1.0)),
+        torch.tensor([[10 * 1.0, 5 * 1.0, 2 * math.log(2), 1 * math.log(2)]]),
+    )
+    # only growth is clamped (as torchvision): a shrink of e^-10 decodes as it is
+    tiny = decode_boxes(one, torch.tensor([[0.0, 0.0, -10.0, -10.0]]))
+    assert box_area(tiny).item() == pytest.approx(200 * math.exp(-20), rel=1e-3)  # float32 corners
+
+
+def test_an_inverted_box_has_zero_area_and_overlaps_nothing():
+    inverted = torch.tensor([[4.0, 4.0, 2.0, 6.0], [4.0, 4.0, 6.0, 2.0], [4.0, 4.0, 2.0, 2.0]])
+    assert box_area(inverted).tolist() == [0.0, 0.0, 0.0]
+    assert box_iou(inverted, torch.tensor([[0.0, 0.0, 10.0, 10.0]])).eq(0).all()
 
 
 def _nms_by_hand(boxes, scores, threshold):

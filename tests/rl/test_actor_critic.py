@@ -200,6 +200,26 @@ def test_continuous_actions_use_a_gaussian_with_a_learned_scale():
     assert dist.sample().shape == (7, 1)
     torch.testing.assert_close(dist.stddev, torch.full((7, 1), math.exp(-0.5)))
     assert torch.equal(model.act(obs, deterministic=True), dist.mean)
+    action = dist.sample()  # one log-probability per state: the action's dimensions are one event
+    normal = torch.distributions.Normal(dist.mean, dist.stddev)
+    torch.testing.assert_close(dist.log_prob(action), normal.log_prob(action).sum(-1))
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_networks_start_orthogonal_with_the_reference_gains(shared):
+    """Every weight orthogonal (all singular values equal the gain) with zero biases: sqrt 2 inside,
+    0.01 on the policy's last layer, 1 on the value's (the A2C/PPO reference initialisation)."""
+    torch.manual_seed(0)
+    model = ActorCritic(A2CConfig(shared=shared, hidden=16))
+    actor = [m for m in model.actor.modules() if isinstance(m, torch.nn.Linear)]
+    critic = [m for m in model.critic.modules() if isinstance(m, torch.nn.Linear)]
+    trunk = [m for m in model.trunk.modules() if isinstance(m, torch.nn.Linear)] if shared else []
+    hidden = trunk if shared else actor[:-1] + critic[:-1]
+    for layer, gain in [(m, 2**0.5) for m in hidden] + [(actor[-1], 0.01), (critic[-1], 1.0)]:
+        singular = torch.linalg.svdvals(layer.weight.detach())
+        torch.testing.assert_close(singular, torch.full_like(singular, gain))
+        assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
+    assert len(hidden) == (2 if shared else 4)
 
 
 @pytest.mark.seeds_covered

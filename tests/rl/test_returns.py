@@ -74,9 +74,11 @@ def test_n_step_returns_span_one_step_to_monte_carlo():
     assert two[1, 1].item() == pytest.approx(2 + GAMMA * 3 + GAMMA**2 * 10.0)  # truncated after 2 rewards
 
 
-def test_mismatched_shapes_are_refused():
+def test_mismatched_shapes_and_zero_steps_are_refused():
     with pytest.raises(ValueError, match="one shape"):
         gae(REWARDS, VALUES[:2], NEXT_VALUES, TERMINATED, TRUNCATED, GAMMA, 0.95)
+    with pytest.raises(ValueError, match="n must be >= 1"):  # 0 steps would return 0 everywhere
+        nstep_returns(REWARDS, NEXT_VALUES, TERMINATED, TRUNCATED, GAMMA, 0)
 
 
 def test_complete_episodes_mark_the_steps_up_to_each_environments_last_end():
