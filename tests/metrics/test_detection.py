@@ -145,6 +145,81 @@ def test_iou_exactly_at_the_threshold_matches_and_ignored_boxes_come_last():
     }
     ours, want = average_precision([det], [two], 1, area="medium"), _coco([det], [two], 1, "medium")
     assert ours.map_50 == pytest.approx(1.0) and ours.map == pytest.approx(want[0], abs=1e-6)
+    # the range's bounds are inside it: a 32 x 32 box (area 32^2 exactly) counts as "medium"
+    edge = {"boxes": _box(0, 0, 32, 32), "labels": torch.tensor([0])}
+    found = {
+        "boxes": _box(0, 0, 32, 32),
+        "scores": torch.ones(1, dtype=torch.float64),
+        "labels": torch.tensor([0]),
+    }
+    ours, want = average_precision([found], [edge], 1, area="medium"), _coco([found], [edge], 1, "medium")
+    assert ours.map == pytest.approx(1.0) and ours.map == pytest.approx(want[0], abs=1e-6)
+
+
+def _dets(boxes, scores, labels=None):
+    return {
+        "boxes": torch.cat([_box(*b) for b in boxes]),
+        "scores": torch.tensor(scores, dtype=torch.float64),
+        "labels": torch.zeros(len(boxes), dtype=torch.long) if labels is None else torch.tensor(labels),
+    }
+
+
+def test_equal_ious_take_the_later_box_the_cap_keeps_the_best_and_iou_one_matches():
+    """COCOeval's three edges: (1) a detection with IoU 1/3 to two ground truths takes the later
+    one, leaving the first for the next detection (2 TP, AP 1; taking the first gives a FP);
+    (2) `max_detections` keeps each image's best per class (a cap of 1 keeps only the FP);
+    (3) a threshold of 1 is applied as 1 - 1e-10, so IoU 1 - 1e-12 still matches."""
+    adjacent = {"boxes": torch.cat([_box(0, 0, 10, 10), _box(10, 0, 20, 10)]), "labels": torch.tensor([0, 0])}
+    straddling = _dets([(5, 0, 15, 10), (0, 0, 10, 10)], [0.9, 0.8])
+    ours = average_precision([straddling], [adjacent], 1, iou_thresholds=(0.3,))
+    want = _coco([straddling], [adjacent], 1)
+    assert ours.map == pytest.approx(1.0) and ours.recall == pytest.approx(1.0)
+    coco_30 = average_precision([straddling], [adjacent], 1)  # the COCO thresholds: no IoU 1/3 there
+    assert (coco_30.map, coco_30.map_50) == pytest.approx(want[:2], abs=1e-6)
+    one = {"boxes": _box(0, 0, 10, 10), "labels": torch.tensor([0])}
+    false_first = _dets([(50, 50, 60, 60), (0, 0, 10, 10)], [0.9, 0.8])
+    assert average_precision([false_first], [one], 1).map_50 == pytest.approx(0.5, abs=1e-6)
+    capped = average_precision([false_first], [one], 1, max_detections=1)
+    assert capped.map_50 == 0 and capped.recall == 0
+    assert (capped.map, capped.map_50) == pytest.approx(_coco_max1([false_first], [one]), abs=1e-6)
+    near = _dets([(0, 0, 10, 10 + 1e-11)], [0.9])
+    far = _dets([(0, 0, 10, 10 + 1e-6)], [0.9])
+    assert average_precision([near], [one], 1, iou_thresholds=(1.0,)).map == pytest.approx(1.0)
+    assert average_precision([far], [one], 1, iou_thresholds=(1.0,)).map == 0
+
+
+def _coco_max1(detections, targets):
+    """COCOeval's AP and AP50 with maxDets [1] (one detection per image and class)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    def xywh(b):
+        return [b[0], b[1], b[2] - b[0], b[3] - b[1]]
+
+    gt = COCO()
+    gt.dataset = {
+        "images": [{"id": i + 1} for i in range(len(targets))],
+        "categories": [{"id": 1}],
+        "annotations": [
+            {"image_id": i + 1, "category_id": 1, "bbox": xywh(b), "area": (b[2] - b[0]) * (b[3] - b[1]),
+             "iscrowd": 0}
+            for i, t in enumerate(targets) for b in t["boxes"].tolist()
+        ],
+    }  # fmt: skip
+    for n, annotation in enumerate(gt.dataset["annotations"]):
+        annotation["id"] = n + 1
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        dt = gt.loadRes([
+            {"image_id": i + 1, "category_id": 1, "bbox": xywh(b), "score": s}
+            for i, d in enumerate(detections) for b, s in zip(d["boxes"].tolist(), d["scores"].tolist())
+        ])  # fmt: skip
+        ev = COCOeval(gt, dt, "bbox")
+        ev.params.maxDets = [1]
+        ev.evaluate()
+        ev.accumulate()
+    precision = ev.eval["precision"][:, :, 0, 0, 0]  # (T, 101) of the one class, area "all"
+    return precision.mean(), precision[0].mean()
 
 
 def test_bad_input_is_refused():
