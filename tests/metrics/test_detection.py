@@ -165,10 +165,10 @@ def _dets(boxes, scores, labels=None):
 
 
 def test_equal_ious_take_the_later_box_the_cap_keeps_the_best_and_iou_one_matches():
-    """COCOeval's three edges: (1) a detection with IoU 1/3 to two ground truths takes the later
+    """COCOeval's edges: (1) a detection with IoU 1/3 to two ground truths takes the later
     one, leaving the first for the next detection (2 TP, AP 1; taking the first gives a FP);
     (2) `max_detections` keeps each image's best per class (a cap of 1 keeps only the FP);
-    (3) a threshold of 1 is applied as 1 - 1e-10, so IoU 1 - 1e-12 still matches."""
+    (3) a threshold of 1 is applied as 1 - 1e-10, so IoU 1 - 1e-12 still matches; (4) below."""
     adjacent = {"boxes": torch.cat([_box(0, 0, 10, 10), _box(10, 0, 20, 10)]), "labels": torch.tensor([0, 0])}
     straddling = _dets([(5, 0, 15, 10), (0, 0, 10, 10)], [0.9, 0.8])
     ours = average_precision([straddling], [adjacent], 1, iou_thresholds=(0.3,))
@@ -182,6 +182,16 @@ def test_equal_ious_take_the_later_box_the_cap_keeps_the_best_and_iou_one_matche
     capped = average_precision([false_first], [one], 1, max_detections=1)
     assert capped.map_50 == 0 and capped.recall == 0
     assert (capped.map, capped.map_50) == pytest.approx(_coco_max1([false_first], [one]), abs=1e-6)
+    # (4) equal scores across images rank in image order (COCOeval's stable sort): the false
+    # positive of image 1 before the true positive of image 2, so precision is 1/2 at recall 1
+    tied = [_dets([(50, 50, 60, 60)], [0.5]), _dets([(0, 0, 10, 10)], [0.5])]
+    targets = [
+        {"boxes": torch.zeros(0, 4, dtype=torch.float64), "labels": torch.zeros(0, dtype=torch.long)},
+        one,
+    ]
+    ours = average_precision(tied, targets, 1)
+    assert ours.map_50 == pytest.approx(0.5, abs=1e-6)
+    assert (ours.map, ours.map_50) == pytest.approx(_coco(tied, targets, 1)[:2], abs=1e-6)
     near = _dets([(0, 0, 10, 10 + 1e-11)], [0.9])
     far = _dets([(0, 0, 10, 10 + 1e-6)], [0.9])
     assert average_precision([near], [one], 1, iou_thresholds=(1.0,)).map == pytest.approx(1.0)
