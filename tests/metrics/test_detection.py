@@ -239,6 +239,9 @@ def test_bad_input_is_refused():
         average_precision([d], [t], num_classes=3)
     with pytest.raises(ValueError, match="images"):
         average_precision([d, d], [t], num_classes=6)
+    negative = dict(d, labels=torch.tensor([-1]))
+    with pytest.raises(ValueError, match=r"detection labels must be in \[0, 6\)"):
+        average_precision([negative], [t], num_classes=6)
 
 
 def _coco_segm(detections, targets, num_classes, area="all"):
