@@ -226,10 +226,14 @@ def test_lu_convolutions_logdet_is_the_weights_slogdet_times_positions():
 def test_the_lu_factors_rebuild_the_initial_rotation():
     """W = P L (U + diag(sign exp(log_s))) starts as the rotation that lu=False learns directly,
     drawn from the same generator (so P is in the product, not only in the factorization)."""
-    lu = InvertibleConv1x1(5, generator=torch.Generator().manual_seed(3))
-    plain = InvertibleConv1x1(5, lu=False, generator=torch.Generator().manual_seed(3))
-    assert not torch.equal(lu.permutation, torch.eye(5))
-    assert torch.allclose(lu.weight(), plain.weight(), atol=1e-5)
+    seeds = (s for s in range(3, 103) if not torch.equal(_lu(s).permutation, torch.eye(5)))
+    seed = next(seeds)  # the first seed whose pivoting permutes (most do)
+    plain = InvertibleConv1x1(5, lu=False, generator=torch.Generator().manual_seed(seed))
+    assert torch.allclose(_lu(seed).weight(), plain.weight(), atol=1e-5)
+
+
+def _lu(seed):
+    return InvertibleConv1x1(5, generator=torch.Generator().manual_seed(seed))
 
 
 def test_squeeze_puts_each_2x2_patch_into_channels():
