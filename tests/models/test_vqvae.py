@@ -76,6 +76,39 @@ def test_prior_reads_class_token_then_codes_and_samples_only_codes():
     assert images.shape == (4, 1, 28, 28) and 0 <= images.min() and images.max() <= 1
 
 
+def test_the_encoder_and_decoder_are_the_papers_layers_and_the_quantizer_takes_the_config():
+    """Encoder: stride-2 4x4 convolutions, each followed by a ReLU (1 -> hidden / 2 -> hidden ...),
+    a 3x3 convolution, the residual stack, a 1x1 convolution to the code dimension. Decoder: a 3x3
+    convolution from the codes, the residual stack, stride-2 4x4 transposed convolutions with a
+    ReLU between them and none after the last (its output is the image; `decode` clamps it)."""
+    from torch import nn
+
+    from deepzoo.nn.residual import ResidualStack
+
+    model = VQVAE(replace(SMALL, image_size=64, downsamples=3))
+    down = [nn.Conv2d, nn.ReLU] * 3
+    assert [type(m) for m in model.encoder] == down + [nn.Conv2d, ResidualStack, nn.Conv2d]
+    convs = [m for m in model.encoder if isinstance(m, nn.Conv2d)]
+    assert [(m.in_channels, m.out_channels, m.kernel_size, m.stride) for m in convs] == [
+        (1, 16, (4, 4), (2, 2)), (16, 32, (4, 4), (2, 2)), (32, 32, (4, 4), (2, 2)),
+        (32, 32, (3, 3), (1, 1)), (32, 8, (1, 1), (1, 1)),
+    ]  # fmt: skip
+    up = [nn.ConvTranspose2d, nn.ReLU, nn.ConvTranspose2d, nn.ReLU, nn.ConvTranspose2d]
+    assert [type(m) for m in model.decoder] == [nn.Conv2d, ResidualStack] + up
+    assert model.decoder[-1].out_channels == 1
+    config = replace(SMALL, beta=0.5, ema=False, decay=0.9, dead_threshold=2.0, kmeans_init=True)
+    q = VQVAE(config).quantizer
+    assert (q.num_codes, q.dim, q.beta, q.ema, q.decay, q.dead_threshold, q.kmeans_init) == (
+        32,
+        8,
+        0.5,
+        False,
+        0.9,
+        2.0,
+        True,
+    )
+
+
 def test_vqvae_downsamples_to_any_grid():
     model = VQVAE(replace(SMALL, image_size=64, downsamples=3)).eval()
     x = torch.rand(2, 1, 64, 64)
