@@ -107,6 +107,37 @@ def test_training_binarizes_and_evaluation_refuses_grey_images():
     with pytest.raises(ValueError, match="binary"):
         model.loss({"x": grey})
     assert model.loss({"x": (grey > 0.2).float()})["nll"] > 0
+    model.train()  # the training loss is -log p of a fresh Bernoulli draw of the grey levels
+    torch.manual_seed(5)
+    loss = model.loss({"x": grey})["loss"]
+    torch.manual_seed(5)
+    drawn = torch.bernoulli(grey)
+    assert 0 < drawn.mean() < 1
+    with torch.no_grad():
+        torch.testing.assert_close(loss.detach(), -model.log_prob(drawn).mean())
+
+
+def test_the_blocks_and_the_head_are_the_papers_layers():
+    """PixelCNN's residual block: ReLU, 1x1 (to h / 2), ReLU, 3x3 type B, ReLU, 1x1 (back to h),
+    added to its input; the output head of every kind: ReLU, 1x1, ReLU, 1x1 to one logit."""
+    from torch import nn
+
+    from deepzoo.nn.masked import MaskedConv2d
+
+    model = _model("pixelcnn")
+    block = model.layers[0]
+    kinds = [nn.ReLU, nn.Conv2d, nn.ReLU, MaskedConv2d, nn.ReLU, nn.Conv2d]
+    assert [type(m) for m in block.body] == kinds
+    assert [(m.in_channels, m.out_channels) for m in block.body if isinstance(m, nn.Conv2d)] == [
+        (8, 4), (4, 4), (4, 8)
+    ]  # fmt: skip
+    x = torch.randn(2, 8, 5, 5, dtype=torch.float64)
+    torch.testing.assert_close(block(x), x + block.body(x))
+    for kind in KINDS:
+        head = _model(kind).head
+        assert [type(m) for m in head] == [nn.ReLU, nn.Conv2d, nn.ReLU, nn.Conv2d] and head[
+            -1
+        ].out_channels == 1
 
 
 def test_bad_configs_are_clear_errors():
@@ -154,12 +185,13 @@ def test_a_short_run_on_mnist_lowers_the_test_nll(kind):
     assert nll < 140, (kind, nll)
 
 
-def test_receptive_rows_cover_what_the_plain_pixelcnn_sees():
-    model = _model("pixelcnn", size=16, layers=4)
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_receptive_rows_cover_what_the_plain_pixelcnn_sees(kernel):
+    model = _model("pixelcnn", size=16, layers=3, kernel=kernel)
     depends = _dependencies(model, 16)
     i, j = 15, 8
     rows_seen = {q // 16 for q in torch.nonzero(depends[i * 16 + j]).flatten().tolist()}
-    assert min(rows_seen) == i - model.receptive_rows
+    assert min(rows_seen) == i - model.receptive_rows == i - (3 + 3 * (kernel // 2))
 
 
 @pytest.mark.parametrize("cache", [True, False])
