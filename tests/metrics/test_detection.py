@@ -96,6 +96,14 @@ def _box(*xyxy):
     return torch.tensor([xyxy], dtype=torch.float64)
 
 
+def _dets(boxes, scores, labels=None):
+    return {
+        "boxes": torch.cat([_box(*b) for b in boxes]),
+        "scores": torch.tensor(scores, dtype=torch.float64),
+        "labels": torch.zeros(len(boxes), dtype=torch.long) if labels is None else torch.tensor(labels),
+    }
+
+
 def test_crafted_cases_match_cocoeval():
     t = {"boxes": torch.cat([_box(0, 0, 10, 10), _box(20, 20, 40, 40)]), "labels": torch.tensor([0, 1])}
     none = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
@@ -147,21 +155,9 @@ def test_iou_exactly_at_the_threshold_matches_and_ignored_boxes_come_last():
     assert ours.map_50 == pytest.approx(1.0) and ours.map == pytest.approx(want[0], abs=1e-6)
     # the range's bounds are inside it: a 32 x 32 box (area 32^2 exactly) counts as "medium"
     edge = {"boxes": _box(0, 0, 32, 32), "labels": torch.tensor([0])}
-    found = {
-        "boxes": _box(0, 0, 32, 32),
-        "scores": torch.ones(1, dtype=torch.float64),
-        "labels": torch.tensor([0]),
-    }
+    found = _dets([(0, 0, 32, 32)], [1.0])
     ours, want = average_precision([found], [edge], 1, area="medium"), _coco([found], [edge], 1, "medium")
     assert ours.map == pytest.approx(1.0) and ours.map == pytest.approx(want[0], abs=1e-6)
-
-
-def _dets(boxes, scores, labels=None):
-    return {
-        "boxes": torch.cat([_box(*b) for b in boxes]),
-        "scores": torch.tensor(scores, dtype=torch.float64),
-        "labels": torch.zeros(len(boxes), dtype=torch.long) if labels is None else torch.tensor(labels),
-    }
 
 
 def test_equal_ious_take_the_later_box_the_cap_keeps_the_best_and_iou_one_matches():
