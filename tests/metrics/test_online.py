@@ -153,4 +153,13 @@ def test_portion_map_sees_a_detector_that_is_late():
     early, second_half = portion_map(scores, target, [(0.0, 0.5), (0.5, 1.0)])
     assert second_half == 1.0
     assert early < 0.5
+    # early, by hand: its positives are the frames at positions 0-4 of 10 ([0, 0.5) excludes the
+    # frame at exactly 0.5), all scored 0 like every negative: one tie, AP = positives / frames
+    by_class = []
+    for c in (1, 2):
+        marked = target[..., c] > 0
+        positive = marked & (position[..., c] < 5)
+        negative = ~marked
+        by_class.append(positive.sum().item() / (positive.sum() + negative.sum()).item())
+    assert early == pytest.approx(sum(by_class) / 2, abs=1e-12)
     assert portion_map(target.clone(), target, [(0.0, 0.1), (0.9, 1.0)]) == [1.0, 1.0]
