@@ -135,9 +135,8 @@ def test_the_blocks_and_the_head_are_the_papers_layers():
     torch.testing.assert_close(block(x), x + block.body(x))
     for kind in KINDS:
         head = _model(kind).head
-        assert [type(m) for m in head] == [nn.ReLU, nn.Conv2d, nn.ReLU, nn.Conv2d] and head[
-            -1
-        ].out_channels == 1
+        assert [type(m) for m in head] == [nn.ReLU, nn.Conv2d, nn.ReLU, nn.Conv2d]
+        assert head[-1].out_channels == 1
 
 
 def test_bad_configs_are_clear_errors():

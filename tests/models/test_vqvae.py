@@ -98,15 +98,8 @@ def test_the_encoder_and_decoder_are_the_papers_layers_and_the_quantizer_takes_t
     assert model.decoder[-1].out_channels == 1
     config = replace(SMALL, beta=0.5, ema=False, decay=0.9, dead_threshold=2.0, kmeans_init=True)
     q = VQVAE(config).quantizer
-    assert (q.num_codes, q.dim, q.beta, q.ema, q.decay, q.dead_threshold, q.kmeans_init) == (
-        32,
-        8,
-        0.5,
-        False,
-        0.9,
-        2.0,
-        True,
-    )
+    taken = (q.num_codes, q.dim, q.beta, q.ema, q.decay, q.dead_threshold, q.kmeans_init)
+    assert taken == (32, 8, 0.5, False, 0.9, 2.0, True)
 
 
 def test_vqvae_downsamples_to_any_grid():
