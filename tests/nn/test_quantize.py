@@ -193,8 +193,11 @@ def test_kmeans_lowers_inertia_to_a_fixed_point_and_initializes_the_codebook():
     start = kmeans(x, 3, iters=0, generator=torch.Generator().manual_seed(3))
     found = kmeans(x, 3, iters=20, generator=torch.Generator().manual_seed(3))
     assert inertia(found) <= inertia(start)
-    assign = nearest_code(x, found)  # a fixed point of Lloyd's step: each centroid is its cluster's mean
-    for k in range(3):
+    # a fixed point of Lloyd's step: each centroid is its cluster's mean, and a centroid that no
+    # point is nearest to stays where it is (with two starts in one blob, offset 12 ends so)
+    assign = nearest_code(x, found)
+    assert all(torch.isfinite(found[k]).all() for k in range(3))
+    for k in assign.unique().tolist():
         torch.testing.assert_close(found[k], x[assign == k].mean(dim=0))
     # the first training batch initializes the codebook by k-means (started from random rows, as
     # vector-quantize-pytorch does; two starts in one cluster end in a local optimum, so where the
@@ -232,8 +235,13 @@ def test_normalized_codes_pick_the_largest_cosine_and_stay_unit_length():
 
 def test_kmeans_starts_from_seeded_random_rows_and_an_empty_cluster_keeps_its_centroid():
     x = torch.randn(50, 3, generator=torch.Generator().manual_seed(1))
-    start = torch.randint(50, (4,), generator=torch.Generator().manual_seed(5))
+    start = torch.randperm(50, generator=torch.Generator().manual_seed(5))[:4]
     torch.testing.assert_close(kmeans(x, 4, iters=0, generator=torch.Generator().manual_seed(5)), x[start])
+    # N >= k: k distinct rows (a repeated row would start a cluster that stays empty)
+    grid = torch.arange(10.0).view(5, 2)
+    for seed in range(10):
+        drawn = kmeans(grid, 5, iters=0, generator=torch.Generator().manual_seed(seed))
+        assert sorted(drawn[:, 0].tolist()) == [0.0, 2.0, 4.0, 6.0, 8.0]
     # k > N: rows are drawn with replacement, so some start twice; the copy that loses every tie
     # to its twin has an empty cluster and must keep its place (not move to 0, the empty mean)
     rows = torch.tensor([[1.0, 1.0], [5.0, 5.0]])

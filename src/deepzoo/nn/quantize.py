@@ -78,7 +78,10 @@ def kmeans(
 ) -> torch.Tensor:
     """Lloyd's k-means on x (N, D): k centroids (k, D), started from k random rows of x (with
     replacement when N < k); an empty cluster keeps its centroid."""
-    start = torch.randint(len(x), (k,), generator=generator, device="cpu").to(x.device)
+    if len(x) >= k:  # k distinct rows: a repeated row would leave its twin's cluster empty
+        start = torch.randperm(len(x), generator=generator, device="cpu")[:k].to(x.device)
+    else:
+        start = torch.randint(len(x), (k,), generator=generator, device="cpu").to(x.device)
     centroids = x[start].clone()
     for _ in range(iters):
         assign = nearest_code(x, centroids)
