@@ -193,10 +193,11 @@ def test_kmeans_lowers_inertia_to_a_fixed_point_and_initializes_the_codebook():
     start = kmeans(x, 3, iters=0, generator=torch.Generator().manual_seed(3))
     found = kmeans(x, 3, iters=20, generator=torch.Generator().manual_seed(3))
     assert inertia(found) <= inertia(start)
-    # a fixed point of Lloyd's step: each centroid is its cluster's mean, and a centroid that no
-    # point is nearest to stays where it is (with two starts in one blob, offset 12 ends so)
+    # a fixed point of Lloyd's step: each non-empty cluster's centroid is its mean (a cluster can
+    # end empty when two starts fall in one blob, as at seed offset 12; it keeps its centroid,
+    # tested below), and no centroid is NaN
     assign = nearest_code(x, found)
-    assert all(torch.isfinite(found[k]).all() for k in range(3))
+    assert torch.isfinite(found).all()
     for k in assign.unique().tolist():
         torch.testing.assert_close(found[k], x[assign == k].mean(dim=0))
     # the first training batch initializes the codebook by k-means (started from random rows, as
