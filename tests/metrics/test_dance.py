@@ -139,3 +139,129 @@ def test_a_feature_constant_in_the_ground_truth_is_centred_not_divided_by_zero()
     ours = truth.clone()
     ours[:, 1] = 0.5  # a relation the ground truth never shows fires half the time
     assert feature_fid(ours, truth) == pytest.approx(0.25, rel=1e-6)  # only the mean shift 0.5^2 remains
+
+
+# AIST++'s `features/manual.py` after its name-ordering fix: SMPL joint names in SMPL order, the
+# 32 relations (kind, joints, threshold in body lengths or a degree range) and its body lengths.
+_AIST_NAMES = (
+    "root", "lhip", "rhip", "belly", "lknee", "rknee", "spine", "lankle", "rankle", "chest", "ltoes",
+    "rtoes", "neck", "linshoulder", "rinshoulder", "head", "lshoulder", "rshoulder", "lelbow",
+    "relbow", "lwrist", "rwrist", "lhand", "rhand",
+)  # fmt: skip
+_AIST_RELATIONS = (
+    ("nmove", "neck", "rhip", "lhip", "rwrist", ("hl", 1.8)),
+    ("nmove", "neck", "lhip", "rhip", "lwrist", ("hl", 1.8)),
+    ("nplane", "chest", "neck", "neck", "rwrist", ("hl", 0.2)),
+    ("nplane", "chest", "neck", "neck", "lwrist", ("hl", 0.2)),
+    ("move", "belly", "chest", "chest", "rwrist", ("hl", 1.8)),
+    ("move", "belly", "chest", "chest", "lwrist", ("hl", 1.8)),
+    ("angle", "relbow", "rshoulder", "relbow", "rwrist", (0, 110)),
+    ("angle", "lelbow", "lshoulder", "lelbow", "lwrist", (0, 110)),
+    ("nplane", "lshoulder", "rshoulder", "lwrist", "rwrist", ("sw", 2.5)),
+    ("move", "lwrist", "rwrist", "rwrist", "lwrist", ("hl", 1.4)),
+    ("move", "rwrist", "root", "lwrist", "root", ("hl", 1.4)),
+    ("move", "lwrist", "root", "rwrist", "root", ("hl", 1.4)),
+    ("fast", "rwrist", ("hl", 2.5)),
+    ("fast", "lwrist", ("hl", 2.5)),
+    ("plane", "root", "lhip", "ltoes", "rankle", ("hl", 0.38)),
+    ("plane", "root", "rhip", "rtoes", "lankle", ("hl", 0.38)),
+    ("nplane", "zero", "y_unit", "y_min", "rankle", ("hl", 1.2)),
+    ("nplane", "zero", "y_unit", "y_min", "lankle", ("hl", 1.2)),
+    ("nplane", "lhip", "rhip", "lankle", "rankle", ("hw", 2.1)),
+    ("angle", "rknee", "rhip", "rknee", "rankle", (0, 110)),
+    ("angle", "lknee", "lhip", "lknee", "lankle", (0, 110)),
+    ("fast", "rankle", ("hl", 2.5)),
+    ("fast", "lankle", ("hl", 2.5)),
+    ("angle", "neck", "root", "rshoulder", "relbow", (25, 180)),
+    ("angle", "neck", "root", "lshoulder", "lelbow", (25, 180)),
+    ("angle", "neck", "root", "rhip", "rknee", (50, 180)),
+    ("angle", "neck", "root", "lhip", "lknee", (50, 180)),
+    ("plane", "rankle", "neck", "lankle", "root", ("hl", 0.5)),
+    ("angle", "neck", "root", "zero", "y_unit", (70, 110)),
+    ("nplane", "zero", "minus_y_unit", "y_min", "rwrist", ("hl", -1.2)),
+    ("nplane", "zero", "minus_y_unit", "y_min", "lwrist", ("hl", -1.2)),
+    ("fast", "root", ("hl", 2.3)),
+)
+_AIST_LENGTHS = {"hl": 0.2568381, "sw": 0.3908484, "hw": 0.1192471}  # metres, the fixed release's
+
+
+def _loop_geometric(p: torch.Tensor) -> torch.Tensor:
+    """AIST++'s per-frame relations (its `features/utils.py`), one frame and one relation at a time."""
+    per_second = 120.0  # AIST++'s velocity tests divide by 1/120 s per frame
+
+    def at(name, t):
+        fixed = {"zero": (0, 0, 0), "y_unit": (0, 1, 0), "minus_y_unit": (0, -1, 0)}
+        if name in fixed:
+            return torch.tensor(fixed[name], dtype=torch.float64)
+        if name == "y_min":
+            return torch.tensor([0.0, float(p[t, :, 1].min()), 0.0], dtype=torch.float64)
+        return p[t, _AIST_NAMES.index(name)]
+
+    rows = []
+    for t in range(1, len(p)):
+        row = []
+        for kind, *joints, limit in _AIST_RELATIONS:
+            now = [at(j, t) for j in joints]
+            before = [at(j, t - 1) for j in joints]
+            threshold = _AIST_LENGTHS[limit[0]] * limit[1] if isinstance(limit[0], str) else None
+            if kind == "fast":
+                holds = (now[0] - before[0]).norm() * per_second > threshold
+            elif kind == "move":  # velocity of j3 relative to j1, along j1 -> j2
+                velocity = (now[2] - now[0]) - (before[2] - before[0])
+                direction = now[1] - now[0]
+                holds = velocity.dot(direction) / direction.norm() * per_second > threshold
+            elif kind == "nmove":  # velocity of j4 relative to j1, along (j3 - j1) x (j2 - j1)
+                velocity = (now[3] - now[0]) - (before[3] - before[0])
+                normal = torch.linalg.cross(now[2] - now[0], now[1] - now[0])
+                holds = velocity.dot(normal) / normal.norm() * per_second > threshold
+            elif kind == "plane":  # signed distance of j4 from the plane through j1, j2, j3
+                normal = torch.linalg.cross(now[2] - now[0], now[1] - now[0])
+                holds = normal.dot(now[3] - now[0]) / normal.norm() > threshold
+            elif kind == "nplane":  # signed distance of j4 from the plane through j3, normal j1 -> j2
+                normal = now[1] - now[0]
+                holds = normal.dot(now[3] - now[2]) / normal.norm() > threshold
+            else:  # angle between j1 -> j2 and j3 -> j4, strictly inside the degree range
+                a, b = now[1] - now[0], now[3] - now[2]
+                degrees = math.degrees(math.acos(float(a.dot(b) / (a.norm() * b.norm()))))
+                holds = limit[0] < degrees < limit[1]
+            row.append(float(holds))
+        rows.append(row)
+    return torch.tensor(rows, dtype=torch.float64).mean(0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_geometric_features_equal_aist_plusplus_frame_by_frame(seed):
+    """Pairs of frames, each pair a random pose and a small random step from it (slow steps within
+    a pair, jumps between pairs), so every one of the 32 relations holds in some frames, not all."""
+    from deepzoo.data.skeleton import forward_kinematics
+    from deepzoo.metrics.dance import geometric_features
+
+    g = torch.Generator().manual_seed(seed)
+    pairs = 60
+    pose = torch.randn(pairs, 1, 75, generator=g, dtype=torch.float64) * 0.7
+    pose[..., 72:] = 0.0
+    step = torch.randn(pairs, 1, 75, generator=g, dtype=torch.float64)
+    step = step * 0.03 * torch.rand(pairs, 1, 1, generator=g, dtype=torch.float64)
+    step[..., 72:] *= 0.1
+    joints = forward_kinematics(torch.cat([pose, pose + step], 1).reshape(2 * pairs, 75))
+    expected = _loop_geometric(joints)
+    assert ((expected > 0) & (expected < 1)).all()  # no relation is trivially all or nothing here
+    torch.testing.assert_close(geometric_features(joints), expected, rtol=0, atol=1e-12)
+
+
+def test_the_body_lengths_are_those_of_the_smpl_rest_pose():
+    """AIST++'s humerus, shoulder and hip widths measured on deepzoo's rest skeleton (its offsets
+    are SMPL's rounded to a centimetre, so within 1.5 cm): the first AIST++ release's constants,
+    taken between the wrong joints (hip width 0.42 m), fail this."""
+    from deepzoo.data.skeleton import NAMES, forward_kinematics
+    from deepzoo.metrics.dance import HIP_WIDTH, HUMERUS, SHOULDER_WIDTH
+
+    rest = forward_kinematics(torch.zeros(75, dtype=torch.float64))
+
+    def length(a, b):
+        return float((rest[NAMES.index(a)] - rest[NAMES.index(b)]).norm())
+
+    assert HUMERUS == pytest.approx(length("left_shoulder", "left_elbow"), abs=0.015)
+    assert SHOULDER_WIDTH == pytest.approx(length("left_shoulder", "right_shoulder"), abs=0.015)
+    assert HIP_WIDTH == pytest.approx(length("left_hip", "right_hip"), abs=0.015)
+    assert (HUMERUS, SHOULDER_WIDTH, HIP_WIDTH) == pytest.approx(tuple(_AIST_LENGTHS.values()), abs=1e-6)

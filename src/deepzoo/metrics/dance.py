@@ -24,10 +24,16 @@ content-based retrieval of motion capture data"): 32 boolean relations of a fram
 before it (is the right wrist in front of the plane of the chest? is the left knee bent under
 110 degrees? is the root moving faster than 2.3 humerus lengths per unit time?), each averaged over
 frames 1..T-1. The relations, thresholds and body constants are those of AIST++'s
-`features/manual.py`, including its time unit of 1/120 s per frame in the velocity tests.
+`features/manual.py`, including its time unit of 1/120 s per frame in the velocity tests. The body
+constants (humerus length hl, shoulder width sw, hip width hw) are the corrected ones of its
+2021-08-31 fix "fix SMPL name ordering bug in manual feature", which Bailando's metrics also use
+(`manual_new.py`): the first release took them between the wrong SMPL joints (its "hip width",
+0.42 m, ran from the left hip to the right knee; its "humerus", from the head to the left shoulder).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -126,10 +132,18 @@ def foot_skating(
 
 
 # ---------------------------------------------------------------- geometric features
-_HUMERUS = ((0.00121265, 0.37817603, 0.03681623), (0.19911349, 0.23680794, -0.01807022))
-_SHOULDERS = ((0.00121265, 0.37817603, 0.03681623), (-0.45181984, 0.2225595, -0.04357424))
-_HIPS = ((0.05640767, -0.32306919, 0.01091971), (-0.10574003, -0.7149903, 0.01019822))
-"""AIST++'s reference points for the humerus length hl, shoulder width sw and hip width hw."""
+_LEFT_SHOULDER = (0.199113488, 0.236807942, -0.0180702247)
+_RIGHT_SHOULDER = (-0.191692337, 0.236928746, -0.0123055102)
+_LEFT_ELBOW = (0.454445392, 0.221158922, -0.0410167128)
+_LEFT_HIP = (0.0564076714, -0.323069185, 0.0109197125)
+_RIGHT_HIP = (-0.0624834076, -0.331302464, 0.0150412619)
+"""SMPL rest-pose joints (metres) from which AIST++ measures its body lengths."""
+HUMERUS = math.dist(_LEFT_SHOULDER, _LEFT_ELBOW)
+"""hl, left shoulder to left elbow: 0.2568 m."""
+SHOULDER_WIDTH = math.dist(_LEFT_SHOULDER, _RIGHT_SHOULDER)
+"""sw: 0.3908 m."""
+HIP_WIDTH = math.dist(_LEFT_HIP, _RIGHT_HIP)
+"""hw: 0.1192 m."""
 _ALIAS = {
     "root": "pelvis", "lhip": "left_hip", "rhip": "right_hip", "belly": "spine1", "lknee": "left_knee",
     "rknee": "right_knee", "spine": "spine2", "lankle": "left_ankle", "rankle": "right_ankle",
@@ -139,10 +153,6 @@ _ALIAS = {
 }  # fmt: skip
 _MOVE_TIME = 1.0 / 120.0
 """The time per frame AIST++'s velocity relations divide by (its default, kept for comparability)."""
-
-
-def _length(pair: tuple[tuple[float, ...], ...]) -> float:
-    return float(torch.tensor(pair[0]).sub(torch.tensor(pair[1])).norm())
 
 
 class _Frames:
@@ -178,7 +188,7 @@ def geometric_features(joints: torch.Tensor) -> torch.Tensor:
     if joints.ndim != 3 or joints.shape[1:] != (24, 3) or len(joints) < 2:
         raise ValueError(f"need joint positions (T >= 2, 24, 3), got {tuple(joints.shape)}")
     f = _Frames(joints)
-    hl, sw, hw = _length(_HUMERUS), _length(_SHOULDERS), _length(_HIPS)
+    hl, sw, hw = HUMERUS, SHOULDER_WIDTH, HIP_WIDTH
 
     def move(j1, j2, j3, j4, threshold):  # velocity of j3 relative to j1, along j1 -> j2
         velocity = (f.now(j3) - f.now(j1)) - (f.before(j3) - f.before(j1))
