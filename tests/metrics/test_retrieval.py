@@ -9,6 +9,7 @@ import torch
 from deepzoo.metrics.retrieval import (
     _gaussian_smooth,
     beat_align_score,
+    dance_beat_align_score,
     kinetic_beats,
     match_ranks,
     retrieval_metrics,
@@ -88,3 +89,24 @@ def test_beat_align_score_by_its_formula():
     expected = (math.exp(-1 / 18) + math.exp(-9 / 18) + math.exp(-900 / 18)) / 3
     assert beat_align_score(music, motion) == pytest.approx(expected, abs=1e-12)
     assert beat_align_score(music, torch.tensor([], dtype=torch.long)) == 0.0
+
+
+def test_a_dances_beat_align_score_reads_the_music_over_its_speed_curves_frames():
+    """Bailando's `calc_ba_score`: the music's beats are cut to the T - 1 frames of the speed curve,
+    so a music beat on the dance's last frame, far from every kinetic beat, costs nothing."""
+    t = torch.arange(300, dtype=torch.float64)
+    position = torch.cat(
+        [torch.zeros(1, dtype=torch.float64), torch.cumsum(torch.sin(math.pi * t / 30).abs() + 0.1, 0)]
+    )
+    joints = torch.stack([position, torch.zeros_like(position), torch.zeros_like(position)], -1)[
+        :, None
+    ].expand(301, 4, 3)
+    music = torch.zeros(301, dtype=torch.bool)
+    music[[30, 60, 90]] = True
+    assert dance_beat_align_score(joints, music) == 1.0
+    music[300] = True  # the last frame: beyond the speed curve's 300 frames
+    assert dance_beat_align_score(joints, music) == 1.0
+    music[299] = True  # within them, 29 frames from the beat at 270
+    assert dance_beat_align_score(joints, music) == pytest.approx(
+        (3 + math.exp(-(29**2) / 18)) / 4, abs=1e-12
+    )

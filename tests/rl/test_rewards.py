@@ -26,11 +26,12 @@ def test_the_reward_is_the_beat_align_score_of_the_decoded_dance():
     reward = _reward()
     beats = torch.zeros(6, FRAMES + 8, dtype=torch.bool)  # longer than the dance: cut to its frames
     beats[:, 6::16] = True
+    beats[:, FRAMES - 1] = True  # past the FRAMES - 1 frames of the speed curve: not read (Bailando)
     beats[5] = False  # a window without beats scores 0
     codes = torch.randint(8, (6, STEPS * PARTS), generator=torch.Generator().manual_seed(1))
     got = reward({"beats": beats}, codes)
     expected = []
-    for joints, music in zip(forward_kinematics(reward.decode(codes)), beats[:, :FRAMES]):
+    for joints, music in zip(forward_kinematics(reward.decode(codes)), beats[:, : FRAMES - 1]):
         dance = kinetic_beats(relative_to_start(joints))
         expected.append(beat_align_score(torch.nonzero(music).view(-1), dance))
     torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float32))

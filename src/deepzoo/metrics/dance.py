@@ -12,6 +12,12 @@ window w = 2, dt = 1/60, and per joint
 
     horizontal kinetic energy mean_i |v_i,xz|^2,  vertical mean_i v_i,y^2,  energy expenditure mean_i |A_i|.
 
+Deliberate difference: a_k is the true second difference. fairmotion's `calc_average_acceleration`,
+copied by AIST++ and Bailando, writes v1 = p_k - p_{k-1} / dt (the division binds to p_{k-1} only),
+so their expenditure measures positions, not accelerations (open fixes: fairmotion PR #87,
+aistplusplus_api PR #33, Bailando PR #28); FID_k here is therefore not comparable with theirs on
+its 24 expenditure features.
+
 FID_k is the Fréchet distance between the kinetic features of generated and of ground-truth dances,
 after both are standardized with the ground truth's per-feature mean and standard deviation (as
 Bailando's `quantized_metrics` does, except that a feature constant in the ground truth is only

@@ -76,3 +76,11 @@ def beat_align_score(music_beats: torch.Tensor, motion_beats: torch.Tensor, sigm
         return 0.0
     gap = (music_beats[:, None] - motion_beats[None, :]).abs().min(dim=1).values
     return torch.exp(-(gap**2) / (2 * sigma**2)).mean().item()
+
+
+def dance_beat_align_score(joints: torch.Tensor, music_beats: torch.Tensor, sigma: float = 3.0) -> float:
+    """BAS of one dance: joint positions (T, J, 3) against the music's beat flags (>= T - 1,) bool.
+    The music is read over the T - 1 frames of the speed curve that the kinetic beats come from
+    (Bailando's `calc_ba_score` cuts the music's beat column to that length)."""
+    music = torch.nonzero(music_beats[: len(joints) - 1].cpu()).view(-1)
+    return beat_align_score(music, kinetic_beats(joints), sigma)

@@ -21,7 +21,7 @@ from deepzoo.metrics.dance import (
     kinetic_features,
     relative_to_start,
 )
-from deepzoo.metrics.retrieval import beat_align_score, kinetic_beats
+from deepzoo.metrics.retrieval import dance_beat_align_score
 from deepzoo.models.dance import DanceGPT, DanceGPTConfig, MotionVQVAE, MotionVQVAEConfig
 from deepzoo.nn.quantize import perplexity
 from deepzoo.recipes.common import adamw_linear, mean_terms, sequence_ac_train, write_dances
@@ -52,7 +52,7 @@ def dance_quality(motion: torch.Tensor, reference: torch.Tensor, beats: torch.Te
         ours, theirs = torch.stack([features(j) for j in joints]), torch.stack([features(j) for j in truth])
         out[f"fid_{name}"] = feature_fid(ours, theirs)
         out[f"diversity_{name}"] = diversity(ours, theirs)
-    bas = [beat_align_score(torch.nonzero(b.cpu()).view(-1), kinetic_beats(j)) for j, b in zip(joints, beats)]
+    bas = [dance_beat_align_score(j, b) for j, b in zip(joints, beats)]
     return out | {"bas": sum(bas) / len(bas)}
 
 

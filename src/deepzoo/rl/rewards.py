@@ -10,8 +10,7 @@ import torch
 from torch import nn
 
 from deepzoo.data.skeleton import forward_kinematics
-from deepzoo.metrics.dance import relative_to_start
-from deepzoo.metrics.retrieval import beat_align_score, kinetic_beats
+from deepzoo.metrics.retrieval import dance_beat_align_score
 
 
 class DigitReward(nn.Module):
@@ -42,7 +41,7 @@ class BeatAlignReward(nn.Module):
     (DanceGPT's order); context["beats"] (B, >= T' f) bool, the music's beat frames (f = frames
     per code step) -> (B,). The dance x = decode(codes) (B, T' f, 75) goes through forward
     kinematics, and its kinetic beats d_m (metrics/retrieval.kinetic_beats) are matched to the N
-    music beats b_n of the window:
+    music beats b_n of the window's first T' f - 1 frames (`dance_beat_align_score`):
 
         BAS = (1 / N) sum_n exp(-min_m (b_n - d_m)^2 / (2 sigma^2))     (0 without beats).
 
@@ -66,11 +65,8 @@ class BeatAlignReward(nn.Module):
     @torch.no_grad()
     def forward(self, context: dict[str, torch.Tensor], codes: torch.Tensor) -> torch.Tensor:
         motion = self.decode(codes)
-        beats = context["beats"][:, : motion.shape[1]].cpu()
         scores = [
-            beat_align_score(
-                torch.nonzero(music).view(-1), kinetic_beats(relative_to_start(joints)), self.sigma
-            )
-            for joints, music in zip(forward_kinematics(motion.float().cpu()), beats)
+            dance_beat_align_score(joints, music, self.sigma)
+            for joints, music in zip(forward_kinematics(motion.float().cpu()), context["beats"])
         ]
         return torch.tensor(scores, dtype=torch.float32, device=codes.device)
