@@ -43,6 +43,13 @@ def test_kinetic_features_equal_the_frame_by_frame_definition(T):
     torch.testing.assert_close(kinetic_features(p), _loop_kinetic(p))
 
 
+def test_kinetic_features_need_three_frames_of_joint_positions():
+    kinetic_features(torch.zeros(3, 24, 3))  # one second difference: enough
+    for shape in [(2, 24, 3), (10, 72), (10, 24, 2)]:
+        with pytest.raises(ValueError, match="T >= 3"):
+            kinetic_features(torch.zeros(shape))
+
+
 def test_kinetic_energy_of_a_uniform_motion():
     """A body sliding at 1 m/s along x has horizontal energy 1, vertical 0, expenditure 0."""
     t = torch.arange(61, dtype=torch.float64) / 60
@@ -89,6 +96,7 @@ def test_positions_are_taken_relative_to_the_first_root():
     p = torch.randn(5, 24, 3)
     r = relative_to_start(p)
     assert torch.equal(r[0, 0], torch.zeros(3))
+    torch.testing.assert_close(r[0, 5], p[0, 5] - p[0, 0], rtol=0, atol=1e-6)  # the root's, not each joint's
     torch.testing.assert_close(r[3] - r[2], p[3] - p[2], rtol=0, atol=1e-6)  # float32 rounding of p - c
     assert not math.isnan(float(r.sum()))
 
@@ -231,8 +239,9 @@ def _loop_geometric(p: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_geometric_features_equal_aist_plusplus_frame_by_frame(seed):
-    """Pairs of frames, each pair a random pose and a small random step from it (slow steps within
-    a pair, jumps between pairs), so every one of the 32 relations holds in some frames, not all."""
+    """Pairs of frames, each pair a random pose and a random step from it of a log-uniform size
+    (slow to fast steps within a pair, jumps between pairs), so every one of the 32 relations holds
+    in some frames, not all, and speeds fall between close thresholds (1.4 and 1.8 humeri)."""
     from deepzoo.data.skeleton import forward_kinematics
     from deepzoo.metrics.dance import geometric_features
 
@@ -241,7 +250,7 @@ def test_geometric_features_equal_aist_plusplus_frame_by_frame(seed):
     pose = torch.randn(pairs, 1, 75, generator=g, dtype=torch.float64) * 0.7
     pose[..., 72:] = 0.0
     step = torch.randn(pairs, 1, 75, generator=g, dtype=torch.float64)
-    step = step * 0.03 * torch.rand(pairs, 1, 1, generator=g, dtype=torch.float64)
+    step = step * 10 ** (-3 + 2 * torch.rand(pairs, 1, 1, generator=g, dtype=torch.float64))  # 1e-3..0.1 rad
     step[..., 72:] *= 0.1
     joints = forward_kinematics(torch.cat([pose, pose + step], 1).reshape(2 * pairs, 75))
     expected = _loop_geometric(joints)

@@ -46,6 +46,15 @@ def test_nearest_distances_in_chunks_equal_brute_force(budget):
     torch.testing.assert_close(batched, torch.stack([want, want.flip(0)]))
 
 
+def test_nearest_distances_refuse_an_empty_cloud_and_mismatched_shapes():
+    a = torch.randn(5, 3)
+    with pytest.raises(ValueError, match="empty"):
+        nearest_distances(a, torch.zeros(0, 3))
+    for b in [torch.randn(4, 2), torch.randn(2, 4, 3)]:
+        with pytest.raises(ValueError, match=r"\(\.\.\., N, D\)"):
+            nearest_distances(a, b)
+
+
 def test_chamfer_and_f_score_equal_brute_force():
     g = torch.Generator().manual_seed(1)
     pred, true = (

@@ -94,6 +94,14 @@ def _dance_gpt(block: int = 121, split: bool = True):
     return DanceGPT(DanceGPTConfig(gpt=gpt, music_dim=6), vqvae)
 
 
+def test_the_context_must_hold_the_start_token_and_one_code_step():
+    from deepzoo.models.dance import DanceGPT
+
+    model = _dance_gpt(block=3)  # start + the two parts of one step
+    with pytest.raises(ValueError, match="block_size"):
+        DanceGPT(replace(model.config, gpt=replace(model.config.gpt, block_size=2)), model.vqvae)
+
+
 def test_the_sequence_takes_the_parts_of_each_step_in_turn():
     model = _dance_gpt()
     codes = torch.tensor([[[1, 2, 3], [4, 5, 6]]])  # (B, P, T')
@@ -115,6 +123,20 @@ def test_the_loss_scores_each_token_among_its_parts_codes():
     assert model.loss({"motion": motion, "music": music})["loss"].item() == pytest.approx(
         expected.item(), rel=1e-5
     )
+
+
+def test_the_music_of_a_code_step_is_the_mean_of_its_frames_standardized():
+    """m_j = mean over the 4 frames of step j of (music - mean) / std, the statistics fitted on the
+    training music; a tail shorter than a step is dropped."""
+    model = _dance_gpt()
+    g = torch.Generator().manual_seed(0)
+    model.fit_normalization(torch.randn(5, 16, 6, generator=g) * 3 + 2)
+    music = torch.randn(2, 18, 6, generator=g)
+    steps = model.music_steps(music)
+    assert steps.shape == (2, 4, 6)
+    standardized = (music - model.music_mean) / model.music_std
+    for j in range(4):
+        torch.testing.assert_close(steps[:, j], standardized[:, 4 * j : 4 * j + 4].mean(1))
 
 
 def test_a_code_sees_the_music_of_its_own_step_and_before_only():
@@ -181,11 +203,12 @@ def test_the_actor_critics_view_scores_the_codes_the_policy_samples():
 
 def test_training_reads_a_random_window_at_a_code_step_and_evaluation_the_whole_dance():
     """In training the VQ-VAE encodes window_steps code steps (here 3 x 4 frames) starting at a
-    multiple of frames_per_code, offsets drawn anew each call (seen: several); in evaluation the
-    whole sequence. The VQ-VAE stays frozen and in eval mode."""
+    multiple of frames_per_code, offsets drawn anew each call, the last one included (6 steps: 4
+    offsets, each missed by 60 draws with probability 0.75^60 = 3e-8); in evaluation the whole
+    sequence. The VQ-VAE stays frozen and in eval mode."""
     model = _dance_gpt()
     model.config = replace(model.config, window_steps=3)
-    motion, music = torch.randn(2, 40, 75), torch.randn(2, 40, 6)
+    motion, music = torch.randn(2, 24, 75), torch.randn(2, 24, 6)
     encoded = []
     encode = model.vqvae.encode
 
@@ -195,15 +218,13 @@ def test_training_reads_a_random_window_at_a_code_step_and_evaluation_the_whole_
 
     model.vqvae.encode = recording_encode
     model.train()
-    for _ in range(30):
+    for _ in range(60):
         model.loss({"motion": motion, "music": music})
     starts = set()
     for window in encoded:
         assert window.shape == (2, 12, 75)
-        first = next(f for f in range(29) if torch.equal(motion[:, f : f + 12], window))
-        assert first % 4 == 0
-        starts.add(first)
-    assert len(starts) >= 4  # 8 possible offsets, 30 draws
+        starts.add(next(f for f in range(13) if torch.equal(motion[:, f : f + 12], window)))
+    assert starts == {0, 4, 8, 12}
     assert not model.vqvae.training and not any(p.requires_grad for p in model.vqvae.parameters())
     encoded.clear()
     model.eval().loss({"motion": motion, "music": music})

@@ -28,6 +28,19 @@ def test_logits_keep_the_image_size_and_odd_sizes_are_refused(arch):
         net(torch.rand(1, 1, 60, 64))
 
 
+@pytest.mark.parametrize("arch, convs", [("unet", 4 * 3 + 2), ("unpool", 5 * 3 + 2)])
+def test_every_level_is_two_conv_bn_relu_and_the_unpooling_decoder_adds_one(arch, convs):
+    """Depth D = 3: encoder levels and the bottom are two 3x3 conv-BN-ReLU each (2 D + 2), the
+    U-Net's decoder levels two more (2 D), the unpooling decoder's three (3 D: one to the level's
+    width before unpooling, two after)."""
+    net = SegmentationNet(SegmentationConfig(arch=arch, widths=(4, 8, 8, 8)))
+    layers = list(net.modules())
+    threes = [i for i, m in enumerate(layers) if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert len(threes) == convs
+    for i in threes:  # each 3x3 conv is followed by its BatchNorm and ReLU
+        assert isinstance(layers[i + 1], torch.nn.BatchNorm2d) and isinstance(layers[i + 2], torch.nn.ReLU)
+
+
 @pytest.mark.parametrize("arch", ["unet", "unpool"])
 def test_the_channels_last_network_computes_what_the_contiguous_one_does(arch):
     """The net keeps NHWC weights for speed; the pooling switches and the logits must not change."""

@@ -264,6 +264,9 @@ def test_the_networks_have_the_papers_layout():
     assert count(model.encoder, ResBlock) == 3 * 2 + 2 and count(model.decoder, ResBlock) == 3 * 3 + 2
     assert count(model.encoder, AttentionBlock) == count(model.decoder, AttentionBlock) == 1
     assert count(VQGAN(replace(config, attention=False), perceptual=None).encoder, AttentionBlock) == 0
+    norms = [m for m in model.modules() if isinstance(m, nn.GroupNorm)]
+    assert norms and all(m.num_groups == min(8, m.num_channels) for m in norms)
+    assert {m.num_groups for m in norms} == {4, 8}  # 4-channel layers have 4 groups, the others 8
     x = torch.randn(2, 4, 6, 6)
     for c_out in (4, 8):
         block = ResBlock(4, c_out)
@@ -293,3 +296,12 @@ def test_the_patch_discriminator_scores_patches_of_pix2pixs_receptive_field(laye
     n = len(convs)
     assert abs(convs.mean()) < 5 * 0.02 / n**0.5 and abs(convs.std() - 0.02) < 5 * 0.02 / (2 * n) ** 0.5
     assert abs(scales.mean() - 1) < 5 * 0.02 / len(scales) ** 0.5
+
+
+def test_the_patch_discriminator_doubles_its_width_per_layer_up_to_eight_times():
+    """pix2pix's NLayerDiscriminator: min(2^n, 8) times the first width, then one logit."""
+    from deepzoo.models.vqgan import PatchDiscriminator
+
+    d = PatchDiscriminator(channels=4, layers=5)
+    widths = [m.out_channels for m in d.modules() if isinstance(m, nn.Conv2d)]
+    assert widths == [4, 8, 16, 32, 32, 32, 1]

@@ -47,5 +47,7 @@ def test_pca_refuses_bad_sizes_and_an_unfitted_call():
         PCA(0)
     with pytest.raises(ValueError, match="PCA of 13 components"):
         PCA(13).fit(_rows())
+    with pytest.raises(ValueError, match="needs >= 2 rows"):  # one row has no covariance
+        PCA(1).fit(_rows()[:1])
     with pytest.raises(RuntimeError, match="fit"):
         PCA(2)(_rows())

@@ -99,3 +99,18 @@ def test_the_reward_rises_and_a_large_kl_weight_holds_the_policy_near_its_start(
             rewards[kl_coef] = final
         assert rewards[0.01]["reward"] > 0.6, seed
         assert rewards[10.0]["kl"] < 0.5 and rewards[10.0]["reward"] < rewards[0.01]["reward"], seed
+
+
+def test_the_critic_starts_at_zero_and_the_frozen_reference_stays_in_eval_mode():
+    """pi_0 must score the same actions the same way at every step: with dropout in the GPT, a
+    reference switched to training mode by model.train() would add noise to the KL penalty."""
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(vocab_size=5, block_size=8, layers=1, heads=2, dim=16, dropout=0.5))
+    model = SequenceActorCritic(PromptedGPT(gpt, 6, 4), lambda c, a: a.float().mean(1), lambda b, d: {})
+    assert torch.count_nonzero(model.value_head(torch.randn(3, 16))) == 0  # the critic starts at V = 0
+    model.train()
+    assert model.policy.training and not any(m.training for m in model.reference.modules())
+    context = {"prompt": torch.full((4, 1), START)}
+    actions = torch.randint(4, (4, 6), generator=torch.Generator().manual_seed(0))
+    first, second = (model.reference.action_logits(context, actions)[1] for _ in range(2))
+    assert torch.equal(first, second)

@@ -4,7 +4,8 @@ discriminator, so that a coarse code grid still decodes to sharp images. Stage 2
 `models/code_prior.py`, for which this model is the tokenizer.
 
 x (B, 1, S, S) in [0, 1], scaled to [-1, 1] inside. Encoder: conv, then per level `blocks`
-residual blocks (GroupNorm, SiLU, conv, twice) and a stride-2 conv (not after the last level),
+residual blocks (GroupNorm, SiLU, conv, twice; min(8, C) groups, where the released code's 32 suit
+its 128-512 channels) and a stride-2 conv (not after the last level),
 then residual block, self-attention over the h*w positions, residual block, GroupNorm, SiLU,
 conv to the code dimension D: z (B, D, h, w), h = S / 2^(levels - 1). The library's
 `VectorQuantizer` (EMA or loss codebook, dead-code restart, optionally l2-normalized codes) gives
