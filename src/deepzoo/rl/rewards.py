@@ -67,6 +67,6 @@ class BeatAlignReward(nn.Module):
         motion = self.decode(codes)
         scores = [
             dance_beat_align_score(joints, music, self.sigma)
-            for joints, music in zip(forward_kinematics(motion.float().cpu()), context["beats"])
+            for joints, music in zip(forward_kinematics(motion.float().cpu()), context["beats"].cpu())
         ]
         return torch.tensor(scores, dtype=torch.float32, device=codes.device)
