@@ -116,6 +116,64 @@ def test_the_head_targets_equal_brute_force_when_every_candidate_is_sampled():
     assert (classes > 0).sum() >= 3
 
 
+def test_a_candidate_under_the_head_iou_is_background_even_as_a_ground_truths_best():
+    """The head's matcher has no low-quality matches (torchvision's box head): a candidate with IoU
+    25/175 = 0.14 to its ground truth, that ground truth's best, is background; one with IoU
+    100/110 to the other ground truth takes its class."""
+    model = FasterRCNN(replace(TINY, roi_batch=10**6))
+    gt_boxes = torch.tensor([[[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]]])
+    rois = torch.tensor([[[5.0, 5.0, 15.0, 15.0], [20.0, 20.0, 30.0, 31.0]]])
+    _, r, classes, _, _ = model.roi_targets(
+        rois, torch.ones(1, 2, dtype=torch.bool), gt_boxes, torch.tensor([[3, 1]])
+    )
+    assert dict(zip(r.tolist(), classes.tolist())) == {0: 0, 1: 2}
+
+
+def test_predictions_drop_boxes_narrower_than_a_hundredth_of_a_pixel():
+    """Every class's deltas shrink the proposals e^-10 times (dw = dh = -50 / 5): confident but
+    degenerate boxes, none of which may be returned."""
+    torch.manual_seed(0)
+    model = FasterRCNN(TINY).eval()
+    with torch.no_grad():
+        model.regress.weight.zero_()
+        model.regress.bias.copy_(torch.tensor([0.0, 0.0, -50.0, -50.0]).repeat(TINY.num_classes + 1))
+        model.classify.weight.zero_()
+        model.classify.bias.fill_(0.0)
+        model.classify.bias[1] = 10.0  # class 0 of the digits: score about 1
+        found = model.predict(torch.rand(2, 1, 32, 32))
+    assert all(len(d["boxes"]) == 0 for d in found)
+    model.regress.bias.data.zero_()  # the same proposals at full size are returned
+    assert all(len(d["boxes"]) > 0 for d in model.predict(torch.rand(2, 1, 32, 32)))
+
+
+def test_proposals_drop_boxes_flatter_than_a_thousandth_of_a_pixel():
+    """RPN deltas dh = -20 flatten every anchor to e^-20 of its height (widths untouched): no
+    proposal is left; with dh = 0 there are."""
+    torch.manual_seed(0)
+    model = FasterRCNN(TINY).eval()
+    x = torch.rand(2, 1, 32, 32)
+    features = model(x)
+    with torch.no_grad():
+        model.rpn_deltas.bias[3::4] = -20.0  # channel 4 a + 3: anchor a's dh
+        _, valid = model.proposals(*model.rpn(features), model.anchors_for(features), (32, 32))
+        assert not valid.any()
+        model.rpn_deltas.bias.zero_()
+        _, valid = model.proposals(*model.rpn(features), model.anchors_for(features), (32, 32))
+        assert valid.any(1).all()
+
+
+def test_the_heads_start_as_torchvisions_normal_001_and_0001_with_zero_biases():
+    """RPN convs and the classifier N(0, 0.01), the box regressor N(0, 0.001), biases 0 (the std of
+    each draw within 5 standard errors, 1 / sqrt(2 n) relative)."""
+    torch.manual_seed(0)
+    model = FasterRCNN(TINY)
+    for layer, std in [(model.rpn_conv, 0.01), (model.rpn_objectness, 0.01), (model.rpn_deltas, 0.01),
+                       (model.classify, 0.01), (model.regress, 0.001)]:  # fmt: skip
+        w = layer.weight.detach().flatten()
+        assert abs(w.std().item() / std - 1) < 5 / (2 * len(w)) ** 0.5
+        assert torch.count_nonzero(layer.bias) == 0
+
+
 def test_proposals_equal_image_by_image_decoding_and_nms():
     torch.manual_seed(0)
     model = FasterRCNN(replace(TINY, pre_nms_test=60, post_nms_test=15)).eval()

@@ -267,3 +267,13 @@ def test_the_classifier_reads_dropped_out_features_in_training_only(arch):
     seen.clear()
     model.eval()(x)
     assert all((s != 0).all() for s in seen)
+
+
+def test_trn_future_feature_reads_the_decoder_states_before_dropout():
+    """TRN's released code feeds future_linear(dec_hx), the decoder's raw state, while its
+    classifier reads dropped-out states: in training no entry the future layer reads is zeroed."""
+    model = small_model("trn", dropout=0.5)
+    seen = []
+    model.future[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    model.train()(torch.randn(4, 16, 6))
+    assert len(seen) == 16 and all((s != 0).all() for s in seen)
