@@ -162,9 +162,10 @@ def test_proposals_drop_boxes_flatter_than_a_thousandth_of_a_pixel():
         assert valid.any(1).all()
 
 
-def test_the_heads_start_as_torchvisions_normal_001_and_0001_with_zero_biases():
-    """RPN convs and the classifier N(0, 0.01), the box regressor N(0, 0.001), biases 0 (the std of
-    each draw within 5 standard errors, 1 / sqrt(2 n) relative)."""
+def test_the_heads_start_normal_001_and_the_box_regressor_0001_with_zero_biases():
+    """RPN convs (torchvision's RPNHead) and the classifier N(0, 0.01), the box regressor
+    N(0, 0.001) (Detectron2's), biases 0; the std of each draw within 5 standard errors,
+    1 / sqrt(2 n) relative."""
     torch.manual_seed(0)
     model = FasterRCNN(TINY)
     for layer, std in [(model.rpn_conv, 0.01), (model.rpn_objectness, 0.01), (model.rpn_deltas, 0.01),

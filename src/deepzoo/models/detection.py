@@ -19,7 +19,9 @@ and class-specific deltas (weights (10, 10, 5, 5)).
       L_head = mean_sampled CE(logits, class) + sum_foreground smoothL1_beta(t_class - t*) / n_sampled.
   Inference: softmax scores, each class's box decoded and clipped, scores > 0.05, NMS at 0.5
   within each (image, class), the `max_detections` best per image.
-L = L_rpn + L_head, beta = 1/9 (torchvision's).
+L = L_rpn + L_head, beta = 1/9 (torchvision's). The RPN's convs start N(0, 0.01) (torchvision's
+RPNHead), the box head's classifier N(0, 0.01) and regressor N(0, 0.001), all biases 0
+(Detectron2's FastRCNNOutputLayers and py-faster-rcnn; torchvision keeps nn.Linear's default there).
 
 With `masks` on, Mask R-CNN (He et al., 2017): a mask head beside the box head. RoI Align
 (aligned, mask_roi_size^2 bins, 2 x 2 samples) of a box on the outputs of the backbone stages
