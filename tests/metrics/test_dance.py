@@ -241,12 +241,15 @@ def _loop_geometric(p: torch.Tensor) -> torch.Tensor:
 def test_geometric_features_equal_aist_plusplus_frame_by_frame(seed):
     """Pairs of frames, each pair a random pose and a random step from it of a log-uniform size
     (slow to fast steps within a pair, jumps between pairs), so every one of the 32 relations holds
-    in some frames, not all, and speeds fall between close thresholds (1.4 and 1.8 humeri)."""
+    in some frames, not all, and speeds fall between close thresholds (1.4 and 1.8 humeri). The
+    rarest outcome, a shoulder-elbow angle to the spine under 25 degrees (relations 23, 24), has a
+    frame probability of about 0.024: 200 pairs miss it with probability 0.976^399 = 6e-5 (60 pairs
+    missed it for 27 of 300 seeds, 200 pairs for none)."""
     from deepzoo.data.skeleton import forward_kinematics
     from deepzoo.metrics.dance import geometric_features
 
     g = torch.Generator().manual_seed(seed)
-    pairs = 60
+    pairs = 200
     pose = torch.randn(pairs, 1, 75, generator=g, dtype=torch.float64) * 0.7
     pose[..., 72:] = 0.0
     step = torch.randn(pairs, 1, 75, generator=g, dtype=torch.float64)
