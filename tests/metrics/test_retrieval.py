@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from scipy import ndimage  # a test dependency (pyproject's dev extra)
 
 from deepzoo.metrics.retrieval import (
     _gaussian_smooth,
@@ -58,21 +59,25 @@ def test_retrieval_metrics_in_both_directions():
 
 @pytest.mark.parametrize("length", [200, 7])
 def test_gaussian_smoothing_is_scipys_gaussian_filter1d(length):
-    ndimage = pytest.importorskip("scipy.ndimage")
     torch.manual_seed(0)
     x = torch.randn(length, dtype=torch.float64)
     expected = torch.from_numpy(ndimage.gaussian_filter1d(x.numpy(), 5.0))
     torch.testing.assert_close(_gaussian_smooth(x, 5.0), expected, rtol=0, atol=1e-12)
 
 
-def test_kinetic_beats_are_the_minima_of_joint_speed():
-    """Joints whose displacement from frame t to t + 1 is |sin(pi t / 30)| + 0.1 slow down at
-    t = 30, 60, ... (indices of the speed curve, as Bailando's `calc_db` returns them)."""
+def sine_speed_joints() -> torch.Tensor:
+    """(301, 4, 3) joints moving along x, the displacement from frame t to t + 1 being
+    |sin(pi t / 30)| + 0.1: they slow down at t = 30, 60, ..., 270."""
     t = torch.arange(300, dtype=torch.float64)
-    speed = (torch.sin(math.pi * t / 30)).abs() + 0.1
+    speed = torch.sin(math.pi * t / 30).abs() + 0.1
     position = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(speed, 0)])  # (301,)
     joints = torch.stack([position, torch.zeros_like(position), torch.zeros_like(position)], dim=-1)
-    joints = joints[:, None, :].expand(301, 4, 3)
+    return joints[:, None, :].expand(301, 4, 3)
+
+
+def test_kinetic_beats_are_the_minima_of_joint_speed():
+    """The beats are the speed curve's indices of its minima, as Bailando's `calc_db` returns them."""
+    joints = sine_speed_joints()
     assert kinetic_beats(joints).tolist() == [30, 60, 90, 120, 150, 180, 210, 240, 270]
     with pytest.raises(ValueError, match="joint positions"):
         kinetic_beats(torch.zeros(10, 72))
@@ -94,13 +99,7 @@ def test_beat_align_score_by_its_formula():
 def test_a_dances_beat_align_score_reads_the_music_over_its_speed_curves_frames():
     """Bailando's `calc_ba_score`: the music's beats are cut to the T - 1 frames of the speed curve,
     so a music beat on the dance's last frame, far from every kinetic beat, costs nothing."""
-    t = torch.arange(300, dtype=torch.float64)
-    position = torch.cat(
-        [torch.zeros(1, dtype=torch.float64), torch.cumsum(torch.sin(math.pi * t / 30).abs() + 0.1, 0)]
-    )
-    joints = torch.stack([position, torch.zeros_like(position), torch.zeros_like(position)], -1)[
-        :, None
-    ].expand(301, 4, 3)
+    joints = sine_speed_joints()
     music = torch.zeros(301, dtype=torch.bool)
     music[[30, 60, 90]] = True
     assert dance_beat_align_score(joints, music) == 1.0
