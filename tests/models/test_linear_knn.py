@@ -38,6 +38,23 @@ def test_two_layer_net_equals_the_same_net_through_autograd():
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
+def test_two_layer_backward_takes_relus_gradient_at_zero_to_be_zero():
+    """Where z = x W1^T + b1 is exactly 0 (here zero inputs and zero biases) the hand-written
+    backward passes no gradient, as torch.relu's does (its subgradient at 0 is 0)."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.zeros(4, 5, dtype=torch.float64, requires_grad=True)
+    w1 = torch.randn(6, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    b1 = torch.tensor([0.0, 0.0, 0.0, 1.0, -1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    w2 = torch.randn(3, 6, generator=generator, dtype=torch.float64, requires_grad=True)
+    b2 = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    inputs = [x, w1, b1, w2, b2]
+    ours = torch.autograd.grad(TwoLayerFunction.apply(*inputs).sum(), inputs)
+    reference = torch.autograd.grad((torch.relu(x @ w1.T + b1) @ w2.T + b2).sum(), inputs)
+    for a, b in zip(ours, reference):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert (ours[2][:3] == 0).all() and (ours[2][3] != 0) and (ours[2][5] != 0)
+
+
 @pytest.mark.parametrize("kind", ["l1", "l2", "elastic", "none"])
 @pytest.mark.parametrize("loss", ["svm", "softmax"])
 def test_linear_loss_is_the_written_out_data_loss_plus_the_weighted_penalty(loss, kind):
@@ -181,6 +198,8 @@ def test_folds_partition_the_training_set():
     assert {hi - lo for lo, hi in bounds} <= {20, 21}
     with pytest.raises(ValueError, match="folds"):
         fold_bounds(3, 5)
+    with pytest.raises(ValueError, match="2 <= folds"):  # one fold leaves nothing to train on
+        fold_bounds(3, 1)
 
 
 def test_knn_refuses_more_neighbours_than_it_memorizes():
