@@ -37,3 +37,7 @@ def test_bad_maps_are_refused():
         confusion_matrix(torch.zeros(2, 3), torch.zeros(3, 2), 2)
     with pytest.raises(ValueError, match="classes"):
         confusion_matrix(torch.full((2, 2), 3), torch.zeros(2, 2), 2)
+    with pytest.raises(ValueError, match=r"target classes must be in \[0, 2\), got 0..2"):
+        confusion_matrix(torch.zeros(2, 2), torch.tensor([[0, 1], [2, 1]]), 2)  # K itself is out
+    with pytest.raises(ValueError, match="prediction classes"):
+        confusion_matrix(torch.tensor([[0, -1], [1, 1]]), torch.zeros(2, 2), 2)
