@@ -24,6 +24,7 @@ def _reward():
 
 def test_the_reward_is_the_beat_align_score_of_the_decoded_dance():
     reward = _reward()
+    assert not any(m.training for m in reward.modules()), "built from a VQ-VAE in train mode"
     beats = torch.zeros(6, FRAMES + 8, dtype=torch.bool)  # longer than the dance: cut to its frames
     beats[:, 6::16] = True
     beats[:, FRAMES - 1] = True  # past the FRAMES - 1 frames of the speed curve: not read (Bailando)
@@ -45,7 +46,8 @@ def test_the_digit_reward_is_the_probability_of_the_target_digit_of_the_decoded_
 
     torch.manual_seed(0)
     vqvae = VQVAE(VQVAEConfig(hidden=16, res_hidden=8, num_codes=16, code_dim=4))
-    reward = DigitReward(vqvae, mnist_feature_net(), target=3)
+    reward = DigitReward(vqvae, mnist_feature_net().train(), target=3)
+    assert not any(m.training for m in reward.modules()), "built from networks in train mode"
     codes = torch.randint(16, (5, 49), generator=torch.Generator().manual_seed(1))
     images = vqvae.decode(codes.view(5, 7, 7))
     torch.testing.assert_close(reward({}, codes), mnist_feature_net()(images).softmax(-1)[:, 3])
