@@ -19,8 +19,8 @@ class DigitReward(nn.Module):
 
     def __init__(self, vqvae: nn.Module, classifier: nn.Module, target: int) -> None:
         super().__init__()
-        self.vqvae, self.classifier, self.target = vqvae.eval(), classifier.eval(), target
-        self.requires_grad_(False)
+        self.vqvae, self.classifier, self.target = vqvae, classifier, target
+        self.requires_grad_(False).eval()
 
     def train(self, mode: bool = True) -> DigitReward:
         return super().train(False)  # always in eval mode
@@ -51,8 +51,8 @@ class BeatAlignReward(nn.Module):
 
     def __init__(self, vqvae: nn.Module, sigma: float = 3.0) -> None:
         super().__init__()
-        self.vqvae, self.sigma = vqvae.eval(), sigma
-        self.requires_grad_(False)
+        self.vqvae, self.sigma = vqvae, sigma
+        self.requires_grad_(False).eval()
 
     def train(self, mode: bool = True) -> BeatAlignReward:
         return super().train(False)
