@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -147,3 +149,58 @@ def test_the_blocks_read_the_embeddings_after_dropout():
     assert abs((~kept).float().mean().item() - p) < 0.06
     model.eval()(tokens)
     torch.testing.assert_close(seen[-1], embedded)
+
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rope", "alibi"])
+def test_each_position_scheme_makes_the_output_depend_on_the_order_of_the_context(positions):
+    """Without positions, a one-block causal Transformer's last output is a softmax-weighted sum
+    over the set of tokens before it: blind to their order. Every scheme breaks that symmetry.
+    Learned positions are a (block_size, dim) table of parameters; sinusoidal ones a fixed
+    function; rope and alibi act inside attention."""
+    torch.manual_seed(0)
+    config = GPTConfig(**SMALL | {"layers": 1}, positions=positions)
+    model = GPT(config).eval()
+    with torch.no_grad():
+        for weight in (p for p in model.parameters() if p.ndim == 2):
+            weight.mul_(10)  # std 0.2: attention far from uniform
+    tokens = torch.tensor([[1, 2, 3, 4, 5, 6, 7]])
+    permuted = torch.tensor([[6, 4, 2, 1, 3, 5, 7]])
+    # seeds 0-99: the last logits move by 0.012 at least (sinusoidal), without positions by 1e-6 at most
+    assert (model(tokens)[:, -1] - model(permuted)[:, -1]).abs().max() > 1e-3
+    table = [p for name, p in model.named_parameters() if name.startswith("positions.")]
+    assert [tuple(p.shape) for p in table] == ([(16, 16)] if positions == "learned" else [])
+    model.positions, model.rope = None, None
+    model.config = replace(config, positions="learned")  # not alibi: no score bias either
+    torch.testing.assert_close(model(tokens)[:, -1], model(permuted)[:, -1], rtol=0, atol=1e-5)
+
+
+def test_extra_conditioning_is_added_to_the_token_embeddings():
+    """features(a, extra = E[b] - E[a]) = features(b): the extra rows enter exactly where the
+    embeddings do, before positions and blocks."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**SMALL, positions="learned")).eval()
+    a, b = torch.randint(0, 11, (2, 9)), torch.randint(0, 11, (2, 9))
+    extra = model.embed(b) - model.embed(a)
+    torch.testing.assert_close(model.features(a, extra=extra), model.features(b), rtol=1e-5, atol=1e-5)
+
+
+def test_the_features_pass_a_final_layer_norm_and_linear_biases_start_at_zero():
+    """GPT-2's ln_f: the features are LayerNorm(last block's output) (at initialization weight 1,
+    bias 0); with bias=True every Linear bias starts at 0 (GPT-2's init)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**SMALL, bias=True)).eval()
+    seen = []
+    model.blocks[-1].register_forward_hook(lambda module, args, out: seen.append(out))
+    features = model.features(torch.randint(0, 11, (3, 10)))
+    torch.testing.assert_close(features, torch.nn.functional.layer_norm(seen[0], (16,)))
+    biases = [m.bias for m in model.modules() if isinstance(m, torch.nn.Linear) and m.bias is not None]
+    assert len(biases) >= 4 * 2 and all((b == 0).all() for b in biases)
+
+
+def test_sample_passes_top_k_on():
+    """top_k = 1 keeps one token per step: `sample` then draws the greedy sequence."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**SMALL)).eval()
+    drawn = model.sample(3, length=8, top_k=1, generator=torch.Generator().manual_seed(2))
+    greedy = model.generate(torch.zeros(3, 1, dtype=torch.long), 8, temperature=0)[:, 1:]
+    assert torch.equal(drawn, greedy)
