@@ -34,6 +34,9 @@ def test_tokens_frame_the_lower_cased_bytes_and_refuse_long_captions():
     ]
     with pytest.raises(ValueError, match="more than the context"):
         tokenize(["a handwritten seven"], context=8)
+    assert tokenize(["a 7"], context=5).tolist() == [[SOT, ord("a"), ord(" "), ord("7"), EOT]]  # just fits
+    with pytest.raises(ValueError, match="needs 5 tokens, more than the context 4"):
+        tokenize(["a 7"], context=4)
 
 
 def test_zero_shot_templates_are_held_out_and_every_caption_fits():
@@ -95,6 +98,9 @@ def test_the_training_loss_is_clip_loss_over_captions_drawn_from_the_training_te
         model.logit_scale(),
     )
     torch.testing.assert_close(loss["loss"], expected["loss"])
+    images = model.encode_image(batch["x"])  # unit vectors: the CNN's output, normalised
+    torch.testing.assert_close(images, F.normalize(model.image(batch["x"]), dim=1))
+    torch.testing.assert_close(images.norm(dim=1), torch.ones(12))
 
 
 def test_zero_shot_classes_are_the_normalised_mean_of_template_embeddings():
