@@ -69,6 +69,34 @@ def test_samples_are_valid_code_grids_decoded_by_the_tokenizer():
     )
 
 
+def test_sampling_is_the_gpts_generation_at_the_configs_temperature_and_top_k_in_raster_order():
+    """Codes are drawn by gpt.generate after the condition tokens, under the config's temperature
+    and top-k, only ids < K, and laid out row by row; without labels the remembered condition
+    rows are cycled. (Seeds 0-199: the draws at temperature 1 or without top-k differ, and so
+    does the column-by-column layout.)"""
+    prior = _prior(num_classes=4, condition_length=2, condition_bank=3, temperature=0.5, top_k=3).eval()
+    with torch.no_grad():
+        prior.gpt.embed.weight.mul_(3)  # (tied head) logits away from uniform: temperature matters
+    prior.remember_conditions(torch.tensor([[0, 3], [1, 1], [2, 0]]))
+    labels = prior.default_labels(5, torch.device("cpu"))
+    assert labels.tolist() == [[0, 3], [1, 1], [2, 0], [0, 3], [1, 1]]
+    codes = prior.sample_codes(5, generator=torch.Generator().manual_seed(0))
+
+    def generate(temperature: float, top_k: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(0)
+        return prior.gpt.generate(7 + labels, 15, temperature, top_k, generator=generator, max_token=7)[:, 2:]
+
+    expected = generate(0.5, 3)
+    assert torch.equal(codes, expected.view(5, 3, 5))
+    assert not torch.equal(codes, expected.view(5, 5, 3).transpose(1, 2))  # the test can tell the layout
+    assert not torch.equal(expected, generate(1.0, 3)) and not torch.equal(expected, generate(0.5, 0))
+
+
+def test_training_the_prior_leaves_the_tokenizer_in_eval_mode():
+    prior = _prior().train()
+    assert prior.training and prior.gpt.training and not prior.tokenizer.training
+
+
 def test_one_condition_token_cycles_the_classes_by_default():
     prior = _prior(num_classes=3)
     assert prior.default_labels(5, torch.device("cpu")).tolist() == [0, 1, 2, 0, 1]
