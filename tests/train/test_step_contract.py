@@ -336,6 +336,12 @@ def test_shuffled_batches_shard_the_global_batch_and_generated_batches_depend_on
     ranks = [ShuffledBatches(data, 20, seed=3, rank=r, world_size=2).next(7) for r in range(2)]
     assert torch.equal(torch.cat([ranks[0]["x"], ranks[1]["x"]]).sort(0).values, whole["x"].sort(0).values)
     assert torch.equal(whole["x"], data[batch_indices(7, 100, 20, 3)]["x"])
+    for r in range(2):  # rank r of 2 takes every other example of the global batch, from the r-th
+        assert torch.equal(ranks[r]["x"], whole["x"][r::2])
+    source = ShuffledBatches(data, 20, seed=3)  # one source stepping through three epochs
+    for step in range(13):
+        assert torch.equal(source.next(step)["x"], data[batch_indices(step, 100, 20, 3)]["x"]), step
+    assert not torch.equal(batch_indices(0, 100, 20, 3), batch_indices(5, 100, 20, 3))  # a new order
 
     def draw(n, generator):
         return {"x": torch.randn(n, 2, generator=generator)}
