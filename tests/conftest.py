@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-os.environ.setdefault("DEEPZOO_DATA", str(SHARED_DATA))
+SHARED_DATA = Path(os.environ.setdefault("DEEPZOO_DATA", str(REPO.parent / "shared" / "data")))
+"""The data root the tests read: DEEPZOO_DATA when set (a checkout elsewhere), else ../shared/data."""
 # Under pytest-xdist (`make test` runs `pytest -n auto`) the workers share the cores: each gets
 # cores // workers threads, since two workers of two threads each on two cores ran the suite 2x slower.
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
