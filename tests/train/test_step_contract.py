@@ -342,6 +342,8 @@ def test_shuffled_batches_shard_the_global_batch_and_generated_batches_depend_on
     for step in range(13):
         assert torch.equal(source.next(step)["x"], data[batch_indices(step, 100, 20, 3)]["x"]), step
     assert not torch.equal(batch_indices(0, 100, 20, 3), batch_indices(5, 100, 20, 3))  # a new order
+    with pytest.raises(ValueError, match="batch_size 40 exceeds the dataset size 30"):
+        ShuffledBatches(two_player_data(30), 40, seed=3)
 
     def draw(n, generator):
         return {"x": torch.randn(n, 2, generator=generator)}
