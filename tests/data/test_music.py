@@ -1,6 +1,8 @@
 """The 438-d AIST++ music feature: its layout, its frame rate, its beat column on a click track,
 and its MFCCs against librosa's own call."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -56,6 +58,8 @@ def test_bad_audio_is_a_clear_error(tmp_path):
         music_features(np.zeros((2, 1000), dtype=np.float32))
     with pytest.raises(ValueError, match="too short"):
         music_features(np.zeros(100, dtype=np.float32))
+    with pytest.raises(ValueError, match="too short for features: 1023 samples"):  # two hops at least
+        music_features(np.zeros(2 * 512 - 1, dtype=np.float32))
 
 
 def test_cached_features_equal_the_computed_ones_and_are_keyed_by_the_files_bytes(tmp_path, monkeypatch):
@@ -88,6 +92,16 @@ def test_cached_features_equal_the_computed_ones_and_are_keyed_by_the_files_byte
     monkeypatch.setenv("DEEPZOO_CACHE", str(tmp_path / "blocked"))  # unwritable: computed, not kept
     np.testing.assert_array_equal(music.cached_music_features(song), computed)
     assert calls == [other, song, song]
+
+    monkeypatch.setenv("DEEPZOO_CACHE", str(tmp_path / "cache"))
+    np.save(stored[0], np.zeros((5, 3), dtype=np.float32))  # a readable array of the wrong shape
+    np.testing.assert_array_equal(music.cached_music_features(song), computed)
+    assert calls == [other, song, song, song] and np.array_equal(np.load(stored[0]), computed)
+    edited = tmp_path / "music.py"  # the extractor's source changed: the key changes with it
+    edited.write_text(Path(music.__file__).read_text() + "\n# edited\n")
+    monkeypatch.setattr(music, "__file__", str(edited))
+    np.testing.assert_array_equal(music.cached_music_features(song), computed)
+    assert calls == [other, song, song, song, song] and len(list(stored[0].parent.iterdir())) == 3
 
 
 def _tone_and_clicks(seconds=6.0):
