@@ -105,6 +105,11 @@ def test_a_pickle_with_code_or_foreign_objects_is_refused(tmp_path, monkeypatch)
     foreign.write_bytes(pickle.dumps({"smpl_poses": _OtherCodec()}, protocol=2))
     with pytest.raises(pickle.UnpicklingError, match="codec 'rot13'"):  # _codecs.encode: latin-1 only
         read_motion(foreign)
+    # only the named numpy constructors and _codecs.encode: not numpy.load, not another _codecs call
+    for module, name in (("numpy", "load"), ("_codecs", "decode")):
+        foreign.write_bytes(f"c{module}\n{name}\n(S'x'\nS'latin1'\ntR.".encode())  # protocol 0
+        with pytest.raises(pickle.UnpicklingError, match=f"refusing to load {module}.{name}"):
+            safe_unpickle(foreign)
 
 
 def test_missing_or_malformed_files_are_clear_errors(aist_root, tmp_path):
@@ -134,6 +139,9 @@ def test_missing_or_malformed_files_are_clear_errors(aist_root, tmp_path):
         read_motion(bad)
     bad.write_bytes(b"not a pickle at all")
     with pytest.raises((ValueError, pickle.UnpicklingError), match="bad.pkl"):
+        read_motion(bad)
+    bad.write_bytes(b"\x80\x09.")  # pickle raises ValueError: unsupported protocol 9
+    with pytest.raises(ValueError, match="bad.pkl is not a readable pickle: unsupported pickle protocol"):
         read_motion(bad)
     with pytest.raises(ValueError, match="music id"):
         music_id("gBR_sBM_cAll_d04_ch01")
@@ -194,3 +202,20 @@ def test_a_dance_longer_than_its_song_is_cut_to_the_song_and_a_window_may_span_i
     assert len(aist_windows(tmp_path, "train", 30)["motion"]) == 2  # frames 0-29 and 30-59
     with pytest.raises(ValueError, match="music id"):
         music_id("gBR_sBM_cAll_d04_mBR_ch01")  # a music id is m, a genre's two letters, a digit
+
+
+def test_dances_on_one_song_read_its_music_features_once(tmp_path, monkeypatch):
+    """Many AIST++ dances share a song: load_aist extracts each song's features once."""
+    from deepzoo.data import music
+
+    names = ["gBR_sBM_cAll_d04_mBR0_ch01", "gBR_sBM_cAll_d05_mBR0_ch02", "gPO_sBM_cAll_d10_mPO1_ch01"]
+    for i, name in enumerate(names):
+        _write_motion(tmp_path / "motions" / f"{name}.pkl", 20, seed=i)
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "crossmodal_train.txt").write_text("\n".join(names) + "\n")
+    read = []
+    monkeypatch.setattr(
+        music, "cached_music_features", lambda path: read.append(path.name) or np.zeros((30, 438))
+    )
+    clips = load_aist(tmp_path, "train")
+    assert read == ["mBR0.wav", "mPO1.wav"] and [c.music.shape for c in clips] == [(20, 438)] * 3
