@@ -357,6 +357,30 @@ def test_a_resume_keeps_the_time_limits_count_and_the_running_returns():
         assert torch.equal(again[key], expected[key]), key
 
 
+def test_a_truncated_episode_keeps_its_final_observation_and_starts_a_new_return():
+    """Time limit 6 and rollouts of 6 steps: every episode is cut at the last row. Its next_obs is
+    the state CartPole's physics reaches from that row's state and action (not the reset that
+    replaced it), and each rollout's episode_return is the 6 steps of its own episode."""
+    import gymnasium as gym
+    import numpy as np
+
+    torch.manual_seed(0)
+    source = Rollouts(_short_cartpole(6), 2, 6, seed=3)
+    source.attach(ActorCritic())
+    physics = gym.make("CartPole-v1").unwrapped
+    physics.reset(seed=0)
+    for step in range(2):
+        batch = source.next(step)
+        assert batch["truncated"][5].all() and not batch["truncated"][:5].any()
+        assert not batch["terminated"].any(), "six steps from a reset do not tip the pole"
+        assert batch["episode_return"].item() == 6.0
+        for i in range(2):
+            physics.state = batch["obs"][5, i].double().numpy()
+            final = physics.step(int(batch["actions"][5, i]))[0]
+            np.testing.assert_allclose(batch["next_obs"][5, i].numpy(), final, rtol=0, atol=1e-5)
+        assert (batch["next_obs"][5] - torch.as_tensor(source.obs)).abs().max() > 1e-3  # not the reset
+
+
 def test_rollouts_step_with_box_actions_clipped_and_keep_the_policys_own():
     """An environment that pays the action it receives, in [-2, 2]: a policy choosing 10 is paid
     2 a step, and the batch holds the 10 it chose."""
