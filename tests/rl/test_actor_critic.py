@@ -121,8 +121,12 @@ def test_play_episode_sums_the_rewards_and_clips_box_actions():
             self.t += 1
             return np.zeros(1, np.float32), float(action[0]), False, self.t == 3, {}
 
-    total, _ = play_episode(Echo(), lambda obs: np.array([10.0]), seed=0)
+        def render(self):
+            return np.full((2, 2, 3), self.t, np.uint8)
+
+    total, frames = play_episode(Echo(), lambda obs: np.array([10.0]), seed=0, render=True)
     assert total == 3 * 2.0
+    assert [int(frame[0, 0, 0]) for frame in frames] == [0, 1, 2, 3]  # the reset, then each step
 
 
 def test_the_actor_loss_moves_only_the_actor_and_the_critic_target_is_detached():
