@@ -57,10 +57,20 @@ def test_labels_and_features_match_the_construction():
 
 
 def test_every_primitive_is_shared_so_one_frame_cannot_name_the_action():
-    _, sequences = stream_grammar(StreamConfig())
-    for v in range(StreamConfig().primitives):
-        assert ((sequences == v).any(1)).sum() >= 2
-    assert len({tuple(s) for s in sequences.tolist()}) == len(sequences)
+    """Also where the slots are tight (5 actions x 3 steps for 6 primitives, where a first draw
+    failed to share them all for 27 of grammar seeds 0-29): the grammar is redrawn.
+    Prototypes have norm `signal`."""
+    for config in [StreamConfig()] + [
+        StreamConfig(actions=5, primitives=6, steps=3, grammar_seed=s) for s in range(5)
+    ]:
+        prototypes, sequences = stream_grammar(config)
+        for v in range(config.primitives):
+            assert ((sequences == v).any(1)).sum() >= 2
+        assert len({tuple(s) for s in sequences.tolist()}) == len(sequences)
+        assert (sequences[:, 1:] != sequences[:, :-1]).all()
+        torch.testing.assert_close(prototypes.norm(dim=1), torch.full((config.primitives,), config.signal))
+    prototypes, _ = stream_grammar(StreamConfig(signal=2.5))
+    torch.testing.assert_close(prototypes.norm(dim=1), torch.full((6,), 2.5))
 
 
 def test_the_grammar_is_drawn_once_per_config_and_handed_out_as_copies():
@@ -87,6 +97,25 @@ def test_background_gaps_hold_distractors_and_actions_are_separated():
     ends = [e for _, e, _ in layout.actions]
     gaps = [s - e for s, e in zip(starts[1:], ends[:-1])]
     assert min(gaps) >= config.min_gap and max(gaps) <= config.max_gap
+
+
+def test_a_stream_is_cut_from_an_endless_sequence_at_a_random_offset():
+    """Over 100 streams of 300 frames: the offset (uniform in [0, max_gap)) makes some streams
+    start inside an action (its start < 0) and others inside a gap; every listed action overlaps
+    the stream; every class occurs; a distractor sits anywhere in its gap, not only at its start."""
+    config = StreamConfig(distractor=1.0)
+    first_starts, classes, distractor_delays = [], set(), []
+    for seed in range(100):
+        layout = stream_layout(300, config, torch.Generator().manual_seed(seed))
+        first_starts.append(layout.actions[0][0])
+        classes |= {k for _, _, k in layout.actions}
+        assert all(start < 300 and end > 0 for start, end, _ in layout.actions)
+        for (_, end, _), (start, _, _) in zip(layout.actions, layout.actions[1:]):
+            shown = torch.nonzero(layout.primitive[end:start] >= 0).view(-1)
+            distractor_delays.append(int(shown[0]))
+    assert min(first_starts) < 0 and max(first_starts) >= config.min_gap
+    assert classes == set(range(1, config.actions + 1))
+    assert min(distractor_delays) == 0 and max(distractor_delays) > config.min_gap
 
 
 def test_bad_configs_are_refused():
@@ -143,6 +172,10 @@ def test_feature_files_load_in_the_thumos_layout(tmp_path):
         assert stream["target"][2].tolist() == target[2, :3].tolist()
     packed = pack_streams(streams)
     assert packed.tensors["x"].shape == (2, 7, 8) and packed.tensors["target"][1, 4:].sum() == 0
+    middle = load_feature_streams(tmp_path, ["video_a"], ("rgb",), ambiguous=1)[0]["target"]
+    target = torch.from_numpy(np.load(tmp_path / "target" / "video_a.npy")).float()
+    kept = torch.where(target[:, 1:2] > 0, 0.0, target)[:, [0, 2, 3]]  # column 1 dropped, 2 and 3 kept
+    assert torch.equal(middle, kept)
 
 
 def test_feature_files_that_disagree_or_are_missing_are_named(tmp_path):
