@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepzoo.data.music import COLUMNS, FPS, SAMPLE_RATE
+from deepzoo.data.music import COLUMNS, FPS, SAMPLE_RATE, music_features
 from deepzoo.data.skeleton import forward_kinematics
 from deepzoo.data.synthetic_dance import GENRES, keyposes, make_song, synthetic_dance_set
 from deepzoo.metrics.retrieval import beat_align_score, kinetic_beats
@@ -64,6 +64,13 @@ def test_the_set_runs_rendered_wavs_through_the_extractor_and_caches(tmp_path):
     other = synthetic_dance_set(2, 3.0, seed=6, cache=tmp_path / "cache")  # a set per seed
     assert other.genre.tolist() == [2, 3] and not np.array_equal(other.motion, dance.motion)
     assert len(list((tmp_path / "cache").iterdir())) == 2
+    for i, wav in enumerate(sorted((tmp_path / "wav").glob("*.wav"))):  # frame t is the wav's frame t
+        np.testing.assert_array_equal(dance.music[i], music_features(wav)[:180])
+    short = synthetic_dance_set(1, 1.0, seed=0, cache=tmp_path / "cache")  # a set per length too
+    assert short.motion.shape == (1, 60, 75) and len(list((tmp_path / "cache").iterdir())) == 3
+    assert np.flatnonzero(short.beats[0]).tolist() == [13, 59]  # a beat on the last frame is kept
+    longer = synthetic_dance_set(1, 2.0, seed=0, cache=tmp_path / "cache")
+    assert longer.motion.shape == (1, 120, 75) and len(list((tmp_path / "cache").iterdir())) == 4
 
 
 @pytest.mark.parametrize("genre", range(len(GENRES)))

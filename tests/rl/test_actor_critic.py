@@ -383,6 +383,9 @@ def test_a_truncated_episode_keeps_its_final_observation_and_starts_a_new_return
             final = physics.step(int(batch["actions"][5, i]))[0]
             np.testing.assert_allclose(batch["next_obs"][5, i].numpy(), final, rtol=0, atol=1e-5)
         assert (batch["next_obs"][5] - torch.as_tensor(source.obs)).abs().max() > 1e-3  # not the reset
+    unfinished = Rollouts(_short_cartpole(6), 2, 3, seed=3)
+    unfinished.attach(ActorCritic())
+    assert unfinished.next(0)["episode_return"].isnan()  # no episode ended: no return to report
 
 
 def test_rollouts_step_with_box_actions_clipped_and_keep_the_policys_own():
