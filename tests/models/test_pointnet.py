@@ -32,6 +32,8 @@ def test_clouds_lie_in_the_ink_slab_and_reach_every_ink_pixel(digits):
         assert torch.equal(hit, images[i].float() / 255 > 0.5)  # 4000 points cover ~150 pixels
     with pytest.raises(ValueError, match="no pixel"):
         digit_clouds(torch.zeros(1, 28, 28, dtype=torch.uint8), config, torch.Generator())
+    with pytest.raises(ValueError, match="no pixel above ink=0.0"):  # strictly above: 0 is not ink
+        digit_clouds(torch.zeros(1, 28, 28, dtype=torch.uint8), CloudConfig(ink=0.0), torch.Generator())
 
 
 def test_clouds_are_uniform_over_the_ink_and_inside_each_pixels_column(digits):
@@ -134,6 +136,9 @@ def test_the_code_is_the_max_over_points_of_the_shared_mlp_with_relu_after_every
     for linear in (m for m in model.point_mlp if isinstance(m, torch.nn.Linear)):
         h = torch.relu(linear(h))
     torch.testing.assert_close(model.encode(points), h.amax(1))
+    # the loss: the Chamfer distance of each reconstruction to its cloud, averaged over the batch
+    expected = torch.stack([chamfer_distance(model(points[i : i + 1])[0], points[i]) for i in range(3)])
+    torch.testing.assert_close(model.loss({"points": points})["loss"], expected.mean())
 
 
 def test_the_recipes_evaluation_averages_per_cloud_scores_against_a_fresh_sample(tmp_path):
