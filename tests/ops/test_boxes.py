@@ -164,6 +164,19 @@ def test_float32_iou_is_compared_with_the_real_threshold(kernel):
         )
 
 
+def test_the_compiled_loop_compares_iou_with_the_threshold_in_the_boxes_dtype():
+    """IoU 1/10 computed in float32 is float32(0.1) > 0.1: compared with the threshold cast to
+    float32 it is not above it (both boxes kept), as the tensor path's `inter / union > t`."""
+    import numpy as np
+
+    from deepzoo.ops import nms_loop
+
+    boxes = np.array([[0, 0, 10, 1], [0, 0, 1, 1]])
+    for dtype in (np.float32, np.float64):
+        assert nms_loop.greedy_nms(boxes.astype(dtype), np.zeros(2, np.int64), 0.1).tolist() == [0, 1]
+        assert nms_loop.greedy_nms(boxes.astype(dtype), np.zeros(2, np.int64), 0.09).tolist() == [0]
+
+
 def test_auto_kernel_takes_the_loop_on_cpu_and_falls_back_to_blocks(monkeypatch):
     """ "auto" runs the compiled loop for float32 CPU boxes, the blocks for bf16 boxes or without
     numba, with the same indices as the by-hand loop."""
