@@ -13,6 +13,17 @@ def test_every_recipe_config_survives_json(name):
     assert from_dict(type(config), json.loads(json.dumps(to_dict(config)))) == config
 
 
+def test_a_groups_optional_tuples_survive_json_as_tuples():
+    """JSON turns tuples into lists; an optional tuple (`Betas | None`) must come back a tuple, as
+    its range check and equality read it."""
+    from deepzoo.train import TrainConfig
+
+    config = TrainConfig(schedule="step").with_group("d", betas=(0.5, 0.9), lr_milestones=(0.3,), lr=2e-4)
+    again = from_dict(TrainConfig, json.loads(json.dumps(to_dict(config))))
+    assert again == config and again.optim["d"].betas == (0.5, 0.9)
+    assert again.group("d").lr_milestones == (0.3,) and again.group("g").betas == (0.9, 0.999)
+
+
 def test_unknown_fields_are_rejected():
     config = RECIPES["cnn-mnist"].default
     data = to_dict(config)
