@@ -99,6 +99,14 @@ def test_group_settings_fall_back_to_the_train_defaults():
     )
     assert cfg.group("g").lr == 3e-4
     assert cfg.with_group("g", lr=5e-5).group("g").lr == 5e-5
+    # with_group adds to a group's overrides; an override of 0 or False is an override, not "unset"
+    both = cfg.with_group("d", betas=(0.0, 0.5)).with_group("d", grad_clip=0.0, nesterov=False)
+    assert (
+        both.group("d").lr == 1e-3 and both.group("d").betas == (0.0, 0.5) and both.group("d").grad_clip == 0
+    )
+    sgd = TrainConfig(optimizer="sgd", momentum=0.9, nesterov=True, weight_decay=0.1, warmup_steps=50)
+    zeros = sgd.with_group("d", momentum=0.0, nesterov=False, weight_decay=0.0, warmup_steps=0).group("d")
+    assert (zeros.momentum, zeros.nesterov, zeros.weight_decay, zeros.warmup_steps) == (0.0, False, 0.0, 0)
     opt = _opt(TwoPlayer(), optim={"d": OptimConfig(optimizer="rmsprop", lr=5e-5)})
     assert isinstance(opt.optimizers["d"], torch.optim.RMSprop)
     assert isinstance(opt.optimizers["g"], torch.optim.AdamW)
