@@ -391,12 +391,28 @@ def test_the_trainer_reads_a_generated_batch_source(tmp_path):
         ("log_every", 0, "train.log-every must be >= 1"),
         ("betas", (0.9, 1.5), r"train.betas must be each in \[0, 1\)"),
         ("betas", (0.9,), "train.betas must be two numbers"),
+        ("lr_gamma", 0.0, r"train.lr-gamma must be in \(0, 1\], got 0.0"),
+        ("lr_milestones", (0.5, 1.5), r"train.lr-milestones must be each in \[0, 1\]"),
+        ("min_lr_ratio", 1.5, r"train.min-lr-ratio must be in \[0, 1\]"),
         ("optimizer", "lion", "train.optimizer must be one of sgd, adam, adamw, adagrad, rmsprop"),
     ],
 )
 def test_bad_train_settings_are_refused_naming_the_field(field, value, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**{field: value})
+
+
+def test_the_optimizer_defaults_are_torch_optims_and_the_step_schedule_resnets():
+    """Adam(W)'s betas and eps and RMSProp's alpha are torch.optim's defaults; the step schedule's
+    milestones are ResNet's (lr / 10 at 32k and 48k of 64k iterations: He et al., 2016, CIFAR-10)."""
+    import inspect
+
+    adam = inspect.signature(torch.optim.Adam).parameters
+    rmsprop = inspect.signature(torch.optim.RMSprop).parameters
+    config = TrainConfig()
+    assert config.betas == adam["betas"].default and config.eps == adam["eps"].default
+    assert config.alpha == rmsprop["alpha"].default
+    assert config.lr_milestones == (32_000 / 64_000, 48_000 / 64_000) and config.lr_gamma == 0.1
 
 
 def test_bad_group_settings_are_refused_naming_the_field():
