@@ -57,3 +57,27 @@ def test_a_cache_file_is_kept_with_its_folder_and_an_unwritable_cache_is_skipped
     (tmp_path / "blocked").write_text("a file where the folder should be")
     write_cache(tmp_path / "blocked" / "key.npy", b"data")  # no error: the next reader recomputes
     assert (tmp_path / "blocked").read_text() == "a file where the folder should be"
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    from deepzoo.files import atomic_write
+
+    path = tmp_path / "a.bin"
+    write_bytes(path, b"old")
+
+    def fail_halfway(f):
+        f.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="cannot write .*a.bin: No space left on device"):
+        atomic_write(path, fail_halfway)
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+
+
+def test_metrics_records_survive_a_damaged_line_anywhere(tmp_path):
+    """read_metrics skips a line cut short by a crash, wherever it is, and reads on."""
+    from deepzoo.train.logging import read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n{"step": 3, "loss": 1.0}\n{"step": 4')
+    assert read_metrics(path) == [{"step": 1, "loss": 2.0}, {"step": 3, "loss": 1.0}]

@@ -160,6 +160,24 @@ def test_tensorboard_event_files_hold_the_logged_scalars(tmp_path):
             assert logged[record["step"]] == pytest.approx(value, rel=1e-6), (record["split"], key)
 
 
+def test_tensorboard_logs_numeric_terms_as_scalars_and_the_samples_after_evaluations(tmp_path):
+    """A string or a bool term is not a scalar; the PNGs under samples/ go in at eval records only."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from deepzoo.train.logging import TensorBoardLog
+
+    _png(tmp_path / "samples" / "grid.png")
+    log = TensorBoardLog(tmp_path)
+    log.write({"step": 5, "split": "train", "loss": 0.5, "kind": "adamw", "finite": True})
+    log.write({"step": 10, "split": "eval", "accuracy": 0.75})
+    log.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert sorted(events.Tags()["scalars"]) == ["eval/accuracy", "train/loss"]
+    assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(5, 0.5)]
+    assert [e.step for e in events.Images("samples/grid")] == [10]
+
+
 def _png(path: Path, shade: float = 0.5) -> Path:
     save_image_grid(torch.full((1, 1, 4, 4), shade), path)
     return path
