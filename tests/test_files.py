@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from deepzoo.files import write_bytes, write_cache
+from deepzoo.files import atomic_write, write_bytes, write_cache
 
 WRITER = """
 import sys
@@ -60,8 +60,6 @@ def test_a_cache_file_is_kept_with_its_folder_and_an_unwritable_cache_is_skipped
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
-    from deepzoo.files import atomic_write
-
     path = tmp_path / "a.bin"
     write_bytes(path, b"old")
 
@@ -72,12 +70,3 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     with pytest.raises(OSError, match="cannot write .*a.bin: No space left on device"):
         atomic_write(path, fail_halfway)
     assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["a.bin"]
-
-
-def test_metrics_records_survive_a_damaged_line_anywhere(tmp_path):
-    """read_metrics skips a line cut short by a crash, wherever it is, and reads on."""
-    from deepzoo.train.logging import read_metrics
-
-    path = tmp_path / "metrics.jsonl"
-    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n{"step": 3, "loss": 1.0}\n{"step": 4')
-    assert read_metrics(path) == [{"step": 1, "loss": 2.0}, {"step": 3, "loss": 1.0}]

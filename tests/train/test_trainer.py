@@ -391,3 +391,10 @@ def test_weights_files_keep_empty_tensors_and_store_a_tied_one_once(tmp_path):
     fresh.tied = fresh.net[1]
     ckpt.load_weights(path, fresh)
     assert torch.equal(fresh.tied.weight, net.net[1].weight) and ckpt.file_step(path) == 4
+
+
+def test_metrics_records_survive_a_damaged_line_anywhere(tmp_path):
+    """read_metrics skips a line cut short by a crash, wherever it is, and reads on."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n{"step": 3, "loss": 1.0}\n{"step": 4')
+    assert read_metrics(path) == [{"step": 1, "loss": 2.0}, {"step": 3, "loss": 1.0}]
