@@ -35,11 +35,12 @@ def test_window_features_are_the_classifier_features_of_each_window(mnist_test):
     net = mnist_feature_net()
     x = mnist_test.tensors["x"][:4]
     torch.testing.assert_close(window_features(net, x)[:, :, 0, 0], net.features(x))
-    # on a larger image, window (i, j) reads the body's map at rows 8i.., columns 8j.. only
-    canvas = torch.zeros(4, 1, 64, 64)
+    # on a larger (here wider than tall) image, window (i, j) reads the body's map at rows 8i..,
+    # columns 8j.. only
+    canvas = torch.zeros(4, 1, 64, 96)
     canvas[:, :, 16:44, 24:52] = x
     features = window_features(net, canvas)
-    assert features.shape == (4, 128, 6, 6)
+    assert features.shape == (4, 128, 6, 10)
     maps = net.body((canvas - net.config.input_mean) / net.config.input_std)
     expected = net.features_head(maps[:, :, 2:5, 3:6])
     torch.testing.assert_close(features[:, :, 2, 3], expected, rtol=1e-4, atol=1e-5)
@@ -56,3 +57,28 @@ def test_scene_fid_separates_scenes_from_blurred_scenes():
     blurred = interpolate(avg_pool2d(b, 4), scale_factor=4, mode="bilinear")
     assert scene_fid(a, a) < 1e-6
     assert scene_fid(b, a) < scene_fid(blurred, a) / 3
+
+
+def test_the_perceptual_distance_reads_each_stages_last_relu_on_standardized_inputs(mnist_test):
+    """perceptual_loss(): the shipped net (frozen) tapped after the last ReLU of each stage (32, 64
+    and 128 channels at 28, 14 and 7 pixels) on (x - 0.1307) / 0.3081, the classifier's own input;
+    d(x, y) = sum over taps of the mean over positions of the squared distance of the unit-normalized
+    channel vectors, recomputed here layer by layer."""
+    from deepzoo.models.features import perceptual_loss
+
+    net = mnist_feature_net()
+    assert not any(p.requires_grad for p in net.parameters())
+    x, y = mnist_test.tensors["x"][:4], mnist_test.tensors["x"][4:8]
+
+    def by_hand(images):
+        h, taps = (images - 0.1307) / 0.3081, []
+        for layer, following in zip(net.body, list(net.body)[1:]):
+            h = layer(h)
+            if isinstance(following, torch.nn.MaxPool2d):
+                taps.append(h / h.norm(dim=1, keepdim=True).clamp_min(1e-10))
+        return taps
+
+    loss = perceptual_loss()
+    assert [tuple(f.shape[1:]) for f in loss.features(x)] == [(32, 28, 28), (64, 14, 14), (128, 7, 7)]
+    expected = sum((a - b).square().sum(1).mean((1, 2)) for a, b in zip(by_hand(x), by_hand(y)))
+    torch.testing.assert_close(loss(x, y), expected, rtol=1e-4, atol=1e-6)

@@ -57,6 +57,15 @@ def test_retrieval_metrics_in_both_directions():
         retrieval_metrics(torch.zeros(3, 4))
 
 
+def test_ranks_take_more_candidates_than_queries_but_not_fewer():
+    """Query i's match is candidate i, so an (N, M) matrix needs N <= M; the extra candidates
+    compete as the others do."""
+    sim = torch.tensor([[0.9, 0.1, 0.95], [0.2, 0.8, 0.1]])
+    assert match_ranks(sim).tolist() == [2, 1]
+    with pytest.raises(ValueError, match="N <= M"):
+        match_ranks(sim.T)
+
+
 @pytest.mark.parametrize("length", [200, 7])
 def test_gaussian_smoothing_is_scipys_gaussian_filter1d(length):
     torch.manual_seed(0)
@@ -81,6 +90,24 @@ def test_kinetic_beats_are_the_minima_of_joint_speed():
     assert kinetic_beats(joints).tolist() == [30, 60, 90, 120, 150, 180, 210, 240, 270]
     with pytest.raises(ValueError, match="joint positions"):
         kinetic_beats(torch.zeros(10, 72))
+    with pytest.raises(ValueError, match="T >= 4"):
+        kinetic_beats(torch.zeros(3, 4, 3))  # too short for one interior point of the speed curve
+
+
+def test_a_held_speed_is_no_beat_as_in_scipys_strict_argrelextrema():
+    """Bailando takes argrelextrema(speed, np.less): strictly below both neighbours. Joints that
+    slow down, keep one speed for 80 frames (longer than the 41-frame kernel, so the smoothed
+    values there are equal) and speed up have no beat: not inside the stretch, nor at its ends."""
+    import numpy as np
+    from scipy.signal import argrelextrema
+
+    speed = torch.cat([torch.linspace(2.0, 1.0, 40), torch.ones(80), torch.linspace(1.0, 2.0, 40)]).double()
+    position = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(speed, 0)])
+    joints = torch.stack([position, torch.zeros_like(position), torch.zeros_like(position)], -1)[:, None]
+    smoothed = ndimage.gaussian_filter1d(speed.numpy(), 5.0)
+    expected = argrelextrema(smoothed, np.less)[0].tolist()
+    assert kinetic_beats(joints.expand(-1, 3, 3)).tolist() == expected
+    assert expected == []  # a valley with a flat floor has no strict minimum
 
 
 def test_beat_align_score_by_its_formula():

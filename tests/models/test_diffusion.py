@@ -76,6 +76,27 @@ def test_the_sampling_grid_is_the_configured_processs(config, grid):
     torch.testing.assert_close(model.sigmas(5), grid(), rtol=0, atol=0)
 
 
+def test_the_network_is_told_each_processs_own_time_spread_over_hundreds_of_units():
+    """c_noise = T_SCALE * native time. VP: the DDPM step index t of sigma_t, as DDPM's network is
+    told; VE: 1000 t where sigma = sigma_min (sigma_max / sigma_min)^t with the configured ends;
+    flow: 1000 t where sigma = t / (1 - t); EDM: 250 ln(sigma) / 4. Over every sampling grid the
+    told time spans hundreds of units, the range that the sinusoidal features resolve."""
+    vp = Diffusion(DiffusionConfig(net=NET, process="vp", objective="ddpm"))
+    steps = torch.arange(1000, dtype=torch.float64)
+    torch.testing.assert_close(vp.denoiser.c_noise(vp.schedule.sigma(steps)), steps, rtol=0, atol=1e-6)
+    t = torch.linspace(0.05, 0.95, 7, dtype=torch.float64)
+    ve = Diffusion(DiffusionConfig(net=NET, process="ve", sigma_min=0.02, sigma_max=30.0))
+    torch.testing.assert_close(ve.denoiser.c_noise(0.02 * (30 / 0.02) ** t), 1000 * t)
+    flow = Diffusion(DiffusionConfig(net=NET, process="flow", objective="flow"))
+    torch.testing.assert_close(flow.denoiser.c_noise(t / (1 - t)), 1000 * t)
+    edm = Diffusion(DiffusionConfig(net=NET))
+    sigma = torch.tensor([0.002, 1.0, 80.0], dtype=torch.float64)
+    torch.testing.assert_close(edm.denoiser.c_noise(sigma), 250 * sigma.log() / 4)
+    for model in (vp, ve, flow, edm):
+        told = model.denoiser.c_noise(model.sigmas(18)[:-1])
+        assert 100 < (told.max() - told.min()).item() < 1000 + 1e-6, model.config.process
+
+
 def test_the_objective_and_preconditioning_take_the_configured_values():
     edm = Diffusion(DiffusionConfig(net=NET, sigma_data=0.7))
     assert edm.objective.sigma_data == 0.7 and edm.denoiser.precond.sigma_data == 0.7
@@ -103,6 +124,22 @@ def test_sample_and_generate_pass_their_arguments_and_map_back_to_images(monkeyp
     model.generate(torch.zeros(2, 1, 28, 28), torch.tensor([3, 5]), sampler="euler", steps=4, guidance=0.0)
     assert [steps for steps, _ in calls] == [4]
     assert [labels.tolist() for labels in seen_labels] == [[10, 10]]  # only the null label: unconditional
+
+
+def test_generation_denoises_with_the_asked_labels():
+    """_denoise (what every sampler and the guidance call) is D(x; sigma, labels) of the denoiser,
+    sigma broadcast over the batch; with a trained-looking (non-zero) output layer the label changes
+    the denoised image."""
+    torch.manual_seed(0)
+    model = Diffusion(DiffusionConfig(net=NET)).eval()
+    for p in model.net.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    x, sigma = torch.randn(2, 1, 28, 28), torch.tensor(1.5)
+    threes, fives = torch.tensor([3, 3]), torch.tensor([5, 5])
+    with torch.no_grad():
+        expected = model.denoiser(x, sigma.expand(2), threes)
+        torch.testing.assert_close(model._denoise(x, sigma, threes), expected, rtol=0, atol=0)
+        assert (model._denoise(x, sigma, fives) - expected).abs().max() > 1e-3
 
 
 def test_reflow_pairs_are_used_as_couplings(mnist_small):
@@ -134,5 +171,14 @@ def test_a_short_run_lowers_the_denoising_loss(mnist_small, tmp_path):
 
 
 def test_noise_levels_in_the_wrong_order_are_refused_when_built():
+    """sigma_min < sigma_max strictly (equal ends are a one-point grid); the flow starts strictly
+    inside (0, 1): t = 1 is sigma = inf and t = 0 is no noise."""
+    from deepzoo.config import check_ranges
+
     with pytest.raises(ValueError, match="sigma_min \\(100\\) must be below sigma_max \\(80\\)"):
         Diffusion(DiffusionConfig(sigma_min=100.0))
+    with pytest.raises(ValueError, match="sigma_min \\(80\\) must be below sigma_max \\(80\\)"):
+        Diffusion(DiffusionConfig(sigma_min=80.0))
+    for t_max in (0.0, 1.0):
+        with pytest.raises(ValueError, match="flow-t-max must be in \\(0, 1\\)"):
+            check_ranges(DiffusionConfig(flow_t_max=t_max))
