@@ -94,6 +94,19 @@ def test_kinetic_beats_are_the_minima_of_joint_speed():
         kinetic_beats(torch.zeros(3, 4, 3))  # too short for one interior point of the speed curve
 
 
+def test_kinetic_beats_of_random_motion_are_bailandos_calc_db():
+    """calc_db: the mean joint speed, scipy's gaussian_filter1d with sigma 5, then
+    argrelextrema(np.less); on a random walk of 24 joints (many minima, each sigma its own)."""
+    import numpy as np
+    from scipy.signal import argrelextrema
+
+    generator = torch.Generator().manual_seed(0)
+    joints = torch.randn(240, 24, 3, generator=generator, dtype=torch.float64).cumsum(0)
+    speed = (joints[1:] - joints[:-1]).norm(dim=-1).mean(dim=1).numpy()
+    expected = argrelextrema(ndimage.gaussian_filter1d(speed, 5.0), np.less)[0].tolist()
+    assert len(expected) > 5 and kinetic_beats(joints).tolist() == expected
+
+
 def test_a_held_speed_is_no_beat_as_in_scipys_strict_argrelextrema():
     """Bailando takes argrelextrema(speed, np.less): strictly below both neighbours. Joints that
     slow down, keep one speed for 80 frames (longer than the 41-frame kernel, so the smoothed

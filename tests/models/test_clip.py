@@ -1,5 +1,6 @@
 """CLIP on captions and the per-frame motion-music CLIP: tokens, encoders, losses, retrieval."""
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -242,3 +243,12 @@ def test_the_sequence_encoder_is_its_docstring_written_out():
         inner = F.conv1d(F.gelu(norm(h)), block.conv.weight, block.conv.bias, padding=2**i, dilation=2**i)
         h = h + F.conv1d(F.gelu(inner), block.mix.weight, block.mix.bias)
     torch.testing.assert_close(encoder(x), norm(h).mT, rtol=1e-4, atol=1e-5)
+
+
+def test_both_models_start_at_clips_temperature_0_07():
+    """Radford et al. (2021): the learned temperature starts at 0.07 (logit scale 1/0.07 = 14.3),
+    its scale clipped at 100."""
+    models = [ImageTextCLIP(SMALL_TEXT), MotionMusicCLIP(MotionMusicConfig(width=8, layers=1, embed_dim=8))]
+    for model in models:
+        assert model.logit_scale().item() == pytest.approx(1 / 0.07, rel=1e-6)
+        assert model.logit_scale.max_log_scale == pytest.approx(math.log(100))

@@ -395,6 +395,17 @@ def test_one_step_trains_every_weight_of_both_players_and_both_read_the_conditio
 
 
 @pytest.mark.parametrize("arch", ["mlp", "dcgan"])
+def test_the_papers_settings_are_the_defaults(arch):
+    """Every activation of D is LeakyReLU(0.2) (Radford et al., 2016); the gradient penalty weight
+    lambda = 10 (Gulrajani et al., 2017) and the clipping box c = 0.01 (Arjovsky et al., 2017)."""
+    model = GAN(replace(TINY, arch=arch))
+    slopes = [m.negative_slope for m in model.discriminator.modules() if isinstance(m, nn.LeakyReLU)]
+    assert len(slopes) >= 2 and set(slopes) == {0.2}
+    assert not any(isinstance(m, (nn.ReLU, nn.Tanh)) for m in model.discriminator.modules())
+    assert (GANConfig().gp_weight, Objective().gp_weight, GANConfig().clip) == (10.0, 10.0, 0.01)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "dcgan"])
 def test_dcgan_initialization_and_a_generator_ending_in_tanh(arch):
     """Radford et al.: weights N(0, 0.02), norm scales N(1, 0.02), biases 0; G's tanh output
     covers [-1, 1] around 0 at the start (a sigmoid would keep it in (0, 1))."""

@@ -305,3 +305,11 @@ def test_the_patch_discriminator_doubles_its_width_per_layer_up_to_eight_times()
     d = PatchDiscriminator(channels=4, layers=5)
     widths = [m.out_channels for m in d.modules() if isinstance(m, nn.Conv2d)]
     assert widths == [4, 8, 16, 32, 32, 32, 1]
+
+
+def test_the_papers_settings_are_the_defaults():
+    """Esser et al. (2021) keep VQ-VAE's beta = 0.25 (EMA decay 0.99 here, as the VQ-VAE's); their
+    released configs weigh the perceptual loss 1 and the adaptive adversarial term 0.8."""
+    config = VQGANConfig()
+    assert (config.beta, config.decay, config.perceptual_weight, config.disc_weight) == (0.25, 0.99, 1.0, 0.8)
+    assert config.adaptive_weight

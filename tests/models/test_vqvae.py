@@ -119,3 +119,10 @@ def test_generate_draws_only_ids_below_max_token():
     out = gpt.generate(torch.full((64, 1), 10), 15, max_token=10)
     assert out[:, 1:].max() < 10
     assert gpt.generate(torch.full((64, 1), 10), 15)[:, 1:].max() >= 10
+
+
+def test_the_papers_settings_are_the_defaults():
+    """van den Oord et al. (2017): commitment weight beta = 0.25 and, for the EMA codebook, decay
+    gamma = 0.99 (their appendix)."""
+    config = VQVAEConfig()
+    assert (config.beta, config.ema, config.decay) == (0.25, True, 0.99)

@@ -110,6 +110,9 @@ def test_rope_rotates_pairs_by_position_times_frequency():
     out = rope(x)[0, 0, 2]  # position 2: angles 2 * theta_i, theta = (1, 100^-0.5)
     angles = torch.tensor([2.0, 2.0 * 0.1])
     torch.testing.assert_close(out, torch.stack([angles.cos(), angles.sin()], dim=1).flatten())
+    default = RotaryEmbedding(4)(x)[0, 0, 2]  # RoFormer's base 10000: theta = (1, 10000^-0.5)
+    angles = torch.tensor([2.0, 2.0 * 0.01])
+    torch.testing.assert_close(default, torch.stack([angles.cos(), angles.sin()], dim=1).flatten())
 
 
 def test_rope_on_halves_is_the_llama_form_and_the_interleaved_one_on_permuted_features():

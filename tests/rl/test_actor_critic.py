@@ -516,3 +516,16 @@ def test_sample_plays_the_episode_of_the_generators_seed(monkeypatch):
     model = ActorCritic()
     generator = torch.Generator().manual_seed(7)
     assert model.sample(4, generator=generator) == generator.initial_seed() != 0 and model.sample(4) == 0
+
+
+def test_the_reference_settings_are_the_defaults():
+    """Stable-Baselines3's A2C: discount 0.99, value loss weight 0.5, no entropy bonus, advantages
+    not standardized; the 'gae' advantage takes lambda = 0.95 (Schulman et al., 2016; PPO's)."""
+    config = A2CConfig()
+    assert (config.gamma, config.value_coef, config.entropy_coef, config.normalize_advantage) == (
+        0.99,
+        0.5,
+        0.0,
+        False,
+    )
+    assert config.gae_lambda == 0.95

@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 
 from deepzoo.diffusion.preconditioning import Denoiser
-from deepzoo.diffusion.schedules import VPSchedule
+from deepzoo.diffusion.schedules import FLOW_T_MAX, VPSchedule
 
 
 def _expand(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -94,7 +94,7 @@ class FlowMatchingLoss:
     MSE ||u_hat - (eps - x_0)||^2, i.e. lambda = 1 / t^2 = (1 + sigma)^2 / sigma^2."""
 
     t_distribution: Literal["uniform", "logit-normal"] = "uniform"
-    t_max: float = 0.999
+    t_max: float = FLOW_T_MAX
     """Upper end of t (t = 1 is sigma = inf)."""
 
     def sample_t(self, n: int, device: torch.device) -> torch.Tensor:
