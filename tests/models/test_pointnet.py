@@ -182,3 +182,19 @@ def test_splat_draws_the_front_view_with_y_up():
     image = splat(points, size=8)
     assert image.shape == (1, 3, 8, 8) and torch.equal(image[:, 0], image[:, 2])
     assert {tuple(p) for p in image[0, 0].nonzero().tolist()} == {(0, 0), (7, 7), (2, 4)}
+
+
+def test_the_reconstruction_picture_pairs_each_cloud_with_the_models_reconstruction():
+    from deepzoo.recipes.shapes import draw_reconstructions, splat
+
+    class Mirror(torch.nn.Module):  # a "reconstruction" that differs visibly: x -> -x
+        def reconstruct(self, points):
+            return points * torch.tensor([-1.0, 1.0, 1.0])
+
+    points = torch.rand(2, 50, 3, generator=torch.Generator().manual_seed(0)) * 0.9
+    pictures = draw_reconstructions(Mirror(), {"points": points})
+    assert pictures.shape == (2, 2, 3, 56, 56)
+    assert torch.equal(pictures[:, 0], splat(points)) and torch.equal(
+        pictures[:, 1], splat(Mirror().reconstruct(points))
+    )
+    assert not torch.equal(pictures[:, 0], pictures[:, 1])
