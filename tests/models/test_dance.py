@@ -266,3 +266,13 @@ def test_the_policy_samples_every_code_whatever_the_configured_top_k():
     assert not torch.equal(logits.argmax(-1), actions)
     greedy = model.generate_codes(music).transpose(1, 2).flatten(1)  # top_k 1: the argmax at each step
     assert torch.equal(model.action_logits({"music": music}, greedy)[1].argmax(-1), greedy)
+
+
+def test_the_defaults_are_the_ones_the_docs_state():
+    """docs/dance.md: K = 256 codes of D = 64, one per 8 frames, VQ-VAE's commitment beta = 0.25 (Bailando's
+    config: 0.02) and the EMA decay 0.99 (Bailando's l_mu), w_v = w_a = 1."""
+    config = MotionVQVAEConfig()
+    assert (config.num_codes, config.code_dim, 2**config.downsample, config.beta) == (256, 64, 8, 0.25)
+    assert (config.velocity_weight, config.acceleration_weight) == (1.0, 1.0)
+    quantizer = MotionVQVAE(config).part_vqvaes[0].quantizer
+    assert quantizer.ema and quantizer.decay == 0.99

@@ -79,6 +79,7 @@ def test_a_device_that_is_unknown_or_absent_is_refused_by_name(monkeypatch):
             pick_device(name)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device("auto") == torch.device("cuda")  # auto prefers a GPU
     assert pick_device("cuda:1") == torch.device("cuda", 1)
     with pytest.raises(ValueError, match="'cuda:2': this machine has no such device"):
         pick_device("cuda:2")

@@ -62,7 +62,7 @@ class MotionVQVAEConfig:
     code_dim: Count = 64
     """D, the dimension of a code."""
     beta: NonNegative = 0.25
-    """Weight of the commitment term."""
+    """Weight of the commitment term (VQ-VAE's; Bailando's config has 0.02, see docs/dance.md)."""
     ema: bool = True
     """EMA codebook updates (else the codebook loss)."""
     dead_threshold: NonNegative = 1.0
