@@ -107,20 +107,21 @@ def test_kinetic_beats_of_random_motion_are_bailandos_calc_db():
     assert len(expected) > 5 and kinetic_beats(joints).tolist() == expected
 
 
-def test_a_held_speed_is_no_beat_as_in_scipys_strict_argrelextrema():
-    """Bailando takes argrelextrema(speed, np.less): strictly below both neighbours. Joints that
-    slow down, keep one speed for 80 frames (longer than the 41-frame kernel, so the smoothed
-    values there are equal) and speed up have no beat: not inside the stretch, nor at its ends."""
+def test_a_held_speed_is_no_beat_as_in_scipys_strict_argrelextrema(monkeypatch):
+    """Bailando takes argrelextrema(speed, np.less): strictly below both neighbours. A speed held
+    for two frames at the bottom of a valley is no beat, a single slowest frame is. (Smoothing
+    off, so the ties are exact: integer speeds along x.)"""
     import numpy as np
     from scipy.signal import argrelextrema
 
-    speed = torch.cat([torch.linspace(2.0, 1.0, 40), torch.ones(80), torch.linspace(1.0, 2.0, 40)]).double()
+    import deepzoo.metrics.retrieval as retrieval
+
+    monkeypatch.setattr(retrieval, "_gaussian_smooth", lambda speed, sigma: speed)
+    speed = torch.tensor([3.0, 2.0, 1.0, 1.0, 2.0, 3.0, 2.0, 3.0], dtype=torch.float64)
     position = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(speed, 0)])
     joints = torch.stack([position, torch.zeros_like(position), torch.zeros_like(position)], -1)[:, None]
-    smoothed = ndimage.gaussian_filter1d(speed.numpy(), 5.0)
-    expected = argrelextrema(smoothed, np.less)[0].tolist()
-    assert kinetic_beats(joints.expand(-1, 3, 3)).tolist() == expected
-    assert expected == []  # a valley with a flat floor has no strict minimum
+    expected = argrelextrema(speed.numpy(), np.less)[0].tolist()
+    assert expected == [6] and kinetic_beats(joints.expand(-1, 3, 3)).tolist() == expected
 
 
 def test_beat_align_score_by_its_formula():
