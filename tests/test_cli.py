@@ -149,6 +149,18 @@ def test_knn_recipe_trains_without_steps_and_reloads_its_memory(tmp_path, capsys
     assert load_run(run_dir).model.train_x.shape[0] == 10_000  # the limit holds when reloaded too
 
 
+def test_a_knn_evaluation_reports_the_k_that_cross_validation_chose(mnist_small, tmp_path):
+    from deepzoo.data import TensorData
+    from deepzoo.models.knn import KNN, KNNConfig
+    from deepzoo.recipes.classifiers import _evaluate_classifier
+
+    model = KNN(KNNConfig(candidates=(3, 5), folds=2))
+    model.fit(mnist_small.tensors["x"][:500], mnist_small.tensors["y"][:500])
+    metrics = _evaluate_classifier(model, TensorData(mnist_small[slice(500, 700)]), tmp_path)
+    assert metrics["k"] == model.k in (3, 5) and 0.5 < metrics["accuracy"] <= 1
+    assert (tmp_path / "confusion.json").exists()
+
+
 def test_steps_for_a_model_without_parameters_fail_before_it_is_fitted(tmp_path, capsys, monkeypatch):
     from deepzoo.models.knn import KNN
 

@@ -136,6 +136,9 @@ def test_a_transfer_from_another_network_is_refused_naming_the_difference(pretra
     deeper = _config(model=replace(SMALL, channels=(4, 8, 8)), transfer=Transfer(str(pretrained)))
     with pytest.raises(ValueError, match="holds another network"):
         recipe.initialize(recipe.build(deeper), deeper)
+    shallower = _config(model=replace(SMALL, channels=(4,)), transfer=Transfer(str(pretrained)))
+    with pytest.raises(ValueError, match="holds another network"):  # the pretrained one has more tensors
+        recipe.initialize(recipe.build(shallower), shallower)
     linear = train_recipe("linear-softmax-mnist", _linear_config(), tmp_path / "linear").run_dir
     config = _config(transfer=Transfer(str(linear)))
     with pytest.raises(ValueError, match="is a 'linear-softmax-mnist' run, not a cnn-mnist or"):
@@ -160,3 +163,13 @@ def test_an_ensemble_of_runs_on_other_digits_is_refused(pretrained, tmp_path, ca
         main(["eval", str(pretrained), str(other), "--out", str(tmp_path / "ens"), "--device", "cpu"])
     assert info.value.code == 2 and "must share one evaluation split" in capsys.readouterr().err
     assert json.loads((pretrained / "config.json").read_text())["config"]["classes"] == [0, 1, 2, 3, 4]
+
+
+def test_a_train_limit_may_take_every_image_left_but_no_more():
+    """validation 59,990 leaves 10 training images: train-limit 10 takes them all, 11 is refused."""
+    from deepzoo.recipes.classifiers import _limited_splits
+
+    train, evaluation = _limited_splits(_config(validation=59_990, train_limit=10), torch.device("cpu"))
+    assert (len(train), len(evaluation)) == (10, 59_990)
+    with pytest.raises(ValueError, match="train-limit 11 exceeds the 10 training images"):
+        _limited_splits(_config(validation=59_990, train_limit=11), torch.device("cpu"))
