@@ -96,7 +96,8 @@ def test_kinetic_beats_are_the_minima_of_joint_speed():
 
 def test_kinetic_beats_of_random_motion_are_bailandos_calc_db():
     """calc_db: the mean joint speed, scipy's gaussian_filter1d with sigma 5, then
-    argrelextrema(np.less); on a random walk of 24 joints (many minima, each sigma its own)."""
+    argrelextrema(np.less); on a random walk of 24 joints, whose many minima move when the
+    smoothing width does (so the default sigma 5 is checked too)."""
     import numpy as np
     from scipy.signal import argrelextrema
 
