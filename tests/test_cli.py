@@ -68,6 +68,10 @@ def test_list_shows_recipes_with_metric_and_reference(capsys):
         ),
         (["train", "vqgan-prior-scenes", "--model.gpt.heads", "3"], "model.gpt.heads must be a divisor"),
         (
+            ["train", "gpt-shakespeare", "--data.block-size", "128"],
+            "data.block_size 128 exceeds model.block_size 64",
+        ),
+        (
             ["train", "ddpm-mnist", "--model.net.heads", "3"],
             "net.heads must be a divisor of channels[2]",
         ),

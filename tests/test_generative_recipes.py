@@ -87,12 +87,15 @@ def test_vqvae_then_its_prior_then_sampling_from_the_command_line(tmp_path):
 
     # stage 3: the sequence actor-critic fine-tunes the prior's GPT; the reward model stays frozen
     finetune = get_recipe("ac-vqvae-prior-mnist").default
-    config = replace(finetune, prior_run=str(prior_run), samples=20, train=replace(finetune.train, **FAST))
+    config = replace(
+        finetune, prior_run=str(prior_run), target=7, samples=20, train=replace(finetune.train, **FAST)
+    )
     ac_run = train_recipe("ac-vqvae-prior-mnist", config, tmp_path / "ac").run_dir
     record = _eval_record(ac_run)
     assert 0 <= record["reward"] <= 1 and 0 <= record["target_share"] <= 1 and "kl" in record
     assert (ac_run / "samples" / "samples.png").exists()
     tuned = load_run(ac_run).model
+    assert tuned.reward.target == 7  # the reward asks for the run's target digit
     for a, b in zip(tuned.reward.vqvae.state_dict().values(), vq.state_dict().values()):
         assert torch.equal(a, b)
     assert not all(torch.equal(a, b) for a, b in zip(tuned.policy.parameters(), tuned.reference.parameters()))

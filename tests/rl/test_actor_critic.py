@@ -529,3 +529,35 @@ def test_the_reference_settings_are_the_defaults():
         False,
     )
     assert config.gae_lambda == 0.95
+
+
+def test_the_a2c_recipes_use_rmsprop_clipped_at_half_and_seed_their_environments_by_the_run():
+    """RMSprop (alpha 0.99), no weight decay, gradients clipped at norm 0.5 (the A2C paper's and
+    SB3's settings), a constant rate but for LunarLander's linear decay; REINFORCE rolls out the
+    8 x 100 steps its summary says; the training environments take train.seed and the rollout sizes."""
+    from deepzoo.recipes import get_recipe
+    from deepzoo.recipes.rl import RolloutConfig, rollouts
+
+    for name in ("a2c-cartpole", "reinforce-cartpole", "a2c-acrobot", "a2c-lunarlander"):
+        t = get_recipe(name).default.train
+        schedule = "linear" if name == "a2c-lunarlander" else "constant"
+        assert (t.optimizer, t.alpha, t.grad_clip, t.weight_decay, t.schedule) == (
+            "rmsprop",
+            0.99,
+            0.5,
+            0.0,
+            schedule,
+        )
+    reinforce = get_recipe("reinforce-cartpole")
+    assert "8 x 100-step" in reinforce.summary and reinforce.default.rollout == RolloutConfig(8, 100)
+    default = get_recipe("a2c-acrobot").default
+    config = replace(
+        default, rollout=RolloutConfig(num_envs=3, steps=7), train=replace(default.train, seed=5)
+    )
+    source, nothing = rollouts(config, torch.device("cpu"))
+    assert (source.env_id, source.num_envs, source.steps, source.seed) == (
+        "Acrobot-v1",
+        3,
+        7,
+        5,
+    ) and nothing is None

@@ -114,3 +114,49 @@ def test_the_critic_starts_at_zero_and_the_frozen_reference_stays_in_eval_mode()
     actions = torch.randint(4, (4, 6), generator=torch.Generator().manual_seed(0))
     first, second = (model.reference.action_logits(context, actions)[1] for _ in range(2))
     assert torch.equal(first, second)
+
+
+class _Finetuned(torch.nn.Module):
+    """A stand-in fine-tuned prior whose codes (B, 1) are the digits its decoded images show, read
+    back by the reward's classifier: rollouts of B sequences give the digits 7, 7, 3, 1 in turn."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = []
+        self.reward = torch.nn.Module()
+        self.reward.decode = lambda codes: torch.zeros(len(codes), 1, 28, 28).index_put_(
+            (torch.arange(len(codes)), torch.tensor(0), torch.tensor(0), torch.tensor(0)), codes[:, 0] / 10
+        )
+        self.reward.classifier = lambda images: torch.nn.functional.one_hot(
+            (images[:, 0, 0, 0] * 10).round().long(), 10
+        ).float()
+
+    def rollout(self, batch):
+        self.calls.append((int(batch["size"]), torch.initial_seed()))
+        return {}, torch.tensor([7, 7, 3, 1]).repeat(int(batch["size"]) // 4)[:, None]
+
+    def terms(self, context, codes):
+        return {"reward": torch.tensor(0.4), "kl": torch.tensor(2.5), "loss": torch.tensor(0.0)}
+
+
+def test_the_finetune_evaluation_reports_reward_target_share_and_kl_of_seeded_samples(tmp_path):
+    """Over `samples` sequences drawn under seed 0 whatever the global generator's state: the
+    terms' mean reward and sequence KL, the share the classifier reads as the target, a grid."""
+    from deepzoo.recipes.rl import PriorFinetuneRun, _evaluate_finetune
+
+    model = _Finetuned()
+    torch.manual_seed(123)
+    record = _evaluate_finetune(model, None, tmp_path, PriorFinetuneRun(target=7, samples=8))
+    assert record == pytest.approx({"reward": 0.4, "target_share": 0.5, "kl": 2.5})
+    assert model.calls == [(8, 0)] and (tmp_path / "samples" / "samples.png").stat().st_size > 0
+
+
+def test_the_finetune_recipe_asks_for_one_batch_of_sequences_a_step():
+    from dataclasses import replace
+
+    from deepzoo.recipes import get_recipe
+
+    default = get_recipe("ac-vqvae-prior-mnist").default
+    config = replace(default, train=replace(default.train, batch_size=24))
+    source, nothing = get_recipe("ac-vqvae-prior-mnist").data(config, torch.device("cpu"))
+    assert nothing is None and [int(source.next(step)["size"]) for step in (0, 1, 7)] == [24, 24, 24]

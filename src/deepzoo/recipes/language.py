@@ -40,7 +40,15 @@ class CharLSTMRun:
 
 
 def _shakespeare_splits(config: Any, device: torch.device) -> tuple[TensorData, TensorData]:
+    """Training windows of block_size + 1 characters every `stride`, validation windows every
+    block_size (disjoint targets). A GPT's windows may not exceed its block_size: it samples with
+    that context (rotary positions would otherwise train silently on a longer one)."""
     block = config.data.block_size
+    if block > getattr(config.model, "block_size", block):
+        raise ValueError(
+            f"data.block_size {block} exceeds model.block_size {config.model.block_size}, the "
+            "longest context the model reads; raise --model.block-size with it"
+        )
     return (
         load_shakespeare("train", block, config.data.stride, device),
         load_shakespeare("val", block, block, device),
