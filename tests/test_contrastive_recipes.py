@@ -56,7 +56,14 @@ def test_clip_dance_trains_on_a_cached_synthetic_set_and_logs_retrieval(tmp_path
         assert key in record
     assert 0 <= record["music_to_motion_recall@1"] <= 1 and 1 <= record["music_to_motion_median_rank"] <= 4
     model = load_run(run_dir).model  # the standardisation statistics come back with the weights
-    assert not torch.equal(model.music_std, torch.ones_like(model.music_std))
+    from deepzoo.nn.norms import feature_standardization
+    from deepzoo.recipes.contrastive import _dance_split
+
+    train = _dance_split(config, "train").tensors  # fitted on every frame of every training song
+    for name in ("motion", "music"):
+        mean, std = feature_standardization(train[name])
+        torch.testing.assert_close(getattr(model, f"{name}_mean"), mean.float())
+        torch.testing.assert_close(getattr(model, f"{name}_std"), std.float())
 
 
 def test_segments_are_cut_song_by_song_without_overlap():
@@ -69,6 +76,10 @@ def test_segments_are_cut_song_by_song_without_overlap():
     assert torch.equal(music[:, :, 0] - music[:, :1, 0], torch.arange(20.0).expand(8, -1))
     with pytest.raises(ValueError, match="cannot cut"):
         segments_of(data, 30, per_song=4)
+    with pytest.raises(ValueError, match="cannot cut"):
+        segments_of(data, 20, songs=3)  # of 2 songs
+    whole = segments_of(data, 25, per_song=4)[0]  # segments as long as their slots fill them
+    assert torch.equal(whole[:, 0, 0], torch.tensor([0.0, 25, 50, 75, 100, 125, 150, 175]))
     again, other = segments_of(data, 20, per_song=4, seed=3)[0], segments_of(data, 20, per_song=4, seed=4)[0]
     assert torch.equal(again, music) and not torch.equal(other, music)  # the offsets are the seed's
 

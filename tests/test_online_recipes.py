@@ -127,3 +127,101 @@ def test_digit_stream_frames_are_features_of_images_of_the_shown_digits():
     shown = stream_primitives(3, 200, 5, stream)
     right = torch.where(shown >= 0, read == shown, read >= stream.primitives)
     assert right.float().mean() > 0.95, right.float().mean()
+
+
+def test_digit_streams_draw_train_frames_from_the_pool_and_test_frames_from_the_test_split(monkeypatch):
+    """Stand-ins for MNIST (image i of a split: pixel 0 = i mod 100, pixel 1 = i div 100,
+    pixel 2 = 1 in the test split; label i mod 10) and for the feature network (the first 128
+    pixels, x 255) let the frames say which image they show: train frames come from the first
+    `pool` train images, test frames from the test split, with the layouts of seed and seed + 1."""
+    from dataclasses import replace
+
+    import deepzoo.data.mnist as mnist
+    import deepzoo.metrics.fid as fid
+    import deepzoo.models.features as features
+    from deepzoo.data.streams import synthetic_streams
+    from deepzoo.recipes.online import streams_splits
+
+    def read_mnist(split):
+        i = torch.arange(1000)
+        images = torch.zeros(1000, 28, 28, dtype=torch.uint8)
+        images[:, 0, 0], images[:, 0, 1], images[:, 0, 2] = i % 100, i // 100, int(split == "test")
+        return images, i % 10
+
+    monkeypatch.setattr(mnist, "read_mnist", read_mnist)
+    monkeypatch.setattr(features, "mnist_feature_net", lambda: None)
+    monkeypatch.setattr(fid, "extract_features", lambda net, x: (x.flatten(1)[:, :128] * 255).round())
+    stream = StreamConfig(actions=3, primitives=4, steps=2)
+    data = StreamsData(
+        train_streams=3, train_length=64, chunk=64, test_streams=2, test_length=80, seed=4, stream=stream,
+        frames="digits", pool=300,
+    )  # fmt: skip
+    default = get_recipe("lstm-digit-streams").default
+    train, test = streams_splits(
+        replace(default, model=replace(default.model, num_classes=4), data=data), "cpu"
+    )
+    shown = {"train": train.tensors["x"], "test": test.tensors["x"]}
+    assert (shown["train"][..., 2] == 0).all() and (shown["test"][..., 2] == 1).all()
+    index = shown["train"][..., 0] + 100 * shown["train"][..., 1]
+    assert index.max() < 300 and index.max() >= 250  # the pool, and all of it
+    assert (shown["test"][..., 0] + 100 * shown["test"][..., 1]).max() >= 300
+    assert torch.equal(train.tensors["target"], synthetic_streams(3, 64, 4, stream).tensors["target"])
+    assert torch.equal(test.tensors["target"], synthetic_streams(2, 80, 5, stream).tensors["target"])
+
+
+@pytest.mark.parametrize(("name", "input_dim"), [("lstm-streams", 16), ("idn-digit-streams", 64)])
+def test_a_model_reading_other_features_than_the_frames_is_refused(name, input_dim):
+    from dataclasses import replace
+
+    from deepzoo.recipes.online import streams_splits
+
+    default = get_recipe(name).default
+    with pytest.raises(ValueError, match="input_dim"):
+        streams_splits(replace(default, model=replace(default.model, input_dim=input_dim)), "cpu")
+
+
+def test_the_worst_class_ap_is_over_the_actions_that_occur():
+    """Background ranked at chance and action 1 never happening (its AP undefined) leave the
+    worst class AP at 1 when the other actions are ranked perfectly."""
+    from deepzoo.data.streams import synthetic_streams
+    from deepzoo.recipes.online import frame_metrics
+
+    target = synthetic_streams(3, 300, seed=2).tensors["target"]
+    absent = target[..., 1] == 1
+    target[absent, 1], target[absent, 0] = 0.0, 1.0
+    scores = target.clone()
+    scores[..., 0] = 0.5
+    metrics = frame_metrics(scores, target)
+    assert metrics["worst_class_ap"] == 1.0 and metrics["map"] == 1.0
+
+
+def test_the_evaluation_scores_every_test_stream_and_plots_the_first_three(monkeypatch, tmp_path):
+    """A stand-in model whose probabilities are the softmax of the frame features: the metrics are
+    `frame_metrics` over all 5 streams (scored 2 at a time), the timeline the first 400 frames of
+    streams 0-2."""
+    import deepzoo.viz as viz
+    from deepzoo.data.streams import synthetic_streams
+    from deepzoo.recipes.online import OnlineRun, _evaluate, frame_metrics
+
+    class Softmax(torch.nn.Module):
+        def stream_probabilities(self, x):
+            return x.softmax(-1)
+
+    plotted = {}
+    monkeypatch.setattr(viz, "plot_timeline", lambda truth, probabilities, path, titles: plotted.update(
+        truth=truth, probabilities=probabilities, titles=titles
+    ))  # fmt: skip
+    data = synthetic_streams(5, 450, seed=3, config=StreamConfig(actions=3, dim=4))
+    metrics = _evaluate(Softmax(), data, tmp_path, OnlineRun())
+    probabilities = data.tensors["x"].softmax(-1)
+    assert metrics == frame_metrics(probabilities, data.tensors["target"])
+    assert torch.equal(plotted["probabilities"], probabilities[:3, :400]) and len(plotted["titles"]) == 3
+    assert torch.equal(plotted["truth"], data.tensors["target"][:3, :400].argmax(-1))
+
+
+def test_the_lstm_on_digit_streams_keeps_its_own_schedule_the_others_their_feature_streams_ones():
+    from deepzoo.recipes.online import DEFAULTS, DIGIT_LSTM_TRAIN
+
+    assert get_recipe("lstm-digit-streams").default.train == DIGIT_LSTM_TRAIN != DEFAULTS["lstm"][1]
+    for arch in ("trn", "idn"):
+        assert get_recipe(f"{arch}-digit-streams").default.train == DEFAULTS[arch][1]

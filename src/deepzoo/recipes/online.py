@@ -60,13 +60,15 @@ class OnlineRun:
 
 def digit_streams(split: str, n: int, length: int, seed: int, data: StreamsData) -> TensorData:
     """Streams of MNIST `split` digits (data/streams.py `digit_frame_streams`) as frame features:
-    x = the shipped feature network's 128 features of each frame's image."""
+    x = the shipped feature network's 128 features of each frame's image. Train streams draw from
+    the first `data.pool` images, test streams from the whole test split."""
     from deepzoo.data.mnist import read_mnist
     from deepzoo.metrics.fid import extract_features
     from deepzoo.models.features import mnist_feature_net
 
     images, labels = read_mnist(split)
-    images, labels = images[: data.pool], labels[: data.pool]
+    if split == "train":
+        images, labels = images[: data.pool], labels[: data.pool]
     streams = digit_frame_streams(labels, n, length, seed, data.stream)
     features = extract_features(mnist_feature_net(), images[:, None].float() / 255)
     return TensorData({"x": features[streams.tensors["image"]], "target": streams.tensors["target"]})
