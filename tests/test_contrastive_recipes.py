@@ -162,3 +162,25 @@ def test_clip_dance_evaluation_scores_music_queries_on_the_segments_it_documents
     frames = per_frame_clip_loss(model.encode_motion(motion), model.encode_music(music), model.logit_scale())
     assert scores["frame_loss"] == pytest.approx(frames["loss"].item(), rel=1e-5)
     assert scores["frame_accuracy"] == pytest.approx(frames["accuracy_ab"].item())
+
+
+def test_with_an_aist_root_each_split_reads_its_own_crossmodal_windows(monkeypatch):
+    """--data.root: the train and test splits of AIST++ cut into windows of `seconds` at 60 FPS."""
+    import numpy as np
+
+    import deepzoo.data.aist as aist
+    from deepzoo.recipes.contrastive import ClipDanceRun, _dance_split
+
+    read = []
+
+    def aist_windows(root, split, frames):
+        read.append((root, split, frames))
+        return {
+            "motion": np.zeros((2, frames, 75), np.float32),
+            "music": np.zeros((2, frames, 438), np.float32),
+        }
+
+    monkeypatch.setattr(aist, "aist_windows", aist_windows)
+    config = ClipDanceRun(data=DanceData(root="/aist", seconds=2.5))
+    shapes = [_dance_split(config, split).tensors["motion"].shape for split in ("train", "test")]
+    assert read == [("/aist", "train", 150), ("/aist", "test", 150)] and shapes == [(2, 150, 75)] * 2

@@ -241,6 +241,64 @@ def test_likelihoods_are_evaluated_in_fp32_inside_a_bf16_autocast():
         assert -pixelcnn.log_prob(binary.tensors["x"]).mean().item() != exact[0]  # bf16 would differ
 
 
+def test_likelihoods_average_every_image_of_every_batch():
+    """16 images in batches of 5: the gated PixelCNN's nats under each image's own label, and the
+    flow's bits/dim with the dequantization noise of one generator seeded 0, drawn batch by batch."""
+    from deepzoo.models.flows import Flow, FlowConfig
+    from deepzoo.models.pixelcnn import PixelCNN, PixelCNNConfig
+    from deepzoo.recipes.likelihood import mean_bits_per_dim, mean_nats
+
+    torch.manual_seed(0)
+    x, y = torch.rand(16, 1, 28, 28), torch.arange(16) % 10
+    binary = torch.bernoulli(x)
+    pixelcnn = PixelCNN(PixelCNNConfig(kind="gated", hidden=8, layers=1, num_classes=10)).eval()
+    with torch.no_grad():
+        nats = -pixelcnn.log_prob(binary, y).mean().item()
+        assert nats != pytest.approx(-pixelcnn.log_prob(binary, (y + 1) % 10).mean().item())
+    assert mean_nats(pixelcnn, TensorData({"x": binary, "y": y}), batch_size=5) == pytest.approx(
+        nats, rel=1e-5
+    )
+    flow = Flow(FlowConfig(kind="realnvp", depth=1, hidden=8, blocks=1)).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        bits = sum(flow.nll_bits(x[i : i + 5], generator).sum().item() for i in range(0, 16, 5)) / 16
+    assert mean_bits_per_dim(flow, TensorData({"x": x}), batch_size=5) == pytest.approx(bits, rel=1e-5)
+
+
+def test_the_likelihood_evaluations_score_the_first_examples_and_draw_the_asked_samples(
+    monkeypatch, tmp_path
+):
+    import deepzoo.recipes.likelihood as likelihood
+
+    drawn, scored = [], []
+    monkeypatch.setattr(likelihood, "sample_grid", lambda model, run_dir, n: drawn.append(n))
+    monkeypatch.setattr(likelihood, "mean_bits_per_dim", lambda model, data: scored.append(data) or 1.25)
+    monkeypatch.setattr(likelihood, "mean_nats", lambda model, data: scored.append(data) or 88.0)
+    data = TensorData({"x": torch.arange(30.0).view(30, 1, 1, 1)})
+    asked = likelihood.LikelihoodEval(examples=12, samples=7)
+    assert likelihood._evaluate_flow(None, data, tmp_path, likelihood.FlowRun(eval=asked)) == {"bpd": 1.25}
+    assert likelihood._evaluate_pixelcnn(None, data, tmp_path, likelihood.PixelCNNRun(eval=asked)) == {
+        "nll": 88.0
+    }
+    assert drawn == [7, 7] and all(torch.equal(d.tensors["x"], data.tensors["x"][:12]) for d in scored)
+
+
+def test_the_likelihood_recipes_train_as_their_budget_says():
+    """AdamW without weight decay, 100 warm-up steps then linear decay, gradients clipped at norm
+    100, four evaluations, stopped at BUDGET_SECONDS (likelihood_train's docstring)."""
+    from deepzoo.recipes.likelihood import BUDGET_SECONDS, likelihood_train
+
+    t = likelihood_train(400, 1e-3)
+    assert (t.optimizer, t.weight_decay, t.warmup_steps, t.schedule, t.grad_clip) == (
+        "adamw",
+        0.0,
+        100,
+        "linear",
+        100.0,
+    )
+    assert (t.steps, t.eval_every, t.max_seconds, t.batch_size) == (400, 100, BUDGET_SECONDS, 64)
+
+
 def test_an_evaluations_samples_are_as_many_as_asked_drawn_500_at_a_time(tmp_path):
     """sample_grid draws n samples in chunks of at most 500 from one seeded generator (labels and
     other keywords passed on) and writes the first 100, 10 wide."""

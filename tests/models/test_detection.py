@@ -573,8 +573,8 @@ def test_the_evaluation_scores_the_detections_with_the_models_limit_and_the_wors
 
 
 def test_the_drawings_show_the_confident_detections_and_the_best_mask_on_top(scenes):
-    """min_score 0.5: a box scoring 0.3 is not drawn; where two masks overlap, the higher-scored
-    detection's class colour (digit d in palette colour d + 1) is painted."""
+    """min_score 0.5: a box scoring 0.5 is drawn, one scoring 0.3 not; where two masks overlap,
+    the higher-scored detection's class colour (digit d in palette colour d + 1) is painted."""
     from deepzoo.recipes.detection import draw_detections, palette
 
     batch = {k: v.clone() for k, v in scenes[slice(0, 1)].items()}
@@ -583,7 +583,7 @@ def test_the_drawings_show_the_confident_detections_and_the_best_mask_on_top(sce
     masks[0, 0:12, 0:12] = masks[1, 6:20, 6:20] = masks[2, 22:30, 22:30] = True
     found = {
         "boxes": torch.tensor([[0.0, 0, 12, 12], [6, 6, 20, 20], [22, 22, 30, 30]]),
-        "scores": torch.tensor([0.9, 0.6, 0.3]),
+        "scores": torch.tensor([0.9, 0.5, 0.3]),
         "labels": torch.tensor([2, 7, 5]),
         "masks": masks,
     }
@@ -592,8 +592,34 @@ def test_the_drawings_show_the_confident_detections_and_the_best_mask_on_top(sce
     drawn = draw_detections(model, batch, min_score=0.5)[0]  # (3 panels, 3, 96, 96)
     colours = palette()
     torch.testing.assert_close(drawn[1, :, 0, 5], colours[3])  # the top edge of the 0.9 box
-    torch.testing.assert_close(drawn[1, :, 18, 30], colours[8])  # the 0.6 box
+    torch.testing.assert_close(drawn[1, :, 18, 30], colours[8])  # the 0.5 box
     assert drawn[1, :, 66, 70].abs().sum() == 0  # the 0.3 box is not drawn
     torch.testing.assert_close(drawn[2, :, 3 * 8, 3 * 8], colours[3])  # overlap: the 0.9 mask on top
     torch.testing.assert_close(drawn[2, :, 3 * 15, 3 * 15], colours[8])
     assert drawn[2, :, 3 * 25, 3 * 25].abs().sum() == 0
+
+
+def test_the_mask_ap_scores_the_detected_masks_not_their_boxes(scenes, tmp_path):
+    """Every digit found with its exact box but the complement of its mask: box AP 1, mask AP 0."""
+    from deepzoo.recipes.detection import DetectionRun, _evaluate_detection, instance_masks
+
+    data = scenes[slice(0, 6)]
+    detections = [
+        {"boxes": t["boxes"], "scores": torch.ones(len(t["labels"])), "labels": t["labels"], "masks": ~m}
+        for t, m in zip(targets_of(data), instance_masks(data))
+    ]
+    model = FasterRCNN(MASKED).eval()
+    model.predict = _Replay(data["x"], detections)
+    record = _evaluate_detection(model, type(scenes)(data), tmp_path, DetectionRun())
+    assert record["map_50"] == 1 and record["mask_map_50"] == 0 and record["mask_map"] == 0
+
+
+def test_the_test_scenes_are_of_mnist_test_digits_under_the_next_seed(monkeypatch):
+    import deepzoo.recipes.detection as detection
+
+    calls = []
+    monkeypatch.setattr(detection, "mnist_scenes", lambda *args: calls.append(args) or len(calls))
+    config = detection.DetectionRun(data=detection.ScenesData(train=30, test=20, seed=4))
+    assert detection.scenes_splits(config, "cpu") == (1, 2)
+    scene = config.data.scene
+    assert calls == [("train", 30, 4, scene, "cpu"), ("test", 20, 5, scene, "cpu")]
