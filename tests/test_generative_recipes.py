@@ -345,3 +345,92 @@ def test_an_episodes_picture_shows_evenly_spaced_frames_from_first_to_last(
     gaps = {b - a for a, b in zip(index, index[1:])}
     assert len(index) == shown and index[0] == 0 and index[-1] == length - 1
     assert gaps == ({1} if length == shown else {6, 7})  # 99 / 15 = 6.6 frames apart, rounded
+
+
+@pytest.mark.parametrize("family", ["diffusion", "gan"])
+def test_class_conditional_samples_are_scored_against_the_digits_they_were_asked_for(
+    family, monkeypatch, tmp_path
+):
+    """Sample i is drawn as digit i mod 10 (`sample_grid`'s default labels): the quality is
+    measured against the evaluation images with those labels."""
+    import importlib
+
+    module = importlib.import_module(f"deepzoo.recipes.{family}")
+    asked = {}
+    monkeypatch.setattr(module, "sample_grid", lambda model, run_dir, n: torch.zeros(n, 1, 28, 28))
+
+    def sample_quality(samples, reference, labels):
+        asked.update(n=len(samples), reference=reference, labels=labels)
+        return {"fid": 2.0}
+
+    monkeypatch.setattr(module, "sample_quality", sample_quality)
+    data = TensorData({"x": torch.rand(12, 1, 28, 28)})
+    model = torch.nn.Module()
+    model.conditional = True
+    run = module.DiffusionRun() if family == "diffusion" else module.GANRun()
+    config = replace(run, eval=replace(run.eval, samples=23))
+    evaluate = module._evaluate_diffusion if family == "diffusion" else module._evaluate_gan
+    assert evaluate(model, data, tmp_path, config) == {"fid": 2.0}
+    assert asked["n"] == 23 and torch.equal(asked["labels"], torch.arange(23) % 10)
+    assert torch.equal(asked["reference"], data.tensors["x"])
+
+
+def test_the_reflow_pairs_are_seeded_noise_for_each_digit_in_turn_cached_by_their_settings(
+    monkeypatch, tmp_path
+):
+    """1,100 pairs in chunks of 500, 500, 100: the noise of one generator seeded 0, labels 0-9 in
+    turn across the chunks, x = (x_0 + 1) / 2 of the teacher's sampler at its step count; cached
+    under a name that holds the count, sampler and steps; evaluated on MNIST test."""
+    from types import SimpleNamespace
+
+    import deepzoo.recipes.diffusion as diffusion_recipes
+
+    calls = []
+
+    class Teacher:
+        def _denoise(self, x, sigma, y):
+            return y.view(-1, 1, 1, 1).float().expand_as(x) / 10
+
+        def sigmas(self, steps):
+            return torch.full((steps,), 7.0)
+
+    def reflow_pairs(denoise, noise, sigmas, sampler):
+        calls.append((len(sigmas), sampler))
+        return None, denoise(noise, sigmas[0])
+
+    monkeypatch.setattr(
+        diffusion_recipes, "_teacher", lambda config, device="cpu": SimpleNamespace(model=Teacher())
+    )
+    monkeypatch.setattr(diffusion_recipes, "reflow_pairs", reflow_pairs)
+    monkeypatch.setattr(diffusion_recipes, "load_mnist", lambda split, device: split)
+    config = diffusion_recipes.ReflowRun(
+        flow_run=str(tmp_path), pairs=1100, teacher_sampler="heun", teacher_steps=3
+    )
+    train, test = diffusion_recipes._reflow_splits(config, "cpu")
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.cat([torch.randn(n, 1, 28, 28, generator=generator) for n in (500, 500, 100)])
+    labels = torch.arange(1100) % 10
+    assert torch.equal(train.tensors["noise"], noise) and torch.equal(train.tensors["y"], labels)
+    assert torch.equal(
+        train.tensors["x"], (labels.view(-1, 1, 1, 1).float().expand(-1, 1, 28, 28) / 10 + 1) / 2
+    )
+    assert calls == [(3, "heun")] * 3 and test == "test"
+    assert (tmp_path / "reflow-1100-heun-3.safetensors").exists()
+
+
+def test_the_diffusion_recipes_train_as_docs_diffusion_says():
+    """docs/diffusion.md: AdamW 2e-3, batch 128, EMA 0.995, 300 s and at most 1300 steps each;
+    reflow on 10,000 pairs of DPM-Solver++(2M) in 8 steps, sampled with 4 Euler steps."""
+    names = ("ddpm-mnist", "edm-mnist", "flow-matching-mnist", "rectified-flow-mnist")
+    for name in names:
+        t = get_recipe(name).default.train
+        assert (t.optimizer, t.lr, t.batch_size, t.ema_decay, t.max_seconds, t.steps) == (
+            "adamw", 2e-3, 128, 0.995, 300.0, 1300
+        ), name  # fmt: skip
+    reflow = get_recipe("rectified-flow-mnist").default
+    assert (reflow.pairs, reflow.teacher_sampler, reflow.teacher_steps, reflow.model.steps) == (
+        10_000,
+        "dpmpp_2m",
+        8,
+        4,
+    )

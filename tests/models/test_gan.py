@@ -526,3 +526,42 @@ def test_a_conditional_gan_draws_digits_zero_to_nine_repeating_by_default():
     model.generator.forward = lambda z, y=None: heard.append(y) or forward(z, y)
     model.sample(12)
     assert heard[0].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+
+
+def test_the_recipes_train_with_their_papers_optimizers():
+    """DCGAN's Adam (lr 2e-4 MLP / 2e-3 conv here, beta1 0.5), an EMA (0.99) of the generator
+    only; WGAN: RMSProp (alpha 0.99) at 5e-5; WGAN-GP: Adam (0, 0.9); the self-conditioned GAN's
+    50 clusters, as its summary says."""
+    from deepzoo.recipes import get_recipe
+
+    for name in ("gan-mnist", "dcgan-mnist", "cgan-mnist", "scgan-mnist"):
+        t = get_recipe(name).default.train
+        assert (t.optimizer, t.betas, t.weight_decay, t.ema_decay, t.ema_of) == (
+            "adamw",
+            (0.5, 0.999),
+            0.0,
+            0.99,
+            "generator",
+        )
+    wgan = get_recipe("wgan-mnist").default.train
+    assert (wgan.optimizer, wgan.alpha, wgan.lr) == ("rmsprop", 0.99, 5e-5)
+    gp = get_recipe("wgan-gp-mnist").default.train
+    assert (gp.optimizer, gp.betas, gp.lr) == ("adamw", (0.0, 0.9), 1e-3)
+    scgan = get_recipe("scgan-mnist")
+    assert scgan.default.model.clusters == 50 and "50 k-means clusters" in scgan.summary
+
+
+def test_the_recipe_fits_the_clusters_on_every_training_image_once(monkeypatch):
+    """Before training a self-conditioned model (`prepare`); a loaded run keeps its fit."""
+    from types import SimpleNamespace
+
+    from deepzoo.data.tensors import TensorData
+    from deepzoo.recipes.gan import _fit_clusters
+
+    fits = []
+    data = TensorData({"x": torch.rand(600, 1, 28, 28)})
+    for clusters, fitted in ((0, False), (5, True), (5, False)):
+        model = SimpleNamespace(config=SimpleNamespace(clusters=clusters), clusters_fitted=fitted)
+        model.fit_clusters = lambda x: fits.append(x)
+        _fit_clusters(model, data)
+    assert len(fits) == 1 and torch.equal(fits[0], data.tensors["x"])
