@@ -181,8 +181,9 @@ def test_a_model_reading_other_features_than_the_frames_is_refused(name, input_d
 
 
 def test_the_worst_class_ap_is_over_the_actions_that_occur():
-    """Background ranked at chance and action 1 never happening (its AP undefined) leave the
-    worst class AP at 1 when the other actions are ranked perfectly."""
+    """Action 1 never happening (its AP undefined, NaN) leaves the worst class AP at 1 when the
+    other actions are ranked perfectly; background, ranked at chance here, is no action (per_frame_map
+    gives it NaN too)."""
     from deepzoo.data.streams import synthetic_streams
     from deepzoo.recipes.online import frame_metrics
 
