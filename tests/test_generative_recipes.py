@@ -434,3 +434,12 @@ def test_the_diffusion_recipes_train_as_docs_diffusion_says():
         8,
         4,
     )
+
+
+def test_write_samples_refuses_a_kind_it_cannot_write(tmp_path):
+    from deepzoo.recipes.common import write_samples
+
+    with pytest.raises(ValueError, match="unknown kind 'grid'"):
+        write_samples("grid", None, torch.rand(2, 1, 8, 8), tmp_path / "s.png")
+    assert write_samples("images", None, torch.rand(2, 1, 8, 8), tmp_path / "s.png") == tmp_path / "s.png"
+    assert not (tmp_path / "s.txt").exists() and (tmp_path / "s.png").exists()

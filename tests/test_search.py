@@ -3,6 +3,7 @@ out of training, and `deepzoo search` ranks honest, resumable trials."""
 
 import json
 import math
+import re
 from dataclasses import replace
 
 import pytest
@@ -134,6 +135,29 @@ def test_every_recipe_knows_which_way_its_metric_improves():
         not directions["dcgan-mnist"] and not directions["gpt-shakespeare"] and not directions["glow-mnist"]
     )
     assert get_recipe("gpt-shakespeare").metric_key == "val_loss"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"name": "cnn-mnist"}, "registered twice"),
+        ({"samples": "grid"}, "samples 'grid' is not one of"),
+        ({"samples": "predictions", "draw": None}, "samples 'predictions' needs `draw`"),
+    ],
+)
+def test_a_recipe_sample_or_search_could_not_use_is_refused_at_registration(monkeypatch, fields, message):
+    from deepzoo.recipes import RECIPES
+    from deepzoo.recipes.registry import HIGHER_IS_BETTER, LOWER_IS_BETTER, register
+
+    monkeypatch.setattr("deepzoo.recipes.registry.RECIPES", dict(RECIPES))
+    base = replace(get_recipe("cnn-mnist"), name="cnn-mnist-copy")
+    register(base)  # the copy itself is fine
+    with pytest.raises(ValueError, match=re.escape(message)):
+        register(replace(base, **({"name": "another"} | fields)))
+    assert not set(HIGHER_IS_BETTER) & set(LOWER_IS_BETTER)
+    unknown = register(replace(base, name="elbo-copy", metric="elbo (nats)"))  # trains, but cannot rank
+    with pytest.raises(ValueError, match="metric 'elbo' has no known direction"):
+        _ = unknown.maximize
 
 
 def _trial(index, value):

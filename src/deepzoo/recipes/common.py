@@ -122,6 +122,8 @@ def write_samples(kind: str, model: nn.Module, samples: torch.Tensor, out: Path,
         frames = samples[torch.linspace(0, len(samples) - 1, min(n_frames, len(samples))).round().long()]
         save_image_grid(frames, out.with_suffix(".png"), nrow=8)
         return gif
+    if kind != "images":
+        raise ValueError(f"write_samples: unknown kind {kind!r} (images, text or episode)")
     from deepzoo.viz import save_image_grid
 
     save_image_grid(samples, out)

@@ -80,9 +80,19 @@ LOWER_IS_BETTER = (
 RECIPES: dict[str, Recipe] = {}
 
 
+SAMPLE_KINDS = (None, "images", "text", "episode", "predictions", "dance")
+
+
 def register(recipe: Recipe) -> Recipe:
+    """Add `recipe` to RECIPES; refused: a name taken, a samples kind `deepzoo sample` cannot
+    write, predictions without `draw`. (A metric of unknown direction is refused only where a
+    direction is needed: `maximize`, for keep_best and search.)"""
     if recipe.name in RECIPES:
         raise ValueError(f"recipe {recipe.name!r} is registered twice")
+    if recipe.samples not in SAMPLE_KINDS:
+        raise ValueError(f"recipe {recipe.name!r}: samples {recipe.samples!r} is not one of {SAMPLE_KINDS}")
+    if recipe.samples == "predictions" and recipe.draw is None:
+        raise ValueError(f"recipe {recipe.name!r}: samples 'predictions' needs `draw`")
     RECIPES[recipe.name] = recipe
     return recipe
 
