@@ -1,6 +1,7 @@
 """End-to-end runs of the VQGAN family at toy sizes: both tokenizers on scenes, the prior over
 either, its samples from the command line."""
 
+import json
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from deepzoo.cli import main
+from deepzoo.config import to_dict
 from deepzoo.data.scenes import reading_order_labels
 from deepzoo.data.tensors import TensorData
 from deepzoo.models.gpt import GPTConfig
@@ -86,6 +88,13 @@ def test_the_prior_models_either_tokenizer_and_samples_from_the_command_line(tok
 def test_the_prior_refuses_a_run_that_is_not_a_tokenizer(tokenizer_runs, tmp_path):
     with pytest.raises(FileNotFoundError, match="tokenizer-run"):
         train_recipe("vqgan-prior-scenes", _config("vqgan-prior-scenes"), tmp_path / "none")
+    other = tmp_path / "mnist-vqvae"  # a VQ-VAE of 28 x 28 digits, not of scenes
+    other.mkdir()
+    record = {"recipe": "vqvae-mnist", "config": to_dict(get_recipe("vqvae-mnist").default)}
+    (other / "config.json").write_text(json.dumps(record))
+    config = replace(_config("vqgan-prior-scenes"), tokenizer_run=str(other))
+    with pytest.raises(ValueError, match="is a 'vqvae-mnist' run, not a vqgan-scenes or vqvae-scenes run"):
+        train_recipe("vqgan-prior-scenes", config, tmp_path / "prior")
 
 
 def test_the_vqgan_recipes_train_as_docs_vqgan_says():
@@ -130,8 +139,8 @@ def test_the_vqvae_scales_its_loss_by_the_training_scenes_pixel_std():
 def test_a_tokenizer_is_scored_on_all_its_reconstructions_against_all_test_scenes(monkeypatch, tmp_path):
     import deepzoo.recipes.vqgan as recipes
 
-    x = torch.rand(7, 1, 64, 64)
-    recons = torch.rand(7, 1, 64, 64)
+    x = torch.rand(12, 1, 64, 64)
+    recons = torch.rand(12, 1, 64, 64)
     calls = []
     monkeypatch.setattr(recipes, "tokenizer_quality", lambda model, data, run_dir: ({"mse": 0.5}, recons))
     monkeypatch.setattr(recipes, "scene_fid", lambda a, b: calls.append((a, b)) or 3.0)
