@@ -29,6 +29,8 @@ def test_training_windows_step_by_the_stride_and_validation_windows_do_not_overl
     held_out = split_tokens("val")
     assert val.tensors["tokens"].shape == ((len(held_out) - 33) // 32 + 1, 33)
     assert torch.equal(val.tensors["tokens"][5], held_out[160:193])  # one shared character a window
+    for name in ("gpt-shakespeare", "char-lstm-shakespeare"):  # the summary names the split: val, not test
+        assert get_recipe(name).split(get_recipe(name).default) == "val"
 
 
 def test_a_gpt_never_trains_on_windows_longer_than_its_context():
