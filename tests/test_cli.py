@@ -52,6 +52,13 @@ def test_list_shows_recipes_with_metric_and_reference(capsys):
         (["train", "cnn-mnist", "--train.progress", "False"], "--train.progress is a switch"),
         (["train", "cnn-mnist", "--train.no-compile=1"], "write --train.compile or --train.no-compile"),
         (["train", "cnn-mnist", "--train.lr", "1", "2"], "unexpected argument 2"),
+        (
+            ["train", "cnn-mnist", "--train.optimizer", "foo"],
+            "invalid choice 'foo' for argument '--train.optimizer'. Expected one of ('sgd', 'adam', "
+            "'adamw', 'adagrad', 'rmsprop'). (see",
+        ),
+        (["train", "cnn-mnist", "--train.betas", "0.9"], "--train.betas'. Expected 2 values. (see"),
+        (["train", "cnn-mnist", "--train.steps", "1.5"], "base 10: '1.5' (see `deepzoo train cnn-mnist"),
         (["train"], "name a recipe"),
         (["eval", "/nonexistent/run"], "not a deepzoo run directory"),
         (["sample", "."], "not a deepzoo run directory"),
@@ -92,7 +99,7 @@ def test_user_errors_are_one_line_with_status_2(capsys, argv, message):
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
-def test_train_eval_load_and_resume_round_trip(tmp_path, capsys):
+def test_train_eval_load_and_resume_round_trip(tmp_path, capsys, monkeypatch):
     run_dir = tmp_path / "run"
     main(["train", "cnn-mnist", *TINY, "--run-dir", str(run_dir)])
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -110,6 +117,21 @@ def test_train_eval_load_and_resume_round_trip(tmp_path, capsys):
     main(["eval", str(run_dir)])
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["accuracy"] == pytest.approx(summary["accuracy"])
+    assert json.loads((run_dir / "eval.json").read_text()) == evaluated
+    import deepzoo.train.trainer as trainer  # eval runs in the precision the run was trained in
+
+    evaluation_mode, asked = trainer.evaluation_mode, []
+    monkeypatch.setattr(trainer, "use_bf16", lambda precision, device: f"{precision} on {device}")
+
+    def recorded(model, device, bf16):
+        asked.append(bf16)
+        return evaluation_mode(model, device, False)
+
+    monkeypatch.setattr(trainer, "evaluation_mode", recorded)
+    main(["eval", str(run_dir), "--device", "cpu"])
+    assert asked == ["auto on cpu"]
+    monkeypatch.undo()
+    capsys.readouterr()
     assert (run_dir / "confusion.png").is_file()
     confusion = torch.tensor(json.loads((run_dir / "confusion.json").read_text()))
     assert confusion.sum() == 10000
@@ -222,7 +244,8 @@ def test_gpt_and_seq2seq_recipes_run_end_to_end(tmp_path, capsys):
         "--train.no-progress",
     ]
     main(["train", "gpt-shakespeare", *gpt, "--run-dir", str(tmp_path / "gpt")])
-    assert "val_loss" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "val_loss" in summary and summary["split"] == "val"  # held-out text, not a test set
     main(["sample", str(tmp_path / "gpt"), "--n", "1"])
     assert len(capsys.readouterr().out) >= 300
     s2s = [
@@ -247,6 +270,17 @@ def test_gpt_and_seq2seq_recipes_run_end_to_end(tmp_path, capsys):
     main(["eval", str(tmp_path / "s2s")])
     evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert evaluated["exact_match"] == summary["exact_match"]
+
+
+def test_a_flag_may_spell_its_field_with_underscores():
+    from deepzoo.cli import parse_overrides
+    from deepzoo.recipes import get_recipe
+
+    default = get_recipe("cnn-mnist").default
+    config = parse_overrides("cnn-mnist", default, ["--train.batch_size", "8", "--train.no_progress"])
+    assert config.train.batch_size == 8 and config.train.progress is False
+    with pytest.raises(Exception, match="--train.compile is a switch"):
+        parse_overrides("cnn-mnist", default, ["--train.no_compile", "1"])
 
 
 @pytest.mark.parametrize("recipe", ["wgan-gp-mnist", "vqgan-scenes"])
@@ -274,9 +308,13 @@ def test_a_parameter_groups_own_settings_are_flags(recipe):
         ("--train.lr", "1e38", "too large for AdamW"),
     ],
 )
-def test_bad_values_are_one_line_naming_the_field(capsys, flag, value, message):
-    code, err = _error_of(capsys, ["train", "cnn-mnist", flag, value])
+def test_bad_values_are_one_line_naming_the_field(capsys, tmp_path, flag, value, message):
+    run_dir = tmp_path / "run"
+    code, err = _error_of(capsys, ["train", "cnn-mnist", flag, value, "--run-dir", str(run_dir)])
     assert code == 2 and message in err and err.count("\n") == 0
+    assert not run_dir.exists()  # refused before any work
+    if "too large" not in message:  # a range of the field's type: the command line's own check
+        assert err.endswith("(see `deepzoo train cnn-mnist --help`)")
 
 
 def test_an_existing_run_is_refused_unless_overwritten_and_the_summary_names_its_files(tmp_path, capsys):
@@ -354,6 +392,7 @@ def _help_of(capsys, argv):
 def test_help_lists_run_options_and_benchmarks_and_a_closed_pipe_is_quiet(capsys):
     train_help = _help_of(capsys, ["train", "cnn-mnist", "--help"])
     assert "--run-dir" in train_help and "--resume" in train_help and "--overwrite" in train_help
+    assert _help_of(capsys, ["train", "cnn-mnist", "-h"]) == train_help
     assert "vq-speed" in (bench_help := _help_of(capsys, ["bench", "--help"])) and "gpu" in bench_help
     assert "how many samples" in _help_of(capsys, ["sample", "--help"])
     # a real process (`python -m deepzoo`, the console script's entry) writing into a closed pipe

@@ -89,14 +89,18 @@ def parse_overrides(recipe_name: str, default: Any, args: list[str]) -> Any:
 
 
 def _tyro_reason(text: str, args: list[str]) -> str:
-    """tyro's error box as one line: its message, wrapped lines joined; a config's own check
+    """tyro's error box as one line: its message (a value that does not parse, a choice not
+    offered, too few values, an unexpected argument), wrapped lines joined; a config's own check
     ("Error parsing data.stream: primitives must be >= 2") names the flag (data.stream.primitives)."""
     lines = [line.strip() for line in re.sub(r"[│╭╮╰╯─]+", " ", text).splitlines()]
     start = next(
         (
             i
             for i, line in enumerate(lines)
-            if any(k in line for k in ("parsing", "rror:", "nrecognized options:"))
+            if any(
+                k in line
+                for k in ("parsing", "rror:", "nrecognized options:", "invalid choice", "Missing value")
+            )
         ),
         None,
     )
