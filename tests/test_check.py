@@ -145,3 +145,35 @@ def test_the_verdicts_are_within_ten_percent_of_chance_and_every_example_memoris
         result = SimpleNamespace(metrics={"loss": 0.1, "accuracy": accuracy})
         monkeypatch.setattr(check, "train_variant_of", lambda *a, result=result, **k: result)
         assert overfit(recipe, config, examples=20, steps=5, out=tmp_path)["ok"] is ok
+
+
+def test_the_printout_flags_a_failed_check_and_shows_each_rates_fall_or_fate(monkeypatch, capsys):
+    """On a scripted report: CHECK where a check failed; a rate's loss as first -> last tenth,
+    or its status when it stopped."""
+    import deepzoo.recipes.check as check
+
+    report = {
+        "recipe": "linear-softmax-mnist",
+        "initial_loss": {"loss": 3.1, "chance": math.log(10), "ok": False},
+        "overfit": {"examples": 20, "steps": 200, "loss": 0.4, "accuracy": 0.85, "ok": False},
+        "learning_rates": {
+            "steps": 100,
+            "rates": {
+                "1.0": {"first": None, "last": None, "status": "stopped: the loss diverged"},
+                "0.01": {"first": 2.31234, "last": 0.51234, "status": "done"},
+            },
+            "suggested": "0.01",
+        },
+    }
+    monkeypatch.setattr(check, "check", lambda *a: report)
+    main(["check", "linear-softmax-mnist", "--lrs", "1.0", "0.01"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[:6] == [
+        "1. loss at initialization: 3.1000 (chance: 2.3026) CHECK",
+        "2. 20 examples, 200 steps, no weight decay: loss 0.4, training accuracy 85.00% CHECK",
+        "3. 100 steps at a constant rate, loss over the first / last tenth:",
+        "   lr      1.0: stopped: the loss diverged",
+        "   lr     0.01: 2.312 -> 0.5123",
+        "   lowest last loss: lr 0.01",
+    ]
+    assert json.loads(out[6]) == report

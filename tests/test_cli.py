@@ -61,7 +61,7 @@ def test_list_shows_recipes_with_metric_and_reference(capsys):
         (["train", "cnn-mnist", "--train.steps", "1.5"], "base 10: '1.5' (see `deepzoo train cnn-mnist"),
         (["train"], "name a recipe"),
         (["eval", "/nonexistent/run"], "not a deepzoo run directory"),
-        (["sample", "."], "not a deepzoo run directory"),
+        (["sample", "."], ". is not a deepzoo run directory (it has no config.json)"),
         (["train", "--resume", "/nonexistent/run"], "not a deepzoo run directory"),
         (["frobnicate"], "invalid choice"),
         (["bench", "no-such-bench"], "unknown benchmark"),
@@ -223,6 +223,11 @@ def test_sampling_a_language_model_prints_and_saves_text(tmp_path, capsys):
     text = saved.read_text()
     assert text.startswith("=== sample 1 ===\n") and "\n=== sample 2 ===\n" in text
     assert out.startswith(text) and len(text) >= 2 * 300
+    for seed in (0, 1):  # --seed seeds the sampling: seed 0 again draws the same text, seed 1 other
+        out = str(tmp_path / f"s{seed}")
+        main(["sample", str(tmp_path / "lm"), "--n", "2", "--seed", str(seed), "--out", out])
+    capsys.readouterr()
+    assert (tmp_path / "s0.txt").read_text() == text != (tmp_path / "s1.txt").read_text()
 
 
 def test_gpt_and_seq2seq_recipes_run_end_to_end(tmp_path, capsys):
@@ -375,6 +380,8 @@ def test_debug_shows_the_traceback_of_an_error(tmp_path, capsys, monkeypatch):
     assert code == 2 and "--debug" in err and err.count("\n") == 0 and "config.json is damaged" in err
     with pytest.raises(DamagedRunFile, match="config.json is damaged"):
         main(["--debug", "eval", str(tmp_path)])
+    with pytest.raises(DamagedRunFile, match="config.json is damaged"):  # anywhere on the line
+        main(["eval", str(tmp_path), "--debug"])
     monkeypatch.setenv("DEEPZOO_DEBUG", "1")
     with pytest.raises(DamagedRunFile):
         main(["eval", str(tmp_path)])
@@ -402,6 +409,19 @@ def test_help_lists_run_options_and_benchmarks_and_a_closed_pipe_is_quiet(capsys
         env={**os.environ, "PYTHONPATH": str(REPO / "src")},
     )  # fmt: skip
     assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr
+    # a command whose reader goes away mid-output: exit status 0, nothing on stderr
+    script = (
+        "import deepzoo.cli as cli\n"
+        "def closed(argv, debug):\n"
+        "    raise BrokenPipeError\n"
+        "cli._main = closed\n"
+        "cli.main(['list'])\n"
+    )
+    reader_gone = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )  # fmt: skip
+    assert reader_gone.returncode == 0 and reader_gone.stderr == ""
 
 
 def test_a_two_stage_recipe_refuses_a_parent_run_of_another_recipe(tmp_path, capsys):
@@ -495,6 +515,7 @@ def test_a_snapshot_ensemble_averages_the_weights_saved_at_the_end_of_each_cycle
     main(["eval", str(run_dir), "--snapshots", "--out", str(tmp_path / "ensemble"), "--device", "cpu"])
     result = json.loads(capsys.readouterr().out)
     assert [m["step"] for m in result["members"]] == [2, 4, 6]
+    assert [m["snapshot"] for m in result["members"]] == [str(f) for f in files]
     models = [load_run(run_dir, "cpu", path).model for path in files]
     x, y = mnist_test.tensors["x"], mnist_test.tensors["y"]
     with torch.no_grad():
@@ -653,3 +674,62 @@ def test_a_run_loads_its_best_then_its_ema_then_its_last_weights(tmp_path, capsy
     (run_dir / ckpt.WEIGHTS).write_bytes(ckpt.weights_bytes(other, 3))
     os.utime(run_dir / ckpt.WEIGHTS, (1e9, 1e9))  # retrained in place: another modification time
     assert load_parent(run_dir, ("cnn-mnist",), "parent-run").step == 3
+
+
+def _stand_in_run(monkeypatch, tmp_path, samples, model, eval_data, draw=None):
+    """A run directory whose loaded run is a stand-in: `deepzoo sample` reads only these parts."""
+    from types import SimpleNamespace
+
+    (tmp_path / "config.json").write_text("{}")
+    recipe = SimpleNamespace(
+        name="stand-in", samples=samples, draw=draw, data=lambda config, device: (None, eval_data)
+    )
+    run = SimpleNamespace(recipe=recipe, model=model, config=None)
+    monkeypatch.setattr("deepzoo.recipes.load_run", lambda run_dir, device: run)
+    return tmp_path
+
+
+def test_sampled_predictions_are_drawn_on_the_examples_the_seed_picks(monkeypatch, tmp_path, capsys):
+    from deepzoo.data.tensors import TensorData
+
+    shown, written = [], []
+    eval_data = TensorData({"x": torch.arange(20.0)})
+
+    def draw(model, batch):
+        shown.append(batch["x"])
+        return torch.zeros(len(batch["x"]), 2, 3, 4, 4)
+
+    monkeypatch.setattr("deepzoo.recipes.write_predictions", lambda pictures, out: written.append(out) or out)
+    run_dir = _stand_in_run(monkeypatch, tmp_path, "predictions", None, eval_data, draw)
+    main(["sample", str(run_dir), "--n", "5", "--seed", "3", "--device", "cpu"])
+    chosen = torch.randperm(20, generator=torch.Generator().manual_seed(3))[:5]
+    assert torch.equal(shown[0], chosen.float()) and written == [run_dir / "samples" / "sample-seed3.png"]
+    assert capsys.readouterr().out.strip() == str(written[0])
+
+
+def test_sampled_dances_follow_the_songs_the_seed_picks_with_their_beats(monkeypatch, tmp_path, capsys):
+    """Songs of the evaluation split picked by --seed; an actor-critic run dances with its policy;
+    the beats are cut to the dance's length."""
+    from types import SimpleNamespace
+
+    from deepzoo.data.tensors import TensorData
+
+    songs, frames = 6, 10
+    music = torch.arange(songs).float().view(songs, 1, 1).expand(songs, frames, 4)
+    beats = torch.rand(songs, frames, generator=torch.Generator().manual_seed(0)) < 0.5
+    heard, written = [], []
+    policy = SimpleNamespace(
+        generate=lambda music, generator: heard.append(music) or torch.zeros(len(music), 8, 75)
+    )
+    monkeypatch.setattr(
+        "deepzoo.recipes.write_dances",
+        lambda motion, beats, out: written.append((motion, beats, out)) or [out],
+    )
+    eval_data = TensorData({"music": music, "beats": beats})
+    run_dir = _stand_in_run(monkeypatch, tmp_path, "dance", SimpleNamespace(policy=policy), eval_data)
+    main(["sample", str(run_dir), "--n", "3", "--seed", "2", "--out", str(tmp_path / "d.png")])
+    chosen = torch.randperm(songs, generator=torch.Generator().manual_seed(2))[:3]
+    assert torch.equal(heard[0], music[chosen])
+    ((motion, cut, out),) = written
+    assert motion.shape == (3, 8, 75) and torch.equal(cut, beats[chosen, :8]) and out == tmp_path / "d.png"
+    assert capsys.readouterr().out.strip() == str(out)

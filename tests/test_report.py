@@ -83,10 +83,17 @@ def test_the_command_writes_the_report_and_refuses_what_is_not_there(tmp_path, c
     out = tmp_path / "r.html"
     assert main(["report", str(run), "-o", str(out)]) in (0, None)
     assert out.is_file() and str(out) in capsys.readouterr().out
-    for argv in (["report", str(tmp_path / "nope")], ["report", str(run), "--bench", str(tmp_path / "no")]):
+    for argv, complaint in (
+        (["report", str(tmp_path / "nope")], f"{tmp_path / 'nope'}: no such run directory"),
+        (
+            ["report", str(run), "--bench", str(tmp_path / "no")],
+            f"--bench {tmp_path / 'no'}: no such results",
+        ),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             main(argv + ["-o", str(out)])
-        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()  # a user's mistake: no traceback to offer
+        assert exit_info.value.code == 2 and complaint in err and "--debug" not in err
 
 
 def _chromium() -> str:

@@ -237,9 +237,13 @@ def test_search_ranks_trials_by_their_validation_accuracy_and_resumes(tmp_path, 
         evaluated = json.loads(capsys.readouterr().out)
         assert evaluated["split"] == "val" and evaluated["accuracy"] == trial["accuracy"]
     accuracies = [t["accuracy"] for t in record["trials"]]
-    printed = [line.split()[:2] for line in _search(capsys, out, 5, *space).splitlines()[1:6]]
+    printed = [line.split() for line in _search(capsys, out, 5, *space).splitlines()[1:6]]
     ranked = sorted(range(5), key=lambda i: (-accuracies[i], i))
-    assert printed == [[str(i), f"{accuracies[i]:.4f}"] for i in ranked]
+    values = [record["trials"][i]["values"] for i in ranked]  # a rate to 4 digits, a choice as drawn
+    assert printed == [
+        [str(i), f"{accuracies[i]:.4f}", f"{float(v['train.lr']):.4g}", v["model.reg-strength"]]
+        for i, v in zip(ranked, values)
+    ]
     assert len(trained) == 5
     shorter = _search(capsys, out, 3, *space).splitlines()[1:-1]  # ranks its own 3 trials only
     assert sorted(int(line.split()[0]) for line in shorter) == [0, 1, 2]
@@ -257,6 +261,11 @@ def test_a_diverging_trial_is_recorded_and_the_search_goes_on(tmp_path, capsys):
             "stopped: the loss diverged" if lr == "1000" else "done"
         )
     assert text.splitlines()[-2].split()[1] == "stopped"  # ranked last
+    assert text.splitlines()[-1].startswith("best: ")
+    text = _search(
+        capsys, tmp_path / "all-stop", 1, "train.lr=choice:1000", extra=["--train.log-every", "10"]
+    )
+    assert text.splitlines()[-1].startswith("every trial stopped; all trials in ")
 
 
 SEARCH = ["search", "linear-softmax-mnist", "--out", "S"]
