@@ -63,6 +63,8 @@ def test_curve_panels_hold_a_line_per_split_and_share_a_panel_across_numeric_suf
     }
     assert list(curve_panels(records[:4])["map_*"]) == ["00_10", "10_20"]  # one split: the suffix alone
     assert curve_panels([{"step": 1, "split": "train", "lr": 0.1}]) == {} and curves_figure([]) is None
+    unsplit = curve_panels([{"step": 1, "tokens": 512}, {"step": 2, "tokens": 1024}])  # an int term, no split
+    assert unsplit == {"tokens": {"train": ([1, 2], [512, 1024])}}
 
 
 def test_the_panels_labels_stay_inside_the_figure_and_off_their_neighbours():
@@ -166,6 +168,20 @@ def test_a_saved_grid_keeps_gray_as_gray_rgb_as_its_colours_and_clamps_to_0_1(tm
     np.testing.assert_allclose(rgb[2, 8], [0.0, 153 / 255, 1.0])
 
 
+def test_a_box_past_the_images_edges_is_outlined_along_them():
+    """Each edge clamped into the picture: a box overhanging all four sides outlines the border; a
+    box starting past the right edge is drawn on the last column."""
+    images = torch.full((1, 3, 8, 10), 0.5)
+    red = torch.tensor([[1.0, 0.0, 0.0]])
+    out = draw_boxes(images, [torch.tensor([[-2.0, -3.0, 15.0, 12.0]])], [red], scale=2)[0]
+    border = torch.zeros(16, 20, dtype=torch.bool)
+    border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
+    assert (out[:, border] == red.T).all() and (out[:, ~border] == 0.5).all()
+    out = draw_boxes(images, [torch.tensor([[12.0, 1.0, 14.0, 3.0]])], [red], scale=2)[0]
+    drawn = (out != 0.5).any(0)
+    assert drawn[2:6, 19].all() and drawn.sum() == 4
+
+
 def test_draw_boxes_refuses_images_that_are_not_rgb():
     with pytest.raises(ValueError, match=r"RGB images \(N, 3, H, W\)"):
         draw_boxes(torch.rand(1, 1, 8, 8), [torch.zeros(0, 4)], [torch.zeros(0, 3)])
@@ -195,11 +211,18 @@ def test_a_timelines_bands_are_the_truth_and_the_argmax_in_class_colours_unscore
     colours = class_colours(3).numpy()
     np.testing.assert_allclose(band[0], np.stack([colours[0], colours[1], colours[2], [1, 1, 1], colours[0]]))
     np.testing.assert_allclose(band[1], colours[[0, 1, 0, 2, 2]])
+    curves = fig.axes[1].lines  # one per action class, the background's probability left out
+    assert [line.get_label() for line in curves] == ["1", "2"]
+    np.testing.assert_allclose(curves[1].get_ydata(), probabilities[0, :, 2].numpy())
 
 
 def test_curves_of_one_term_fill_one_panel_and_the_confusion_shading_is_row_true_column_predicted():
     fig = curves_figure([{"step": s, "split": "train", "loss": 1.0 / (s + 1)} for s in range(3)])
     assert len(fig.axes) == 1
+    four = curves_figure([{"step": s, "a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0} for s in range(3)])
+    rows = [round(ax.get_position().y0, 3) for ax in four.axes]  # three a row: 2 x 3, two left blank
+    assert len(rows) == 6 and len(set(rows[:3])) == 1 and rows[3] < rows[0]
+    assert [ax.axison for ax in four.axes] == [True] * 4 + [False] * 2
     matrix = torch.tensor([[5, 1, 0], [0, 7, 2], [3, 0, 9]])
     shading = np.asarray(confusion_figure(matrix).axes[0].images[0].get_array())
     np.testing.assert_allclose(shading, np.log1p(matrix.numpy()))
@@ -219,7 +242,9 @@ def test_a_search_plot_shows_the_finished_trials_and_marks_the_best_only_when_it
     ]
     viz.plot_search(trials, {"lr": "log", "act": "choice"}, "loss", tmp_path / "s.png")
     viz.plot_search([trials[2], *trials[:2]], {"lr": "log"}, "loss", tmp_path / "s.png")
-    first, second = figures
+    viz.plot_search(trials, {"lr": "uniform"}, "loss", tmp_path / "s.png")
+    first, second, uniform = figures
+    assert uniform.axes[0].get_xscale() == "linear"  # only a log-drawn field gets a log axis
     lr, act = first.axes
     assert lr.get_xscale() == "log" and act.get_xscale() == "linear"
     np.testing.assert_allclose(lr.collections[0].get_offsets(), [[0.1, 0.5], [0.01, 0.7]])
@@ -249,3 +274,17 @@ def test_a_skeleton_is_drawn_upright_at_one_scale_for_both_axes():
     assert (rows.max() - rows.min()).item() == pytest.approx(20, abs=1)
     bar_row = rows[cols == cols.min()].float().mean()
     assert bar_row < rows.max() - 15  # the bar is near the top, the foot at the bottom
+
+
+def test_plot_lines_puts_x_on_a_base_2_log_scale_and_y_on_a_base_10_one(tmp_path, monkeypatch):
+    from deepzoo import viz
+
+    figures = []
+    monkeypatch.setattr(viz, "_save_figure", lambda fig, path: figures.append(fig))
+    lines = {"a": ([1.0, 2.0, 4.0], [2000.0, 100.0, 10.0])}
+    viz.plot_lines({"p": lines, "q": lines}, tmp_path / "l.png", "batch", log_x=True, log_y=True)
+    viz.plot_lines({"p": lines}, tmp_path / "l.png", "batch")
+    (p, q), (plain,) = figures[0].axes, figures[1].axes
+    assert p.xaxis.get_transform().base == 2 and p.yaxis.get_transform().base == 10
+    assert (p.get_title(), q.get_title(), p.get_xlabel()) == ("p", "q", "batch")
+    assert plain.get_xscale() == plain.get_yscale() == "linear"
