@@ -35,7 +35,9 @@ ARGS = [
 def _run_on_two_ranks(run_dir, *extra):
     """`python -m deepzoo train` on two gloo ranks, under the suite's seed offset as this process."""
     argv = ["-m", "tests.seeded_deepzoo", "train", *ARGS, *extra, "--run-dir", str(run_dir)]
-    torchrun(2, argv, before_retry=lambda: shutil.rmtree(run_dir, ignore_errors=True))
+    done = torchrun(2, argv, before_retry=lambda: shutil.rmtree(run_dir, ignore_errors=True))
+    summaries = [line for line in done.stdout.splitlines() if line.startswith('{"run_dir"')]
+    assert len(summaries) == 1, done.stdout  # the main rank alone prints the summary
     return load_file(run_dir / "model.safetensors")
 
 
