@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
 from deepzoo.data.tensors import TensorData
+
+SampleKind = Literal["images", "text", "episode", "predictions", "dance"]
+SAMPLE_KINDS = (None, *get_args(SampleKind))
+"""What a recipe's `samples` may name (None: the model does not sample)."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ class Recipe:
     eval_split: str = "test"
     """What the evaluation split is (the final summary names it): test, or val; a config with a
     `validation` count above 0 evaluates on held-out training examples instead (`split`)."""
-    samples: Literal["images", "text", "episode", "predictions", "dance"] | None = None
+    samples: SampleKind | None = None
     """What `model.sample` draws, for `deepzoo sample` to write (None: the model does not sample;
     episode: the rendered frames of one episode; predictions: the model does not sample, `draw`
     shows its predictions on examples of the evaluation split)."""
@@ -78,9 +82,6 @@ LOWER_IS_BETTER = (
 )  # fmt: skip
 
 RECIPES: dict[str, Recipe] = {}
-
-
-SAMPLE_KINDS = (None, "images", "text", "episode", "predictions", "dance")
 
 
 def register(recipe: Recipe) -> Recipe:
