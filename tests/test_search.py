@@ -128,6 +128,7 @@ def test_validation_holds_out_the_last_training_images_and_never_trains_on_them(
 
 def test_every_recipe_knows_which_way_its_metric_improves():
     from deepzoo.recipes import RECIPES
+    from deepzoo.recipes.registry import HIGHER_IS_BETTER, LOWER_IS_BETTER
 
     directions = {name: recipe.maximize for name, recipe in RECIPES.items()}
     assert directions["cnn-mnist"] and directions["a2c-cartpole"] and directions["faster-rcnn-scenes"]
@@ -137,6 +138,10 @@ def test_every_recipe_knows_which_way_its_metric_improves():
     assert get_recipe("gpt-shakespeare").metric_key == "val_loss"
     scores = re.compile(r"accuracy|match|recall|return|reward|map|iou|bas")  # else an error, loss, distance
     assert {name: scores.search(r.metric_key) is not None for name, r in RECIPES.items()} == directions
+    assert not set(HIGHER_IS_BETTER) & set(LOWER_IS_BETTER)
+    unknown = replace(get_recipe("cnn-mnist"), metric="elbo (nats)")  # it may train, but cannot rank
+    with pytest.raises(ValueError, match="metric 'elbo' has no known direction"):
+        _ = unknown.maximize
 
 
 @pytest.mark.parametrize(
@@ -149,17 +154,13 @@ def test_every_recipe_knows_which_way_its_metric_improves():
 )
 def test_a_recipe_sample_or_search_could_not_use_is_refused_at_registration(monkeypatch, fields, message):
     from deepzoo.recipes import RECIPES
-    from deepzoo.recipes.registry import HIGHER_IS_BETTER, LOWER_IS_BETTER, register
+    from deepzoo.recipes.registry import register
 
     monkeypatch.setattr("deepzoo.recipes.registry.RECIPES", dict(RECIPES))
     base = replace(get_recipe("cnn-mnist"), name="cnn-mnist-copy")
     register(base)  # the copy itself is fine
     with pytest.raises(ValueError, match=re.escape(message)):
         register(replace(base, **({"name": "another"} | fields)))
-    assert not set(HIGHER_IS_BETTER) & set(LOWER_IS_BETTER)
-    unknown = register(replace(base, name="elbo-copy", metric="elbo (nats)"))  # trains, but cannot rank
-    with pytest.raises(ValueError, match="metric 'elbo' has no known direction"):
-        _ = unknown.maximize
 
 
 def _trial(index, value):
