@@ -1,9 +1,10 @@
 """Time-to-quality and speed benchmarks (`deepzoo bench`, `make bench`); never run in CI.
 
-Each family's module registers its benchmarks with their table rows (registry.py); timing.py
-holds the shared helpers. A benchmark returns a JSON-ready dict with its measurements, targets and
-whether it met them; results go to RESULTS/NAME.json and one markdown table, which README.md also
-shows between its `<!-- results -->` markers. Times are medians of repeated runs, and speeds are
+Each family's module registers its benchmarks with their table rows and verdicts (registry.py);
+timing.py holds the shared helpers. A benchmark returns a JSON-ready dict with its measurements
+and targets; its verdict, a function of that dict alone, adds whether it met them ("met"). Results
+go to RESULTS/NAME.json and one markdown table, which README.md also shows between its
+`<!-- results -->` markers. Times are medians of repeated runs, and speeds are
 given as fractions of the machine's matmul peak measured in the same run, because the machine is
 shared.
 """
@@ -14,7 +15,7 @@ import importlib
 import json
 from pathlib import Path
 
-from deepzoo.bench.registry import BENCHMARKS, Benchmark
+from deepzoo.bench.registry import BENCHMARKS, Benchmark, judged
 from deepzoo.bench.timing import machine
 from deepzoo.files import write_bytes, write_json
 
@@ -55,7 +56,8 @@ def run_benchmarks(names: list[str], results_dir: Path, quick: bool = False) -> 
     when results_dir is the repository's benchmarks/results)."""
     results_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
-        result = BENCHMARKS[name].run(quick, results_dir) | {"machine": machine(), "quick": quick}
+        benchmark = BENCHMARKS[name]
+        result = judged(benchmark, benchmark.run(quick, results_dir)) | {"machine": machine(), "quick": quick}
         write_json(results_dir / f"{name}.json", result)
         print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1))
     print(write_tables(results_dir))

@@ -78,12 +78,17 @@ def bench_dance(quick: bool, results: Path) -> dict[str, Any]:
             after = _quality(loaded.model.policy, test, seeds)
     motion, beats = test.tensors["motion"], test.tensors["beats"]
     truth = dance_quality(motion, motion, beats)
-    met = after["bas"] > before["bas"] and after["fid_k"] <= 1.1 * before["fid_k"]
     return {
         "stages": stages, "ground_truth": {k: truth[k] for k in ("bas", "diversity_k", "diversity_g")},
         "gpt": before, "actor_critic": after, "seeds": list(seeds),
-        "goal": "actor-critic BAS > GPT BAS and FID_k <= 1.1 x GPT FID_k", "met": met,
+        "goal": "actor-critic BAS > GPT BAS and FID_k <= 1.1 x GPT FID_k",
     }  # fmt: skip
+
+
+def _dance_met(report: dict[str, Any]) -> bool:
+    """The fine-tuned dances keep to the beat better than the GPT's, their FID_k within 10%."""
+    before, after = report["gpt"], report["actor_critic"]
+    return after["bas"] > before["bas"] and after["fid_k"] <= 1.1 * before["fid_k"]
 
 
 def _dance_rows(report: dict[str, Any]) -> list[str]:
@@ -109,4 +114,5 @@ register(
     "dance-vqvae, dance-gpt, dance-ac on the synthetic dance set; BAS / FID_k / FID_g, GPT vs AC (~20 min)",
     bench_dance,
     _dance_rows,
+    _dance_met,
 )

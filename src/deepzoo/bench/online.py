@@ -42,8 +42,12 @@ def bench_online(quick: bool, results: Path, frames: str = "") -> dict[str, Any]
         "bayes_filter": ceiling,
         "gain_over_lstm": gains,
         "goal": GOAL,
-        "met": min(gains.values()) >= GOAL,
     }
+
+
+def _online_met(r: dict[str, Any]) -> bool:
+    """Every architecture after the LSTM (TRN, IDN) beats its per-frame mAP by GOAL."""
+    return min(r["gain_over_lstm"].values()) >= GOAL
 
 
 def _rows(r: dict[str, Any]) -> list[str]:
@@ -73,10 +77,12 @@ register(
     "lstm-, trn- and idn-streams: per-frame mAP after 5 CPU minutes each (~17 min)",
     bench_online,
     _rows,
+    _online_met,
 )
 register(
     "online-detection-digits",
     "the same on MNIST-digit frames (lstm-, trn-, idn-digit-streams) (~17 min)",
     lambda quick, results: bench_online(quick, results, frames="digit-"),
     _rows,
+    _online_met,
 )

@@ -111,6 +111,10 @@ def sb3_a2c(env_id: str, seed: int, env_steps: int, solve_every: int = 0) -> dic
     return {"seed": seed, "env_steps": steps, "train_seconds": train_seconds, "mean_return": final}
 
 
+CARTPOLE_GOAL = {"median_env_steps": 10_000, "worst_env_steps": 30_000, "median_train_seconds": 3.0}
+"""Issue #14: a2c-cartpole's solve statistics over seeds 0-9, each at or under its bound."""
+
+
 def _solve_stats(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Median and worst env steps and training seconds to solve (inf where a seed did not)."""
     steps = sorted(r["env_steps"] if r["mean_return"] >= SOLVED else float("inf") for r in runs)
@@ -131,12 +135,10 @@ def bench_cartpole(quick: bool, results: Path) -> dict[str, Any]:
     ours = _solve_stats([_run("a2c-cartpole", seed, False) for seed in seeds])
     reinforce = _solve_stats([_run("reinforce-cartpole", seed, False) for seed in seeds])
     sb3 = _solve_stats([sb3_a2c("CartPole-v1", seed, 100_000, solve_every=1000) for seed in seeds])
-    goal = {"median_env_steps": 10_000, "worst_env_steps": 30_000, "median_train_seconds": 3.0}
-    met = all(ours[k] <= v for k, v in goal.items())
     from importlib.metadata import version
 
     peer = f"stable-baselines3 {version('stable-baselines3')}"
-    return {**ours, "goal": goal, "met": met, "reinforce": reinforce, "sb3": sb3, "peer": peer}
+    return {**ours, "goal": CARTPOLE_GOAL, "reinforce": reinforce, "sb3": sb3, "peer": peer}
 
 
 def _solve_row(label: str, r: dict[str, Any], goal: str = "") -> str:
@@ -211,6 +213,7 @@ register(
     "a2c-cartpole, reinforce-cartpole and SB3's A2C, 10 seeds: env steps and seconds to solve CartPole-v1",
     bench_cartpole,
     _cartpole_rows,
+    lambda r: all(r[k] <= bound for k, bound in CARTPOLE_GOAL.items()),
 )
 register(
     "acrobot",
@@ -267,7 +270,6 @@ def bench_sequence_ac(quick: bool, results: Path) -> dict[str, Any]:
         "before": before, "after": {k: after[k] for k in ("reward", "target_share", "kl")},
         "after_kl_coef_0.1": {k: held_after[k] for k in ("reward", "target_share", "kl")},
         "train_seconds": after["time"], "curve": curve,
-        "met": after["reward"] > before["reward"],
     }  # fmt: skip
 
 
@@ -288,4 +290,5 @@ register(
     "vqvae-mnist, its prior, then the sequence actor-critic towards digit 3 at two KL weights (~13 min)",
     bench_sequence_ac,
     _sequence_rows,
+    lambda r: r["after"]["reward"] > r["before"]["reward"],
 )
