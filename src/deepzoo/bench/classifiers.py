@@ -354,10 +354,12 @@ def _transfer_rows(r: dict[str, Any]) -> list[str]:
 
 
 def _regularization_rows(r: dict[str, Any]) -> list[str]:
+    goals = _regularization_goals(r["median_gain"])
+
     def goal(name: str) -> str:
-        if name not in r["goals"]:
+        if name not in goals:
             return ""
-        return f">= +{REGULARIZATION_GAIN * 100:.1f} points: {'met' if r['goals'][name] else 'not met'}"
+        return f">= +{REGULARIZATION_GAIN * 100:.1f} points: {'met' if goals[name] else 'not met'}"
 
     return _median_rows(
         r,
