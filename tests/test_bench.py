@@ -45,6 +45,35 @@ def test_the_time_to_a_bar_is_the_first_evaluation_at_or_past_it():
     assert first_time_at(records, "loss", 0.2, higher_is_better=False) is None
 
 
+def test_the_median_time_to_a_bar_counts_a_run_that_never_reaches_it_as_infinitely_slow():
+    from deepzoo.bench.classifiers import bar_summary
+
+    runs = [
+        {"seconds_to_0.99": 5.0, "seconds_to_0.995": None},
+        {"seconds_to_0.99": 10.0, "seconds_to_0.995": None},
+        {"seconds_to_0.99": None, "seconds_to_0.995": 20.0},
+    ]
+    assert bar_summary(runs, (0.99, 0.995)) == {
+        "median_seconds_to_0.99": 10.0,  # the median of 5, 10 and never
+        "runs_reaching_0.99": 2,
+        "median_seconds_to_0.995": None,  # one run of three: the median is never
+        "runs_reaching_0.995": 1,
+    }
+    assert bar_summary(runs[:1] + runs[2:], (0.99,))["median_seconds_to_0.99"] is None  # half is not enough
+
+
+def test_training_throughput_counts_from_the_first_training_log_to_the_last():
+    from deepzoo.bench.classifiers import throughput
+
+    records = [
+        {"split": "train", "step": 10, "time": 1.0},  # the first window (start-up) is not counted
+        {"split": "eval", "step": 20, "time": 9.0},
+        {"split": "train", "step": 20, "time": 2.0},
+        {"split": "train", "step": 50, "time": 4.0},
+    ]
+    assert throughput(records, batch_size=8) == pytest.approx((50 - 10) * 8 / (4.0 - 1.0))
+
+
 def test_timings_are_medians_after_a_warm_up_and_the_speedup_is_the_peers_time_over_ours(monkeypatch):
     from deepzoo.bench import timing
     from tests.conftest import FakeClock

@@ -48,11 +48,16 @@ def training_throughput(recipe_name: str, precision: str, steps: int, **train: A
             **train,
         )
         records = read_metrics(run_dir / "metrics.jsonl")
-    logs = [r for r in records if r["split"] == "train"]
-    # Skip the first logging window: it holds one-off start-up costs.
     batch_size = train.get("batch_size", get_recipe(recipe_name).default.train.batch_size)
-    examples = (logs[-1]["step"] - logs[0]["step"]) * batch_size
-    return examples / (logs[-1]["time"] - logs[0]["time"])
+    return throughput(records, batch_size)
+
+
+def throughput(records: list[dict[str, Any]], batch_size: int) -> float:
+    """Examples per second between the first and the last training log record: the steps between
+    them times batch_size over the time between them (the first window, with its one-off start-up
+    costs, is not counted)."""
+    logs = [r for r in records if r["split"] == "train"]
+    return (logs[-1]["step"] - logs[0]["step"]) * batch_size / (logs[-1]["time"] - logs[0]["time"])
 
 
 def time_to_accuracy(
@@ -86,15 +91,20 @@ def time_to_accuracy(
             }
             | {f"seconds_to_{bar}": first_time_at(records, metric, bar, higher_is_better) for bar in bars}
         )
+    return {"recipe": recipe_name, "runs": runs} | bar_summary(runs, bars)
+
+
+def bar_summary(runs: list[dict[str, Any]], bars: tuple[float, ...]) -> dict[str, Any]:
+    """Per bar: the median over runs of the seconds to reach it and how many runs reach it. A run
+    that never reaches the bar (None) counts as infinitely slow, so the median is a time (not
+    None) only when more than half the runs reach it."""
     summary = {}
     for bar in bars:
-        # A run that never reaches the bar counts as infinitely slow; the median is finite
-        # when most runs reach it.
         times = [math.inf if run[f"seconds_to_{bar}"] is None else run[f"seconds_to_{bar}"] for run in runs]
         median = statistics.median(times)
         summary[f"median_seconds_to_{bar}"] = None if math.isinf(median) else median
         summary[f"runs_reaching_{bar}"] = sum(math.isfinite(t) for t in times)
-    return {"recipe": recipe_name, "runs": runs} | summary
+    return summary
 
 
 def classifier_report(
