@@ -78,10 +78,20 @@ def test_groups_must_partition_the_trainable_parameters_and_overrides_must_name_
         def param_groups(self):
             return {"g": list(self.g.parameters())}
 
+    class OneLeftOut(TwoPlayer):
+        def param_groups(self):
+            return {"g": list(self.g.parameters()), "d": list(self.d.parameters())[:-1]}
+
+    class Foreign(TwoPlayer):
+        def param_groups(self):
+            d = list(self.d.parameters())
+            return {"g": list(self.g.parameters()), "d": d[:-1] + [nn.Parameter(torch.zeros(1))]}
+
     with pytest.raises(ValueError, match="both group"):
         named_groups(Overlapping())
-    with pytest.raises(ValueError, match="cover every trainable"):
-        named_groups(Partial())
+    for uncovered in (Partial(), OneLeftOut(), Foreign()):  # the last: as many, one not the model's
+        with pytest.raises(ValueError, match="cover every trainable"):
+            named_groups(uncovered)
     with pytest.raises(ValueError, match=r"train.optim names \['gen'\]"):
         _opt(TwoPlayer(), optim={"gen": OptimConfig(lr=1e-3)})
     assert list(named_groups(TinyNet())) == ["model"]
@@ -90,6 +100,9 @@ def test_groups_must_partition_the_trainable_parameters_and_overrides_must_name_
         ValueError, match=r"holds optimizers \['model'\], the model's groups are \['d', 'g'\]"
     ):
         _opt(TwoPlayer()).load_state_dict(saved)
+    only_g = {"g": _opt(TwoPlayer()).state_dict()["g"]}  # nor one that lost a group's optimizer
+    with pytest.raises(ValueError, match=r"holds optimizers \['g'\], the model's groups are \['d', 'g'\]"):
+        _opt(TwoPlayer()).load_state_dict(only_g)
 
 
 def test_group_settings_fall_back_to_the_train_defaults():
@@ -267,6 +280,25 @@ def test_a_non_finite_loss_stops_at_the_next_log_point_naming_its_group_keeping_
     assert max(r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")) == 10
 
 
+def test_a_finite_loss_with_a_non_finite_gradient_is_reported_as_the_gradient(tmp_path):
+    """loss = sqrt(|w|) at w = 0 is 0, its gradient infinite (step 3's update)."""
+
+    class InfiniteSlope(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(1))
+            self.calls = 0
+
+        def loss(self, batch):
+            self.calls += 1
+            w = self.w * 0 if self.calls == 3 else self.w
+            return {"loss": w.abs().sqrt().sum()}
+
+    cfg = TrainConfig(steps=10, batch_size=32, optimizer="sgd", lr=1e-3, **CPU)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite gradient at step 3;"):
+        Trainer(InfiniteSlope(), two_player_data(64), cfg, tmp_path).fit()
+
+
 def test_a_diverging_loss_stops_the_run(tmp_path):
     class Growing(nn.Module):
         """loss = 1, 2, 3, ... (a run whose loss climbs without becoming infinite)."""
@@ -286,6 +318,25 @@ def test_a_diverging_loss_stops_the_run(tmp_path):
         Trainer(Growing(), data, cfg, tmp_path / "a").fit()
     assert ckpt.file_step(tmp_path / "a" / ckpt.WEIGHTS) == 100  # the window 101-105 crossed 100
     Trainer(Growing(), data, TrainConfig(**(vars(cfg) | {"diverge_factor": 0.0})), tmp_path / "b").fit()
+
+
+def test_divergence_is_measured_against_the_first_steps_absolute_loss(tmp_path):
+    """First loss -2 (a likelihood or critic loss may be negative), factor 3: the bar is 3 x |-2| =
+    6. A window whose mean loss is exactly 6 goes on; the window 11-15, at 6.5, stops the run."""
+
+    class Scripted(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+            self.losses = iter([-2.0, 6.0, 6.0, 6.0, 6.0] + [6.0] * 5 + [6.5] * 10)
+
+        def loss(self, batch):
+            return {"loss": (self.w * 0).sum() + next(self.losses)}
+
+    cfg = TrainConfig(steps=20, batch_size=32, checkpoint_every=5, diverge_factor=3, **CPU)
+    with pytest.raises(DivergedError, match=r"6.5 over steps 11-15, more than 3 times .* \|loss\| 2 "):
+        Trainer(Scripted(), two_player_data(64), cfg, tmp_path).fit()
+    assert ckpt.file_step(tmp_path / ckpt.WEIGHTS) == 10
 
 
 def test_a_huge_learning_rate_ends_in_a_clear_stop_not_a_finished_run(tmp_path, mnist_small):

@@ -267,6 +267,8 @@ def test_evaluation_mode_restores_the_mode_the_model_was_in():
 def test_a_target_on_a_metric_the_evaluation_does_not_give_is_not_met():
     met = parse_target("accuracy >= 0.9")
     assert met({"accuracy": 0.9}) and not met({"loss": 0.1}) and not met({})
+    met = parse_target("val_loss <= 1.5")  # a missing loss is not a low one
+    assert met({"val_loss": 1.5}) and not met({"accuracy": 0.9}) and not met({})
 
 
 def test_each_rank_seeds_its_own_randomness(tmp_path, mnist_small):
@@ -393,8 +395,140 @@ def test_weights_files_keep_empty_tensors_and_store_a_tied_one_once(tmp_path):
     assert torch.equal(fresh.tied.weight, net.net[1].weight) and ckpt.file_step(path) == 4
 
 
+def test_weights_of_another_shape_are_refused_even_with_as_many_numbers(tmp_path):
+    """A (10, 32) matrix saved where the model has a (32, 10) one, and a weights file that records
+    no step (not ours: step -1, which no checkpoint has)."""
+    from safetensors.torch import save_file
+
+    net, path = TinyNet(), tmp_path / ckpt.WEIGHTS
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    state["net.4.weight"] = state["net.4.weight"].t().contiguous()
+    save_file(state, path)
+    reshaped = r"other shapes \['net.4.weight \(32, 10\) for \(10, 32\)'\]"
+    with pytest.raises(ckpt.DamagedRunFile, match=reshaped):
+        ckpt.load_weights(path, TinyNet())
+    assert ckpt.file_step(path) == -1
+
+
 def test_metrics_records_survive_a_damaged_line_anywhere(tmp_path):
     """read_metrics skips a line cut short by a crash, wherever it is, and reads on."""
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n{"step": 3, "loss": 1.0}\n{"step": 4')
     assert read_metrics(path) == [{"step": 1, "loss": 2.0}, {"step": 3, "loss": 1.0}]
+
+
+def test_a_second_sigterm_waits_for_the_step_but_a_second_sigint_interrupts_at_once():
+    """The first signal asks the loop to stop after its step; only a second Ctrl-C breaks in."""
+    import signal
+
+    from deepzoo.train.trainer import _StopSignals
+
+    stop = _StopSignals()
+    stop._handle(signal.SIGTERM, None)
+    stop._handle(signal.SIGTERM, None)  # a supervisor repeating itself: still a clean stop
+    assert stop.requested == "SIGTERM"
+    with pytest.raises(KeyboardInterrupt):
+        stop._handle(signal.SIGINT, None)
+
+
+def test_a_batch_that_does_not_split_evenly_over_the_ranks_is_refused(tmp_path, mnist_small):
+    from deepzoo.train.distributed import DistInfo
+
+    cfg = TrainConfig(**(FAST | {"batch_size": 49}))
+    with pytest.raises(ValueError, match="batch_size 49 is not divisible by 2 ranks"):
+        Trainer(TinyNet(), mnist_small, cfg, tmp_path, dist=DistInfo(0, 2, torch.device("cpu")))
+
+
+def test_keep_best_needs_a_metric_name(tmp_path, mnist_small):
+    from deepzoo.train.trainer import parse_keep_best
+
+    assert parse_keep_best("val_loss:min") == ("val_loss", "min")
+    assert parse_keep_best("a:b:max") == ("a:b", "max")  # the mode is after the last colon
+    for bad in (":max", "accuracy:best", "accuracy"):
+        with pytest.raises(ValueError, match="keep_best must look like"):
+            parse_keep_best(bad)
+
+
+def test_a_model_handed_over_in_eval_mode_trains_in_training_mode(tmp_path, mnist_small):
+    """A loaded model comes in eval mode (dropout off, BatchNorm frozen); every training step runs
+    it in training mode, also after an evaluation."""
+    modes = []
+
+    class Recorder(TinyNet):
+        def loss(self, batch):
+            modes.append(self.training)
+            return super().loss(batch)
+
+    cfg = TrainConfig(steps=4, eval_every=2, **FAST)
+    Trainer(Recorder().eval(), mnist_small, cfg, tmp_path, evaluate=_evaluate).fit()
+    assert modes == [True] * 4
+
+
+def test_a_run_with_no_steps_records_its_evaluation_and_draws_it(tmp_path, mnist_small):
+    """steps 0 (a kNN): the run is evaluated once, and the checkpoint written after it shows that
+    evaluation in curves.png."""
+    cfg = TrainConfig(steps=0, **FAST)
+    result = Trainer(TinyNet(), mnist_small, cfg, tmp_path, evaluate=_evaluate).fit()
+    assert result.metrics == {"step_seen": 0.0}
+    assert [r["split"] for r in read_metrics(tmp_path / "metrics.jsonl")] == ["eval"]
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_snapshots_and_the_best_weights_are_the_weights_evaluations_score(tmp_path, mnist_small):
+    """Snapshots end each lr cycle after the warm-up: steps W + ceil(k (T - W) / C) = 6, 8, 10 for
+    T = 10, W = 4, C = 3 (not 4, 7, 10 as without a warm-up); with EMA the snapshots and
+    best.safetensors hold the averaged weights, as ema.safetensors does."""
+    cfg = TrainConfig(
+        steps=10, warmup_steps=4, lr_cycles=3, snapshots=True, ema_decay=0.9, eval_every=10,
+        keep_best="step_seen:max", **FAST,
+    )  # fmt: skip
+    Trainer(TinyNet(), mnist_small, cfg, tmp_path, evaluate=_evaluate).fit()
+    files = sorted((tmp_path / ckpt.SNAPSHOTS).iterdir())
+    assert [f.name for f in files] == [f"step-{s:06d}.safetensors" for s in (6, 8, 10)]
+    ema, live = load_file(tmp_path / ckpt.EMA_WEIGHTS), _weights(tmp_path)
+    for saved in (load_file(files[-1]), load_file(tmp_path / ckpt.BEST_WEIGHTS)):
+        assert all(torch.equal(saved[k], ema[k]) for k in ema)
+    assert not all(torch.equal(ema[k], live[k]) for k in ema)
+
+
+def test_a_checkpoint_whose_weights_and_state_disagree_is_not_resumed(tmp_path, mnist_small):
+    cfg = TrainConfig(steps=10, checkpoint_every=5, **FAST)
+    model = TinyNet()
+    Trainer(model, mnist_small, cfg, tmp_path).fit()
+    ckpt.write_bytes(tmp_path / ckpt.WEIGHTS, ckpt.weights_bytes(model, step=5))  # state.pt: step 10
+    with pytest.raises(ckpt.DamagedRunFile, match="from step 5 but .* from step 10"):
+        Trainer(TinyNet(), mnist_small, replace(cfg, steps=20), tmp_path, resume=True)
+
+
+def test_each_rank_resumes_its_own_rng_and_batch_source_state(tmp_path, mnist_small):
+    """A checkpoint of 2 ranks holds one RNG and one batch-source state per rank: rank 1 resumes
+    from the second of each (process groups are not needed to build a rank's trainer)."""
+    from deepzoo.train.distributed import DistInfo
+
+    class Stateful:
+        """A batch source with a state (as RL rollouts have: the environments)."""
+
+        def __init__(self):
+            self.loaded = None
+
+        def next(self, step):
+            return mnist_small[slice(0, 50)]
+
+        def state_dict(self):
+            return {"envs": "rank 0"}
+
+        def load_state_dict(self, state):
+            self.loaded = state
+
+    cfg = TrainConfig(steps=5, **FAST)
+    Trainer(TinyNet(), Stateful(), cfg, tmp_path).fit()
+    state = ckpt.load_state(tmp_path / ckpt.STATE)
+    other_rng = torch.Generator().manual_seed(99).get_state()
+    state["rng"] = [state["rng"][0], {"torch": other_rng}]
+    state["batches"] = [{"envs": "rank 0"}, {"envs": "rank 1"}]
+    ckpt.write_bytes(tmp_path / ckpt.STATE, ckpt.state_bytes(state))
+    source = Stateful()
+    rank_1 = DistInfo(1, 2, torch.device("cpu"))
+    resumed = Trainer(TinyNet(), source, replace(cfg, steps=10), tmp_path, resume=True, dist=rank_1)
+    resumed.release()
+    assert source.loaded == {"envs": "rank 1"} and torch.equal(torch.get_rng_state(), other_rng)
