@@ -432,11 +432,23 @@ def test_a_second_sigterm_waits_for_the_step_but_a_second_sigint_interrupts_at_o
 
 
 def test_a_batch_that_does_not_split_evenly_over_the_ranks_is_refused(tmp_path, mnist_small):
+    """Whatever the batch source (the trainer's own ShuffledBatches checks it too)."""
     from deepzoo.train.distributed import DistInfo
 
-    cfg = TrainConfig(**(FAST | {"batch_size": 49}))
-    with pytest.raises(ValueError, match="batch_size 49 is not divisible by 2 ranks"):
-        Trainer(TinyNet(), mnist_small, cfg, tmp_path, dist=DistInfo(0, 2, torch.device("cpu")))
+    class Source:
+        def next(self, step):
+            return mnist_small[slice(0, 49)]
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            pass
+
+    cfg, rank_0 = TrainConfig(**(FAST | {"batch_size": 49})), DistInfo(0, 2, torch.device("cpu"))
+    for data in (mnist_small, Source()):
+        with pytest.raises(ValueError, match="batch_size 49 is not divisible by 2 ranks"):
+            Trainer(TinyNet(), data, cfg, tmp_path, dist=rank_0)
 
 
 def test_keep_best_needs_a_metric_name(tmp_path, mnist_small):
