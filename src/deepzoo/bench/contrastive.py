@@ -14,7 +14,7 @@ from deepzoo.bench.registry import register
 from deepzoo.bench.timing import interleaved_speedup, train_variant
 
 GOALS = {"clip-mnist": ("zero_shot_accuracy", 0.97), "clip-dance": ("music_to_motion_recall@1", 0.80)}
-"""Issue #13: recipe -> (metric, the value its last evaluation reaches)."""
+"""Issue #13: recipe -> (metric, the value its last evaluation must reach)."""
 
 
 def _train_recipe(name: str, quick: bool) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Training speed on an accelerator (issue #10): steps/s of each recipe's training step, eager and
 (on CUDA) under torch.compile, and the share of the device's bf16 matmul peak it reaches. It runs on any
-device (the table says which); the goals are for one H100: edm-mnist >= 200 steps/s at batch 128,
+device (the table says which); the goals are for one H100: edm-mnist >= 200 steps/s at batch 128 eager,
 gpt-shakespeare >= 5x its steps/s on 2 CPU threads (measured in the same run)."""
 
 from __future__ import annotations
