@@ -32,3 +32,42 @@ def test_checker_passes_a_correct_backward_and_catches_a_wrong_one():
 def test_checker_wants_float64_leaves():
     with pytest.raises(ValueError, match="float64"):
         gradient_errors(lambda t: t, [torch.randn(2, requires_grad=True)])
+
+
+class HalfSlope(torch.autograd.Function):
+    """x -> scale x^2 with a backward of half the true slope, except where `exact` is True."""
+
+    @staticmethod
+    def forward(ctx, x, scale, exact):
+        ctx.save_for_backward(x, exact)
+        ctx.scale = scale
+        return scale * x**2
+
+    @staticmethod
+    def backward(ctx, g):
+        x, exact = ctx.saved_tensors
+        slope = 2 * ctx.scale * x
+        return g * torch.where(exact, slope, slope / 2), None, None
+
+
+def test_the_error_is_the_worst_elements_relative_error_at_any_scale():
+    """A slope half the true one has relative error |a - n| / (|a| + |n|) = (1/2) / (3/2) = 1/3,
+    for gradients of size 1e-4 as for size 1; one wrong element among 100 is reported as such."""
+    x = torch.linspace(0.5, 1.5, 100, dtype=torch.float64, requires_grad=True)
+    wrong_everywhere, wrong_once = torch.zeros(100, dtype=torch.bool), torch.arange(100) != 37
+    for scale, exact in ((1.0, wrong_everywhere), (1e-4, wrong_everywhere), (1.0, wrong_once)):
+        error = gradient_errors(lambda t, s=scale, e=exact: HalfSlope.apply(t, s, e), [x])[0]
+        assert error == pytest.approx(1 / 3, rel=1e-4), (scale, exact.sum())
+
+
+def test_the_checker_names_the_wrong_input_and_holds_to_its_tolerance():
+    x = torch.linspace(0.5, 1.5, 10, dtype=torch.float64, requires_grad=True)
+    y = x.detach().clone().requires_grad_(True)
+    wrong = torch.zeros(10, dtype=torch.bool)
+
+    def f(a, b):  # a's gradient right, b's half its slope
+        return a**2 + HalfSlope.apply(b, 1.0, wrong)
+
+    with pytest.raises(AssertionError, match="input 1 is off: max relative error 0.333 > 0.3"):
+        check_gradients(f, [x, y], tolerance=0.3)
+    check_gradients(f, [x, y], tolerance=0.34)
