@@ -288,21 +288,28 @@ def test_each_rank_seeds_its_own_randomness(tmp_path, mnist_small):
 
 def test_time_spent_evaluating_is_not_training_time(tmp_path, mnist_small, monkeypatch):
     """The logged time (and max_seconds) counts training steps only: with evaluations that take
-    100 s each on the trainer's clock, the time logged stays far below 100 s."""
+    100 s each on the trainer's clock, the time logged is the steps' own."""
     from deepzoo.train import trainer
     from tests.conftest import FakeClock
 
-    clock = FakeClock()  # training steps take no time on it
+    clock = FakeClock()
     monkeypatch.setattr(trainer, "time", clock)
+
+    class Timed(TinyNet):
+        def loss(self, batch):
+            clock.now += 0.01234  # each training step takes 12.34 ms on the clock
+            return super().loss(batch)
 
     def slow(model, step, run_dir):
         clock.now += 100.0
         return {"step_seen": float(step)}
 
     cfg = TrainConfig(steps=6, eval_every=2, **FAST)
-    Trainer(TinyNet(), mnist_small, cfg, tmp_path, evaluate=slow).fit()
-    times = [r["time"] for r in read_metrics(tmp_path / "metrics.jsonl")]
-    assert len(times) == 5 and max(times) < 50  # train at steps 5 and 6, eval at 2, 4 and 6
+    Trainer(Timed(), mnist_small, cfg, tmp_path, evaluate=slow).fit()
+    times = {(r["split"], r["step"]): r["time"] for r in read_metrics(tmp_path / "metrics.jsonl")}
+    # train at steps 5 and 6, eval at 2, 4 and 6: the steps' time only, to the 0.1 ms logged
+    expected = {("eval", 2): 2, ("eval", 4): 4, ("train", 5): 5, ("eval", 6): 6, ("train", 6): 6}
+    assert times == pytest.approx({key: 0.01234 * steps for key, steps in expected.items()}, abs=1e-4)
 
 
 def test_a_resumed_run_keeps_its_divergence_yardstick_and_its_best_evaluation(tmp_path, mnist_small):
