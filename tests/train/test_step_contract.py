@@ -281,7 +281,7 @@ def test_a_non_finite_loss_stops_at_the_next_log_point_naming_its_group_keeping_
 
 
 def test_a_finite_loss_with_a_non_finite_gradient_is_reported_as_the_gradient(tmp_path):
-    """loss = sqrt(|w|) at w = 0 is 0, its gradient infinite (step 3's update)."""
+    """At step 3 the loss sqrt(|0 w|) is 0 and its gradient (inf x 0) NaN."""
 
     class InfiniteSlope(nn.Module):
         def __init__(self):
