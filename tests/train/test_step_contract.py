@@ -3,6 +3,7 @@
 resume, DDP, non-finite values, divergence and interrupts guarantee, proven on a two-optimizer
 toy model that alternates updates."""
 
+import itertools
 import shutil
 import signal
 import textwrap
@@ -299,43 +300,36 @@ def test_a_finite_loss_with_a_non_finite_gradient_is_reported_as_the_gradient(tm
         Trainer(InfiniteSlope(), two_player_data(64), cfg, tmp_path).fit()
 
 
+class ScriptedLoss(nn.Module):
+    """A model whose loss at each step is the next of `losses` (one parameter, zero gradient)."""
+
+    def __init__(self, losses):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+        self.losses = iter(losses)
+
+    def loss(self, batch):
+        return {"loss": (self.w * 0).sum() + float(next(self.losses))}
+
+
 def test_a_diverging_loss_stops_the_run(tmp_path):
-    class Growing(nn.Module):
-        """loss = 1, 2, 3, ... (a run whose loss climbs without becoming infinite)."""
-
-        def __init__(self):
-            super().__init__()
-            self.w = nn.Parameter(torch.zeros(1))
-            self.calls = 0
-
-        def loss(self, batch):
-            self.calls += 1
-            return {"loss": (self.w * 0).sum() + float(self.calls)}
-
+    """loss = 1, 2, 3, ... (a run whose loss climbs without becoming infinite)."""
     data = two_player_data(64)
     cfg = TrainConfig(steps=400, batch_size=32, checkpoint_every=50, diverge_factor=100, **CPU)
     with pytest.raises(DivergedError, match=r"more than 100 times the first step's \|loss\| 1.*step 100"):
-        Trainer(Growing(), data, cfg, tmp_path / "a").fit()
+        Trainer(ScriptedLoss(itertools.count(1)), data, cfg, tmp_path / "a").fit()
     assert ckpt.file_step(tmp_path / "a" / ckpt.WEIGHTS) == 100  # the window 101-105 crossed 100
-    Trainer(Growing(), data, TrainConfig(**(vars(cfg) | {"diverge_factor": 0.0})), tmp_path / "b").fit()
+    no_check = TrainConfig(**(vars(cfg) | {"diverge_factor": 0.0}))
+    Trainer(ScriptedLoss(itertools.count(1)), data, no_check, tmp_path / "b").fit()
 
 
 def test_divergence_is_measured_against_the_first_steps_absolute_loss(tmp_path):
     """First loss -2 (a likelihood or critic loss may be negative), factor 3: the bar is 3 x |-2| =
     6. A window whose mean loss is exactly 6 goes on; the window 11-15, at 6.5, stops the run."""
-
-    class Scripted(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w = nn.Parameter(torch.zeros(1))
-            self.losses = iter([-2.0, 6.0, 6.0, 6.0, 6.0] + [6.0] * 5 + [6.5] * 10)
-
-        def loss(self, batch):
-            return {"loss": (self.w * 0).sum() + next(self.losses)}
-
+    losses = [-2.0, 6.0, 6.0, 6.0, 6.0] + [6.0] * 5 + [6.5] * 10
     cfg = TrainConfig(steps=20, batch_size=32, checkpoint_every=5, diverge_factor=3, **CPU)
     with pytest.raises(DivergedError, match=r"6.5 over steps 11-15, more than 3 times .* \|loss\| 2 "):
-        Trainer(Scripted(), two_player_data(64), cfg, tmp_path).fit()
+        Trainer(ScriptedLoss(losses), two_player_data(64), cfg, tmp_path).fit()
     assert ckpt.file_step(tmp_path / ckpt.WEIGHTS) == 10
 
 
