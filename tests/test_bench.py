@@ -228,6 +228,24 @@ def test_the_readme_table_is_what_the_committed_results_render_to_and_each_verdi
         verdict = BENCHMARKS[name].met
         assert result["quick"] is False, name
         assert result.get("met") == (None if verdict is None else verdict(result)), name
+    _per_goal_flags_stand(results)
+
+
+def _per_goal_flags_stand(results: dict) -> None:
+    """The per-goal flags that results keep beside their verdict follow from the stored numbers too."""
+    from deepzoo.bench.classifiers import _regularization_goals, within
+    from deepzoo.bench.gan import GOALS, _row_met
+
+    for goal in results["mnist-classifier"]["goals"]:
+        assert goal["met"] == within(goal["median_seconds"], goal["max_seconds"]), goal["recipe"]
+        seconds = results["mnist-classifier"]["recipes"][goal["recipe"]]
+        assert goal["median_seconds"] == seconds[f"median_seconds_to_{goal['accuracy']}"]
+    regularization = results["regularization"]
+    assert regularization["goals"] == _regularization_goals(regularization["median_gain"])
+    flagged = {name for name, row in results["gan"]["models"].items() if "met" in row}
+    assert flagged == set(GOALS)
+    for name in flagged:
+        assert results["gan"]["models"][name]["met"] == _row_met(name, results["gan"]["models"][name]), name
 
 
 EPS = 1e-6
