@@ -1,10 +1,21 @@
+import numpy as np
 import pytest
 import torch
+from sklearn.model_selection import KFold, cross_val_score  # a test dependency (pyproject's dev extra)
+from sklearn.neighbors import KNeighborsClassifier
 
 from deepzoo.data import TensorData
 from deepzoo.gradcheck import check_gradients
 from deepzoo.metrics.classification import classification_metrics
-from deepzoo.models.knn import KNN, KNNConfig, cross_validate, fold_bounds, pairwise_distances, vote
+from deepzoo.models.knn import (
+    KNN,
+    KNNConfig,
+    cross_validate,
+    fold_bounds,
+    nearest_neighbours,
+    pairwise_distances,
+    vote,
+)
 from deepzoo.models.linear import (
     LinearClassifier,
     LinearConfig,
@@ -137,6 +148,29 @@ def test_knn_equals_brute_force(mnist_test, distance, k):
     assert torch.equal(predicted, _brute_force_knn(x[:250], y[:250], x[250:], k, distance))
 
 
+@pytest.mark.parametrize("distance", ["l2", "l1"])
+def test_neighbours_are_scikit_learns_and_so_is_the_vote_wherever_one_class_leads(distance):
+    """scikit-learn's brute-force KNeighborsClassifier finds the same neighbours in the same order;
+    its vote gives a tie to the smallest label, ours to the class whose member is nearest, so the
+    predictions are compared where one class has the most votes (all queries at k = 1)."""
+    generator = torch.Generator().manual_seed(0)
+    x, y = (
+        torch.randn(400, 6, generator=generator, dtype=torch.float64),
+        torch.randint(0, 4, (400,), generator=generator),
+    )
+    train, train_y, queries = x[:300], y[:300], x[300:]
+    for k in (1, 4, 7):
+        reference = KNeighborsClassifier(k, algorithm="brute", p=2 if distance == "l2" else 1)
+        reference.fit(train.numpy(), train_y.numpy())
+        neighbours = nearest_neighbours(queries, train, k, distance, chunk=37)
+        assert torch.equal(neighbours, torch.from_numpy(reference.kneighbors(queries.numpy())[1]))
+        shares = torch.from_numpy(reference.predict_proba(queries.numpy()))
+        leads = (shares == shares.max(1, keepdim=True).values).sum(1) == 1
+        assert leads.float().mean() > (0.99 if k == 1 else 0.5)
+        ours = vote(train_y[neighbours], k, 4).argmax(1)
+        assert torch.equal(ours[leads], torch.from_numpy(reference.predict(queries.numpy()))[leads])
+
+
 def test_vectorized_distances_equal_torch_cdist():
     a, b = torch.rand(7, 20), torch.rand(9, 20)
     torch.testing.assert_close(
@@ -191,11 +225,30 @@ def test_cross_validation_averages_unequal_folds_and_a_tie_goes_to_the_smallest_
     assert set(model.cv_accuracy.values()) == {1.0} and int(model.k) == 3
 
 
-def test_folds_partition_the_training_set():
-    bounds = fold_bounds(103, 5)
-    covered = [i for lo, hi in bounds for i in range(lo, hi)]
-    assert covered == list(range(103))
-    assert {hi - lo for lo, hi in bounds} <= {20, 21}
+@pytest.mark.parametrize(("n", "folds"), [(103, 5), (10, 3), (5000, 5), (7, 7), (29, 4)])
+def test_folds_are_the_course_notebooks_array_split_and_scikit_learns_kfold(n, folds):
+    """The first n mod folds folds get the extra examples (103 in 5: 21, 21, 21, 20, 20)."""
+    bounds = fold_bounds(n, folds)
+    assert [list(range(lo, hi)) for lo, hi in bounds] == [
+        a.tolist() for a in np.array_split(np.arange(n), folds)
+    ]
+    kfold = KFold(n_splits=folds).split(np.arange(n))
+    assert [list(range(lo, hi)) for lo, hi in bounds] == [held_out.tolist() for _, held_out in kfold]
+
+
+def test_cross_validation_scores_are_scikit_learns_cross_val_score_over_kfold():
+    """Two classes and odd k (no tied votes, so the tie rules cannot differ); 103 rows in 5 folds."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(103, 4, generator=generator, dtype=torch.float64)
+    y = (x[:, 0] + 0.8 * torch.randn(103, generator=generator, dtype=torch.float64) > 0).long()
+    accuracy = cross_validate(x, y, (1, 3, 5), folds=5, distance="l1", chunk=16, num_classes=2)
+    for k in (1, 3, 5):
+        reference = KNeighborsClassifier(k, algorithm="brute", p=1)
+        scores = cross_val_score(reference, x.numpy(), y.numpy(), cv=KFold(n_splits=5))
+        assert accuracy[k] == pytest.approx(scores.mean(), abs=1e-6)  # float32 fold means
+
+
+def test_folds_refuse_too_few_examples_or_a_single_fold():
     with pytest.raises(ValueError, match="folds"):
         fold_bounds(3, 5)
     with pytest.raises(ValueError, match="2 <= folds"):  # one fold leaves nothing to train on

@@ -76,10 +76,12 @@ def vote(neighbour_labels: torch.Tensor, k: int, num_classes: int) -> torch.Tens
 
 
 def fold_bounds(n: int, folds: int) -> list[tuple[int, int]]:
-    """[lo, hi) of each of `folds` contiguous folds covering range(n), sizes differing by at most 1."""
+    """[lo, hi) of each of `folds` contiguous folds covering range(n): the first n mod folds folds
+    hold one example more (the course notebook's `np.array_split`, scikit-learn's `KFold`)."""
     if not 2 <= folds <= n:
         raise ValueError(f"need 2 <= folds <= {n} examples, got {folds}")
-    edges = [round(i * n / folds) for i in range(folds + 1)]
+    size, extra = divmod(n, folds)
+    edges = [i * size + min(i, extra) for i in range(folds + 1)]
     return list(zip(edges[:-1], edges[1:]))
 
 
