@@ -1,12 +1,14 @@
-"""Per-frame AP, calibrated AP and portion mAP (metrics/online.py) against brute force and their
-defining properties."""
+"""Per-frame AP, calibrated AP and portion mAP (metrics/online.py) against brute force,
+scikit-learn's average precision and their defining properties."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from sklearn.metrics import average_precision_score  # a test dependency (pyproject's dev extra)
 
 from deepzoo.metrics.online import (
     action_position,
@@ -127,6 +129,25 @@ def test_map_is_the_mean_of_per_class_ap_over_classes_with_positives():
     expected = [average_precision(scores[..., c].flatten(), target[..., c].flatten() > 0) for c in (1, 2)]
     assert math.isnan(result["ap"][3])
     assert result["map"] == pytest.approx(sum(expected) / 2, abs=1e-12)
+
+
+def test_per_frame_ap_is_scikit_learns_average_precision_score_on_the_scored_frames():
+    """As the TRN evaluation computes it: per action class, average_precision_score over the frames
+    with a label; mAP their mean. Scores on a grid of 0.05 (many ties), some frames with two labels,
+    some with none (not scored), class 4 absent (NaN, out of the mean)."""
+    generator = torch.Generator().manual_seed(5)
+    for _ in range(5):
+        target = one_hot_streams(torch.randint(0, 4, (3, 60), generator=generator), 5)
+        target[:, ::7, 2] = 1  # a second label on some frames
+        target[:, 5:9] = 0  # unlabelled frames
+        scores = (torch.rand(3, 60, 5, generator=generator) * 20).round() / 20 + 0.2 * target
+        result = per_frame_map(scores, target)
+        scored = target.flatten(0, 1).sum(1) > 0
+        y, s = target.flatten(0, 1)[scored].numpy(), scores.flatten(0, 1)[scored].double().numpy()
+        expected = [average_precision_score(y[:, c], s[:, c]) for c in (1, 2, 3)]
+        np.testing.assert_allclose(result["ap"][1:4], expected, rtol=1e-12)
+        assert math.isnan(result["ap"][0]) and math.isnan(result["ap"][4])
+        assert result["map"] == pytest.approx(np.mean(expected), rel=1e-12)
 
 
 def test_action_position_counts_within_each_run():

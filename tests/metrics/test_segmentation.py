@@ -1,9 +1,11 @@
-"""Segmentation metrics against per-class counts by brute force."""
+"""Segmentation metrics against per-class counts by brute force and against scikit-learn."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from sklearn import metrics  # a test dependency (pyproject's dev extra)
 
 from deepzoo.metrics.segmentation import confusion_matrix, segmentation_scores
 
@@ -30,6 +32,32 @@ def test_iou_and_accuracies_equal_counting_pixels_by_class():
     assert scores["mean_accuracy"] == pytest.approx(sum(accs) / 4)
     perfect = segmentation_scores(confusion_matrix(target, target, 6, ignore_index=255))
     assert perfect["miou"] == 1.0 and perfect["pixel_accuracy"] == 1.0
+
+
+def test_scores_are_scikit_learns_jaccard_balanced_accuracy_and_accuracy():
+    """IoU = jaccard_score per class (NaN for a class in neither map, left out of mIoU), mean
+    accuracy = balanced_accuracy_score (the recall of the classes in the truth), pixel accuracy =
+    accuracy_score, all over the pixels not ignored."""
+    g = torch.Generator().manual_seed(1)
+    target = torch.randint(0, 5, (4, 16, 16), generator=g)
+    noise = torch.randint(0, 7, (4, 16, 16), generator=g)
+    pred = torch.where(torch.rand(4, 16, 16, generator=g) < 0.6, target, noise)  # 5, 6 predicted only
+    target[:, :2] = 255
+    confusion = confusion_matrix(pred, target, num_classes=8, ignore_index=255)
+    keep = target != 255
+    t, p = target[keep].numpy(), pred[keep].numpy()
+    np.testing.assert_array_equal(confusion.numpy(), metrics.confusion_matrix(t, p, labels=range(8)))
+    scores = segmentation_scores(confusion)
+    present = np.union1d(t, p)  # 0-6; class 7 is in neither map
+    iou = metrics.jaccard_score(t, p, labels=present, average=None)
+    np.testing.assert_allclose(np.array(scores["iou"])[present], iou, rtol=1e-12)
+    assert math.isnan(scores["iou"][7])
+    mean_iou = metrics.jaccard_score(t, p, labels=present, average="macro")
+    assert scores["miou"] == pytest.approx(mean_iou, rel=1e-12)
+    assert scores["pixel_accuracy"] == pytest.approx(metrics.accuracy_score(t, p), rel=1e-12)
+    with np.errstate(all="ignore"), pytest.warns(UserWarning, match="classes not in y_true"):
+        balanced = metrics.balanced_accuracy_score(t, p)
+    assert scores["mean_accuracy"] == pytest.approx(balanced, rel=1e-12)
 
 
 def test_bad_maps_are_refused():

@@ -1,7 +1,9 @@
-"""PCA and PCA whitening against the closed form: the SVD of the centred training rows."""
+"""PCA and PCA whitening against the closed form (the SVD of the centred training rows) and
+scikit-learn's PCA."""
 
 import pytest
 import torch
+from sklearn.decomposition import PCA as ReferencePCA  # a test dependency (pyproject's dev extra)
 
 from deepzoo.nn.preprocess import PCA
 
@@ -29,6 +31,24 @@ def test_pca_keeps_the_top_right_singular_vectors_of_the_centred_rows():
     covariance = z.T @ z / (len(x) - 1)
     torch.testing.assert_close(covariance, torch.diag(pca.variances.double()), rtol=1e-4, atol=1e-3)
     assert (pca.variances[:-1] > pca.variances[1:]).all()
+
+
+@pytest.mark.parametrize("whiten", [False, True])
+def test_pca_is_scikit_learns_up_to_each_components_sign(whiten):
+    """The same variances (explained_variance_, the N - 1 covariance), directions and projections of
+    new rows; whitened, both divide by the square root of the variance (eps = 0 here). Only the
+    sign rule differs (scikit-learn's svd_flip), so each component is compared up to its sign."""
+    x, new_rows = _rows(seed=2).double(), _rows(n=40, seed=3).double()
+    ours = PCA(5, whiten=whiten, eps=0.0).fit(x)
+    reference = ReferencePCA(5, whiten=whiten, svd_solver="full").fit(x.numpy())
+    torch.testing.assert_close(
+        ours.variances.double(), torch.from_numpy(reference.explained_variance_), rtol=1e-5, atol=0
+    )
+    components = torch.from_numpy(reference.components_).T  # (D, 5)
+    signs = (ours.components.double() * components).sum(0).sign()
+    torch.testing.assert_close(ours.components.double(), components * signs, rtol=0, atol=1e-5)
+    projected = torch.from_numpy(reference.transform(new_rows.numpy())) * signs
+    torch.testing.assert_close(ours(new_rows).double(), projected, rtol=1e-5, atol=1e-4)
 
 
 def test_all_components_invert_and_whitening_gives_the_identity_covariance():
