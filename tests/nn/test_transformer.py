@@ -1,4 +1,5 @@
-"""Pre-norm Transformer blocks against their equations, built from the blocks' own parts."""
+"""Pre-norm Transformer blocks against their equations, built from the blocks' own parts, and
+against torch.nn's norm-first Transformer layers given the same weights."""
 
 import pytest
 import torch
@@ -59,6 +60,66 @@ def test_a_decoder_block_is_causal_self_attention_then_cross_attention_then_the_
     # alibi is a bias on the self-attention scores: on, the block differs from off
     other = block(x, memory, memory_padding, alibi=not alibi)
     assert not torch.allclose(other, expected, atol=1e-4)
+
+
+def _load_attention(reference: torch.nn.MultiheadAttention, ours) -> None:
+    """torch's packed in-projection [W_q; W_k; W_v] from our three projections."""
+    with torch.no_grad():
+        reference.in_proj_weight.copy_(
+            torch.cat([ours.q_proj.weight, ours.k_proj.weight, ours.v_proj.weight])
+        )
+        reference.in_proj_bias.copy_(torch.cat([ours.q_proj.bias, ours.k_proj.bias, ours.v_proj.bias]))
+        reference.out_proj.load_state_dict(ours.out_proj.state_dict())
+
+
+def _load_feedforward(reference, block) -> None:
+    reference.linear1.load_state_dict(block.mlp.fc.state_dict())
+    reference.linear2.load_state_dict(block.mlp.proj.state_dict())
+
+
+def test_an_encoder_block_is_torchs_norm_first_encoder_layer_with_gelu():
+    torch.manual_seed(0)
+    block = EncoderBlock(16, 4, kernel="math").eval()
+    _distinct_norms(block)
+    reference = torch.nn.TransformerEncoderLayer(
+        16, 4, dim_feedforward=64, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+    ).eval()
+    _load_attention(reference.self_attn, block.attn)
+    _load_feedforward(reference, block)
+    reference.norm1.load_state_dict(block.ln1.state_dict())
+    reference.norm2.load_state_dict(block.ln2.state_dict())
+    x, padding = torch.randn(2, 5, 16), torch.tensor([[False] * 5, [False, False, False, True, True]])
+    torch.testing.assert_close(block(x, padding), reference(x, src_key_padding_mask=padding))
+
+
+def test_a_decoder_block_is_torchs_norm_first_decoder_layer_with_gelu():
+    """torch's norm2 is the cross-attention's norm (our ln_cross) and norm3 the MLP's (our ln2)."""
+    torch.manual_seed(0)
+    block = DecoderBlock(16, 4, cross=True, kernel="math").eval()
+    _distinct_norms(block)
+    reference = torch.nn.TransformerDecoderLayer(
+        16, 4, dim_feedforward=64, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+    ).eval()
+    _load_attention(reference.self_attn, block.attn)
+    _load_attention(reference.multihead_attn, block.cross)
+    _load_feedforward(reference, block)
+    for theirs, ours in (
+        (reference.norm1, block.ln1),
+        (reference.norm2, block.ln_cross),
+        (reference.norm3, block.ln2),
+    ):
+        theirs.load_state_dict(ours.state_dict())
+    x, memory = torch.randn(2, 6, 16), torch.randn(2, 7, 16)
+    memory_padding = torch.zeros(2, 7, dtype=torch.bool)
+    memory_padding[1, 4:] = True
+    expected = reference(
+        x,
+        memory,
+        tgt_mask=torch.nn.Transformer.generate_square_subsequent_mask(6),
+        tgt_is_causal=True,
+        memory_key_padding_mask=memory_padding,
+    )
+    torch.testing.assert_close(block(x, memory, memory_padding), expected)
 
 
 def test_a_decoder_block_step_by_step_with_caches_equals_the_whole_sequence():
