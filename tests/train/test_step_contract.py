@@ -589,6 +589,31 @@ def test_the_ema_of_a_submodule_leaves_a_sibling_with_a_longer_name_and_copies_b
             EMA(model, decay)
 
 
+def test_the_ema_is_torchs_averaged_model_with_an_ema_average_started_at_the_initial_weights():
+    """torch.optim.swa_utils.AveragedModel with get_ema_multi_avg_fn(d) copies the weights at its
+    first update and averages from then on; ours starts from the weights it is built with (as
+    timm's ModelEmaV2 and the EDM code do), so the reference is given those weights once."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from deepzoo.train.ema import EMA
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    ema = EMA(model, 0.9)
+    reference = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9))
+    reference.update_parameters(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(20):
+        opt.zero_grad()
+        model(torch.randn(16, 4)).square().mean().backward()
+        opt.step()
+        ema.update()
+        reference.update_parameters(model)
+    for ours, theirs in zip(ema.module.parameters(), reference.module.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(ema.module[0].weight, model[0].weight, atol=1e-3)  # it does trail
+
+
 def test_a_lock_names_its_holder_and_overwriting_removes_links_not_their_targets(tmp_path):
     import os
 
