@@ -26,7 +26,7 @@ from deepzoo.train import (
     distributed,
 )
 from deepzoo.train import checkpoint as ckpt
-from deepzoo.train.batches import batch_indices
+from deepzoo.train.batches import batch_indices, permutation
 from deepzoo.train.logging import read_metrics
 from deepzoo.train.rundir import RunDirError
 from deepzoo.train.schedules import lr_factor
@@ -411,6 +411,32 @@ def test_shuffled_batches_shard_the_global_batch_and_generated_batches_depend_on
         placed.next(5)["x"], GeneratedBatches(draw, 16, seed=0, rank=1, world_size=2).next(5)["x"]
     )
     assert len(placed.next(5)["x"]) == 8 and not torch.equal(placed.next(5)["x"], source.next(5)["x"][:8])
+
+
+def test_every_seed_and_epoch_has_its_own_order_and_leftovers_wait_for_the_next_epoch():
+    """110 examples in batches of 20: 5 full batches an epoch (the 10 left over are not a short
+    sixth batch); batch 5 opens epoch 1. No two (seed, epoch) pairs share an order (a seed offset by
+    one must not replay the next epoch's order)."""
+    orders = {(seed, epoch): permutation(50, seed, epoch) for seed in range(3) for epoch in range(3)}
+    assert len({tuple(order.tolist()) for order in orders.values()}) == 9
+    assert torch.equal(batch_indices(5, 110, 20, seed=1), permutation(110, 1, 1)[:20])
+    source = ShuffledBatches(two_player_data(110), 20, seed=1)
+    assert all(len(source.next(step)["x"]) == 20 for step in range(12))
+    assert torch.equal(source.next(5)["x"], two_player_data(110)[permutation(110, 1, 1)[:20]]["x"])
+    with pytest.raises(ValueError, match="batch_size 20 exceeds the dataset size 19"):
+        ShuffledBatches(two_player_data(19), 20, seed=0)
+    with pytest.raises(ValueError, match="batch_size 20 exceeds the dataset size 19"):
+        batch_indices(0, 19, 20, seed=0)
+    assert len(ShuffledBatches(two_player_data(20), 20, seed=0).next(3)["x"]) == 20  # the whole set
+
+
+def test_generated_batches_arrive_on_the_sources_device():
+    def draw(n, generator):
+        return {"x": torch.randn(n, 2, generator=generator)}
+
+    batch = GeneratedBatches(draw, 8, seed=0, device="meta").next(0)
+    assert batch["x"].device.type == "meta" and batch["x"].shape == (8, 2)
+    assert GeneratedBatches(draw, 8, seed=0).placed(0, 1, "meta").next(1)["x"].device.type == "meta"
 
 
 def test_the_trainer_reads_a_generated_batch_source(tmp_path):
