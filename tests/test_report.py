@@ -168,21 +168,25 @@ def test_tensorboard_event_files_hold_the_logged_scalars(tmp_path):
 
 
 def test_tensorboard_logs_numeric_terms_as_scalars_and_the_samples_after_evaluations(tmp_path):
-    """A string or a bool term is not a scalar; the PNGs under samples/ go in at eval records only."""
+    """A string or a bool term is not a scalar; the PNGs under samples/ go in at eval records only,
+    a damaged one (being rewritten) skipped; each record is on disk once written (a run watched
+    live), not only when the log is closed."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from deepzoo.train.logging import TensorBoardLog
 
-    _png(tmp_path / "samples" / "grid.png")
+    whole = _png(tmp_path / "samples" / "grid.png").read_bytes()
+    (tmp_path / "samples" / "half.png").write_bytes(whole[: len(whole) // 2])
     log = TensorBoardLog(tmp_path)
     log.write({"step": 5, "split": "train", "loss": 0.5, "kind": "adamw", "finite": True})
     log.write({"step": 10, "split": "eval", "accuracy": 0.75})
-    log.close()
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert sorted(events.Tags()["scalars"]) == ["eval/accuracy", "train/loss"]
     assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(5, 0.5)]
+    assert events.Tags()["images"] == ["samples/grid"]
     assert [e.step for e in events.Images("samples/grid")] == [10]
+    log.close()
 
 
 def _png(path: Path, shade: float = 0.5) -> Path:

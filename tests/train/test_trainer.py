@@ -1,3 +1,4 @@
+import json
 import math
 import os
 import subprocess
@@ -422,6 +423,21 @@ def test_metrics_records_survive_a_damaged_line_anywhere(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n{"step": 3, "loss": 1.0}\n{"step": 4')
     assert read_metrics(path) == [{"step": 1, "loss": 2.0}, {"step": 3, "loss": 1.0}]
+
+
+@pytest.mark.parametrize("resume_step", [0, 10])
+def test_a_resumed_log_drops_the_records_after_its_checkpoint_even_the_first(tmp_path, resume_step):
+    """Resuming from the checkpoint of step s (0: the one saved before any step) keeps the records
+    up to s, on disk and in memory; a fresh log (None) keeps what the file holds."""
+    from deepzoo.train.logging import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    records = [{"step": s, "split": "train", "loss": 1.0 / (s + 1)} for s in (0, 10, 20)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    kept = [r for r in records if r["step"] <= resume_step]
+    log = MetricsLog(path, resume_step)
+    assert log.records == kept and read_metrics(path) == kept
+    assert MetricsLog(path, None).records == kept
 
 
 def test_a_second_sigterm_waits_for_the_step_but_a_second_sigint_interrupts_at_once():
