@@ -465,12 +465,49 @@ def test_the_trainer_reads_a_generated_batch_source(tmp_path):
         ("lr_gamma", 0.0, r"train.lr-gamma must be in \(0, 1\], got 0.0"),
         ("lr_milestones", (0.5, 1.5), r"train.lr-milestones must be each in \[0, 1\]"),
         ("min_lr_ratio", 1.5, r"train.min-lr-ratio must be in \[0, 1\]"),
-        ("optimizer", "lion", "train.optimizer must be one of sgd, adam, adamw, adagrad, rmsprop"),
+        (
+            "optimizer",
+            "lion",
+            "train.optimizer must be one of sgd, adam, adamw, adagrad, rmsprop, got 'lion'",
+        ),
+        ("precision", "fp16", "train.precision must be auto, bf16 or fp32, got 'fp16'"),
+        ("schedule", "exponential", "train.schedule must be one of constant, .*, got 'exponential'"),
     ],
 )
 def test_bad_train_settings_are_refused_naming_the_field(field, value, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**{field: value})
+
+
+def test_every_number_a_train_config_or_a_group_holds_refuses_a_negative_value():
+    """No count, rate, time or factor of training is negative: each numeric field (and each number
+    of a tuple field) set to -1 is refused, naming the field as its flag."""
+    from dataclasses import fields
+
+    for config_class, prefix in ((TrainConfig, "train."), (OptimConfig, "train.optim.GROUP.")):
+        numeric = [
+            f.name for f in fields(TrainConfig) if type(getattr(TrainConfig(), f.name)) in (int, float, tuple)
+        ]
+        if config_class is OptimConfig:
+            numeric = [name for name in numeric if name in {f.name for f in fields(OptimConfig)}]
+        assert len(numeric) >= (10 if config_class is OptimConfig else 20)
+        for name in numeric:
+            default = getattr(TrainConfig(), name)
+            bad = tuple(-1.0 for _ in default) if isinstance(default, tuple) else type(default)(-1)
+            with pytest.raises(ValueError, match=rf"^{prefix}{name.replace('_', '-')} must be"):
+                config_class(**{name: bad})
+
+
+def test_the_defaults_the_training_guide_states_are_the_configs():
+    """docs/training.md writes a default as `field` (value), e.g. `diverge_factor` (100)."""
+    import re
+    from pathlib import Path
+
+    guide = (Path(__file__).parents[2] / "docs" / "training.md").read_text()
+    stated = re.findall(r"`(\w+)` \(([0-9.e+-]+)\)", guide)
+    assert stated
+    for name, value in stated:
+        assert getattr(TrainConfig(), name) == float(value), name
 
 
 def test_the_optimizer_defaults_are_torch_optims_and_the_step_schedule_resnets():
@@ -492,6 +529,20 @@ def test_bad_group_settings_are_refused_naming_the_field():
     with pytest.raises(ValueError, match=r"train.optim.GROUP.schedule must be one of"):
         OptimConfig(schedule="exponential")
     assert OptimConfig(lr=None).lr is None  # unset: the shared value
+
+
+def test_a_groups_warm_restarts_are_checked_against_the_schedule_it_resolves_to():
+    """A group's lr_cycles without its own schedule takes the train config's: refused only once
+    that resolves to a schedule without cycles."""
+    assert OptimConfig(lr_cycles=3).lr_cycles == 3
+    assert TrainConfig(schedule="cosine").with_group("g", lr_cycles=3).group("g").lr_cycles == 3
+    with pytest.raises(ValueError, match=r"GROUP.lr-cycles 3 \(warm restarts\) needs a cosine .*, not step"):
+        TrainConfig(schedule="step").with_group("g", lr_cycles=3).group("g")
+    with pytest.raises(
+        ValueError,
+        match=r"train.lr-cycles 2 \(warm restarts\) needs a cosine or linear train.schedule, not constant",
+    ):
+        TrainConfig(schedule="constant", lr_cycles=2)
 
 
 def _train_two_player(run_dir, batch_size: int) -> None:
