@@ -41,6 +41,7 @@ def test_uniform_draws_have_the_uniform_mean_and_variance():
         [float(v) for v in _values("train.weight-decay=uniform:0.2:0.6")], dtype=torch.float64
     )
     assert values.min() >= 0.2 and values.max() <= 0.6
+    assert len(set(values.tolist())) == N  # full precision: no two of 6,000 draws coincide
     sd = 0.4 / math.sqrt(12)
     assert abs(values.mean() - 0.4) < 5 * sd / math.sqrt(N)
     assert abs(values.var() - sd**2) < 5 * math.sqrt(0.4**4 / 80 / N)
@@ -84,6 +85,10 @@ def test_a_trials_values_depend_only_on_the_seed_and_its_index():
         ("train.lr=uniform:0:inf", "LOW < HIGH"),
         ("train.lr=uniform:0", "LOW < HIGH"),
         ("train.lr=uniform:a:b", "LOW < HIGH"),
+        ("train.lr=uniform:0:1:2", "LOW < HIGH"),
+        ("train.lr=uniform:0.5:0.5", "LOW < HIGH"),
+        ("=uniform:0:1", "write FIELD=KIND"),
+        (" =uniform:0:1", "write FIELD=KIND"),
         ("model.regularize.translate=int:0:2.5", "must be integers"),
         ("train.optimizer=choice:sgd,sgd", "distinct values"),
         ("train.optimizer=choice:sgd,", "distinct values"),
@@ -103,6 +108,7 @@ def test_a_dimension_reads_back_from_its_own_spelling():
     ):
         dimension = parse_dimension(spec)
         assert parse_dimension(str(dimension)) == dimension
+    assert str(parse_dimension("model.k=int:1:9")) == "model.k=int:1:9"  # not 1.0:9.0
     assert parse_dimension("--train.weight_decay=uniform:0:1") == Dimension(
         "train.weight-decay", "uniform", 0, 1
     )
@@ -193,6 +199,12 @@ def test_a_trial_scores_its_best_evaluation_when_it_keeps_the_best_weights(tmp_p
     assert trial_metric(tmp_path, classifier, best) == 0.85
     last = replace(classifier.default, train=replace(classifier.default.train, keep_best=""))
     assert trial_metric(tmp_path, classifier, last) == 0.85
+    records.insert(2, {"step": 1, "split": "eval", "accuracy": 0.9})  # the best is no longer the last
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    spaced = replace(classifier.default, train=replace(classifier.default.train, keep_best="accuracy : max"))
+    assert trial_metric(tmp_path, classifier, spaced) == 0.9
+    other = replace(classifier.default, train=replace(classifier.default.train, keep_best="val_loss:min"))
+    assert trial_metric(tmp_path, classifier, other) == 0.85  # best by another metric: the last
 
 
 FAST = ["--train-limit", "2000", "--validation", "1000", "--train.steps", "40", "--train.eval-every", "40"]
@@ -267,6 +279,28 @@ def test_a_diverging_trial_is_recorded_and_the_search_goes_on(tmp_path, capsys):
         capsys, tmp_path / "all-stop", 1, "train.lr=choice:1000", extra=["--train.log-every", "10"]
     )
     assert text.splitlines()[-1].startswith("every trial stopped; all trials in ")
+
+
+def test_a_trial_stopped_by_a_non_finite_loss_is_recorded_and_the_search_goes_on(tmp_path, monkeypatch):
+    import deepzoo.recipes.search as search
+    from deepzoo.recipes.search import run_search
+    from deepzoo.train.errors import NonFiniteLossError
+
+    def train(name, config, run_dir):
+        if config.train.lr > 1:
+            raise NonFiniteLossError("the loss is nan at step 3")
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.jsonl").write_text(
+            json.dumps({"step": 9, "split": "eval", "accuracy": 0.5}) + "\n"
+        )
+
+    monkeypatch.setattr(search, "train_recipe", train)
+    recipe = get_recipe("linear-softmax-mnist")
+    base = replace(recipe.default, validation=1000)
+    trials = [({"train.lr": lr}, replace(base, train=replace(base.train, lr=lr))) for lr in (10.0, 0.01)]
+    ranked = run_search(recipe, trials, tmp_path, {"recipe": recipe.name})
+    assert [(t["trial"], t["accuracy"]) for t in ranked] == [(1, 0.5), (0, None)]
+    assert ranked[1]["status"] == "stopped: the loss is nan at step 3"
 
 
 SEARCH = ["search", "linear-softmax-mnist", "--out", "S"]
