@@ -53,11 +53,20 @@ def test_overfitting_memorises_the_examples_and_reports_their_accuracy(tmp_path)
     from deepzoo.metrics.classification import classification_metrics
 
     recipe = get_recipe("two-layer-mnist")
-    decayed = _config("two-layer-mnist", weight_decay=0.1)  # turned off for the check
+    # weight decay turned off; a warm-up longer than the check cut to a tenth of its steps; no
+    # best-weights bookkeeping or early stopping on the one evaluation
+    decayed = _config(
+        "two-layer-mnist", weight_decay=0.1, warmup_steps=500, keep_best="accuracy:max", patience=1
+    )
     report = overfit(recipe, decayed, examples=20, steps=60, out=tmp_path / "fit")
     assert report["ok"] and report["accuracy"] == 1.0 and report["loss"] < 0.05
     run = load_run(tmp_path / "fit")
     assert run.config.train.weight_decay == 0.0 and run.config.train.batch_size == 20
+    assert (
+        run.config.train.warmup_steps == 6
+        and run.config.train.keep_best == ""
+        and run.config.train.patience == 0
+    )
     twenty = load_mnist("train")
     metrics, _ = classification_metrics(run.model, type(twenty)(twenty[slice(0, 20)]))
     assert metrics["accuracy"] == report["accuracy"]
@@ -69,7 +78,7 @@ def test_overfitting_memorises_the_examples_and_reports_their_accuracy(tmp_path)
 
 def test_each_rate_trains_at_that_constant_rate_from_the_same_start(tmp_path):
     recipe = get_recipe("linear-softmax-mnist")
-    config = _config("linear-softmax-mnist", batch_size=64)
+    config = _config("linear-softmax-mnist", batch_size=64, warmup_steps=20)  # the sweep has none
     report = learning_rates(recipe, config, [1e4, 1e-2, 1e-9], steps=40, out=tmp_path)
     rates = report["rates"]
     assert rates["10000"]["status"] == "stopped: diverged"
@@ -138,13 +147,75 @@ def test_the_verdicts_are_within_ten_percent_of_chance_and_every_example_memoris
     import deepzoo.recipes.check as check
 
     recipe, config = get_recipe("linear-softmax-mnist"), _config("linear-softmax-mnist")
-    for loss, ok in ((1.05 * math.log(10), True), (0.93 * math.log(10), True), (1.12 * math.log(10), False)):
+    for loss, ok in (
+        (1.05 * math.log(10), True),
+        (0.93 * math.log(10), True),
+        (1.12 * math.log(10), False),
+        (0.85 * math.log(10), False),  # too low is as suspect as too high
+    ):
         monkeypatch.setattr(check, "mean_terms", lambda *a, loss=loss, **k: {"loss": loss})
         assert initial_loss(recipe, config)["ok"] is ok
     for accuracy, ok in ((1.0, True), (0.95, False)):
         result = SimpleNamespace(metrics={"loss": 0.1, "accuracy": accuracy})
         monkeypatch.setattr(check, "train_variant_of", lambda *a, result=result, **k: result)
         assert overfit(recipe, config, examples=20, steps=5, out=tmp_path)["ok"] is ok
+
+
+def test_the_initial_loss_is_taken_in_training_mode(mnist_small):
+    """BatchNorm in training mode normalizes with the batch's statistics, as the first step will."""
+    from deepzoo.data import load_mnist
+
+    recipe = get_recipe("resnet-mnist")
+    config = _config("resnet-mnist", batch_size=32)
+    report = initial_loss(recipe, config)
+    torch.manual_seed(config.train.seed)
+    model = recipe.build(config).train()
+    first = load_mnist("train")[slice(0, 32)]
+    with torch.no_grad():
+        expected = float(model.loss(first)["loss"])
+        in_eval = float(model.eval().loss(first)["loss"])
+    assert report["loss"] == pytest.approx(expected, rel=1e-4) and abs(expected - in_eval) > 1e-3
+
+
+def test_what_check_cannot_check_is_refused_by_name():
+    """A model without trainable parameters, and training data that is not a tensor dataset."""
+    recipe = get_recipe("linear-softmax-mnist")
+    frozen = replace(recipe, build=lambda config: recipe.build(config).requires_grad_(False))
+    with pytest.raises(ValueError, match="trained by gradient steps on one loss"):
+        initial_loss(frozen, _config("linear-softmax-mnist"))
+    streamed = replace(recipe, data=lambda config, device: (iter(()), None))
+    with pytest.raises(ValueError, match="needs a recipe trained on a tensor dataset"):
+        initial_loss(streamed, _config("linear-softmax-mnist"))
+
+
+def test_each_rate_reports_its_last_loss_and_why_it_stopped(monkeypatch, tmp_path):
+    """Scripted runs: a rate whose loss fell then rose reports where it ended (and is not suggested
+    for its dip); a diverged and a non-finite run say which."""
+    import deepzoo.recipes.check as check
+    from deepzoo.train.errors import DivergedError, NonFiniteLossError
+
+    losses = {0.1: [2.0, 0.5, 1.5], 0.01: [2.0, 1.2, 1.1]}
+
+    def train(recipe, config, run_dir, evaluate):
+        rate = config.train.lr
+        if rate == 1.0:
+            raise DivergedError("the loss diverged")
+        if rate == 10.0:
+            raise NonFiniteLossError("the loss is nan")
+        run_dir.mkdir(parents=True)
+        records = [{"step": i, "split": "train", "loss": v} for i, v in enumerate(losses[rate])]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    monkeypatch.setattr(check, "train_variant_of", train)
+    recipe = get_recipe("linear-softmax-mnist")
+    report = learning_rates(recipe, _config("linear-softmax-mnist"), [10.0, 1.0, 0.1, 0.01], 30, tmp_path)
+    assert report["rates"] == {
+        "10": {"first": None, "last": None, "status": "stopped: non-finite loss"},
+        "1": {"first": None, "last": None, "status": "stopped: diverged"},
+        "0.1": {"first": 2.0, "last": 1.5, "status": "done"},
+        "0.01": {"first": 2.0, "last": 1.1, "status": "done"},
+    }
+    assert report["suggested"] == "0.01"
 
 
 def test_the_printout_flags_a_failed_check_and_shows_each_rates_fall_or_fate(monkeypatch, capsys):
