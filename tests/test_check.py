@@ -216,6 +216,8 @@ def test_each_rate_reports_its_last_loss_and_why_it_stopped(monkeypatch, tmp_pat
         "0.01": {"first": 2.0, "last": 1.1, "status": "done"},
     }
     assert report["suggested"] == "0.01"
+    stopped = learning_rates(recipe, _config("linear-softmax-mnist"), [10.0, 1.0], 30, tmp_path / "none")
+    assert stopped["suggested"] is None  # no rate to suggest when every one stopped
 
 
 def test_the_printout_flags_a_failed_check_and_shows_each_rates_fall_or_fate(monkeypatch, capsys):
