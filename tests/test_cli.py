@@ -637,6 +637,35 @@ def test_a_default_run_directory_never_reuses_one_from_the_same_second(tmp_path,
     assert [p.name for p in made] == ["20261206-031500", "20261206-031500-1", "20261206-031500-2"]
 
 
+def test_every_rank_trains_into_the_run_directory_rank_0_chose(tmp_path, monkeypatch):
+    """Two ranks may start in different seconds: the default run directory is chosen once and
+    broadcast, so each rank writes into rank 0's."""
+    from deepzoo.recipes import runs
+
+    chosen, fitted = tmp_path / "rank-0-chose-this", []
+    monkeypatch.setattr(runs.distributed, "broadcast_object", lambda value, info: str(chosen))
+    monkeypatch.setattr(runs, "_fit", lambda recipe, config, run_dir, **kw: fitted.append(run_dir))
+    runs.train_recipe("cnn-mnist")
+    assert fitted == [chosen]
+
+
+@pytest.mark.parametrize("entry", ["train_recipe", "train_variant_of"])
+def test_a_config_outside_its_ranges_is_refused_before_training(monkeypatch, tmp_path, entry):
+    import dataclasses
+
+    from deepzoo.recipes import get_recipe, runs
+
+    def fit(*args, **kwargs):
+        raise AssertionError("trained with a dropout of 1.5")
+
+    monkeypatch.setattr(runs, "_fit", fit)
+    recipe = get_recipe("cnn-mnist")
+    config = dataclasses.replace(recipe.default, model=dataclasses.replace(recipe.default.model, dropout=1.5))
+    first = "cnn-mnist" if entry == "train_recipe" else recipe
+    with pytest.raises(ValueError, match=r"^model\.dropout must be in \[0, 1\), got 1\.5"):
+        getattr(runs, entry)(first, config, tmp_path / "run")
+
+
 def test_a_run_loads_its_best_then_its_ema_then_its_last_weights(tmp_path, capsys):
     """load_run (and `deepzoo eval`, `deepzoo.load`) prefers best.safetensors, then
     ema.safetensors, then model.safetensors; the step it reports is the loaded file's."""
