@@ -191,9 +191,10 @@ def test_steps_for_a_model_without_parameters_fail_before_it_is_fitted(tmp_path,
     from deepzoo.models.knn import KNN
 
     monkeypatch.setattr(KNN, "fit", lambda *a: pytest.fail("fitted before the error"))
-    argv = ["train", "knn-mnist", "--train.steps", "2", "--run-dir", str(tmp_path / "k")]
-    code, err = _error_of(capsys, argv)
-    assert code == 2 and "no trainable parameters" in err and not (tmp_path / "k").exists()
+    for steps in ("1", "2"):
+        argv = ["train", "knn-mnist", "--train.steps", steps, "--run-dir", str(tmp_path / "k")]
+        code, err = _error_of(capsys, argv)
+        assert code == 2 and "no trainable parameters" in err and not (tmp_path / "k").exists()
 
 
 def test_sampling_a_language_model_prints_and_saves_text(tmp_path, capsys):
@@ -370,6 +371,52 @@ def test_damaged_run_files_are_one_line_naming_the_file(tmp_path, capsys):
     assert code == 2 and "config.json is damaged" in err
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\xff\xfe not text",  # not UTF-8
+        b"[1, 2]",  # JSON, but not a record
+        b'"cnn-mnist"',
+        b'{"recipe": "cnn-mnist"}',  # no config
+        b'{"recipe": "cnn-mnist", "config": 3}',  # a config that is not a dict
+        b'{"recipe": "cnn-mnist", "config": {"train": {"lr": "fast"}}}',  # a field of the wrong type
+        b'{"recipe": "cnn-mnist", "config": {"widht": 3}}',  # a field this recipe lacks
+    ],
+)
+def test_a_damaged_run_config_is_refused_naming_the_file(tmp_path, content):
+    from deepzoo.recipes import read_run_config
+    from deepzoo.train.checkpoint import DamagedRunFile
+
+    (tmp_path / "config.json").write_bytes(content)
+    with pytest.raises(DamagedRunFile, match=r"config\.json is damaged"):
+        read_run_config(tmp_path)
+
+
+def test_a_run_config_naming_an_unknown_recipe_or_not_a_file_is_refused(tmp_path):
+    from deepzoo.recipes import read_run_config
+    from deepzoo.train.checkpoint import DamagedRunFile
+
+    (tmp_path / "config.json").write_text('{"recipe": "no-such-recipe", "config": {}}')
+    with pytest.raises(DamagedRunFile, match=r"config\.json names recipe 'no-such-recipe', which"):
+        read_run_config(tmp_path)
+    (tmp_path / "config.json").unlink()
+    (tmp_path / "config.json").mkdir()  # a directory of that name is no run's config
+    with pytest.raises(FileNotFoundError, match="is not a deepzoo run directory"):
+        read_run_config(tmp_path)
+
+
+def test_a_run_without_weights_says_which_file_it_lacks(tmp_path):
+    from deepzoo.config import to_dict
+    from deepzoo.recipes import get_recipe, load_run
+
+    record = {"recipe": "cnn-mnist", "config": to_dict(get_recipe("cnn-mnist").default)}
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    with pytest.raises(FileNotFoundError, match=r"holds no weights \(model\.safetensors\)"):
+        load_run(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"holds no weights \(step-4\.safetensors\)"):
+        load_run(tmp_path, weights=tmp_path / "snapshots" / "step-4.safetensors")
+
+
 def test_debug_shows_the_traceback_of_an_error(tmp_path, capsys, monkeypatch):
     """Without --debug one line and exit status 2; with it (or DEEPZOO_DEBUG=1) the exception
     itself, whose traceback the interpreter prints."""
@@ -432,6 +479,10 @@ def test_a_two_stage_recipe_refuses_a_parent_run_of_another_recipe(tmp_path, cap
     with pytest.raises(ValueError, match="is a 'cnn-mnist' run, not a vqvae-mnist run"):
         load_parent(run_dir, ("vqvae-mnist",), "vqvae-run")
     assert load_parent(run_dir, ("cnn-mnist",), "parent").recipe.name == "cnn-mnist"
+    for missing in ("", tmp_path / "empty"):  # unset, or a directory that holds no run
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        with pytest.raises(FileNotFoundError, match="^--vqvae-run must name a trained vqvae-mnist run"):
+            load_parent(missing, ("vqvae-mnist",), "vqvae-run")
 
 
 def test_a_classifier_trains_on_the_first_train_limit_images(capsys):
@@ -666,6 +717,55 @@ def test_a_config_outside_its_ranges_is_refused_before_training(monkeypatch, tmp
         getattr(runs, entry)(first, config, tmp_path / "run")
 
 
+@pytest.mark.parametrize("entry", ["train_recipe", "train_variant_of"])
+def test_evaluate_and_overwrite_reach_the_trainer(monkeypatch, tmp_path, entry):
+    from deepzoo.recipes import get_recipe, runs
+
+    fitted = []
+    monkeypatch.setattr(runs, "_fit", lambda recipe, config, run_dir, **kw: fitted.append(kw))
+    recipe = get_recipe("cnn-mnist")
+    if entry == "train_recipe":
+        runs.train_recipe("cnn-mnist", None, tmp_path / "run", evaluate=False, overwrite=True)
+        assert fitted == [{"resume": False, "evaluate": False, "overwrite": True}]
+    else:
+        runs.train_variant_of(recipe, recipe.default, tmp_path / "run", evaluate=False)
+        assert fitted == [{"resume": False, "evaluate": False}]
+
+
+def test_a_run_starts_from_the_weights_its_seed_gives(monkeypatch, tmp_path):
+    """The model is built after seeding with train.seed: every rank, and every rerun, starts from
+    the same weights whatever the global generator held before."""
+    import dataclasses
+
+    from deepzoo.recipes import get_recipe, runs
+
+    built, evaluations = [], []
+
+    class Recorder:
+        def __init__(self, model, *args, evaluate, name, **kwargs):
+            built.append({k: v.clone() for k, v in model.state_dict().items()})
+            evaluations.append(evaluate)
+            assert name == "cnn-mnist"  # the progress bar's title, not the run directory's name
+
+        def fit(self):
+            return None
+
+    monkeypatch.setattr(runs, "Trainer", Recorder)
+    recipe = get_recipe("cnn-mnist")
+    for global_seed, seed in ((0, 0), (1, 0), (0, 1)):
+        torch.manual_seed(global_seed)
+        train = dataclasses.replace(recipe.default.train, seed=seed)
+        config = dataclasses.replace(recipe.default, train=train)
+        runs.train_variant_of(recipe, config, tmp_path / f"run{len(built)}")
+    first, rerun, other_seed = built
+    assert all(torch.equal(first[k], rerun[k]) for k in first)
+    assert not all(torch.equal(first[k], other_seed[k]) for k in first)
+    # the trainer evaluates with the recipe's evaluation, or not at all with evaluate=False
+    assert all(callable(e) for e in evaluations)
+    runs.train_variant_of(recipe, recipe.default, tmp_path / "quiet", evaluate=False)
+    assert evaluations[-1] is None
+
+
 def test_a_run_loads_its_best_then_its_ema_then_its_last_weights(tmp_path, capsys):
     """load_run (and `deepzoo eval`, `deepzoo.load`) prefers best.safetensors, then
     ema.safetensors, then model.safetensors; the step it reports is the loaded file's."""
@@ -703,6 +803,12 @@ def test_a_run_loads_its_best_then_its_ema_then_its_last_weights(tmp_path, capsy
     (run_dir / ckpt.WEIGHTS).write_bytes(ckpt.weights_bytes(other, 3))
     os.utime(run_dir / ckpt.WEIGHTS, (1e9, 1e9))  # retrained in place: another modification time
     assert load_parent(run_dir, ("cnn-mnist",), "parent-run").step == 3
+    # another device is another load; only the newest parent is held in memory
+    elsewhere = load_parent(run_dir, ("cnn-mnist",), "parent-run", device="meta")
+    assert next(elsewhere.model.parameters()).device.type == "meta"
+    from deepzoo.recipes import runs
+
+    assert list(runs._parents.values()) == [elsewhere]
 
 
 def _stand_in_run(monkeypatch, tmp_path, samples, model, eval_data, draw=None):

@@ -32,6 +32,15 @@ def test_unknown_fields_are_rejected():
         from_dict(type(config), data)
 
 
+def test_a_section_that_is_not_a_dict_is_rejected():
+    """A damaged config.json whose `train` section became a number is refused when read, not
+    carried into training as TrainConfig's stand-in."""
+    config = RECIPES["cnn-mnist"].default
+    for section in (5, [1, 2], "adam", None):
+        with pytest.raises(TypeError, match="expected a dict for TrainConfig"):
+            from_dict(type(config), {**to_dict(config), "train": section})
+
+
 def test_a_field_added_later_reads_as_the_old_runs_ran_when_their_config_lacks_it():
     import dataclasses
 

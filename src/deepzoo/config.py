@@ -42,8 +42,8 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
 
 def _convert(hint: Any, value: Any) -> Any:
     origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-        return from_dict(hint, value)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value)  # which refuses a section that is not a dict
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(hint):
             if arg is type(None) and value is None:
