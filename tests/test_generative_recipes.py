@@ -299,6 +299,72 @@ def test_the_likelihood_recipes_train_as_their_budget_says():
     assert (t.steps, t.eval_every, t.max_seconds, t.batch_size) == (400, 100, BUDGET_SECONDS, 64)
 
 
+def test_the_shared_training_settings_are_what_their_docstrings_say():
+    """adamw_linear: AdamW, linear warm-up and decay, a checkpoint every 4 evaluations (other
+    settings passed on); sequence_ac_train: AdamW at a constant rate, no weight decay, gradients
+    clipped at 1, no divergence check, a checkpoint at each evaluation."""
+    from deepzoo.recipes.common import adamw_linear, sequence_ac_train
+
+    lin = adamw_linear(1000, 64, 2e-3, 50, 100, seed=3)
+    assert (lin.optimizer, lin.schedule, lin.lr, lin.warmup_steps) == ("adamw", "linear", 2e-3, 50)
+    assert (lin.steps, lin.batch_size, lin.eval_every, lin.checkpoint_every) == (1000, 64, 100, 400)
+    assert lin.seed == 3 and lin.min_lr_ratio == 0.0  # decays to zero
+    ac = sequence_ac_train(300, 64, 1e-4, 50, max_seconds=30.0)
+    assert (ac.optimizer, ac.schedule, ac.lr, ac.weight_decay) == ("adamw", "constant", 1e-4, 0.0)
+    assert (ac.grad_clip, ac.diverge_factor, ac.max_seconds, ac.log_every) == (1.0, 0.0, 30.0, 10)
+    assert (ac.steps, ac.batch_size, ac.eval_every, ac.checkpoint_every) == (300, 64, 50, 50)
+
+
+def test_mean_terms_weighs_each_batch_by_its_size():
+    """7 examples in batches of 3, 3, 1: the mean of the per-batch means would overweight the last."""
+    from deepzoo.data.tensors import TensorData
+    from deepzoo.recipes.common import mean_terms
+
+    class Terms(torch.nn.Module):
+        def loss(self, batch):
+            return {"loss": batch["x"].mean(), "square": (batch["x"] ** 2).mean()}
+
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 70.0], dtype=torch.float64)
+    terms = mean_terms(Terms(), TensorData({"x": x}), batch_size=3)
+    assert terms == pytest.approx({"loss": x.mean().item(), "square": (x**2).mean().item()}, rel=1e-12)
+
+
+def test_predictions_are_one_grid_of_whole_examples_side_by_side(tmp_path):
+    """N = 5 examples of k = 2 pictures: rows of k ceil(sqrt(5)) = 6 pictures, 3 examples each."""
+    from PIL import Image
+
+    from deepzoo.recipes.common import write_predictions
+    from deepzoo.viz import save_image_grid
+
+    pictures = torch.rand(5, 2, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    assert write_predictions(pictures, tmp_path / "p.png") == tmp_path / "p.png"
+    save_image_grid(pictures.flatten(0, 1), tmp_path / "expected.png", nrow=6)
+    written, expected = Image.open(tmp_path / "p.png"), Image.open(tmp_path / "expected.png")
+    assert written.size == expected.size and written.tobytes() == expected.tobytes()
+
+
+def test_dances_are_saved_as_float32_values_and_the_first_ones_drawn_side_by_side(tmp_path, monkeypatch):
+    import numpy as np
+
+    from deepzoo import viz
+    from deepzoo.data.skeleton import PARENTS, forward_kinematics
+    from deepzoo.recipes.common import write_dances
+
+    generator = torch.Generator().manual_seed(0)
+    motion = 0.3 * torch.randn(3, 9, 75, generator=generator, dtype=torch.float64)
+    beats = torch.rand(3, 9, generator=generator) < 0.3
+    drawn = []
+    monkeypatch.setattr(viz, "save_gif", lambda frames, path, fps: drawn.append((frames, fps)))
+    npy, gif = write_dances(motion, beats, tmp_path / "dances", shown=2)
+    assert (npy, gif) == (tmp_path / "dances.npy", tmp_path / "dances.gif")
+    saved = np.load(npy)
+    assert saved.dtype == np.float32 and np.array_equal(saved, motion.float().numpy())
+    joints = forward_kinematics(motion[:2].float())
+    expected = torch.cat([viz.skeleton_frames(joints[i], PARENTS, beats=beats[i]) for i in range(2)], dim=3)
+    ((frames, fps),) = drawn
+    assert fps == 20.0 and torch.equal(frames, expected)  # 60 FPS drawn every 3rd frame
+
+
 def test_an_evaluations_samples_are_as_many_as_asked_drawn_500_at_a_time(tmp_path):
     """sample_grid draws n samples in chunks of at most 500 from one seeded generator (labels and
     other keywords passed on) and writes the first 100, 10 wide."""
@@ -319,6 +385,11 @@ def test_an_evaluations_samples_are_as_many_as_asked_drawn_500_at_a_time(tmp_pat
     samples = sample_grid(model, tmp_path, 1001, labels="digits")
     chunks = [500, 500, 1]
     assert samples.shape == (1001, 1, 28, 28) and model.asked == [(n, {"labels": "digits"}) for n in chunks]
+    from deepzoo.viz import save_image_grid
+
+    save_image_grid(samples[:100], tmp_path / "expected.png", nrow=10)
+    written = Image.open(tmp_path / "samples" / "samples.png")
+    assert written.tobytes() == Image.open(tmp_path / "expected.png").tobytes()  # the first 100, 10 wide
     again = sample_grid(Counter(), tmp_path, 1001, labels="digits")
     assert torch.equal(samples, again)  # the generator is seeded: every evaluation sees the same draw
     assert sample_grid(Counter(), tmp_path, 7).shape[0] == 7

@@ -176,6 +176,22 @@ def test_the_binarized_test_split_is_one_fixed_bernoulli_draw_of_the_grey_levels
     assert first.tensors["x"].mean().item() == pytest.approx(0.3, abs=0.016)
 
 
+def test_likelihood_recipes_train_on_grey_levels_and_test_on_the_one_binarization(monkeypatch):
+    """Training keeps grey levels (a model binarizes each batch afresh: a fixed draw would be
+    memorized); only the test split is binarized, once."""
+    from deepzoo.data.tensors import TensorData
+    from deepzoo.recipes import common
+
+    grey = {
+        split: TensorData({"x": torch.full((4, 1, 8, 8), 0.3), "y": torch.arange(4)})
+        for split in ("train", "test")
+    }
+    monkeypatch.setattr(common, "load_mnist", lambda split, device: grey[split])
+    train, test = common.binarized_mnist_splits(None, torch.device("cpu"))
+    assert train is grey["train"]
+    assert torch.equal(test.tensors["x"], common.binarize_once(grey["test"]).tensors["x"])
+
+
 def test_images_and_labels_of_different_counts_are_refused(tmp_path, monkeypatch):
     """IDX files that pass their checksums but disagree on the number of examples."""
     from deepzoo.data import mnist
