@@ -55,6 +55,24 @@ def test_the_schedules_are_diffusers(kind, theirs):
     torch.testing.assert_close(vp.alpha_bar, reference.alphas_cumprod.double(), rtol=3e-5, atol=0)
 
 
+@pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing"])
+def test_every_timestep_grid_is_diffusers(spacing):
+    """n = 1..1000 of T = 1000, value for value (ties in exact arithmetic included). Deliberate
+    differences: one linspace step starts at T-1 (pure noise), not 0; where np.arange's
+    floating-point length gives diffusers' trailing grid an (n+1)-th timestep, -1, ours stops at n."""
+    vp, scheduler = VPSchedule(), DDIMScheduler(**LINEAR, timestep_spacing=spacing)
+    for n in range(1, 1001):
+        scheduler.set_timesteps(n)
+        theirs, ours = scheduler.timesteps.tolist(), vp.timesteps(n, spacing).tolist()
+        if spacing == "linspace" and n == 1:
+            assert (theirs, ours) == ([0], [999])
+            continue
+        if len(theirs) == n + 1:
+            assert spacing == "trailing" and theirs[-1] == -1, n
+            theirs = theirs[:n]
+        assert ours == theirs, n
+
+
 @pytest.mark.parametrize("spacing", ["leading", "trailing"])
 @pytest.mark.parametrize("n", [10, 50])
 def test_deterministic_ddim_is_diffusers_ddim(spacing, n):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import numpy as np
 import torch
 
 Spacing = Literal["linspace", "leading", "trailing"]
@@ -97,21 +98,24 @@ class VPSchedule(Schedule):
         return (low + (log_sigma.reshape(-1) - lo) / (hi - lo)).reshape(log_sigma.shape)
 
     def timesteps(self, n: int, spacing: Spacing = "linspace") -> torch.Tensor:
-        """n integer timesteps, decreasing, as diffusers' `timestep_spacing` defines them:
-        linspace: round(linspace(T-1, 0, n)), first T-1 and last 0; leading: (n-1..0) * (T // n),
-        last 0; trailing: round(T - i T / n) - 1 for i = 0..n-1, first T-1."""
+        """n integer timesteps, decreasing, as diffusers' `timestep_spacing` computes them (np.round
+        rounds a tie to even): linspace: round(linspace(0, T-1, n)) reversed, first T-1 and last 0
+        (n = 1: T-1, where diffusers takes 0); leading: (n-1..0) * (T // n), last 0; trailing:
+        round(arange(T, 0, -T/n)) - 1, first T-1 (its first n values: in floating point, arange
+        can yield n + 1, the last -1). In floating point as diffusers, so a value that is a tie in
+        exact arithmetic rounds the way diffusers' does (see docs/diffusion.md)."""
         T = self.steps
         if not 1 <= n <= T:
             raise ValueError(f"need 1 <= n <= {T} timesteps, got {n}")
         if spacing == "linspace":
-            steps = torch.linspace(T - 1, 0, n, dtype=torch.float64).round()
+            steps = np.linspace(0, T - 1, n).round()[::-1] if n > 1 else np.array([T - 1.0])
         elif spacing == "leading":
-            steps = torch.arange(n - 1, -1, -1, dtype=torch.float64) * (T // n)
+            steps = np.arange(n - 1, -1, -1) * (T // n)
         elif spacing == "trailing":
-            steps = (T - torch.arange(n, dtype=torch.float64) * T / n).round() - 1
+            steps = np.arange(T, 0, -T / n).round()[:n] - 1
         else:
             raise ValueError(f"spacing must be linspace, leading or trailing, got {spacing!r}")
-        return steps.long()
+        return torch.from_numpy(steps.astype(np.int64))
 
     def sampling_sigmas(self, n: int, spacing: Spacing = "linspace") -> torch.Tensor:
         """sigma at the n timesteps, then 0: the (n + 1,) grid a sampler walks, always to the next
