@@ -98,12 +98,12 @@ class VPSchedule(Schedule):
         return (low + (log_sigma.reshape(-1) - lo) / (hi - lo)).reshape(log_sigma.shape)
 
     def timesteps(self, n: int, spacing: Spacing = "linspace") -> torch.Tensor:
-        """n integer timesteps, decreasing, as diffusers' `timestep_spacing` computes them (np.round
-        rounds a tie to even): linspace: round(linspace(0, T-1, n)) reversed, first T-1 and last 0
-        (n = 1: T-1, where diffusers takes 0); leading: (n-1..0) * (T // n), last 0; trailing:
-        round(arange(T, 0, -T/n)) - 1, first T-1 (its first n values: in floating point, arange
-        can yield n + 1, the last -1). In floating point as diffusers, so a value that is a tie in
-        exact arithmetic rounds the way diffusers' does (see docs/diffusion.md)."""
+        """n integer timesteps, decreasing, computed as diffusers' `timestep_spacing` computes them
+        (numpy, floating point, np.round taking a tie to even), so its grids match value for value:
+        linspace: round(linspace(0, T-1, n)) reversed, first T-1, last 0; leading: (n-1..0) *
+        (T // n), last 0; trailing: round(arange(T, 0, -T/n)) - 1, first T-1. Two deliberate
+        differences (docs/diffusion.md): for n = 1 linspace gives [T-1], not [0]; trailing keeps n
+        values where arange's floating-point length gives diffusers n + 1 (the last -1)."""
         T = self.steps
         if not 1 <= n <= T:
             raise ValueError(f"need 1 <= n <= {T} timesteps, got {n}")
