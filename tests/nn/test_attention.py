@@ -226,6 +226,18 @@ def test_sinusoidal_table_is_the_papers_formula_at_every_position_and_frequency(
             assert table[t, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-5)
 
 
+@pytest.mark.parametrize("pairs", ["interleaved", "halves"])
+def test_rope_decodes_one_step_at_a_time_past_its_table(pairs):
+    """A KV-cache decode rotates one query at offsets 0, 1, 2, ...: each must be rotated by its
+    own position, including the step that lands exactly at the table's end (where a table one row
+    short would rotate by nothing, or return an empty slice)."""
+    x = torch.randn(2, 3, 1, 8)
+    full = RotaryEmbedding(8, pairs=pairs, max_len=64)
+    grown = RotaryEmbedding(8, pairs=pairs, max_len=4)
+    for offset in range(20):
+        torch.testing.assert_close(grown(x, offset), full(x, offset), msg=f"offset {offset}")
+
+
 def test_sinusoidal_positions_continue_past_their_table_at_an_offset():
     positions = SinusoidalPositions(6, max_len=8)
     x = torch.zeros(1, 4, 6)
