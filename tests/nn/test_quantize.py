@@ -232,6 +232,16 @@ def test_normalized_codes_pick_the_largest_cosine_and_stay_unit_length():
         torch.testing.assert_close(vq.codes().norm(dim=1), torch.ones(16))
         if ema:
             torch.testing.assert_close(vq.codebook.norm(dim=1), torch.ones(16))
+            continue
+        # gradient mode: an optimizer step moves the learned rows off the sphere; the lookup must
+        # still compare and return unit codes, the rows' directions
+        with torch.no_grad():
+            vq.codebook.mul_(torch.rand(16, 1) * 3 + 0.5)
+        out = vq.eval()(z)
+        directions = torch.nn.functional.normalize(vq.codebook.detach(), dim=1)
+        assert torch.equal(out.codes, (torch.nn.functional.normalize(z, dim=1) @ directions.T).argmax(1))
+        torch.testing.assert_close(out.z_q, directions[out.codes])
+        torch.testing.assert_close(vq.lookup(out.codes), directions[out.codes])
 
 
 def test_kmeans_starts_from_seeded_random_rows_and_an_empty_cluster_keeps_its_centroid():
