@@ -63,6 +63,11 @@ def test_instancenorm_equals_torch():
     )
     x = torch.randn(2, 3, 9)
     torch.testing.assert_close(InstanceNorm(3)(x), nn.InstanceNorm1d(3)(x), rtol=1e-5, atol=1e-5)
+    # torch's defaults: no affine parameters unless asked, so state dicts load both ways
+    for affine in (False, True):
+        ours, theirs = InstanceNorm(3, affine=affine), nn.InstanceNorm2d(3, affine=affine)
+        assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+    assert not list(InstanceNorm(3).parameters())
 
 
 def test_layer_and_instance_norm_behave_the_same_in_train_and_eval():
