@@ -127,6 +127,24 @@ def test_a_split_coupling_is_its_equations(kind):
     assert torch.allclose(ld, logdet, atol=1e-12)
 
 
+def test_a_checkerboard_realnvp_coupling_has_one_scale_per_channel():
+    """RealNVP's checkerboard keeps x's shape: s = scale_c tanh(s_raw) (1 - b), t (1 - b), with a
+    scale for each of the `channels` channels (the mask itself has one)."""
+    torch.manual_seed(0)
+    mask = checkerboard_mask(4, 4, 0).double()
+    layer = _perturbed(Coupling(checkerboard_mask(4, 4, 0), _conv_net(3), "realnvp", channels=3))
+    assert layer.scale.shape == (3,)
+    with torch.no_grad():
+        layer.net[-1].weight.mul_(8)
+        layer.scale.copy_(torch.tensor([0.5, 1.5, 2.0], dtype=torch.float64))
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    s_raw, t = layer.net(x * mask).chunk(2, dim=1)
+    s = layer.scale.view(1, 3, 1, 1) * torch.tanh(s_raw) * (1 - mask)
+    z, ld = layer(x)
+    torch.testing.assert_close(z, x * s.exp() + t * (1 - mask), rtol=0, atol=1e-12)
+    torch.testing.assert_close(ld, s.sum((1, 2, 3)), rtol=0, atol=1e-12)
+
+
 def _zero_last(net):
     nn.init.zeros_(net[-1].weight), nn.init.zeros_(net[-1].bias)
     return net
