@@ -17,6 +17,7 @@ import torch
 from diffusers import (
     DDIMScheduler,
     DDPMScheduler,
+    DPMSolverMultistepScheduler,
     EDMDPMSolverMultistepScheduler,
     EDMEulerScheduler,
     FlowMatchEulerDiscreteScheduler,
@@ -217,3 +218,41 @@ def test_flow_grid_and_euler_are_diffusers_flow_matching(n, shift):
     reference = _step_through(scheduler, noise * times[0], step)
     ours = rectified_flow_euler(gaussian_denoiser, noise, grid)
     torch.testing.assert_close(ours, reference, rtol=0, atol=4 * n * FLOAT32 * noise.abs().max().item())
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # theirs, numpy 2
+@pytest.mark.parametrize(("n", "grid"), [(10, "trailing"), (20, "trailing"), (10, "karras"), (25, "karras")])
+def test_dpmpp_2m_is_diffusers_dpm_solver_on_the_vp_process(n, grid):
+    """DPMSolverMultistepScheduler (dpmsolver++, order 2, epsilon model, final sigma 0), the VP
+    sampler most pipelines use, steps x_t = alpha x_hat with alpha = 1 / sqrt(1 + sigma^2) and
+    lambda = log(alpha / sigma_t) = -log sigma: the same exponential integrator as ours in x_hat.
+    Its grid (trailing timesteps, or Karras' formula between the schedule's first and last sigma:
+    "DPM++ 2M Karras") is ours computed from its float32 abar, to float32 rounding; the
+    sampler runs on our float64 grid, and steps in float32."""
+    vp, noise = VPSchedule(), _noise(n)
+    scheduler = DPMSolverMultistepScheduler(
+        **LINEAR, use_karras_sigmas=grid == "karras", timestep_spacing="trailing", final_sigmas_type="zero"
+    )
+    scheduler.set_timesteps(n)
+    abar = scheduler.alphas_cumprod.double()  # theirs, float32 (equal to ours to 3e-5: see above)
+    table = ((1 - abar) / abar).sqrt()
+    if grid == "karras":
+        expected = karras_sigmas(n, table[0].item(), table[-1].item())
+        ours = karras_sigmas(n, vp.sigmas[0].item(), vp.sigmas[-1].item())
+    else:
+        steps = vp.timesteps(n, "trailing")
+        expected = torch.cat([table[steps], torch.zeros(1, dtype=torch.float64)])
+        ours = vp.sampling_sigmas(n, "trailing")
+    torch.testing.assert_close(scheduler.sigmas.double(), expected, rtol=4 * FLOAT32, atol=0)
+    scheduler.sigmas = ours.clone()
+
+    def step(x, t, sigma):
+        alpha = 1 / (1 + sigma**2).sqrt()
+        x_hat = x.double() / alpha
+        epsilon = (x_hat - gaussian_denoiser(x_hat, sigma)) / sigma
+        return scheduler.step(epsilon.float(), t, x).prev_sample
+
+    start = (noise * ours[0] / (1 + ours[0] ** 2).sqrt()).float()
+    reference = _step_through(scheduler, start, step).double()
+    tolerance = 4 * n * FLOAT32 * noise.abs().max().item()
+    torch.testing.assert_close(dpmpp_2m(gaussian_denoiser, noise, ours), reference, rtol=0, atol=tolerance)
