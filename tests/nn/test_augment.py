@@ -44,6 +44,8 @@ def test_translate_shifts_each_image_by_its_own_offset_with_zero_fill():
         offsets.add(candidates[0])
     assert len(offsets) > 15  # 64 draws over the 25 offsets reach most of them, (0, 0) included or not
     assert random_translate(x, 0) is x
+    with pytest.raises(ValueError, match="max_shift"):
+        random_translate(x, -1)
 
 
 def test_translate_offsets_are_uniform_over_the_square():
@@ -238,6 +240,25 @@ def test_random_shears_are_drawn_after_the_angles_and_zooms_within_the_bound():
     )
     with pytest.raises(ValueError, match="shear"):
         random_affine(x, 0.0, 0.0, shear=90.0)
+
+
+@pytest.mark.parametrize("option", ["shear", "stretch"])
+def test_a_shear_or_a_stretch_alone_still_transforms(option):
+    """No rotation and no zoom, but a shear (or a stretch) range: each image is still sheared
+    (stretched) by its own draw; only when every range is 0 is x returned as is."""
+    x = torch.rand(6, 1, 9, 9)
+    generator = torch.Generator().manual_seed(4)
+    angles, zooms = affine_parameters(6, 0.0, 0.0, generator)
+    draw = (torch.rand(6, generator=generator) * 2 - 1) * (20.0 if option == "shear" else 0.3)
+    if option == "shear":
+        expected = affine(x, angles, zooms, draw)
+    else:
+        expected = affine(x, angles, torch.stack([zooms * (1 + draw), zooms / (1 + draw)], 1))
+    out = random_affine(
+        x, 0.0, 0.0, torch.Generator().manual_seed(4), **{option: 20.0 if option == "shear" else 0.3}
+    )
+    torch.testing.assert_close(out, expected)
+    assert not torch.allclose(out, x, atol=1e-3)
 
 
 def test_a_stretch_zooms_the_two_axes_apart():
