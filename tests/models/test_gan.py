@@ -172,6 +172,23 @@ def test_the_gradient_penalty_is_the_squared_distance_of_the_critic_gradient_nor
     )
 
 
+def test_the_gradient_penalty_trains_the_critic_and_leaves_the_generator_alone():
+    """x^ is detached from the batch: backward through the penalty reaches the critic's weight
+    (f = w ||x||^2 / 2 has gradient w x, so d/dw E (w ||x^|| - 1)^2 = E 2 (w ||x^|| - 1) ||x^||)
+    and never the generator that made the fake batch, though the critic's gradient depends on it."""
+    real = torch.randn(8, 3, dtype=torch.float64)
+    g = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    fake = g * torch.randn(8, 3, dtype=torch.float64)
+    w = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    critic = lambda x: w * 0.5 * x.square().sum(1)  # noqa: E731
+    penalty = gradient_penalty(critic, real, fake, generator=torch.Generator().manual_seed(5))
+    penalty.backward()
+    assert g.grad is None
+    eps = torch.rand(8, 1, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    norm = (eps * real + (1 - eps) * fake.detach()).norm(dim=1)
+    assert w.grad.item() == pytest.approx((2 * (2.0 * norm - 1) * norm).mean().item(), rel=1e-12)
+
+
 def test_r1_is_the_squared_gradient_norm_at_the_data_added_to_the_critic_loss_with_weight_gamma_over_2():
     real, fake = torch.randn(16, 1, 4, 4, dtype=torch.float64), torch.randn(16, 1, 4, 4, dtype=torch.float64)
     quartic = lambda x: 0.25 * x.flatten(1).pow(4).sum(1)  # noqa: E731 - gradient x^3
