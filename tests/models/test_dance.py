@@ -102,6 +102,21 @@ def test_the_context_must_hold_the_start_token_and_one_code_step():
         DanceGPT(replace(model.config, gpt=replace(model.config.gpt, block_size=2)), model.vqvae)
 
 
+def test_inputs_of_the_wrong_shape_are_clear_errors():
+    """Codes must have one row per part; one pass of the actor-critic's view holds at most
+    block_size tokens (exactly block_size is fine); generation needs a code step of music."""
+    model = _dance_gpt(block=9)  # start + 4 steps of 2 parts
+    for parts in (1, 3):
+        with pytest.raises(ValueError, match="need codes"):
+            model.vqvae.decode(torch.zeros(2, parts, 3, dtype=torch.long))
+    music = torch.randn(2, 20, 6)
+    model.action_logits({"music": music}, torch.zeros(2, 9, dtype=torch.long))
+    with pytest.raises(ValueError, match="exceed the context of 9"):
+        model.action_logits({"music": music}, torch.zeros(2, 10, dtype=torch.long))
+    with pytest.raises(ValueError, match="at least 4 frames"):
+        model.generate_codes(torch.randn(2, 3, 6))
+
+
 def test_the_sequence_takes_the_parts_of_each_step_in_turn():
     model = _dance_gpt()
     codes = torch.tensor([[[1, 2, 3], [4, 5, 6]]])  # (B, P, T')
@@ -254,6 +269,50 @@ def test_the_residual_blocks_see_nine_frames_and_every_level_has_one():
     assert all(m.mode == "nearest" for m in part.decoder.modules() if isinstance(m, nn.Upsample))
 
 
+def test_each_part_has_the_documented_layers():
+    """docs/dance.md: conv 3, ReLU, `downsample` x [conv 4 stride 2, ReLU, residual block], conv 3
+    to D; the decoder mirrors it: conv 3, `downsample` x [residual block, nearest x2, conv 3],
+    ReLU, conv 3 back to the part's values."""
+    from torch import nn
+
+    from deepzoo.models.dance import ResidualBlock1d
+
+    def layout(net):
+        out = []
+        for m in net:
+            if isinstance(m, nn.Conv1d):
+                out.append(("conv", m.kernel_size[0], m.stride[0], m.in_channels, m.out_channels))
+            else:
+                out.append(type(m).__name__)
+        return out
+
+    config = replace(SMALL, downsample=3)
+    part = MotionVQVAE(config).part_vqvaes[1]  # the lower body: 30 values
+    h, d = config.hidden, config.code_dim
+    down = [("conv", 4, 2, h, h), "ReLU", ResidualBlock1d.__name__]
+    up = [ResidualBlock1d.__name__, "Upsample", ("conv", 3, 1, h, h)]
+    assert layout(part.encoder) == [("conv", 3, 1, 30, h), "ReLU", *down * 3, ("conv", 3, 1, h, d)]
+    assert layout(part.decoder) == [("conv", 3, 1, d, h), *up * 3, "ReLU", ("conv", 3, 1, h, 30)]
+
+
+def test_the_quantizer_settings_reach_every_part_and_a_loss_trained_codebook_is_its_own_group():
+    """beta, EMA and the dead-code threshold are each part's quantizer's; with EMA the codebooks
+    have no trainable parameters, without it they form the "codebook" group (the trainer's
+    `named_groups`: disjoint groups covering every trainable parameter)."""
+    from deepzoo.train.step import named_groups
+
+    config = replace(SMALL, beta=0.02, dead_threshold=0.5)
+    for q in (part.quantizer for part in MotionVQVAE(config).part_vqvaes):
+        assert (q.beta, q.ema, q.dead_threshold, q.num_codes, q.dim) == (0.02, True, 0.5, 32, 8)
+    assert set(named_groups(MotionVQVAE(config))) == {"model"}
+    model = MotionVQVAE(replace(config, ema=False))
+    groups = named_groups(model)
+    codebooks = {id(part.quantizer.codebook) for part in model.part_vqvaes}
+    assert set(groups) == {"model", "codebook"}
+    assert {id(p) for p in groups["codebook"]} == codebooks
+    assert not codebooks & {id(p) for p in groups["model"]}
+
+
 def test_the_policy_samples_every_code_whatever_the_configured_top_k():
     """The actor-critic's policy is softmax(logits / T) over all of a part's codes: with the
     config's top_k = 1 (greedy generation) its samples still leave the argmax (32 codes of an
@@ -265,6 +324,9 @@ def test_the_policy_samples_every_code_whatever_the_configured_top_k():
     _, logits = model.action_logits({"music": music}, actions)
     assert not torch.equal(logits.argmax(-1), actions)
     greedy = model.generate_codes(music).transpose(1, 2).flatten(1)  # top_k 1: the argmax at each step
+    assert torch.equal(model.action_logits({"music": music}, greedy)[1].argmax(-1), greedy)
+    model.config = replace(model.config, top_k=0)  # an explicit top_k overrides the config's
+    greedy = model.generate_codes(music, top_k=1).transpose(1, 2).flatten(1)
     assert torch.equal(model.action_logits({"music": music}, greedy)[1].argmax(-1), greedy)
 
 
