@@ -71,6 +71,14 @@ def test_diversity_is_the_mean_pairwise_distance():
     assert diversity(f) == pytest.approx((5 + 8 + 5) / 3)
     with pytest.raises(ValueError):
         diversity(f[:1])
+    # with a reference, the features are first standardized by its per-feature mean and std:
+    # scaling both sets alike leaves it unchanged, where the raw distances scale (rel 1e-9: the
+    # 1e-10 added to each std, as Bailando's)
+    reference = torch.tensor([[1.0, 0.0], [3.0, 4.0], [2.0, 2.0], [0.0, 6.0]], dtype=torch.float64)
+    mean, std = reference.mean(0), reference.std(0, unbiased=False)
+    assert diversity(f, reference) == pytest.approx(diversity((f.double() - mean) / std), rel=1e-9)
+    assert diversity(10 * f, 10 * reference) == pytest.approx(diversity(f, reference), rel=1e-9)
+    assert diversity(10 * f) == pytest.approx(10 * diversity(f), rel=1e-6)
 
 
 def test_foot_skating_is_the_horizontal_speed_of_planted_feet():
@@ -90,6 +98,20 @@ def test_foot_skating_is_the_horizontal_speed_of_planted_feet():
     assert foot_skating(joints) == pytest.approx(0.0, abs=1e-9)
     landing = joints.flip(0)  # in the air first, then 1 m back while landing
     assert foot_skating(landing) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="T >= 2"):
+        foot_skating(joints[:1])
+
+
+def test_foot_skating_counts_horizontal_speed_up_to_the_contact_height_inclusive():
+    """A foot sliding at 0.5 m/s while it bobs between the ground and exactly contact_height
+    (0.25, 0.5 and 0 are exact in binary) skates at 0.5 m/s: its vertical motion is not skating."""
+    T = 61
+    joints = torch.zeros(T, 24, 3, dtype=torch.float64)
+    joints[:, 10, 0] = torch.arange(T, dtype=torch.float64) / 60 * 0.5
+    joints[1::2, 10, 1] = 0.25  # odd frames at the top of the contact band
+    joints[:, 11, 1] = 0.5  # the other foot never comes down
+    assert foot_skating(joints, contact_height=0.25) == pytest.approx(0.5, rel=1e-9)
+    assert foot_skating(joints, contact_height=0.125) == 0.0  # every step touches 0.25: none in contact
 
 
 def test_positions_are_taken_relative_to_the_first_root():
@@ -139,6 +161,26 @@ def test_geometric_features_see_a_bent_elbow_a_lying_body_and_a_fast_root():
     sliding[:, 72] = torch.arange(10) * 0.1  # 0.1 m per frame = 12 m per AIST++ time unit of 1/120 s
     f = geometric_features(forward_kinematics(sliding))
     assert f[31] == 1 and f[12] == 1 and f[22] == 1  # root, right wrist, left ankle all "fast"
+
+
+def test_the_angle_relations_are_open_intervals_and_need_the_24_smpl_joints():
+    """AIST++ tests low < angle < high: a right arm folded so that elbow -> wrist points exactly
+    along elbow -> shoulder (cosine exactly 1 in binary: 0 degrees) is outside (0, 110)."""
+    from deepzoo.data.skeleton import NAMES
+    from deepzoo.metrics.dance import geometric_features
+
+    joints = torch.zeros(4, 24, 3, dtype=torch.float64)
+    joints[:, :, 0] = torch.arange(24, dtype=torch.float64)  # distinct joints, no degenerate plane
+    elbow, shoulder, wrist = (NAMES.index(n) for n in ("right_elbow", "right_shoulder", "right_wrist"))
+    joints[:, elbow] = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+    joints[:, shoulder] = torch.tensor([0.0, 1.25, 0.0], dtype=torch.float64)
+    joints[:, wrist] = torch.tensor([0.0, 1.5, 0.0], dtype=torch.float64)
+    assert geometric_features(joints)[6] == 0
+    joints[:, wrist, 0] = 0.5  # now about 63 degrees: inside
+    assert geometric_features(joints)[6] == 1
+    for shape in [(4, 22, 3), (4, 24, 2), (1, 24, 3)]:
+        with pytest.raises(ValueError, match="24, 3"):
+            geometric_features(torch.zeros(shape))
 
 
 def test_a_feature_constant_in_the_ground_truth_is_centred_not_divided_by_zero():

@@ -277,3 +277,10 @@ def test_trn_future_feature_reads_the_decoder_states_before_dropout():
     model.future[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
     model.train()(torch.randn(4, 16, 6))
     assert len(seen) == 16 and all((s != 0).all() for s in seen)
+
+
+def test_a_config_names_a_known_model_and_at_least_two_classes():
+    for bad in (dict(arch="gru"), dict(num_classes=1), dict(margin=0.0), dict(dropout=1.0), dict(window=0)):
+        with pytest.raises(ValueError):
+            OnlineConfig(**bad)
+    OnlineConfig(num_classes=2, margin=1e-3, dropout=0.0, window=1)  # the smallest that make sense
