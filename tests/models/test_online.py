@@ -43,8 +43,9 @@ def test_a_stream_run_in_pieces_with_the_state_carried_equals_the_whole(arch):
         logits, state = model(x[:, start:end], state)
         pieces.append(logits)
     torch.testing.assert_close(torch.cat(pieces, 1), whole, atol=1e-6, rtol=1e-5)
-    probabilities = model.stream_probabilities(x, chunk=7)
-    torch.testing.assert_close(probabilities, whole.softmax(-1), atol=1e-6, rtol=1e-5)
+    for chunk in (7, 11, 23, 30):  # 23 = 2 x 11 + 1: a last chunk of one frame
+        probabilities = model.stream_probabilities(x, chunk=chunk)
+        torch.testing.assert_close(probabilities, whole.softmax(-1), atol=1e-6, rtol=1e-5)
 
 
 def test_idu_follows_its_equations_step_by_step():
@@ -187,32 +188,83 @@ def test_bf16_autocast_trains_and_stays_causal(arch):
     assert torch.equal(a[:, :6], b[:, :6])
 
 
-def test_trn_follows_its_equations_step_by_step():
-    """The encoder cell reads [e_t, f_{t-1}] (f_0 = 0); the decoder starts from (ReLU(W h_t),
-    ReLU(W' c_t)) with input 0, then ReLU(W'' logits of the step before); f_t = mean_j ReLU(W_f
-    h^dec_j); one classifier for both, written out with the model's own cells and layers."""
+class _Twice(torch.nn.Module):
+    """A deterministic stand-in for dropout: shows where the model applies it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * x
+
+
+@pytest.mark.parametrize("dropout", ["none", "twice"])
+def test_trn_follows_its_equations_step_by_step(dropout):
+    """The encoder cell reads d([e_t, f_{t-1}]) (f_0 = 0); the decoder starts from (ReLU(W h_t),
+    ReLU(W' c_t)) with input 0, then d(ReLU(W'' logits of the step before)), the logits read from
+    d(h^dec); f_t = mean_j ReLU(W_f h^dec_j) of the states before d; one classifier for both (the
+    encoder's logits read d(h_t)). Written out with the model's own cells and layers, d the
+    dropout: none, or a stand-in doubling what it reads, which shows where it is applied."""
     model = small_model("trn", dropout=0.0)
+    if dropout == "twice":
+        model.drop = _Twice()
+    d = model.drop
     x = torch.randn(2, 6, 6)
     encoded, anticipated, (h_end, c_end, f_end) = model.run(x)
     e = model.embed(x)
     h = c = torch.zeros(2, 12)
     future = torch.zeros(2, 8)
     for t in range(6):
-        h, c = model.encoder(torch.cat([e[:, t], future], -1), (h, c))
-        torch.testing.assert_close(encoded[:, t], model.classifier(h))
+        h, c = model.encoder(d(torch.cat([e[:, t], future], -1)), (h, c))
+        torch.testing.assert_close(encoded[:, t], model.classifier(d(h)), atol=1e-6, rtol=1e-5)
         dh, dc = torch.relu(model.h_to_decoder[0](h)), torch.relu(model.c_to_decoder[0](c))
         step_input, states = torch.zeros(2, 12), []
         for j in range(3):
-            dh, dc = model.decoder(step_input, (dh, dc))
-            scores = model.classifier(dh)
-            torch.testing.assert_close(anticipated[:, t, j], scores, atol=1e-6, rtol=1e-5)
+            dh, dc = model.decoder(d(step_input), (dh, dc))
+            scores = model.classifier(d(dh))
+            torch.testing.assert_close(anticipated[:, t, j], scores, atol=1e-5, rtol=1e-5)
             step_input = torch.relu(model.scores_to_input[0](scores))
             states.append(dh)
         future = torch.stack([torch.relu(model.future[0](s)) for s in states]).mean(0)
     for got, want in ((h_end, h), (c_end, c), (f_end, future)):
-        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
-    losses = model.loss({"x": x, "target": F.one_hot(torch.randint(0, 4, (2, 6)), 4).float()})
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "idn"])
+def test_dropout_acts_on_the_recurrent_input_and_the_classifier_input(arch):
+    """LSTM: classifier(d(LSTM(d(e)))); IDN: classifier(d(IDU(d(window of e)))), d the dropout,
+    here a stand-in doubling what it reads (the IDN's first frames: a window of frames 0..t)."""
+    model = small_model(arch, dropout=0.0)
+    model.drop = _Twice()
+    x = torch.randn(2, 4, 6)
+    logits, _ = model(x)
+    e = model.embed(x)
+    if arch == "lstm":
+        want = model.classifier(2 * model.lstm(2 * e)[0])
+    else:
+        want = torch.stack([model.classifier(2 * model.idu(2 * e[:, : t + 1])) for t in range(4)], 1)
+        target = F.one_hot(torch.randint(0, 4, (2, 4)), 4).float()
+        action = model.loss({"x": x, "target": target})["action"]
+        torch.testing.assert_close(action, frame_cross_entropy(want, target), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits, want, atol=1e-5, rtol=1e-5)
+
+
+def test_trn_trains_on_the_sum_of_the_encoder_and_decoder_losses():
+    """loss = CE(encoder logits, y_t) + CE(decoder step j, y_{t+j+1}): its value, and its
+    gradient, that of both terms (the decoder's is not detached)."""
+    model = small_model("trn", dropout=0.0)
+    x = torch.randn(2, 6, 6)
+    target = F.one_hot(torch.randint(0, 4, (2, 6)), 4).float()
+    losses = model.loss({"x": x, "target": target})
     torch.testing.assert_close(losses["loss"].detach(), losses["encoder"] + losses["decoder"])
+    encoded, anticipated, _ = model.run(x)
+    future = torch.cat([target, torch.zeros(2, 3, 4)], 1)
+    steps = torch.stack([future[:, j + 1 : j + 7] for j in range(3)], 2)
+    want = frame_cross_entropy(encoded, target) + frame_cross_entropy(anticipated, steps)
+    params = list(model.parameters())
+    got_grads = torch.autograd.grad(losses["loss"], params, allow_unused=True)
+    want_grads = torch.autograd.grad(want, params, allow_unused=True)
+    for got, expected in zip(got_grads, want_grads):
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    decoder = next(i for i, p in enumerate(params) if p is model.decoder.weight_hh)
+    assert got_grads[decoder].abs().sum() > 0
 
 
 def test_idn_windows_at_the_start_of_a_stream_hold_only_its_frames():
@@ -227,30 +279,45 @@ def test_idn_windows_at_the_start_of_a_stream_hold_only_its_frames():
 
 
 def test_idn_contrastive_term_equals_brute_force_with_unscored_frames():
-    """Over the (frame s, current frame t) pairs of each window, both scored: |e_s - e_t|^2 for a
-    shared class, max(0, margin - |e_s - e_t|)^2 otherwise, averaged; random embeddings (distances
-    on both sides of the margin)."""
+    """Over the (frame s, current frame t) pairs of each window, both scored: |e_s - e_t|^2 where
+    they share a class (multi-hot rows: any class in common), max(0, margin - |e_s - e_t|)^2
+    otherwise, averaged; random embeddings (distances on both sides of the margin). Its gradient
+    reaches the embedding through both frames of a pair (read off the loss as the difference
+    between embedding weights 1 and 0, minus the embedding classifier's term)."""
+    from dataclasses import replace
+
     model = small_model("idn", margin=1.2)
     x = torch.randn(2, 10, 6)
     labels = torch.randint(0, 4, (2, 10))
     target = F.one_hot(labels, 4).float()
+    target[:, ::3, 1] = 1.0  # every third frame also of class 1
     target[0, 3] = target[1, 7] = 0  # not scored: neither as a frame nor as the current frame
     e = model.embed(x)
     W = model.config.window
-    total, pairs, apart = 0.0, 0, []
+    total, pairs, apart, shared_only = 0.0, 0, [], 0
     for b in range(2):
         for t in range(10):
             for s in range(max(0, t - W + 1), t + 1):
                 if target[b, s].sum() == 0 or target[b, t].sum() == 0:
                     continue
                 d = (e[b, s] - e[b, t]).norm()
-                same = labels[b, s] == labels[b, t]
+                same = bool((target[b, s] * target[b, t]).sum() > 0)
+                shared_only += int(same and not torch.equal(target[b, s], target[b, t]))
                 total = total + (d**2 if same else (1.2 - d).clamp(min=0) ** 2)
                 pairs += 1
                 apart += [] if same else [d.item()]
-    assert min(apart) < 1.2 < max(apart)
-    contrastive = model.loss({"x": x, "target": target})["contrastive"]
+    assert min(apart) < 1.2 < max(apart) and shared_only > 0
+    batch = {"x": x, "target": target}
+    contrastive = model.loss(batch)["contrastive"]
     torch.testing.assert_close(contrastive, total / pairs, atol=1e-6, rtol=1e-5)
+    with_terms = model.loss(batch)["loss"]
+    model.config = replace(model.config, embedding_weight=0.0)
+    embedding_terms = with_terms - model.loss(batch)["loss"]
+    want = total / pairs + frame_cross_entropy(model.embedding_classifier(e), target)
+    weights = list(model.embed.parameters())
+    got, expected = torch.autograd.grad(embedding_terms, weights), torch.autograd.grad(want, weights)
+    for g, w in zip(got, expected):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -277,6 +344,12 @@ def test_trn_future_feature_reads_the_decoder_states_before_dropout():
     model.future[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
     model.train()(torch.randn(4, 16, 6))
     assert len(seen) == 16 and all((s != 0).all() for s in seen)
+
+
+def test_the_trn_cells_have_biases_as_torchs_lstm_cells():
+    model = small_model("trn")
+    for cell in (model.encoder, model.decoder):
+        assert cell.bias_ih is not None and cell.bias_hh is not None
 
 
 def test_a_config_names_a_known_model_and_at_least_two_classes():
