@@ -117,3 +117,13 @@ def test_a_short_run_learns_the_code_distribution():
     # mean p(right code) >= exp(-0.1) = 0.905 (Jensen); 210 draws have a standard deviation of 0.02
     drawn = prior.eval().sample_codes(14, generator=torch.Generator().manual_seed(0))
     assert (drawn == (torch.arange(14) % 7)[:, None, None]).float().mean() > 0.8
+
+
+def test_a_float64_prior_keeps_its_loss_in_float64():
+    prior = _prior(num_classes=4, condition_length=2).double()
+    codes, y = torch.randint(0, 7, (3, 3, 5)), torch.tensor([[0, 3], [1, 1], [2, 0]])
+    logits = prior.gpt(prior.tokens(codes, y)[:, :-1])
+    expected = nn.functional.cross_entropy(logits[:, 1:].flatten(0, 1), codes.flatten())
+    loss = prior.loss({"codes": codes, "y": y})["loss"]
+    assert loss.dtype == torch.float64
+    torch.testing.assert_close(loss, expected, rtol=1e-14, atol=0)

@@ -138,6 +138,8 @@ def test_the_loss_scores_each_token_among_its_parts_codes():
     assert model.loss({"motion": motion, "music": music})["loss"].item() == pytest.approx(
         expected.item(), rel=1e-5
     )
+    model = model.double()  # a float64 model keeps its loss in float64
+    assert model.loss({"motion": motion.double(), "music": music.double()})["loss"].dtype == torch.float64
 
 
 def test_the_music_of_a_code_step_is_the_mean_of_its_frames_standardized():

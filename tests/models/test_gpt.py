@@ -204,3 +204,15 @@ def test_sample_passes_top_k_on():
     drawn = model.sample(3, length=8, top_k=1, generator=torch.Generator().manual_seed(2))
     greedy = model.generate(torch.zeros(3, 1, dtype=torch.long), 8, temperature=0)[:, 1:]
     assert torch.equal(drawn, greedy)
+
+
+def test_a_float64_model_keeps_float64_through_attention_and_the_loss():
+    """A float64 GPT is what a gradient check runs: nothing inside may round to float32."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**SMALL, attention_kernel="math")).double()
+    tokens = torch.randint(0, 11, (2, 9))
+    loss = model.loss({"tokens": tokens})["loss"]
+    assert loss.dtype == torch.float64
+    logits = model(tokens[:, :-1])
+    expected = -torch.log_softmax(logits, -1).gather(-1, tokens[:, 1:, None]).mean()
+    torch.testing.assert_close(loss, expected, rtol=1e-14, atol=0)

@@ -83,6 +83,11 @@ def test_frame_cross_entropy_averages_scored_frames_with_multi_hot_rows():
     per_frame = -(target * log_p).sum(-1)
     expected = per_frame.sum() / 9
     torch.testing.assert_close(frame_cross_entropy(logits, target), expected)
+    in64 = frame_cross_entropy(logits.double(), target.double())  # float64 stays float64
+    assert in64.dtype == torch.float64
+    torch.testing.assert_close(
+        in64, (-(target.double() * logits.double().log_softmax(-1)).sum() / 9), rtol=1e-14, atol=0
+    )
 
 
 def test_trn_decoder_step_j_is_scored_against_frame_t_plus_j_plus_one():

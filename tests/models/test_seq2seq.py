@@ -127,3 +127,15 @@ def test_the_decoder_knows_the_order_of_its_prefix_through_rotary_positions():
     torch.testing.assert_close(
         model(source, prefix)[:, -1], model(source, permuted)[:, -1], rtol=0, atol=5e-5
     )
+
+
+def test_a_float64_model_keeps_its_loss_in_float64():
+    model = _model().double()
+    pairs = sorting_pairs(3, seed=2).tensors
+    loss = model.loss(pairs)["loss"]
+    logits = model(pairs["source"], pairs["target"][:, :-1])
+    expected = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1), pairs["target"][:, 1:].flatten(), ignore_index=PAD
+    )
+    assert loss.dtype == torch.float64
+    torch.testing.assert_close(loss, expected, rtol=1e-14, atol=0)

@@ -275,3 +275,17 @@ def test_the_auto_kernel_is_the_explicit_equation_on_the_cpu(monkeypatch):
     _mha(kernel="auto")(x, causal=True)
     with pytest.raises(AssertionError, match="auto used SDPA"):
         _mha(kernel="sdpa")(x, causal=True)
+
+
+def test_the_explicit_kernel_keeps_float64_and_passes_a_float64_gradient_check():
+    """The softmax rises to float32 only from half precision: in float64 the explicit kernel
+    stays float64, so central differences (h = 1e-6) agree with autograd; a float32 softmax
+    would leave errors near 2^-24 / h ~ 1e-1 in the finite differences."""
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(8, 2, kernel="math").double()
+    x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
+    assert attn(x, causal=True).dtype == torch.float64
+    assert torch.autograd.gradcheck(lambda x: attn(x, causal=True, alibi=True), (x,), eps=1e-6, atol=1e-8)
+    q, k, v = (torch.randn(1, 2, 4, 8, dtype=torch.bfloat16) for _ in range(3))
+    scores = q @ k.transpose(-2, -1) / 8**0.5  # bf16 scores, their softmax in float32
+    assert torch.equal(attention_reference(q, k, v), torch.softmax(scores.float(), -1).to(torch.bfloat16) @ v)

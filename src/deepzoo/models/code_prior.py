@@ -24,6 +24,7 @@ from torch import nn
 
 from deepzoo.config import Index, Positive
 from deepzoo.models.gpt import GPT, GPTConfig
+from deepzoo.nn.precision import upcast
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class CodePrior(nn.Module):
         tokens = self.tokens(batch["codes"], batch["y"])
         logits = self.gpt(tokens[:, :-1])[:, self.config.condition_length - 1 :]
         loss = nn.functional.cross_entropy(
-            logits.flatten(0, 1).float(), tokens[:, self.config.condition_length :].flatten()
+            upcast(logits.flatten(0, 1)), tokens[:, self.config.condition_length :].flatten()
         )
         return {"loss": loss}
 

@@ -31,6 +31,7 @@ from torch import nn
 from deepzoo.config import Count, Index, NonNegative, Positive
 from deepzoo.models.gpt import GPT, GPTConfig, sample_next
 from deepzoo.nn.norms import feature_standardization
+from deepzoo.nn.precision import upcast
 from deepzoo.nn.quantize import VectorQuantizer
 
 MOTION_DIM = 75
@@ -353,7 +354,7 @@ class DanceGPT(nn.Module):
             motion, music = motion[:, first : first + frames], music[:, first : first + frames]
         target = self.vqvae.encode(motion).transpose(1, 2).flatten(1)  # (B, P T'), part-local ids
         _, logits = self.action_logits({"music": music}, target)
-        return {"loss": F.cross_entropy(logits.flatten(0, 1).float(), target.flatten())}
+        return {"loss": F.cross_entropy(upcast(logits.flatten(0, 1)), target.flatten())}
 
     @torch.no_grad()
     def generate_codes(

@@ -19,6 +19,7 @@ from deepzoo.config import Count, Index, Rate
 from deepzoo.models.text import tokens_to_text
 from deepzoo.nn.attention import KVCache
 from deepzoo.nn.positions import LearnedPositions, RotaryEmbedding, SinusoidalPositions, check_heads
+from deepzoo.nn.precision import upcast
 from deepzoo.nn.transformer import DecoderBlock
 
 Positions = Literal["learned", "sinusoidal", "rope", "alibi"]
@@ -132,7 +133,7 @@ class GPT(nn.Module):
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         tokens = batch["tokens"]  # (B, T + 1)
         logits = self(tokens[:, :-1])
-        return {"loss": F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten())}
+        return {"loss": F.cross_entropy(upcast(logits.flatten(0, 1)), tokens[:, 1:].flatten())}
 
     def new_caches(self) -> list[dict[str, KVCache]]:
         return [{"self": KVCache()} for _ in self.blocks]

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepzoo.config import NonNegative
+from deepzoo.nn.precision import upcast
 from deepzoo.nn.recurrent import IDU
 
 
@@ -73,7 +74,7 @@ class OnlineConfig:
 def frame_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean over scored frames of -sum_c y_c log softmax(l)_c; logits, target (..., C)."""
     scored = target.sum(-1) > 0
-    nll = -(target * F.log_softmax(logits.float(), dim=-1)).sum(-1)
+    nll = -(target * F.log_softmax(upcast(logits), dim=-1)).sum(-1)
     return (nll * scored).sum() / scored.sum().clamp(min=1)
 
 

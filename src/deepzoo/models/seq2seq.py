@@ -18,6 +18,7 @@ from torch import nn
 from deepzoo.config import Count, Index, Rate
 from deepzoo.nn.attention import KVCache
 from deepzoo.nn.positions import RotaryEmbedding, SinusoidalPositions, check_heads
+from deepzoo.nn.precision import upcast
 from deepzoo.nn.transformer import DecoderBlock, EncoderBlock
 
 
@@ -92,7 +93,7 @@ class Seq2Seq(nn.Module):
         target = batch["target"]
         logits = self(batch["source"], target[:, :-1])
         loss = F.cross_entropy(
-            logits.flatten(0, 1).float(), target[:, 1:].flatten(), ignore_index=self.config.pad
+            upcast(logits.flatten(0, 1)), target[:, 1:].flatten(), ignore_index=self.config.pad
         )
         return {"loss": loss}
 

@@ -20,6 +20,7 @@ from einops import rearrange
 from torch import nn
 
 from deepzoo.nn.positions import RotaryEmbedding, alibi_bias
+from deepzoo.nn.precision import upcast
 
 
 def attention_reference(
@@ -29,7 +30,7 @@ def attention_reference(
     scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5  # E: (B, H, T, S)
     if bias is not None:
         scores = scores + bias
-    return torch.softmax(scores.float(), dim=-1).to(v.dtype) @ v
+    return torch.softmax(upcast(scores), dim=-1).to(v.dtype) @ v
 
 
 def attention_bias(
