@@ -28,6 +28,7 @@ from deepzoo.models.classifier import CNN, CNNConfig
 from deepzoo.nn.contrastive import LogitScale, clip_loss, per_frame_clip_loss
 from deepzoo.nn.norms import feature_standardization
 from deepzoo.nn.positions import check_heads
+from deepzoo.nn.precision import upcast
 from deepzoo.nn.transformer import DecoderBlock
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -126,10 +127,10 @@ class ImageTextCLIP(nn.Module):
         )
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.image(x).float(), dim=-1)
+        return F.normalize(upcast(self.image(x)), dim=-1)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.text(tokens).float(), dim=-1)
+        return F.normalize(upcast(self.text(tokens)), dim=-1)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         y = batch["y"]
@@ -236,12 +237,12 @@ class MotionMusicCLIP(nn.Module):
     def encode_motion(self, motion: torch.Tensor) -> torch.Tensor:
         """(B, S, 75) -> (B, S, E) unit vectors."""
         x = (motion - self.motion_mean) / self.motion_std
-        return F.normalize(self.motion_project(self.motion_encoder(x)).float(), dim=-1)
+        return F.normalize(upcast(self.motion_project(self.motion_encoder(x))), dim=-1)
 
     def encode_music(self, music: torch.Tensor) -> torch.Tensor:
         """(B, S, 438) -> (B, S, E) unit vectors."""
         x = (music - self.music_mean) / self.music_std
-        return F.normalize(self.music_project(self.music_encoder(x)).float(), dim=-1)
+        return F.normalize(upcast(self.music_project(self.music_encoder(x))), dim=-1)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         motion, music = batch["motion"], batch["music"]

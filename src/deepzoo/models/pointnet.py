@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from deepzoo.config import Count, Sizes
+from deepzoo.nn.precision import upcast
 from deepzoo.ops.points import chamfer_distance
 
 
@@ -62,7 +63,7 @@ class PointNetAutoencoder(nn.Module):
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Mean over the batch of chamfer(reconstruction, input)."""
-        return {"loss": chamfer_distance(self(batch["points"]).float(), batch["points"].float()).mean()}
+        return {"loss": chamfer_distance(upcast(self(batch["points"])), upcast(batch["points"])).mean()}
 
     @torch.no_grad()
     def reconstruct(self, points: Tensor) -> Tensor:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepzoo.config import Count, Index, NonNegative, Positive, Rate
+from deepzoo.nn.precision import upcast
 from deepzoo.nn.quantize import VectorQuantizer
 from deepzoo.nn.residual import ResidualStack
 
@@ -114,7 +115,7 @@ class VQVAE(nn.Module):
         """{"loss", "recon" (MSE / Var[x]), "vq", "commit", "perplexity", "usage"}."""
         x = batch["x"]
         q = self.quantizer(self.encoder(x))
-        recon = F.mse_loss(self.decoder(q.z_q).float(), x) / self.config.data_std**2
+        recon = F.mse_loss(upcast(self.decoder(q.z_q)), x) / self.config.data_std**2
         return {"loss": recon + q.loss, "recon": recon, **q.terms()}
 
     @torch.no_grad()

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepzoo.nn.precision import upcast
+
 
 class MulticlassSVMLoss(torch.autograd.Function):
     @staticmethod
@@ -110,12 +112,12 @@ class PerceptualLoss(nn.Module):
         return super().train(False)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The unit-normalized activations f_l / ||f_l|| at each tap, (B, C_l, H_l, W_l) float32."""
+        """The unit-normalized activations f_l / ||f_l|| at each tap, (B, C_l, H_l, W_l), at least float32."""
         h, out = (x - self.mean) / self.std, []
         for i, layer in enumerate(self.net):
             h = layer(h)
             if i in self.taps:
-                out.append(F.normalize(h.float(), dim=1, eps=1e-10))
+                out.append(F.normalize(upcast(h), dim=1, eps=1e-10))
         return out
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
