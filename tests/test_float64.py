@@ -16,9 +16,11 @@ import torch
 from torch import nn
 
 from deepzoo.models.clip import ImageTextCLIP, ImageTextConfig, MotionMusicCLIP, MotionMusicConfig
+from deepzoo.models.diffusion import Diffusion, DiffusionConfig
 from deepzoo.models.pointnet import PointAEConfig, PointNetAutoencoder
 from deepzoo.models.vqvae import VQVAE, VQVAEConfig
 from deepzoo.nn.losses import PerceptualLoss
+from deepzoo.nn.unet import UNetConfig
 
 STEP = 1e-7
 RTOL = 1e-5
@@ -102,3 +104,19 @@ def test_the_perceptual_loss_keeps_float64():
     x = torch.randn(2, 1, 10, 10, dtype=torch.float64, requires_grad=True)
     y = torch.randn(2, 1, 10, 10, dtype=torch.float64)
     _directional_check(lambda: loss(x, y).mean(), [x])
+
+
+@pytest.mark.parametrize("process", ["edm", "vp", "flow"])
+def test_a_diffusion_model_keeps_float64_in_its_loss_its_time_features_and_its_samples(process):
+    """The noise level reaches the U-Net's sinusoidal time features in float64 (it was rounded to
+    float32 and clashed with float64 weights), and sampling draws float64 noise."""
+    torch.manual_seed(0)
+    net = UNetConfig(channels=(8, 16), num_classes=10, heads=2, attention_levels=(1,))
+    model = Diffusion(DiffusionConfig(net=net, image_size=8, process=process, steps=2)).double()
+    batch = {"x": torch.rand(2, 1, 8, 8, dtype=torch.float64), "y": torch.tensor([1, 2])}
+    _directional_check(_seeded(model, batch), list(model.parameters()))  # SiLU and GroupNorm: smooth
+    noise = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    assert (
+        model.generate(noise, batch["y"], generator=torch.Generator().manual_seed(0)).dtype == torch.float64
+    )
+    assert model.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 8, 8)

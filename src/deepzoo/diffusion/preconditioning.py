@@ -76,7 +76,8 @@ class Denoiser(torch.nn.Module):
         """F(c_in x_hat; c_noise) for x_hat (B, ...) and sigma (B,)."""
         _, _, c_in = self.precond.coefficients(sigma.double())
         shape = (-1,) + (1,) * (x_hat.ndim - 1)
-        return self.net(x_hat * c_in.to(x_hat.dtype).reshape(shape), self.c_noise(sigma).float(), labels)
+        c_noise = self.c_noise(sigma).to(torch.float64 if x_hat.dtype == torch.float64 else torch.float32)
+        return self.net(x_hat * c_in.to(x_hat.dtype).reshape(shape), c_noise, labels)
 
     def forward(
         self, x_hat: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None = None

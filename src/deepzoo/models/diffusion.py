@@ -168,9 +168,10 @@ class Diffusion(nn.Module):
     ) -> torch.Tensor:
         """n images in [0, 1]; class-conditional models draw digits `labels` (default 0..9 repeating).
         options: sampler, steps, guidance (defaults from the config)."""
-        device = next(self.parameters()).device
+        weight = next(self.parameters())  # a float64 model samples in float64, any other in float32
+        device, dtype = weight.device, torch.float64 if weight.dtype == torch.float64 else torch.float32
         shape = (n, self.config.net.in_channels, self.config.image_size, self.config.image_size)
-        noise = randn(shape, generator, device)
+        noise = randn(shape, generator, device, dtype)
         if labels is None and self.config.net.num_classes:
             labels = torch.arange(n, device=device) % self.config.net.num_classes
         x0 = self.generate(noise, labels, generator=generator, **options)

@@ -36,13 +36,13 @@ def check_heads(dim: int, heads: int, rope: bool, names: tuple[str, str] = ("dim
 
 def sinusoidal_features(positions: torch.Tensor, dim: int) -> torch.Tensor:
     """Positions (...) (integers or real, e.g. diffusion times) -> (..., dim) features
-    [sin(p w_0), cos(p w_0), sin(p w_1), ...] with w_i = 10000^(-2i/dim), dim even."""
+    [sin(p w_0), cos(p w_0), sin(p w_1), ...] with w_i = 10000^(-2i/dim), dim even; float64
+    for float64 positions, float32 otherwise."""
     if dim % 2:
         raise ValueError(f"sinusoidal positions need an even width, got {dim}")
-    w = torch.exp(
-        -math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float32, device=positions.device) / dim
-    )
-    angles = positions.float()[..., None] * w
+    dtype = torch.float64 if positions.dtype == torch.float64 else torch.float32
+    w = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=dtype, device=positions.device) / dim)
+    angles = positions.to(dtype)[..., None] * w
     return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(-2)
 
 
