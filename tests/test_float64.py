@@ -16,11 +16,16 @@ import torch
 from torch import nn
 
 from deepzoo.models.clip import ImageTextCLIP, ImageTextConfig, MotionMusicCLIP, MotionMusicConfig
+from deepzoo.models.dance import MotionVQVAE, MotionVQVAEConfig
 from deepzoo.models.diffusion import Diffusion, DiffusionConfig
+from deepzoo.models.online import OnlineConfig, online_detector
 from deepzoo.models.pointnet import PointAEConfig, PointNetAutoencoder
+from deepzoo.models.segmentation import SegmentationConfig, SegmentationNet
+from deepzoo.models.vqgan import VQGAN, VQGANConfig
 from deepzoo.models.vqvae import VQVAE, VQVAEConfig
 from deepzoo.nn.losses import PerceptualLoss
 from deepzoo.nn.unet import UNetConfig
+from deepzoo.recipes.registry import get_recipe
 
 STEP = 1e-7
 RTOL = 1e-5
@@ -120,3 +125,79 @@ def test_a_diffusion_model_keeps_float64_in_its_loss_its_time_features_and_its_s
         model.generate(noise, batch["y"], generator=torch.Generator().manual_seed(0)).dtype == torch.float64
     )
     assert model.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 8, 8)
+
+
+def _last(count: int) -> Callable[[nn.Module], list[torch.Tensor]]:
+    return lambda model: list(model.parameters())[-count:]
+
+
+AFTER_THE_LAST_KINK = {
+    "cnn-mnist": _last(2),  # the head after the ReLUs and max-pools
+    "resnet-mnist": _last(2),
+    "linear-softmax-mnist": _last(2),  # all of it: softmax and the L2 penalty are smooth
+    "two-layer-mnist": _last(2),  # w2, b2 after the ReLU
+    "char-lstm-shakespeare": _last(2),  # the head: truncated backpropagation cuts the LSTM's gradient
+    "ae-mnist": lambda model: list(model.decoder.parameters())[-2:],  # the decoder's output layer
+    "vae-mnist": lambda model: list(model.decoder.parameters())[-2:],
+    "cvae-mnist": lambda model: list(model.decoder.parameters())[-2:],
+}
+
+
+@pytest.mark.parametrize("name", list(AFTER_THE_LAST_KINK))
+def test_a_float64_recipe_model_keeps_float64(name):
+    """The recipe's own model and four training examples of its own data, in float64."""
+    recipe = get_recipe(name)
+    torch.manual_seed(0)
+    model = recipe.build(recipe.default).double()
+    train, _ = recipe.data(recipe.default, torch.device("cpu"))
+    batch = {k: v[:4].double() if v.is_floating_point() else v[:4] for k, v in train.tensors.items()}
+    _directional_check(_seeded(model, batch), AFTER_THE_LAST_KINK[name](model))
+
+
+def test_a_float64_multiclass_svm_keeps_float64():
+    """The hinge has kinks: the data loss is compared with the formula, in float64, instead."""
+    recipe = get_recipe("linear-svm-mnist")
+    torch.manual_seed(0)
+    model = recipe.build(recipe.default).double()
+    x, y = torch.rand(5, 1, 28, 28, dtype=torch.float64), torch.tensor([0, 3, 9, 3, 1])
+    scores = model(x)
+    margins = (scores - scores.gather(1, y[:, None]) + model.config.margin).clamp(min=0)
+    expected = (margins.sum(1) - model.config.margin).mean()  # the true class adds the margin
+    data_loss = model.loss({"x": x, "y": y})["data_loss"]
+    assert data_loss.dtype == torch.float64
+    torch.testing.assert_close(data_loss, expected, rtol=1e-14, atol=0)
+
+
+def test_a_float64_segmentation_net_keeps_float64():
+    torch.manual_seed(0)
+    model = SegmentationNet(SegmentationConfig(num_classes=3, widths=(4, 8))).double()
+    batch = {"x": torch.rand(2, 1, 8, 8, dtype=torch.float64), "semantic": torch.randint(0, 3, (2, 8, 8))}
+    _directional_check(_seeded(model, batch), list(model.head.parameters()))
+
+
+def test_the_vector_quantized_models_keep_float64_with_an_ema_codebook():
+    """The EMA update adds float64 vectors to a float64 codebook (it added float32 ones and failed);
+    the reconstruction terms stay float64."""
+    torch.manual_seed(0)
+    vqvae = VQVAE(VQVAEConfig(hidden=16, res_hidden=8, res_layers=1, num_codes=16, code_dim=4, ema=True))
+    out = vqvae.double().train().loss({"x": torch.randn(2, 1, 28, 28, dtype=torch.float64)})
+    assert out["loss"].dtype == out["recon"].dtype == torch.float64
+    assert vqvae.quantizer.codebook.dtype == torch.float64
+    dance = MotionVQVAE(MotionVQVAEConfig(downsample=2, hidden=32, num_codes=32, code_dim=8)).double()
+    terms = dance.train().loss({"motion": torch.randn(2, 16, 75, dtype=torch.float64)})
+    assert all(terms[k].dtype == torch.float64 for k in ("loss", "position", "velocity", "acceleration"))
+    vqgan = VQGAN(VQGANConfig()).double()
+    terms = vqgan.train().loss({"x": torch.rand(1, 1, 16, 16, dtype=torch.float64) * 2 - 1})
+    assert all(terms[k].dtype == torch.float64 for k in ("loss", "rec", "l1"))
+
+
+def test_the_idn_contrastive_term_keeps_float64():
+    torch.manual_seed(0)
+    config = OnlineConfig(arch="idn", input_dim=6, num_classes=3, embed=8, hidden=8, window=4, dropout=0.0)
+    model = online_detector(config).double()
+    batch = {
+        "x": torch.randn(2, 9, 6, dtype=torch.float64),
+        "target": torch.nn.functional.one_hot(torch.randint(0, 3, (2, 9)), 3).double(),
+    }
+    terms = model.loss(batch)
+    assert all(v.dtype == torch.float64 for k, v in terms.items() if v.is_floating_point()), terms

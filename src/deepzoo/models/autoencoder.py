@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepzoo.config import Count, Index
+from deepzoo.nn.precision import upcast
 from deepzoo.rng import randn
 
 IMAGE_SHAPE = (1, 28, 28)
@@ -146,7 +147,7 @@ class Autoencoder(nn.Module):
         h = self.encoder(x, self._cond(y, x))
         if self.config.kind == "ae":
             return h, None
-        mu, logvar = h.float().chunk(2, dim=1)
+        mu, logvar = upcast(h).chunk(2, dim=1)
         return mu, logvar.clamp(-30.0, 20.0)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -155,17 +156,17 @@ class Autoencoder(nn.Module):
 
     def mean_image(self, out: torch.Tensor) -> torch.Tensor:
         """E[x|z] in [0, 1] from the decoder output."""
-        out = out.float()
+        out = upcast(out)
         return torch.sigmoid(out) if self.config.likelihood == "bernoulli" else out.clamp(0, 1)
 
     def log_likelihood(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """log p(x|z) per image, summed over pixels: x (..., 1, 28, 28) -> (...)."""
-        out = out.float()
+        out = upcast(out)
         if self.config.likelihood == "bernoulli":
             return -F.binary_cross_entropy_with_logits(out, x.expand_as(out), reduction="none").sum(
                 (-3, -2, -1)
             )
-        log_s = self.log_scale.float()
+        log_s = upcast(self.log_scale)
         squares = (x - out).square() * torch.exp(-2 * log_s)
         return -0.5 * (LOG_2PI + 2 * log_s + squares).sum((-3, -2, -1))
 
@@ -183,7 +184,7 @@ class Autoencoder(nn.Module):
         mu, logvar = self.encode(x, y)
         if self.config.kind == "ae":
             if self.training:
-                self._track_codes(mu.detach().float())
+                self._track_codes(upcast(mu.detach()))
             recon = -self.log_likelihood(x, self.decode(mu)).mean()
             return {"loss": recon, "recon": recon}
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)

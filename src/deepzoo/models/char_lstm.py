@@ -18,6 +18,7 @@ from torch import nn
 
 from deepzoo.config import Count, Index, Rate
 from deepzoo.models.text import tokens_to_text
+from deepzoo.nn.precision import upcast
 from deepzoo.nn.recurrent import LSTM, detach_state
 
 
@@ -68,7 +69,7 @@ class CharLSTM(nn.Module):
         for start in range(0, T, chunk):
             logits, state = self(inputs[:, start : start + chunk], state)
             piece = targets[:, start : start + chunk]
-            total = total + F.cross_entropy(logits.flatten(0, 1).float(), piece.flatten(), reduction="sum")
+            total = total + F.cross_entropy(upcast(logits.flatten(0, 1)), piece.flatten(), reduction="sum")
             state = detach_state(state)
         loss = total / targets.numel()
         return {"loss": loss}

@@ -16,6 +16,7 @@ from torch import nn
 from deepzoo.config import Count, Index, NonNegative, Positive, Range, Rate, Sizes, ranged
 from deepzoo.nn.augment import cutout, mixed_cross_entropy, mixup, random_affine, random_translate
 from deepzoo.nn.dropout import linear_decay_rule
+from deepzoo.nn.precision import upcast
 from deepzoo.nn.residual import BasicBlock
 
 Degrees = ranged(float, Range(0, 180))
@@ -139,7 +140,7 @@ class Classifier(nn.Module):
             if reg.mixup > 0:
                 x, y, y_mixed, lam = mixup(x, y, reg.mixup)
         logits = self(x)
-        loss = mixed_cross_entropy(logits.float(), y, y_mixed, lam, smoothing)
+        loss = mixed_cross_entropy(upcast(logits), y, y_mixed, lam, smoothing)
         accuracy = (logits.argmax(dim=1) == y).float().mean()
         return {"loss": loss, "accuracy": accuracy}
 

@@ -184,17 +184,17 @@ class MotionVQVAE(nn.Module):
         motion = batch["motion"]
         self._check(motion)
         x = (motion - self.mean) / self.std
-        x_hat = torch.empty_like(x, dtype=torch.float32)
+        x_hat = torch.empty_like(upcast(x))
         terms: dict[str, torch.Tensor] = {}
         vq_loss = torch.zeros((), device=x.device)
         for dims, part in zip(self.part_dims, self.part_vqvaes):
             recon, q = part(x[..., dims])
-            x_hat[..., dims] = recon.float()
+            x_hat[..., dims] = upcast(recon)
             vq_loss = vq_loss + q.loss
             for key, value in q.terms().items():
                 terms[key] = terms.get(key, 0.0) + value / self.parts
         c = self.config
-        x = x.float()
+        x = upcast(x)
         position, velocity, acceleration = (temporal_l1(x_hat, x, k) for k in (0, 1, 2))
         loss = position + c.velocity_weight * velocity + c.acceleration_weight * acceleration + vq_loss
         return {

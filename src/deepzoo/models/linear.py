@@ -18,6 +18,7 @@ from torch import nn
 from deepzoo.config import Count, NonNegative, Positive
 from deepzoo.nn.init import kaiming_normal_
 from deepzoo.nn.losses import multiclass_svm_loss, regularization, softmax_cross_entropy
+from deepzoo.nn.precision import upcast
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class LinearClassifier(nn.Module):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg = self.config
-        scores = self(batch["x"]).float()
+        scores = upcast(self(batch["x"]))
         if cfg.loss == "svm":
             data_loss = multiclass_svm_loss(scores, batch["y"], cfg.margin)
         else:
@@ -126,7 +127,7 @@ class TwoLayerNet(nn.Module):
         return TwoLayerFunction.apply(_flatten(x, self.config), self.w1, self.b1, self.w2, self.b2)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        scores = self(batch["x"]).float()
+        scores = upcast(self(batch["x"]))
         data_loss = softmax_cross_entropy(scores, batch["y"])
         penalty = regularization(self.w1, "l2") + regularization(self.w2, "l2")
         return {

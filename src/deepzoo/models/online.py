@@ -225,7 +225,7 @@ class IDN(OnlineDetector):
         current_target = window_target[:, :, -1:]
         scored = (window_target.sum(-1) > 0) & (current_target.sum(-1) > 0)
         same = (window_target * current_target).sum(-1) > 0
-        squared = (windows - windows[:, :, -1:]).float().pow(2).sum(-1)
+        squared = upcast(windows - windows[:, :, -1:]).pow(2).sum(-1)
         apart = (self.config.margin - (squared + 1e-12).sqrt()).clamp(min=0) ** 2
         pair = torch.where(same, squared, apart)
         contrastive = (pair * scored).sum() / scored.sum().clamp(min=1)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepzoo.config import Count, Sizes
+from deepzoo.nn.precision import upcast
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class SegmentationNet(nn.Module):
         """Pixelwise cross-entropy against batch["semantic"] (B, H, W); also pixel accuracy."""
         logits = self(batch["x"])
         target = batch["semantic"].long()
-        loss = F.cross_entropy(logits.float(), target, ignore_index=self.config.ignore_index)
+        loss = F.cross_entropy(upcast(logits), target, ignore_index=self.config.ignore_index)
         valid = target != self.config.ignore_index
         accuracy = ((logits.argmax(1) == target) & valid).sum() / valid.sum().clamp_min(1)
         return {"loss": loss, "pixel_accuracy": accuracy.detach()}

@@ -37,6 +37,7 @@ from deepzoo.config import Count, Index, NonNegative, Rate, Sizes
 from deepzoo.nn.adversarial import Objective
 from deepzoo.nn.losses import PerceptualLoss
 from deepzoo.nn.positions import check_heads
+from deepzoo.nn.precision import upcast
 from deepzoo.nn.quantize import Quantized, VectorQuantizer
 from deepzoo.nn.unet import AttentionBlock, GroupNorm
 
@@ -188,7 +189,7 @@ def adaptive_weight(rec_loss: torch.Tensor, gan_loss: torch.Tensor, last: torch.
     with torch.autocast(last.device.type, enabled=False):
         (g_rec,) = torch.autograd.grad(rec_loss, last, retain_graph=True)
         (g_gan,) = torch.autograd.grad(gan_loss, last, retain_graph=True)
-        return (g_rec.float().norm() / (g_gan.float().norm() + 1e-4)).clamp(0.0, 1e4).detach()
+        return (upcast(g_rec).norm() / (upcast(g_gan).norm() + 1e-4)).clamp(0.0, 1e4).detach()
 
 
 class VQGAN(nn.Module):
@@ -251,10 +252,10 @@ class VQGAN(nn.Module):
         """x in [-1, 1] -> (quantized, x_hat, {"rec": L_rec, "l1", "perceptual"})."""
         q = self.quantizer(self.encoder(x))
         x_hat = self.decoder(q.z_q)
-        l1 = (x_hat.float() - x).abs().mean()
+        l1 = (upcast(x_hat) - x).abs().mean()
         terms = {"l1": l1, "rec": l1}
         if self.perceptual is not None:
-            perceptual = self.perceptual((x_hat.float() + 1) / 2, (x + 1) / 2).mean()
+            perceptual = self.perceptual((upcast(x_hat) + 1) / 2, (x + 1) / 2).mean()
             terms |= {"perceptual": perceptual, "rec": l1 + self.config.perceptual_weight * perceptual}
         return q, x_hat, terms
 

@@ -31,6 +31,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from deepzoo.nn.precision import upcast
+
 
 @dataclass
 class Quantized:
@@ -168,7 +170,7 @@ class VectorQuantizer(nn.Module):
     def forward(self, z: torch.Tensor) -> Quantized:
         dtype = z.dtype
         with torch.autocast(z.device.type, enabled=False):
-            flat, grid = self._flatten(z.float())
+            flat, grid = self._flatten(upcast(z))
             if self.normalize:
                 flat = F.normalize(flat, dim=1)
             if self.training and not bool(self.initialized):
@@ -207,7 +209,7 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def _update(self, flat: torch.Tensor, codes: torch.Tensor) -> None:
         """EMA counts (both modes), EMA codebook (ema mode), then dead-code restart."""
-        counts = torch.bincount(codes, minlength=self.num_codes).float()
+        counts = torch.bincount(codes, minlength=self.num_codes).to(self.code_count.dtype)
         sums = torch.zeros_like(self.codebook).index_add_(0, codes, flat) if self.ema else None
         _all_reduce(*(t for t in (counts, sums) if t is not None))
         self.code_count.lerp_(counts, 1.0 - self.decay)
