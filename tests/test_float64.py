@@ -17,6 +17,7 @@ from torch import nn
 
 from deepzoo.models.clip import ImageTextCLIP, ImageTextConfig, MotionMusicCLIP, MotionMusicConfig
 from deepzoo.models.dance import MotionVQVAE, MotionVQVAEConfig
+from deepzoo.models.detection import DetectorConfig, FasterRCNN
 from deepzoo.models.diffusion import Diffusion, DiffusionConfig
 from deepzoo.models.online import OnlineConfig, online_detector
 from deepzoo.models.pointnet import PointAEConfig, PointNetAutoencoder
@@ -201,3 +202,27 @@ def test_the_idn_contrastive_term_keeps_float64():
     }
     terms = model.loss(batch)
     assert all(v.dtype == torch.float64 for k, v in terms.items() if v.is_floating_point()), terms
+
+
+def test_a_float64_mask_rcnn_keeps_float64_in_every_loss_term():
+    """Along the heads' output layers (classify, regress, the mask logits): past every ReLU, and
+    the proposals, matches and samples do not move."""
+    torch.manual_seed(0)
+    config = DetectorConfig(
+        widths=(8, 16), anchor_sizes=(8.0, 14.0), anchor_ratios=(1.0, 2.0), head_width=32,
+        masks=True, mask_roi_size=7, mask_width=16,
+    )  # fmt: skip
+    model = FasterRCNN(config).double()
+    boxes = torch.tensor([[[2.0, 3, 15, 17], [14, 12, 29, 30]], [[5, 5, 20, 14], [0, 0, 0, 0]]])
+    labels = torch.tensor([[3, 7], [1, -1]])
+    instances = torch.zeros(2, 32, 32, dtype=torch.uint8)
+    for b, j in ((0, 0), (0, 1), (1, 0)):
+        x0, y0, x1, y1 = boxes[b, j].long().tolist()
+        instances[b, y0:y1, x0:x1] = j + 1
+    batch = {"x": torch.rand(2, 1, 32, 32, dtype=torch.float64), "boxes": boxes, "labels": labels}
+    batch["instances"] = instances
+    outputs = [*model.classify.parameters(), *model.regress.parameters(), *model.mask_head[-1].parameters()]
+    _directional_check(_seeded(model, batch), outputs)
+    torch.manual_seed(7)
+    every = model.loss(batch)
+    assert all(every[k].dtype == torch.float64 for k in ("loss", "rpn_cls", "rpn_box", "cls", "box", "mask"))

@@ -56,6 +56,7 @@ from torch import Tensor, nn
 
 from deepzoo.config import Count, Probability, Sizes, added_later
 from deepzoo.models.segmentation import conv_bn_relu
+from deepzoo.nn.precision import upcast
 from deepzoo.ops.boxes import (
     BACKGROUND,
     anchors,
@@ -311,10 +312,11 @@ class FasterRCNN(nn.Module):
         matches = match_boxes(iou, c.rpn_fg_iou, c.rpn_bg_iou, low_quality=True)
         pos, neg = sample_balanced(matches >= 0, matches == BACKGROUND, c.rpn_batch, 0.5)
         sampled = pos | neg
-        cls = F.binary_cross_entropy_with_logits(objectness[sampled].float(), pos[sampled].float())
+        logits = upcast(objectness[sampled])
+        cls = F.binary_cross_entropy_with_logits(logits, pos[sampled].to(logits.dtype))
         b, a = torch.nonzero(pos, as_tuple=True)
         target = encode_boxes(anchor_boxes[a], gt_boxes[b, matches[b, a]])
-        box = F.smooth_l1_loss(deltas[b, a].float(), target, beta=SMOOTH_L1_BETA, reduction="sum")
+        box = F.smooth_l1_loss(upcast(deltas[b, a]), target, beta=SMOOTH_L1_BETA, reduction="sum")
         return cls, box / sampled.sum()
 
     def roi_targets(
@@ -357,10 +359,10 @@ class FasterRCNN(nn.Module):
             rois, torch.cat([valid, gt_valid], 1), gt_boxes, gt_labels
         )
         logits, head_deltas = self.box_head(features, b, rois[b, r])
-        cls = F.cross_entropy(logits.float(), classes)
+        cls = F.cross_entropy(upcast(logits), classes)
         fg = torch.nonzero(classes > 0).squeeze(1)
         box = F.smooth_l1_loss(
-            head_deltas[fg, classes[fg]].float(), target[fg], beta=SMOOTH_L1_BETA, reduction="sum"
+            upcast(head_deltas[fg, classes[fg]]), target[fg], beta=SMOOTH_L1_BETA, reduction="sum"
         ) / len(classes)
         accuracy = (logits.argmax(1) == classes).float().mean()
         terms = {
@@ -391,7 +393,8 @@ class FasterRCNN(nn.Module):
             return logits.sum() * 0.0  # no foreground: a zero that keeps the graph
         target = self.mask_targets(instances, image, matched, boxes.detach())
         chosen = logits[torch.arange(len(logits), device=logits.device), classes - 1]
-        return F.binary_cross_entropy_with_logits(chosen.float(), target.float())
+        chosen = upcast(chosen)
+        return F.binary_cross_entropy_with_logits(chosen, target.to(chosen.dtype))
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> list[dict[str, Tensor]]:
