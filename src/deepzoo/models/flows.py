@@ -51,6 +51,7 @@ from deepzoo.nn.flows import (
     standard_logistic_log_prob,
     standard_normal_log_prob,
 )
+from deepzoo.nn.precision import upcast
 from deepzoo.rng import rand, randn
 
 IMAGE_SHAPE = (1, 28, 28)
@@ -252,7 +253,7 @@ class VariationalDequantizer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x: k / 255 -> (u in (0, 1), log q(u | k) per image)."""
         out = self.net(x - 0.5)
-        mu, log_sigma = (out if out.dtype == torch.float64 else out.float()).chunk(2, dim=1)
+        mu, log_sigma = upcast(out).chunk(2, dim=1)
         eps = randn(tuple(x.shape), generator, x.device, mu.dtype)
         v = mu + log_sigma.exp() * eps
         log_q = -0.5 * (eps.square() + math.log(2 * math.pi)) - log_sigma - F.logsigmoid(v) - F.logsigmoid(-v)
@@ -288,7 +289,7 @@ class Flow(nn.Module):
         self, x: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x = k / 255 -> (y = (k + u) / 256, log q(u | k) per image; 0 for uniform u)."""
-        x = x if x.dtype == torch.float64 else x.float()
+        x = upcast(x)
         k = (x * (LEVELS - 1)).round()
         if self.dequantizer is None:
             u = rand(tuple(x.shape), generator, x.device, x.dtype)

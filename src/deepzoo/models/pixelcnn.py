@@ -31,6 +31,7 @@ from torch import nn
 
 from deepzoo.config import Count, Index
 from deepzoo.nn.masked import GatedLayer, MaskedConv2d, RowLSTM
+from deepzoo.nn.precision import upcast
 from deepzoo.rng import rand
 
 IMAGE_SHAPE = (1, 28, 28)
@@ -56,11 +57,6 @@ class PixelCNNConfig:
             raise ValueError("class conditioning is built for kind 'gated' only")
         if self.kernel % 2 == 0 or self.layers < 1 or self.hidden < 2:
             raise ValueError("need an odd kernel, layers >= 1 and hidden >= 2")
-
-
-def _wide(x: torch.Tensor) -> torch.Tensor:
-    """float32 at least: likelihoods are summed over 784 pixels."""
-    return x if x.dtype == torch.float64 else x.float()
 
 
 def _head(hidden: int, out: int) -> nn.Sequential:
@@ -131,7 +127,7 @@ class PixelCNN(nn.Module):
 
     def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x) in nats per image (B,), x binary."""
-        logits = _wide(self.logits(x, y))
+        logits = upcast(self.logits(x, y))
         return (
             -F.binary_cross_entropy_with_logits(logits, x.to(logits.dtype), reduction="none")
             .flatten(1)
@@ -206,7 +202,7 @@ class PixelCNN(nn.Module):
         for i in range(height):
             for j in range(width):
                 logit = self._cached_logit(x, y, i, j, state) if cache else self.logits(x, y)[:, 0, i, j]
-                logit = _wide(logit)
+                logit = upcast(logit)
                 pixel = (rand((n,), generator, device) < torch.sigmoid(logit)).to(logit.dtype)
                 x[:, 0, i, j] = pixel.to(x.dtype)
                 log_p -= F.binary_cross_entropy_with_logits(logit, pixel, reduction="none")

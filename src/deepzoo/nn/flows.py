@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepzoo.nn.precision import upcast
 from deepzoo.rng import rand
 
 Shape = tuple[int, ...]
@@ -43,11 +44,6 @@ class FlowLayer(nn.Module):
     def out_shape(self, shape: Shape) -> Shape:
         """The shape of one output example for an input example of `shape` (no batch axis)."""
         return shape
-
-
-def _wide(x: torch.Tensor) -> torch.Tensor:
-    """x in float32 at least (bf16 and fp16 are widened; float64 stays float64)."""
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 def _sum_per_example(x: torch.Tensor) -> torch.Tensor:
@@ -129,7 +125,7 @@ class Coupling(FlowLayer):
     def _params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log-scale s, shift t) in float32: the shape of the moving part (split), or x's shape
         with zeros where b = 1 (masked)."""
-        out = _wide(self.net(x.index_select(1, self.passing) if self.split else x * self.mask.to(x.dtype)))
+        out = upcast(self.net(x.index_select(1, self.passing) if self.split else x * self.mask.to(x.dtype)))
         if self.kind == "additive":
             s, t = torch.zeros_like(out), out
         else:
@@ -147,7 +143,7 @@ class Coupling(FlowLayer):
 
     def _couple(self, x: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         s, t = self._params(x)  # inverse: the passing part of z is that of x, so s, t are the same
-        x = _wide(x)
+        x = upcast(x)
         if not self.split:
             return self._moved(x, s, t, inverse), s
         moved = self._moved(x.index_select(1, self.moving), s, t, inverse)
@@ -169,11 +165,11 @@ class DiagonalScaling(FlowLayer):
         self.log_scale = nn.Parameter(torch.zeros(shape))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = _wide(x) * self.log_scale.exp()
+        z = upcast(x) * self.log_scale.exp()
         return z, self.log_scale.sum().expand(len(x))
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
-        return _wide(z) * (-self.log_scale).exp()
+        return upcast(z) * (-self.log_scale).exp()
 
 
 # ------------------------------------------------------------------ Glow's step
@@ -198,14 +194,14 @@ class ActNorm(FlowLayer):
         self.initialized.fill_(True)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = _wide(x)
+        x = upcast(x)
         if self.training and not self.initialized:
             self.initialize(x)
         z = (x + _channel_view(self.bias, x)) * _channel_view(self.log_scale, x).exp()
         return z, (self.log_scale.sum() * _positions(x)).expand(len(x))
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
-        z = _wide(z)
+        z = upcast(z)
         return z * _channel_view(-self.log_scale, z).exp() - _channel_view(self.bias, z)
 
 
@@ -236,14 +232,14 @@ class InvertibleConv1x1(FlowLayer):
     def weight(self) -> torch.Tensor:
         """W (C, C) in float32."""
         if not self.lu:
-            return _wide(self.weight_param)
+            return upcast(self.weight_param)
         eye = torch.eye(len(self.log_s), device=self.log_s.device)
         lower = self.lower * self.lower_mask + eye
         upper = self.upper * self.lower_mask.T + torch.diag(self.sign * self.log_s.exp())
         return self.permutation @ lower @ upper
 
     def log_abs_det(self) -> torch.Tensor:
-        return self.log_s.sum() if self.lu else torch.linalg.slogdet(_wide(self.weight_param))[1]
+        return self.log_s.sum() if self.lu else torch.linalg.slogdet(upcast(self.weight_param))[1]
 
     @staticmethod
     def _mix(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -251,11 +247,11 @@ class InvertibleConv1x1(FlowLayer):
             return torch.einsum("oc,bc...->bo...", weight.to(x.dtype), x)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = _wide(x)
+        x = upcast(x)
         return self._mix(self.weight(), x), (self.log_abs_det() * _positions(x)).expand(len(x))
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
-        z = _wide(z)
+        z = upcast(z)
         return self._mix(torch.linalg.inv(self.weight()), z)
 
 
@@ -269,7 +265,7 @@ class Squeeze(FlowLayer):
         if h % 2 or w % 2:
             raise ValueError(f"Squeeze needs even height and width, got {h}x{w}")
         z = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(b, 4 * c, h // 2, w // 2)
-        return z, _wide(x).new_zeros(b)
+        return z, upcast(x).new_zeros(b)
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
         b, c, h, w = z.shape
@@ -291,13 +287,13 @@ class LogitTransform(FlowLayer):
         self.alpha = alpha
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        p = self.alpha + (1 - 2 * self.alpha) * _wide(x)
+        p = self.alpha + (1 - 2 * self.alpha) * upcast(x)
         z = p.log() - (-p).log1p()
         logdet = math.log(1 - 2 * self.alpha) - p.log() - (-p).log1p()
         return z, _sum_per_example(logdet)
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
-        return (torch.sigmoid(_wide(z)) - self.alpha) / (1 - 2 * self.alpha)
+        return (torch.sigmoid(upcast(z)) - self.alpha) / (1 - 2 * self.alpha)
 
 
 class Shift(FlowLayer):
@@ -308,10 +304,10 @@ class Shift(FlowLayer):
         self.shift = shift
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return _wide(x) + self.shift, _wide(x).new_zeros(len(x))
+        return upcast(x) + self.shift, upcast(x).new_zeros(len(x))
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
-        return _wide(z) - self.shift
+        return upcast(z) - self.shift
 
 
 # ------------------------------------------------------------------ composition
@@ -323,7 +319,7 @@ class FlowSequence(FlowLayer):
         self.layers = nn.ModuleList(layers)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logdet = _wide(x).new_zeros(len(x))
+        logdet = upcast(x).new_zeros(len(x))
         for layer in self.layers:
             x, ld = layer(x)
             logdet = logdet + ld
@@ -363,7 +359,7 @@ class MultiScale(FlowLayer):
         self.factored.append(final.out_shape(shape))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        parts, logdet = [], _wide(x).new_zeros(len(x))
+        parts, logdet = [], upcast(x).new_zeros(len(x))
         for level in self.levels:
             x, ld = level(x)
             out, x = x.chunk(2, dim=1)
@@ -388,12 +384,12 @@ class MultiScale(FlowLayer):
 # ------------------------------------------------------------------ priors
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     """log N(z; 0, I) summed per example: -1/2 sum (z^2 + log 2 pi)."""
-    return -0.5 * _sum_per_example(_wide(z).square() + math.log(2 * math.pi))
+    return -0.5 * _sum_per_example(upcast(z).square() + math.log(2 * math.pi))
 
 
 def standard_logistic_log_prob(z: torch.Tensor) -> torch.Tensor:
     """NICE's prior, log p(z) = -sum [softplus(z) + softplus(-z)] per example."""
-    z = _wide(z)
+    z = upcast(z)
     return -_sum_per_example(F.softplus(z) + F.softplus(-z))
 
 
