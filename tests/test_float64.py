@@ -27,6 +27,7 @@ from deepzoo.models.vqvae import VQVAE, VQVAEConfig
 from deepzoo.nn.losses import PerceptualLoss
 from deepzoo.nn.unet import UNetConfig
 from deepzoo.recipes.registry import get_recipe
+from deepzoo.rl.actor_critic import A2CConfig, ActorCritic
 
 STEP = 1e-7
 RTOL = 1e-5
@@ -226,3 +227,24 @@ def test_a_float64_mask_rcnn_keeps_float64_in_every_loss_term():
     torch.manual_seed(7)
     every = model.loss(batch)
     assert all(every[k].dtype == torch.float64 for k in ("loss", "rpn_cls", "rpn_box", "cls", "box", "mask"))
+
+
+@pytest.mark.parametrize("env, actions", [("CartPole-v1", "discrete"), ("Pendulum-v1", "continuous")])
+def test_a_float64_actor_critic_keeps_float64(env, actions):
+    """Along the actor's parameters: the advantages come from the critic alone, so moving the
+    actor leaves them fixed and the loss is smooth (tanh MLPs, log-probabilities, entropy)."""
+    torch.manual_seed(0)
+    model = ActorCritic(A2CConfig(env=env, normalize_advantage=True)).double()
+    T, N, obs_dim = 6, 3, model.actor[0].in_features
+    batch = {
+        "obs": torch.randn(T, N, obs_dim, dtype=torch.float64),
+        "next_obs": torch.randn(T, N, obs_dim, dtype=torch.float64),
+        "rewards": torch.randn(T, N, dtype=torch.float64),
+        "terminated": torch.rand(T, N) < 0.2,
+        "truncated": torch.zeros(T, N, dtype=torch.bool),
+    }
+    with torch.no_grad():
+        batch["actions"] = model.distribution(batch["obs"]).sample()
+    _directional_check(_seeded(model, batch), [p for p in model.actor.parameters()])
+    terms = model.loss(batch)
+    assert all(terms[k].dtype == torch.float64 for k in ("loss", "policy_loss", "value_loss", "entropy"))

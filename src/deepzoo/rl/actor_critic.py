@@ -27,6 +27,7 @@ from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
 from deepzoo.config import Count, NonNegative, Probability
+from deepzoo.nn.precision import upcast
 from deepzoo.rl.returns import complete_episodes, gae
 from deepzoo.rl.rollouts import play_episode
 
@@ -120,14 +121,14 @@ class ActorCritic(nn.Module):
 
     def distribution(self, obs: torch.Tensor) -> Distribution:
         """pi(. | s) of (..., obs_dim) observations."""
-        out = self.actor(self._features(obs)).float()
+        out = upcast(self.actor(self._features(obs)))
         if self.discrete:
             return Categorical(logits=out)
         return Independent(Normal(out, self.log_std.exp().expand_as(out)), 1)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """V(s) of (..., obs_dim) observations -> (...)."""
-        return self.critic(self._features(obs)).float().squeeze(-1)
+        return upcast(self.critic(self._features(obs))).squeeze(-1)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
@@ -162,7 +163,9 @@ class ActorCritic(nn.Module):
             kept = advantages[used]
             if c.normalize_advantage and len(kept) > 1:
                 advantages = (advantages - kept.mean()) / (kept.std() + 1e-8)
-            weight = used.float() / used.sum().clamp_min(1)  # a mean over the used steps; 0 if none
+            weight = used.to(advantages.dtype) / used.sum().clamp_min(
+                1
+            )  # a mean over the used steps; 0 if none
         policy_loss = -(dist.log_prob(actions) * advantages * weight).sum()
         value_loss = ((values - returns).square() * weight).sum()
         entropy = (dist.entropy() * weight).sum()
