@@ -309,5 +309,8 @@ def test_the_rollout_windows_start_on_code_steps_anywhere_in_the_song(monkeypatc
         assert torch.equal(context["beats"], batch["beats"][:, first : first + 32])
         starts.add(first)
     assert starts == {0, 8, 16, 24, 32}
-    with pytest.raises(ValueError, match="shorter than a window of 32"):
-        model.contexts({k: v[:, :24] for k, v in batch.items()}, torch.device("cpu"))
+    for short in (24, 31):
+        with pytest.raises(ValueError, match="shorter than a window of 32"):
+            model.contexts({k: v[:, :short] for k, v in batch.items()}, torch.device("cpu"))
+    exact = model.contexts({k: v[:, :32] for k, v in batch.items()}, torch.device("cpu"))  # one window
+    assert torch.equal(exact["beats"], batch["beats"][:, :32])

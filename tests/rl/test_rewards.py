@@ -37,6 +37,13 @@ def test_the_reward_is_the_beat_align_score_of_the_decoded_dance():
         expected.append(beat_align_score(torch.nonzero(music).view(-1), dance))
     torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float32))
     assert got[5] == 0 and (got[:5] > 0).all()
+    narrow = BeatAlignReward(reward.vqvae, sigma=1.0)({"beats": beats}, codes)  # sigma reaches the score
+    expected = []
+    for joints, music in zip(forward_kinematics(reward.decode(codes)), beats[:, : FRAMES - 1]):
+        dance = kinetic_beats(relative_to_start(joints))
+        expected.append(beat_align_score(torch.nonzero(music).view(-1), dance, sigma=1.0))
+    torch.testing.assert_close(narrow, torch.tensor(expected, dtype=torch.float32))
+    assert (narrow[:5] <= got[:5]).all() and (narrow[:5] < got[:5]).any()  # misses score lower
 
 
 def test_the_digit_reward_is_the_probability_of_the_target_digit_of_the_decoded_image():
