@@ -27,6 +27,7 @@ from typing import Literal
 import torch
 
 from deepzoo.diffusion.schedules import Schedule
+from deepzoo.nn.precision import compute_dtype
 
 Kind = Literal["epsilon", "x0", "v", "edm", "velocity"]
 
@@ -76,7 +77,7 @@ class Denoiser(torch.nn.Module):
         """F(c_in x_hat; c_noise) for x_hat (B, ...) and sigma (B,)."""
         _, _, c_in = self.precond.coefficients(sigma.double())
         shape = (-1,) + (1,) * (x_hat.ndim - 1)
-        c_noise = self.c_noise(sigma).to(torch.float64 if x_hat.dtype == torch.float64 else torch.float32)
+        c_noise = self.c_noise(sigma).to(compute_dtype(x_hat.dtype))
         return self.net(x_hat * c_in.to(x_hat.dtype).reshape(shape), c_noise, labels)
 
     def forward(

@@ -27,6 +27,7 @@ from deepzoo.diffusion.schedules import (
     flow_sigmas,
     karras_sigmas,
 )
+from deepzoo.nn.precision import compute_dtype
 from deepzoo.nn.unet import UNet, UNetConfig
 from deepzoo.rng import randn
 
@@ -169,7 +170,7 @@ class Diffusion(nn.Module):
         """n images in [0, 1]; class-conditional models draw digits `labels` (default 0..9 repeating).
         options: sampler, steps, guidance (defaults from the config)."""
         weight = next(self.parameters())  # a float64 model samples in float64, any other in float32
-        device, dtype = weight.device, torch.float64 if weight.dtype == torch.float64 else torch.float32
+        device, dtype = weight.device, compute_dtype(weight.dtype)
         shape = (n, self.config.net.in_channels, self.config.image_size, self.config.image_size)
         noise = randn(shape, generator, device, dtype)
         if labels is None and self.config.net.num_classes:

@@ -18,6 +18,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from deepzoo.nn.precision import compute_dtype
+
 
 def check_heads(dim: int, heads: int, rope: bool, names: tuple[str, str] = ("dim", "heads")) -> None:
     """A config's check that `heads` splits the width `dim` into equal heads, of an even width
@@ -40,7 +42,7 @@ def sinusoidal_features(positions: torch.Tensor, dim: int) -> torch.Tensor:
     for float64 positions, float32 otherwise."""
     if dim % 2:
         raise ValueError(f"sinusoidal positions need an even width, got {dim}")
-    dtype = torch.float64 if positions.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(positions.dtype)
     w = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=dtype, device=positions.device) / dim)
     angles = positions.to(dtype)[..., None] * w
     return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(-2)
