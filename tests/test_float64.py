@@ -3,10 +3,11 @@
 Half-precision safeguards (a softmax, a normalization or a loss lifted to float32 under autocast)
 must not round float64 down. The check: along a random direction u of the parameters (or the
 input), the central difference (L(p + h u) - L(p - h u)) / 2h with h = 1e-7 equals autograd's
-u . grad L. In float64 they agree to ~1e-9 relative (rounding 2^-53 / h, plus h^2 curvature); one
-float32 rounding inside L leaves an error near 2^-24 / h ~ 0.1. The perturbed tensors are the ones
-after the models' last ReLU or max-pool: a kink crossed within h would break the agreement in any
-precision.
+u . grad L. In float64 they differ by the rounding of L, ~2^-53 |L| / h (plus h^2 curvature); one
+float32 rounding inside L leaves an error near 2^-24 |L| / h, 2^29 times more. The tolerance:
+relative 1e-5, or absolute 100 * 2^-53 |L| / h for a large loss moving slowly. The perturbed
+tensors are the ones after the models' last ReLU or max-pool: a kink crossed within h would break
+the agreement in any precision.
 """
 
 from collections.abc import Callable
@@ -19,15 +20,19 @@ from deepzoo.models.clip import ImageTextCLIP, ImageTextConfig, MotionMusicCLIP,
 from deepzoo.models.dance import MotionVQVAE, MotionVQVAEConfig
 from deepzoo.models.detection import DetectorConfig, FasterRCNN
 from deepzoo.models.diffusion import Diffusion, DiffusionConfig
+from deepzoo.models.ensemble import Ensemble
+from deepzoo.models.gpt import GPT, GPTConfig
 from deepzoo.models.online import OnlineConfig, online_detector
 from deepzoo.models.pointnet import PointAEConfig, PointNetAutoencoder
 from deepzoo.models.segmentation import SegmentationConfig, SegmentationNet
 from deepzoo.models.vqgan import VQGAN, VQGANConfig
 from deepzoo.models.vqvae import VQVAE, VQVAEConfig
 from deepzoo.nn.losses import PerceptualLoss
+from deepzoo.nn.quantize import nearest_code
 from deepzoo.nn.unet import UNetConfig
 from deepzoo.recipes.registry import get_recipe
 from deepzoo.rl.actor_critic import A2CConfig, ActorCritic
+from deepzoo.rl.sequence import PromptedGPT, SequenceACConfig, SequenceActorCritic
 
 STEP = 1e-7
 RTOL = 1e-5
@@ -35,7 +40,12 @@ RTOL = 1e-5
 
 def _directional_check(loss_of: Callable[[], torch.Tensor], tensors: list[torch.Tensor]) -> None:
     """loss_of() -> a float64 scalar of `tensors`; its derivative along a random direction, by
-    central differences and by autograd, must agree."""
+    central differences and by autograd, must agree. The tensors first move off their start: a
+    zero-initialized output layer (the U-Net's, a flow's coupling) makes the output ~h u, whose
+    float32 rounding (~2^-24 h) no difference could see."""
+    with torch.no_grad():
+        for t in tensors:
+            t.add_(0.1 * torch.randn_like(t))
     direction = [torch.randn_like(t) for t in tensors]
     for t in tensors:
         t.grad = None
@@ -52,8 +62,9 @@ def _directional_check(loss_of: Callable[[], torch.Tensor], tensors: list[torch.
             for t, u in zip(tensors, direction):
                 t.sub_(sign * STEP * u)
     numeric = (values[0] - values[1]) / (2 * STEP)
-    assert abs(analytic) > 1e-3  # the loss moves along u: the comparison is not 0 == 0
-    assert numeric == pytest.approx(analytic, rel=RTOL)
+    rounding = 100 * torch.finfo(torch.float64).eps / 2 * abs(loss.item()) / STEP
+    assert abs(analytic) > max(1e-3, 10 * rounding)  # the loss moves along u: not 0 == 0
+    assert numeric == pytest.approx(analytic, rel=RTOL, abs=rounding)
 
 
 def _seeded(model: nn.Module, batch: dict[str, torch.Tensor]) -> Callable[[], torch.Tensor]:
@@ -126,7 +137,8 @@ def test_a_diffusion_model_keeps_float64_in_its_loss_its_time_features_and_its_s
     assert (
         model.generate(noise, batch["y"], generator=torch.Generator().manual_seed(0)).dtype == torch.float64
     )
-    assert model.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 8, 8)
+    images = model.sample(2, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (2, 1, 8, 8) and images.dtype == torch.float64
 
 
 def _last(count: int) -> Callable[[nn.Module], list[torch.Tensor]]:
@@ -193,6 +205,30 @@ def test_the_vector_quantized_models_keep_float64_with_an_ema_codebook():
     assert all(terms[k].dtype == torch.float64 for k in ("loss", "rec", "l1"))
 
 
+def test_float64_quantized_models_decode_in_float64():
+    """Decoding codes (images, dances) keeps a float64 model's precision; the nearest code is
+    chosen in float64, where two codes closer than float32 can tell apart still differ."""
+    torch.manual_seed(0)
+    vqvae = VQVAE(VQVAEConfig(hidden=16, res_hidden=8, res_layers=1, num_codes=16, code_dim=4)).double()
+    codes = torch.randint(16, (2, 7, 7))
+    exact = vqvae.decoder(vqvae.quantizer.lookup(codes)).clamp(0, 1)
+    torch.testing.assert_close(vqvae.decode(codes), exact, rtol=0, atol=0)
+    vqgan = VQGAN(VQGANConfig(image_size=16, channels=(8, 16))).double()
+    assert vqgan.decode(torch.randint(vqgan.config.num_codes, (1, 8, 8))).dtype == torch.float64
+    dance = MotionVQVAE(MotionVQVAEConfig(downsample=2, hidden=16, num_codes=8, code_dim=8)).double()
+    assert dance.decode(torch.randint(8, (2, dance.parts, 3))).dtype == torch.float64
+    codebook = torch.tensor([[1.0 + 1e-12], [1.0]], dtype=torch.float64)  # one float32 value
+    assert nearest_code(torch.zeros(1, 1, dtype=torch.float64), codebook).item() == 1
+
+
+def test_a_float64_ensemble_averages_probabilities_in_float64():
+    torch.manual_seed(0)
+    members = [nn.Linear(5, 3).double() for _ in range(3)]
+    x = torch.randn(4, 5, dtype=torch.float64)
+    mean = torch.stack([m(x).softmax(-1) for m in members]).mean(0)
+    torch.testing.assert_close(Ensemble(members)(x), mean.log(), rtol=1e-14, atol=0)
+
+
 def test_the_idn_contrastive_term_keeps_float64():
     torch.manual_seed(0)
     config = OnlineConfig(arch="idn", input_dim=6, num_classes=3, embed=8, hidden=8, window=4, dropout=0.0)
@@ -227,6 +263,9 @@ def test_a_float64_mask_rcnn_keeps_float64_in_every_loss_term():
     torch.manual_seed(7)
     every = model.loss(batch)
     assert all(every[k].dtype == torch.float64 for k in ("loss", "rpn_cls", "rpn_box", "cls", "box", "mask"))
+    found = model.eval().predict(batch["x"])
+    assert sum(len(d["scores"]) for d in found) > 0
+    assert all(d["scores"].dtype == d["boxes"].dtype == torch.float64 for d in found)
 
 
 @pytest.mark.parametrize("env, actions", [("CartPole-v1", "discrete"), ("Pendulum-v1", "continuous")])
@@ -248,3 +287,20 @@ def test_a_float64_actor_critic_keeps_float64(env, actions):
     _directional_check(_seeded(model, batch), [p for p in model.actor.parameters()])
     terms = model.loss(batch)
     assert all(terms[k].dtype == torch.float64 for k in ("loss", "policy_loss", "value_loss", "entropy"))
+
+
+def test_a_float64_sequence_actor_critic_keeps_float64():
+    """Along every parameter of the policy: with beta = 0 and the critic's head at its zero start,
+    the advantages are the rewards of the fixed actions, so the loss moves only through
+    log pi(a_t) (a GELU transformer, smooth)."""
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(vocab_size=5, block_size=8, layers=1, heads=2, dim=16, positions="rope"))
+    reward = lambda context, actions: (actions == 0).double().mean(1) - 0.3  # noqa: E731
+    model = SequenceActorCritic(
+        PromptedGPT(gpt, new_tokens=6, max_token=4), reward, lambda batch, device: {}, SequenceACConfig(0.0)
+    ).double()
+    context = {"prompt": torch.full((5, 1), 4)}
+    actions = torch.randint(0, 4, (5, 6))
+    _directional_check(lambda: model.terms(context, actions)["loss"], list(model.policy.parameters()))
+    terms = model.terms(context, actions)
+    assert all(terms[k].dtype == torch.float64 for k in ("loss", "policy_loss", "value_loss", "reward", "kl"))

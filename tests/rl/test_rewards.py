@@ -58,6 +58,9 @@ def test_the_digit_reward_is_the_probability_of_the_target_digit_of_the_decoded_
     codes = torch.randint(16, (5, 49), generator=torch.Generator().manual_seed(1))
     images = vqvae.decode(codes.view(5, 7, 7))
     torch.testing.assert_close(reward({}, codes), mnist_feature_net()(images).softmax(-1)[:, 3])
+    reward.double()  # float64 models score in float64, not rounded to float32
+    exact = mnist_feature_net().double()(vqvae.decode(codes.view(5, 7, 7))).softmax(-1)[:, 3]
+    torch.testing.assert_close(reward({}, codes), exact, rtol=1e-12, atol=0)
     assert not any(p.requires_grad for p in reward.parameters()) and not reward.train().training
 
 

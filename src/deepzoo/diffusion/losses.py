@@ -23,6 +23,7 @@ import torch
 
 from deepzoo.diffusion.preconditioning import Denoiser
 from deepzoo.diffusion.schedules import FLOW_T_MAX, VPSchedule
+from deepzoo.nn.precision import compute_dtype
 
 
 def _expand(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -43,8 +44,9 @@ def weighted_denoising_loss(
     x_hat = x0 + _expand(sigma, x0) * eps
     c_skip, c_out, _ = denoiser.precond.coefficients(sigma.double())
     target = (x0 - _expand(c_skip, x0) * x_hat) / _expand(c_out, x0)
-    f = denoiser.raw(x_hat, sigma, labels).float()
-    effective = (weight.double() * c_out.square()).float()
+    dtype = compute_dtype(x0.dtype)
+    f = denoiser.raw(x_hat, sigma, labels).to(dtype)
+    effective = (weight.double() * c_out.square()).to(dtype)
     return effective * (f - target).square().flatten(1).mean(1)
 
 

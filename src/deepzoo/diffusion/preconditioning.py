@@ -85,5 +85,6 @@ class Denoiser(torch.nn.Module):
     ) -> torch.Tensor:
         c_skip, c_out, _ = self.precond.coefficients(sigma.double())
         shape = (-1,) + (1,) * (x_hat.ndim - 1)
-        f = self.raw(x_hat, sigma, labels).float()
-        return c_skip.float().reshape(shape) * x_hat.float() + c_out.float().reshape(shape) * f
+        dtype = compute_dtype(x_hat.dtype)
+        f = self.raw(x_hat, sigma, labels).to(dtype)
+        return c_skip.to(dtype).reshape(shape) * x_hat.to(dtype) + c_out.to(dtype).reshape(shape) * f

@@ -220,10 +220,11 @@ class MotionVQVAE(nn.Module):
         if codes.ndim != 3 or codes.shape[1] != self.parts:
             raise ValueError(f"need codes (B, {self.parts}, T'), got {tuple(codes.shape)}")
         b, _, steps = codes.shape
-        x = torch.zeros(b, steps * self.frames_per_code, MOTION_DIM, device=codes.device)
+        std, mean = upcast(self.std), upcast(self.mean)
+        x = torch.zeros(b, steps * self.frames_per_code, MOTION_DIM, device=codes.device, dtype=std.dtype)
         for i, (dims, part) in enumerate(zip(self.part_dims, self.part_vqvaes)):
-            x[..., dims] = part.decode(codes[:, i]).float()
-        return x * self.std.float() + self.mean.float()
+            x[..., dims] = part.decode(codes[:, i]).to(x.dtype)
+        return x * std + mean
 
     @torch.no_grad()
     def reconstruct(self, motion: torch.Tensor) -> torch.Tensor:

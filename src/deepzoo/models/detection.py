@@ -408,8 +408,8 @@ class FasterRCNN(nn.Module):
         b, r = torch.nonzero(valid, as_tuple=True)
         logits, deltas = self.box_head(features, b, proposals[b, r])
         K = c.num_classes
-        scores = logits.float().softmax(-1)[:, 1:].flatten()  # (R K)
-        boxes = decode_boxes(proposals[b, r][:, None].expand(-1, K, -1), deltas[:, 1:].float(), HEAD_WEIGHTS)
+        scores = upcast(logits).softmax(-1)[:, 1:].flatten()  # (R K)
+        boxes = decode_boxes(proposals[b, r][:, None].expand(-1, K, -1), upcast(deltas[:, 1:]), HEAD_WEIGHTS)
         boxes = clip_boxes(boxes, *size).flatten(0, 1)
         labels = torch.arange(K, device=x.device).repeat(len(b))
         image = b.repeat_interleave(K)
@@ -426,6 +426,6 @@ class FasterRCNN(nn.Module):
         if c.masks:
             for i, d in enumerate(found):
                 chosen = self.mask_logits(stages, torch.full_like(d["labels"], i), d["boxes"])
-                probs = chosen[torch.arange(len(chosen), device=x.device), d["labels"]].float().sigmoid()
-                d["masks"] = paste_masks(probs, d["boxes"].float(), *size) >= 0.5
+                probs = upcast(chosen[torch.arange(len(chosen), device=x.device), d["labels"]]).sigmoid()
+                d["masks"] = paste_masks(probs, upcast(d["boxes"]), *size) >= 0.5
         return found

@@ -176,4 +176,4 @@ class Diffusion(nn.Module):
         if labels is None and self.config.net.num_classes:
             labels = torch.arange(n, device=device) % self.config.net.num_classes
         x0 = self.generate(noise, labels, generator=generator, **options)
-        return ((x0.float() + 1) / 2).clamp(0, 1)
+        return ((x0.to(dtype) + 1) / 2).clamp(0, 1)

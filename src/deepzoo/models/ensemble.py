@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from deepzoo.nn.precision import upcast
+
 
 class Ensemble(nn.Module):
     def __init__(self, members: Sequence[nn.Module]) -> None:
@@ -24,5 +26,5 @@ class Ensemble(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, ...) -> log of the mean member probability (B, K)."""
-        log_probs = torch.stack([member(x).float().log_softmax(-1) for member in self.members])  # (M, B, K)
+        log_probs = torch.stack([upcast(member(x)).log_softmax(-1) for member in self.members])  # (M, B, K)
         return torch.logsumexp(log_probs, 0) - math.log(len(self.members))

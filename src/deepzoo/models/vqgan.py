@@ -231,7 +231,7 @@ class VQGAN(nn.Module):
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, h, w) -> images (B, 1, S, S) in [0, 1]."""
-        return ((self.decoder(self.quantizer.lookup(codes)).float() + 1) / 2).clamp(0, 1)
+        return ((upcast(self.decoder(self.quantizer.lookup(codes))) + 1) / 2).clamp(0, 1)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

@@ -126,7 +126,7 @@ class VQVAE(nn.Module):
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, h, w) -> images (B, 1, S, S) in [0, 1]."""
-        return self.decoder(self.quantizer.lookup(codes)).float().clamp(0, 1)
+        return upcast(self.decoder(self.quantizer.lookup(codes))).clamp(0, 1)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from deepzoo.nn.precision import upcast
+from deepzoo.nn.precision import compute_dtype, upcast
 
 
 @dataclass
@@ -67,10 +67,11 @@ def perplexity(codes: torch.Tensor, num_codes: int) -> torch.Tensor:
 
 
 def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """x (N, D), codebook (K, D) -> argmin_k ||x_n - e_k||^2 as (N,), in float32.
+    """x (N, D), codebook (K, D) -> argmin_k ||x_n - e_k||^2 as (N,), in float32 (float64 stays).
 
     ||x||^2 is the same for every k, so argmin_k (||e_k||^2 - 2 x.e_k): one matmul, one argmin."""
-    x, codebook = x.float(), codebook.float()
+    dtype = compute_dtype(torch.promote_types(x.dtype, codebook.dtype))
+    x, codebook = x.to(dtype), codebook.to(dtype)
     scores = torch.addmm(codebook.pow(2).sum(1), x, codebook.t(), beta=1.0, alpha=-2.0)
     return scores.argmin(dim=1)
 

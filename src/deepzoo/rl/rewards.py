@@ -11,6 +11,7 @@ from torch import nn
 
 from deepzoo.data.skeleton import forward_kinematics
 from deepzoo.metrics.retrieval import dance_beat_align_score
+from deepzoo.nn.precision import compute_dtype, upcast
 
 
 class DigitReward(nn.Module):
@@ -32,7 +33,7 @@ class DigitReward(nn.Module):
 
     @torch.no_grad()
     def forward(self, context: dict[str, torch.Tensor], codes: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.decode(codes)).float().softmax(-1)[:, self.target]
+        return upcast(self.classifier(self.decode(codes))).softmax(-1)[:, self.target]
 
 
 class BeatAlignReward(nn.Module):
@@ -67,6 +68,6 @@ class BeatAlignReward(nn.Module):
         motion = self.decode(codes)
         scores = [
             dance_beat_align_score(joints, music, self.sigma)
-            for joints, music in zip(forward_kinematics(motion.float().cpu()), context["beats"].cpu())
+            for joints, music in zip(forward_kinematics(upcast(motion).cpu()), context["beats"].cpu())
         ]
-        return torch.tensor(scores, dtype=torch.float32, device=codes.device)
+        return torch.tensor(scores, dtype=compute_dtype(motion.dtype), device=codes.device)

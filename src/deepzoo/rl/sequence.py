@@ -31,6 +31,7 @@ from torch import nn
 
 from deepzoo.config import NonNegative, Positive
 from deepzoo.models.gpt import GPT
+from deepzoo.nn.precision import upcast
 from deepzoo.rl.returns import discounted_returns
 
 Context = dict[str, torch.Tensor]
@@ -113,7 +114,7 @@ class SequenceActorCritic(nn.Module):
         return self
 
     def _log_probs(self, logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        logits = logits.float() / self.config.temperature
+        logits = upcast(logits) / self.config.temperature
         return logits.log_softmax(-1).gather(-1, actions[..., None]).squeeze(-1)
 
     def terms(self, context: Context, actions: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -121,11 +122,11 @@ class SequenceActorCritic(nn.Module):
         c = self.config
         features, logits = self.policy.action_logits(context, actions)
         log_probs = self._log_probs(logits, actions)
-        values = self.value_head(features.detach()).squeeze(-1).float()
+        values = upcast(self.value_head(features.detach()).squeeze(-1))
         with torch.no_grad():
             reference = self._log_probs(self.reference.action_logits(context, actions)[1], actions)
             kl = log_probs - reference
-            score = self.reward(context, actions).float()
+            score = self.reward(context, actions).to(values.dtype)
             rewards = -c.kl_coef * kl
             rewards[:, -1] += score
             ended = torch.zeros_like(rewards, dtype=torch.bool)
