@@ -345,7 +345,7 @@ class FasterRCNN(nn.Module):
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """L = L_rpn + L_head (+ L_mask with `masks`) on a padded batch {"x", "boxes" (B, M, 4),
         "labels" (B, M)} (and "instances" (B, H, W) for the masks)."""
-        x, gt_boxes, gt_labels = batch["x"], batch["boxes"].float(), batch["labels"].long()
+        x, gt_boxes, gt_labels = batch["x"], upcast(batch["boxes"]), batch["labels"].long()
         gt_valid = gt_labels >= 0
         stages = self.stages(x)
         features = stages[-1]
@@ -407,25 +407,33 @@ class FasterRCNN(nn.Module):
         proposals, valid = self.proposals(*self.rpn(features), anchor_boxes, size)
         b, r = torch.nonzero(valid, as_tuple=True)
         logits, deltas = self.box_head(features, b, proposals[b, r])
-        K = c.num_classes
-        scores = upcast(logits).softmax(-1)[:, 1:].flatten()  # (R K)
-        boxes = decode_boxes(proposals[b, r][:, None].expand(-1, K, -1), upcast(deltas[:, 1:]), HEAD_WEIGHTS)
-        boxes = clip_boxes(boxes, *size).flatten(0, 1)
-        labels = torch.arange(K, device=x.device).repeat(len(b))
-        image = b.repeat_interleave(K)
-        keep = (scores > c.score_threshold) & ((boxes[:, 2:] - boxes[:, :2]) >= 1e-2).all(1)
-        boxes, scores, labels, image = boxes[keep], scores[keep], labels[keep], image[keep]
-        kept = batched_nms(boxes, scores, image * K + labels, c.nms)
-        first, _ = _top_per_image(image[kept], c.max_detections, len(x))
-        kept = kept[first]
-        found = [
-            {"boxes": boxes[kept[image[kept] == i]], "scores": scores[kept[image[kept] == i]],
-             "labels": labels[kept[image[kept] == i]]}
-            for i in range(len(x))
-        ]  # fmt: skip
+        found = self.detections(logits, deltas, b, proposals[b, r], size, len(x))
         if c.masks:
             for i, d in enumerate(found):
                 chosen = self.mask_logits(stages, torch.full_like(d["labels"], i), d["boxes"])
                 probs = upcast(chosen[torch.arange(len(chosen), device=x.device), d["labels"]]).sigmoid()
                 d["masks"] = paste_masks(probs, upcast(d["boxes"]), *size) >= 0.5
         return found
+
+    def detections(
+        self, logits: Tensor, deltas: Tensor, image: Tensor, boxes: Tensor, size: tuple[int, int], batch: int
+    ) -> list[dict[str, Tensor]]:
+        """The box head's outputs, logits (R, K + 1) and deltas (R, K + 1, 4), for the RoIs (image
+        index (R,), boxes (R, 4)) of `batch` images of `size` -> one dict {"boxes", "scores",
+        "labels"} per image, best first (see the module docstring: inference)."""
+        c, K = self.config, self.config.num_classes
+        scores = upcast(logits).softmax(-1)[:, 1:].flatten()  # (R K)
+        boxes = decode_boxes(boxes[:, None].expand(-1, K, -1), upcast(deltas[:, 1:]), HEAD_WEIGHTS)
+        boxes = clip_boxes(boxes, *size).flatten(0, 1)
+        labels = torch.arange(K, device=logits.device).repeat(len(image))
+        image = image.repeat_interleave(K)
+        keep = (scores > c.score_threshold) & ((boxes[:, 2:] - boxes[:, :2]) >= 1e-2).all(1)
+        boxes, scores, labels, image = boxes[keep], scores[keep], labels[keep], image[keep]
+        kept = batched_nms(boxes, scores, image * K + labels, c.nms)
+        first, _ = _top_per_image(image[kept], c.max_detections, batch)
+        kept = kept[first]
+        return [
+            {"boxes": boxes[kept[image[kept] == i]], "scores": scores[kept[image[kept] == i]],
+             "labels": labels[kept[image[kept] == i]]}
+            for i in range(batch)
+        ]  # fmt: skip
