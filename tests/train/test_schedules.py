@@ -126,3 +126,50 @@ def test_more_cycles_than_steps_end_each_step_once():
     assert cycle_ends(5, 0, 8) == [1, 2, 3, 4, 5]
     assert cycle_ends(12, 10, 3) == [11, 12]
     assert cycle_ends(5, 10, 3) == [5]  # a warm-up as long as the run: no cycle but the end
+
+
+def _transformers_factor(make, **kwargs):
+    """The multiplier of a transformers schedule (a LambdaLR) as a function of the step."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    return make(optimizer, **kwargs).lr_lambdas[0]
+
+
+@pytest.mark.parametrize("warmup", [0, 1, 10])
+def test_the_schedules_equal_transformers_after_the_warm_up_and_one_step_later_during_it(warmup):
+    """Our warm-up counts the first step as 1 (Vaswani et al.'s step_num), (t + 1) / W, so no step
+    runs at rate 0; transformers' counts it as 0, t / W. After the warm-up the decays agree step by
+    step; the inverse-sqrt rule is transformers' one step later at every step."""
+    from transformers import optimization as hf
+
+    T = 120
+    schedules = {
+        ("cosine", 0.0, 1): _transformers_factor(
+            hf.get_cosine_schedule_with_warmup, num_warmup_steps=warmup, num_training_steps=T
+        ),
+        ("cosine", 0.2, 1): _transformers_factor(
+            hf.get_cosine_with_min_lr_schedule_with_warmup,
+            num_warmup_steps=warmup,
+            num_training_steps=T,
+            min_lr_rate=0.2,
+        ),  # fmt: skip
+        ("linear", 0.0, 1): _transformers_factor(
+            hf.get_linear_schedule_with_warmup, num_warmup_steps=warmup, num_training_steps=T
+        ),
+        ("cosine", 0.0, 3): _transformers_factor(
+            hf.get_cosine_with_hard_restarts_schedule_with_warmup,
+            num_warmup_steps=warmup,
+            num_training_steps=T,
+            num_cycles=3,
+        ),  # fmt: skip
+    }
+    for (name, floor, cycles), theirs in schedules.items():
+        for t in range(T + 1):  # past T transformers' cosine rises again, ours stays at the floor
+            ours = lr_factor(t, T, name, warmup, min_ratio=floor, cycles=cycles)
+            expected = theirs(t + 1) if t < warmup else theirs(t)
+            assert ours == pytest.approx(expected, rel=1e-12, abs=1e-15), (name, floor, cycles, t)
+    scale = max(
+        warmup, 1
+    )  # no warm-up reads as W = 1: the full rate at the first step, then sqrt(1 / (t + 1))
+    theirs = _transformers_factor(hf.get_inverse_sqrt_schedule, num_warmup_steps=scale, timescale=scale)
+    for t in range(T):
+        assert lr_factor(t, T, "inverse-sqrt", warmup) == pytest.approx(theirs(t + 1), rel=1e-12)
