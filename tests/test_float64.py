@@ -16,11 +16,14 @@ import pytest
 import torch
 from torch import nn
 
+from deepzoo.models.autoencoder import Autoencoder, AutoencoderConfig
 from deepzoo.models.clip import ImageTextCLIP, ImageTextConfig, MotionMusicCLIP, MotionMusicConfig
 from deepzoo.models.dance import MotionVQVAE, MotionVQVAEConfig
 from deepzoo.models.detection import DetectorConfig, FasterRCNN
 from deepzoo.models.diffusion import Diffusion, DiffusionConfig
 from deepzoo.models.ensemble import Ensemble
+from deepzoo.models.flows import Flow, FlowConfig
+from deepzoo.models.gan import GAN, GANConfig
 from deepzoo.models.gpt import GPT, GPTConfig
 from deepzoo.models.online import OnlineConfig, online_detector
 from deepzoo.models.pointnet import PointAEConfig, PointNetAutoencoder
@@ -219,6 +222,55 @@ def test_float64_quantized_models_decode_in_float64():
     assert dance.decode(torch.randint(8, (2, dance.parts, 3))).dtype == torch.float64
     codebook = torch.tensor([[1.0 + 1e-12], [1.0]], dtype=torch.float64)  # one float32 value
     assert nearest_code(torch.zeros(1, 1, dtype=torch.float64), codebook).item() == 1
+
+
+class _BackwardOnly:
+    """The optimizers' `update` reduced to a backward pass: the terms' dtypes are what is checked."""
+
+    def update(self, names: str, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+        loss.backward()
+        return {}
+
+
+@pytest.mark.parametrize("objective", ["non_saturating", "wgan_gp"])
+def test_a_float64_gan_trains_and_samples_in_float64(objective):
+    """Its noise follows the model's dtype (it was float32 and clashed with float64 weights); along
+    the critic's output layer its loss matches central differences."""
+    torch.manual_seed(0)
+    model = GAN(GANConfig(arch="dcgan", latent=8, width=8, objective=objective, n_critic=1, d_norm="layer"))
+    model.double()
+    real = torch.rand(4, 1, 28, 28, dtype=torch.float64)
+    out = model.train_step({"x": real}, 0, _BackwardOnly())
+    assert out["loss_d"].dtype == out["loss_g"].dtype == torch.float64
+    fake = model.generator(torch.randn(4, 8, dtype=torch.float64), None).detach()
+
+    def loss_of() -> torch.Tensor:
+        torch.manual_seed(7)  # the gradient penalty's interpolation points
+        with torch.enable_grad():  # the penalty differentiates the critic, also inside no_grad
+            return model.objective.discriminator_loss(
+                lambda x: model.discriminator(x, None), real * 2 - 1, fake
+            )["loss_d"]
+
+    _directional_check(loss_of, list(model.discriminator.parameters())[-2:])
+    assert model.sample(3, generator=torch.Generator().manual_seed(0)).dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Autoencoder(AutoencoderConfig(kind="vae", hidden=32, latent=4)),
+        lambda: Autoencoder(AutoencoderConfig(kind="cvae", hidden=32, latent=4)),
+        lambda: Flow(FlowConfig(kind="nice", depth=2, hidden=16, blocks=1)),
+        lambda: Flow(FlowConfig(kind="realnvp", depth=1, hidden=8, blocks=1, scales=1)),
+        lambda: Flow(FlowConfig(kind="glow", depth=1, hidden=8, scales=1)),
+    ],
+    ids=["vae", "cvae", "nice", "realnvp", "glow"],
+)
+def test_float64_generative_models_sample_in_float64(build):
+    """Their prior draws follow the model's dtype (float32 draws clashed with float64 weights)."""
+    torch.manual_seed(0)
+    images = build().double().eval().sample(3, generator=torch.Generator().manual_seed(0))
+    assert images.dtype == torch.float64 and images.shape == (3, 1, 28, 28)
 
 
 def test_a_float64_ensemble_averages_probabilities_in_float64():

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepzoo.config import Count, Index
-from deepzoo.nn.precision import upcast
+from deepzoo.nn.precision import compute_dtype, upcast
 from deepzoo.rng import randn
 
 IMAGE_SHAPE = (1, 28, 28)
@@ -221,8 +221,9 @@ class Autoencoder(nn.Module):
     ) -> torch.Tensor:
         """n images E[x|z], z ~ p(z) (the AE: the Gaussian fitted to its training codes), in [0, 1].
         The CVAE draws the digits `labels` (default 0, 1, ..., 9, 0, ...)."""
-        device = next(self.parameters()).device
-        z = randn((n, self.config.latent), generator, device)
+        weight = next(self.parameters())  # a float64 model samples in float64, any other in float32
+        device = weight.device
+        z = randn((n, self.config.latent), generator, device, compute_dtype(weight.dtype))
         if self.config.kind == "ae":
             z = self.code_mean + z * self.code_var.sqrt()
         y = None

@@ -51,7 +51,7 @@ from deepzoo.nn.flows import (
     standard_logistic_log_prob,
     standard_normal_log_prob,
 )
-from deepzoo.nn.precision import upcast
+from deepzoo.nn.precision import compute_dtype, upcast
 from deepzoo.rng import rand, randn
 
 IMAGE_SHAPE = (1, 28, 28)
@@ -313,9 +313,10 @@ class Flow(nn.Module):
         self, n: int, *, generator: torch.Generator | None = None, temperature: float = 1.0
     ) -> torch.Tensor:
         """n images f^-1(z) in [0, 1], z drawn from the prior (a normal prior scaled by `temperature`)."""
-        device = next(self.parameters()).device
+        weight = next(self.parameters())  # a float64 model samples in float64, any other in float32
+        device, dtype = weight.device, compute_dtype(weight.dtype)
         if self.config.kind == "nice":
-            z = sample_standard_logistic((n, self.dims), generator, device)
+            z = sample_standard_logistic((n, self.dims), generator, device, dtype)
         else:
-            z = temperature * randn((n, self.dims), generator, device)
+            z = temperature * randn((n, self.dims), generator, device, dtype)
         return self.flow.inverse(z).view(n, *self.config.image_shape).clamp(0, 1)

@@ -32,6 +32,7 @@ from torch import nn
 
 from deepzoo.config import Count, NonNegative, Positive
 from deepzoo.nn.adversarial import Objective, ObjectiveName, clip_weights
+from deepzoo.nn.precision import compute_dtype, upcast
 from deepzoo.nn.quantize import kmeans, nearest_code
 from deepzoo.rng import randn
 
@@ -214,7 +215,7 @@ class GAN(nn.Module):
         if not self.clusters_fitted:
             raise RuntimeError("the clusters are not fitted: call fit_clusters(training images) first")
         with torch.autocast(images.device.type, enabled=False):  # exact fp32 distances
-            return nearest_code(images.flatten(1).float(), self.centroids)
+            return nearest_code(upcast(images.flatten(1)), self.centroids)
 
     def _labels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         if self.config.clusters:
@@ -226,7 +227,9 @@ class GAN(nn.Module):
         n_critic-th step, one generator update on the same noise."""
         real = batch["x"] * 2 - 1
         y = self._labels(batch)
-        z = torch.randn(real.shape[0], self.config.latent, device=real.device)
+        z = torch.randn(
+            real.shape[0], self.config.latent, device=real.device, dtype=compute_dtype(real.dtype)
+        )
         update_g = (step + 1) % self.config.n_critic == 0
         with torch.set_grad_enabled(update_g):
             fake = self.generator(z, y)
@@ -250,8 +253,9 @@ class GAN(nn.Module):
         """n images G(z), z ~ N(0, I), mapped to [0, 1]. A conditional GAN draws the digits
         `labels` (default 0, 1, ..., 9, 0, ...); a self-conditioned one the clusters `labels`
         (default: each drawn with its frequency pi_k, after z)."""
-        device = next(self.parameters()).device
-        z = randn((n, self.config.latent), generator, device)
+        weight = next(self.parameters())  # a float64 model samples in float64, any other in float32
+        device = weight.device
+        z = randn((n, self.config.latent), generator, device, compute_dtype(weight.dtype))
         y = None
         if self.config.clusters:
             if labels is None:
@@ -264,4 +268,4 @@ class GAN(nn.Module):
         elif self.conditional:
             y = labels if labels is not None else torch.arange(n) % self.config.num_classes
             y = y.to(device)
-        return ((self.generator(z, y).float() + 1) / 2).clamp(0, 1)
+        return ((upcast(self.generator(z, y)) + 1) / 2).clamp(0, 1)

@@ -394,8 +394,11 @@ def standard_logistic_log_prob(z: torch.Tensor) -> torch.Tensor:
 
 
 def sample_standard_logistic(
-    shape: Shape, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    shape: Shape,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """z = log u - log(1 - u), u ~ U(0, 1): the inverse CDF of the standard logistic."""
-    u = rand(shape, generator, device).clamp(1e-7, 1 - 1e-7)
+    u = rand(shape, generator, device, dtype).clamp(1e-7, 1 - 1e-7)
     return u.log() - (-u).log1p()
