@@ -1,4 +1,5 @@
-"""Our GPT, rotary embeddings and ALiBi against Hugging Face transformers, the reference most users know.
+"""GPT, rotary embeddings, ALiBi and the CLIP loss against Hugging Face transformers, the reference
+most users know.
 
 - GPT with learned positions and biases is GPT-2's architecture (pre-norm blocks, tied output
   layer), with the exact GELU (`activation_function="gelu"`; GPT-2's checkpoints use the tanh
@@ -9,6 +10,7 @@
   where ours are float64 rounded once, so the tolerance is float32 rounding of the angle.
 - ALiBi: BLOOM's slopes for any head count, and BLOOM's bias j s_h, which differs from ours,
   -|i - j| s_h, by a constant along each causal row: the same attention weights.
+- The CLIP loss: CLIPModel's, on its own embeddings and logit scale.
 """
 
 import pytest
@@ -22,6 +24,7 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb as lla
 
 from deepzoo.models.gpt import GPT, GPTConfig
 from deepzoo.nn.attention import attention_bias
+from deepzoo.nn.contrastive import LogitScale, clip_loss
 from deepzoo.nn.positions import RotaryEmbedding, alibi_slopes
 
 FLOAT32 = 2.0**-24
@@ -213,3 +216,33 @@ def test_causal_alibi_attention_weights_are_blooms(offset):
     expected = torch.softmax(scores + bloom + causal, dim=-1)
     torch.testing.assert_close(torch.softmax(scores + ours, dim=-1), expected, rtol=1e-12, atol=1e-12)
     assert not torch.allclose(torch.softmax(scores + causal, dim=-1), expected)  # ALiBi matters here
+
+
+def test_the_clip_loss_is_clipmodels_on_its_own_embeddings():
+    """transformers' CLIPModel (tiny towers, float64) returns normalized image and text embeddings
+    and its loss (CE over texts per image and over images per text, averaged) at its logit scale
+    exp(2.6592), CLIP's log(1 / 0.07) to 4 decimals: our loss of the same embeddings at that
+    scale is theirs, and our scale starts at the unrounded value."""
+    from transformers import CLIPConfig, CLIPModel
+
+    tower = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    config = CLIPConfig(
+        text_config=dict(tower, vocab_size=50, max_position_embeddings=12),
+        vision_config=dict(tower, image_size=8, patch_size=4, num_channels=1),
+        projection_dim=8,
+    )
+    torch.manual_seed(0)
+    model = CLIPModel(config).double().eval()
+    pixels = torch.randn(6, 1, 8, 8, dtype=torch.float64)
+    tokens = torch.randint(0, 50, (6, 7))
+    out = model(input_ids=tokens, pixel_values=pixels, return_loss=True)
+    ours = clip_loss(out.image_embeds, out.text_embeds, model.logit_scale.exp())
+    torch.testing.assert_close(ours["loss"], out.loss, rtol=1e-12, atol=0)
+    torch.testing.assert_close(
+        ours["loss_ab"],
+        torch.nn.functional.cross_entropy(out.logits_per_image, torch.arange(6)),
+        rtol=1e-12,
+        atol=0,
+    )
+    assert LogitScale()().item() == pytest.approx(1 / 0.07, rel=4 * FLOAT32)  # a float32 parameter
+    assert model.logit_scale.item() == pytest.approx(LogitScale().log_scale.item(), abs=1e-4)
