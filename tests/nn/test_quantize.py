@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from deepzoo.nn.quantize import VectorQuantizer, kmeans, nearest_code, perplexity
+from deepzoo.nn.quantize import Quantized, VectorQuantizer, kmeans, nearest_code, perplexity
 
 
 def _quantizer(**kw) -> VectorQuantizer:
@@ -292,3 +292,42 @@ def test_usage_counts_codes_chosen_at_least_once_and_a_normalized_kmeans_init_is
     normalized = _quantizer(kmeans_init=True, normalize=True, ema=False).train()
     normalized(torch.randn(64, 4) * 5)
     torch.testing.assert_close(normalized.codebook.detach().norm(dim=1), torch.ones(16))
+
+
+@pytest.mark.parametrize("beta", [0.25, 1.5])
+def test_the_loss_trained_quantizer_is_diffusers_vector_quantizer_with_legacy_off(beta):
+    """diffusers' (taming-transformers') VectorQuantizer given our codebook, in float64: the same
+    codes, z_q, loss and gradients for z and the codebook with `legacy=False` (beta on the
+    commitment, the VQ-VAE paper's). Its default `legacy=True`, which VQGAN's released models
+    were trained with, puts beta on the codebook term instead: the same value (both terms are
+    ||z - e||^2), but the gradients of beta times our loss at 1 / beta."""
+    from diffusers.models.autoencoders.vae import VectorQuantizer as Theirs
+
+    torch.manual_seed(0)
+    z = torch.randn(2, 4, 3, 5, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, 4, 3, 5, dtype=torch.float64)  # a downstream loss sum(w z_q)
+
+    def ours(b: float) -> tuple[Quantized, torch.Tensor]:
+        torch.manual_seed(1)  # the same codebook for every beta
+        vq = VectorQuantizer(16, 4, beta=b, ema=False).double().eval()
+        return vq(z), vq.codebook
+
+    def gradients(loss: torch.Tensor, z_q: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.autograd.grad(loss + (z_q * weights).sum(), [z, codebook])
+
+    out, codebook = ours(beta)
+    for legacy in (False, True):
+        theirs = Theirs(16, 4, beta=beta, legacy=legacy, sane_index_shape=True).double()
+        theirs.embedding.weight.data.copy_(codebook.detach())
+        z_q, loss, (_, _, codes) = theirs(z)
+        assert torch.equal(codes, out.codes)
+        torch.testing.assert_close(z_q, out.z_q, rtol=0, atol=0)
+        torch.testing.assert_close(loss, out.loss, rtol=1e-12, atol=0)
+        expected = gradients(loss, z_q, theirs.embedding.weight)
+        if legacy:
+            swapped, swapped_codebook = ours(1 / beta)
+            got = gradients(beta * swapped.loss, swapped.z_q, swapped_codebook)
+        else:
+            got = gradients(out.loss, out.z_q, codebook)
+        for g, e in zip(got, expected):
+            torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-15)
