@@ -278,3 +278,15 @@ def test_nice_scores_its_latents_under_the_standard_logistic_and_sampling_scales
     drawn = glow.sample(5, generator=torch.Generator().manual_seed(3), temperature=0.5)
     z = 0.5 * randn((5, 16), torch.Generator().manual_seed(3), torch.device("cpu"))
     torch.testing.assert_close(drawn, glow.flow.inverse(z).view(5, 1, 4, 4).clamp(0, 1))
+
+
+@pytest.mark.parametrize("dequantization", ["uniform", "variational"])
+def test_dequantization_reads_each_pixel_at_its_nearest_level(dequantization):
+    """y = (k + u) / 256 with k the nearest level of x * 255: a pixel stored a rounding below or
+    above k / 255 (float16 storage, a resize) still lands in [k / 256, (k + 1) / 256)."""
+    model = Flow(replace(SMALL["realnvp"], dequantization=dequantization, image_shape=(1, 16, 16)))
+    k = torch.arange(256).view(1, 1, 16, 16)
+    exact = k / 255
+    for x in (exact, torch.nextafter(exact, torch.zeros(())), torch.nextafter(exact, torch.ones(()))):
+        y, _ = model.dequantize(x, torch.Generator().manual_seed(0))
+        assert torch.equal((y * 256).floor().long(), k)
