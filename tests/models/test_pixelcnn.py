@@ -88,6 +88,21 @@ def test_cached_sampling_draws_what_uncached_sampling_draws_with_the_reported_li
     assert set(cached.unique().tolist()) <= {0.0, 1.0}
 
 
+def test_cached_pixelcnn_sampling_crops_to_exactly_the_rows_each_output_row_sees():
+    """A plain PixelCNN's cached sampling runs only the receptive_rows rows above the current
+    one: on an 8 x 8 image with 4 rows seen, the crop cuts rows 1-3 away; one row less would
+    change the logits, one row more would only cost time."""
+    model = _model("pixelcnn", size=8, layers=1)
+    assert model.receptive_rows == 4
+    cached, log_p = model.sample_with_log_prob(4, generator=torch.Generator().manual_seed(2))
+    plain, log_p_plain = model.sample_with_log_prob(
+        4, generator=torch.Generator().manual_seed(2), cache=False
+    )
+    assert torch.equal(cached, plain)
+    torch.testing.assert_close(log_p, log_p_plain, rtol=0, atol=1e-10)
+    torch.testing.assert_close(log_p, model.log_prob(cached), rtol=0, atol=1e-10)
+
+
 def test_class_conditioning_changes_the_logits():
     model = _model("gated", num_classes=10)
     x = torch.bernoulli(torch.full((1, 1, 8, 8), 0.5, dtype=torch.float64))
