@@ -90,8 +90,8 @@ def test_cached_sampling_draws_what_uncached_sampling_draws_with_the_reported_li
 
 def test_cached_pixelcnn_sampling_crops_to_exactly_the_rows_each_output_row_sees():
     """A plain PixelCNN's cached sampling runs only the receptive_rows rows above the current
-    one: on an 8 x 8 image with 4 rows seen, the crop cuts rows 1-3 away; one row less would
-    change the logits, one row more would only cost time."""
+    one: on an 8 x 8 image with 4 rows seen, rows 5-7 leave out the top 1-3 rows; a crop one row
+    shorter would change their logits, one row longer would only cost time."""
     model = _model("pixelcnn", size=8, layers=1)
     assert model.receptive_rows == 4
     cached, log_p = model.sample_with_log_prob(4, generator=torch.Generator().manual_seed(2))
