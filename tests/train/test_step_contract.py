@@ -143,6 +143,25 @@ def test_a_groups_step_decay_takes_its_own_milestones_and_factor():
     assert [d for _, d in rates] == pytest.approx([0.1] * 2 + [0.05] * 4 + [0.025] * 4)
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_a_groups_rate_is_lr_factor_of_every_schedule_setting_it_has(schedule):
+    """The warm-up, the floor and the warm restarts all reach the optimizer: g's rate is
+    lr * lr_factor(step, T, schedule, W, r, cycles=C) at every step; d has its own floor and
+    inherits the rest."""
+    settings = dict(schedule=schedule, warmup_steps=2, min_lr_ratio=0.2, lr_cycles=2)
+    d = {"d": OptimConfig(lr=0.3, schedule=schedule, min_lr_ratio=0.5)}
+    opt = _opt(TwoPlayer(), steps=12, lr=0.1, optim=d, **settings)
+    factors = []
+    for step in range(12):
+        opt.set_step(step)
+        expected_g = 0.1 * lr_factor(step, 12, schedule, 2, 0.2, cycles=2)
+        assert opt.lrs()["lr_g"] == pytest.approx(expected_g, rel=1e-12)
+        expected_d = 0.3 * lr_factor(step, 12, schedule, 2, 0.5, cycles=2)
+        assert opt.lrs()["lr_d"] == pytest.approx(expected_d, rel=1e-12)
+        factors.append((opt.lrs()["lr_g"] / 0.1, opt.lrs()["lr_d"] / 0.3))
+    assert min(g for g, _ in factors) < 0.5 <= min(d for _, d in factors)  # each its own floor
+
+
 def test_each_group_follows_its_own_schedule_and_alternating_terms_average_over_their_steps(tmp_path):
     cfg = TrainConfig(steps=10, batch_size=32, optim=TWO_GROUPS, **(CPU | {"log_every": 2}))
     torch.manual_seed(0)
