@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from deepzoo.models.detection import HEAD_WEIGHTS, DetectorConfig, FasterRCNN
-from deepzoo.ops import nms_loop
 from deepzoo.ops.boxes import (
     BACKGROUND,
     BBOX_CLAMP,
@@ -61,8 +60,6 @@ def test_iou_and_giou_equal_torchvisions():
 @pytest.mark.parametrize("kernel", ["blocked", "loop"])
 @pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7])
 def test_nms_and_batched_nms_keep_torchvisions_boxes_in_its_order(kernel, threshold):
-    if kernel == "loop" and not nms_loop.available():
-        pytest.skip("the compiled loop needs numba")
     g = torch.Generator().manual_seed(1)
     boxes = _boxes(400, g, 6.0, 24.0)  # about 30 boxes on any pixel: long suppression chains
     scores = torch.randperm(400, generator=g).double() / 400  # distinct: no tie to order
