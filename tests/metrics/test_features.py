@@ -82,3 +82,15 @@ def test_the_perceptual_distance_reads_each_stages_last_relu_on_standardized_inp
     assert [tuple(f.shape[1:]) for f in loss.features(x)] == [(32, 28, 28), (64, 14, 14), (128, 7, 7)]
     expected = sum((a - b).square().sum(1).mean((1, 2)) for a, b in zip(by_hand(x), by_hand(y)))
     torch.testing.assert_close(loss(x, y), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_each_call_gives_its_own_feature_net_so_converting_one_leaves_the_others():
+    """A reward or a metric that moves or converts its copy (`.double()`) must not change the
+    network every FID evaluation after it reads."""
+    converted = mnist_feature_net().double()
+    fresh = mnist_feature_net()
+    assert converted is not fresh
+    assert all(p.dtype == torch.float32 and not p.requires_grad for p in fresh.parameters())
+    assert not fresh.training
+    for a, b in zip(converted.parameters(), fresh.parameters()):
+        torch.testing.assert_close(a, b.double(), rtol=0, atol=0)

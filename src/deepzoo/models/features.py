@@ -25,14 +25,20 @@ WEIGHTS = Path(__file__).with_name("weights") / "mnist_features.safetensors"
 
 
 @lru_cache(maxsize=1)
-def mnist_feature_net() -> CNN:
-    """The shipped feature classifier, in eval mode on the CPU, its parameters frozen."""
+def _shipped_weights() -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     if not WEIGHTS.exists():
         raise FileNotFoundError(f"the feature classifier's weights are missing: {WEIGHTS}")
+    return load_file(WEIGHTS)
+
+
+def mnist_feature_net() -> CNN:
+    """The shipped feature classifier, in eval mode on the CPU, its parameters frozen: a new
+    module at each call (the weights are read once), so moving or converting one (`.to(device)`,
+    `.double()`, a reward inside a model that is) leaves every other caller's as it was."""
     net = CNN(FEATURE_CONFIG)
-    net.load_state_dict(load_file(WEIGHTS))
+    net.load_state_dict(_shipped_weights())
     return net.eval().requires_grad_(False)
 
 
