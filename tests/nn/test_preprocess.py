@@ -33,22 +33,30 @@ def test_pca_keeps_the_top_right_singular_vectors_of_the_centred_rows():
     assert (pca.variances[:-1] > pca.variances[1:]).all()
 
 
+@pytest.mark.parametrize("svd_solver", ["full", "covariance_eigh"])
 @pytest.mark.parametrize("whiten", [False, True])
-def test_pca_is_scikit_learns_up_to_each_components_sign(whiten):
-    """The same variances (explained_variance_, the N - 1 covariance), directions and projections of
-    new rows; whitened, both divide by the square root of the variance (eps = 0 here). Only the
-    sign rule differs (scikit-learn's svd_flip), so each component is compared up to its sign."""
+def test_pca_is_scikit_learns(whiten, svd_solver):
+    """The same variances (explained_variance_, the N - 1 covariance), components with the same
+    signs (scikit-learn >= 1.5 also makes each component's largest-magnitude entry positive) and
+    projections of new rows; whitened, both divide by the square root of the variance (eps = 0
+    here). In float64 throughout, to float64 rounding of well-separated eigenvalues."""
     x, new_rows = _rows(seed=2).double(), _rows(n=40, seed=3).double()
     ours = PCA(5, whiten=whiten, eps=0.0).fit(x)
-    reference = ReferencePCA(5, whiten=whiten, svd_solver="full").fit(x.numpy())
-    torch.testing.assert_close(
-        ours.variances.double(), torch.from_numpy(reference.explained_variance_), rtol=1e-5, atol=0
-    )
-    components = torch.from_numpy(reference.components_).T  # (D, 5)
-    signs = (ours.components.double() * components).sum(0).sign()
-    torch.testing.assert_close(ours.components.double(), components * signs, rtol=0, atol=1e-5)
-    projected = torch.from_numpy(reference.transform(new_rows.numpy())) * signs
-    torch.testing.assert_close(ours(new_rows).double(), projected, rtol=1e-5, atol=1e-4)
+    reference = ReferencePCA(5, whiten=whiten, svd_solver=svd_solver).fit(x.numpy())
+    assert ours.components.dtype == ours(new_rows).dtype == torch.float64
+    variances = torch.from_numpy(reference.explained_variance_)
+    torch.testing.assert_close(ours.variances, variances, rtol=1e-10, atol=0)
+    torch.testing.assert_close(ours.components, torch.from_numpy(reference.components_).T, rtol=0, atol=1e-10)
+    torch.testing.assert_close(ours.mean, torch.from_numpy(reference.mean_), rtol=0, atol=1e-12)
+    projected = torch.from_numpy(reference.transform(new_rows.numpy()))
+    torch.testing.assert_close(ours(new_rows), projected, rtol=1e-10, atol=1e-9)
+
+
+def test_pca_of_float32_rows_is_float32_near_the_float64_fit():
+    x = _rows(seed=4)
+    single, double = PCA(3).fit(x), PCA(3).fit(x.double())
+    assert single.components.dtype == single(x).dtype == torch.float32
+    torch.testing.assert_close(single.components.double(), double.components, rtol=0, atol=1e-4)
 
 
 def test_all_components_invert_and_whitening_gives_the_identity_covariance():
