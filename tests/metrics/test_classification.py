@@ -1,4 +1,7 @@
+import numpy as np
+import pytest
 import torch
+from sklearn.metrics import confusion_matrix as reference_confusion_matrix
 
 from deepzoo.metrics.classification import confusion_matrix
 
@@ -11,6 +14,27 @@ def test_confusion_matrix_equals_a_counting_loop():
     for t, p in zip(target.tolist(), predicted.tolist()):
         expected[t, p] += 1
     assert torch.equal(confusion_matrix(target, predicted, 4), expected)
+
+
+def test_confusion_matrix_is_scikit_learns_and_leaves_out_ignored_targets():
+    generator = torch.Generator().manual_seed(1)
+    target = torch.randint(0, 5, (6, 7), generator=generator)
+    predicted = torch.randint(0, 5, (6, 7), generator=generator)
+    target[0, :3] = 255
+    ours = confusion_matrix(target, predicted, 5, ignore_index=255)
+    kept = target.flatten() != 255
+    want = reference_confusion_matrix(target.flatten()[kept], predicted.flatten()[kept], labels=range(5))
+    np.testing.assert_array_equal(ours.numpy(), want)
+    assert ours.sum() == 6 * 7 - 3
+
+
+def test_confusion_matrix_refuses_classes_outside_the_range_and_unequal_shapes():
+    with pytest.raises(ValueError, match=r"target classes must be in \[0, 3\), got 0..3"):
+        confusion_matrix(torch.tensor([0, 3]), torch.tensor([0, 1]), 3)  # K itself is out
+    with pytest.raises(ValueError, match=r"prediction classes must be in \[0, 3\), got -1..1"):
+        confusion_matrix(torch.tensor([0, 1]), torch.tensor([-1, 1]), 3)
+    with pytest.raises(ValueError, match="shape"):
+        confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 1, 2]), 3)
 
 
 def test_confusion_matrix_keeps_unseen_classes():

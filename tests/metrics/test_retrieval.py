@@ -57,6 +57,13 @@ def test_retrieval_metrics_in_both_directions():
         retrieval_metrics(torch.zeros(3, 4))
 
 
+def test_float64_similarities_are_ranked_in_float64():
+    """1 + 1e-12 beats 1 in float64 but ties it in float32 (where a tie counts against the match)."""
+    sim = torch.tensor([[1.0 + 1e-12, 1.0], [0.0, 1.0]], dtype=torch.float64)
+    m = retrieval_metrics(sim, ks=(1,))
+    assert m["a2b_recall@1"] == 1 and m["a2b_median_rank"] == 1
+
+
 def test_ranks_take_more_candidates_than_queries_but_not_fewer():
     """Query i's match is candidate i, so an (N, M) matrix needs N <= M; the extra candidates
     compete as the others do."""

@@ -8,9 +8,22 @@ from torch import nn
 from deepzoo.data.tensors import EVAL_BATCH, TensorData
 
 
-def confusion_matrix(target: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """C[i, j] = #{n : target_n = i and predicted_n = j}, int64 (K, K)."""
-    flat = target.long() * num_classes + predicted.long()
+def confusion_matrix(
+    target: torch.Tensor, predicted: torch.Tensor, num_classes: int, ignore_index: int | None = None
+) -> torch.Tensor:
+    """C[i, j] = #{n : target_n = i and predicted_n = j}, int64 (K, K), over integer labels of any
+    (equal) shape; targets equal to `ignore_index` are left out. A class outside [0, K) is refused."""
+    if target.shape != predicted.shape:
+        shapes = f"target {tuple(target.shape)} and prediction {tuple(predicted.shape)}"
+        raise ValueError(f"{shapes} differ in shape")
+    target, predicted = target.reshape(-1).long(), predicted.reshape(-1).long()
+    if ignore_index is not None:
+        keep = target != ignore_index
+        target, predicted = target[keep], predicted[keep]
+    for name, x in (("prediction", predicted), ("target", target)):
+        if len(x) and (x.min() < 0 or x.max() >= num_classes):
+            raise ValueError(f"{name} classes must be in [0, {num_classes}), got {x.min()}..{x.max()}")
+    flat = target * num_classes + predicted
     return torch.bincount(flat, minlength=num_classes**2).view(num_classes, num_classes)
 
 

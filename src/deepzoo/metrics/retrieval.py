@@ -38,7 +38,7 @@ def retrieval_metrics(similarity: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10)
         raise ValueError(f"need a square similarity matrix, got {tuple(similarity.shape)}")
     metrics = {}
     for name, sim in (("a2b", similarity), ("b2a", similarity.T)):
-        ranks = match_ranks(sim.float())
+        ranks = match_ranks(sim)  # in its own dtype: rounding float64 to float32 could tie scores
         for k in ks:
             metrics[f"{name}_recall@{k}"] = (ranks <= k).float().mean().item()
         metrics[f"{name}_median_rank"] = ranks.float().median().item()

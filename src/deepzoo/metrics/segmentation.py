@@ -11,23 +11,15 @@ from __future__ import annotations
 
 import torch
 
+from deepzoo.metrics import classification
+
 
 def confusion_matrix(
     pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None
 ) -> torch.Tensor:
-    """(..., H, W) integer maps -> (K, K) int64 counts, rows = truth, columns = prediction."""
-    if pred.shape != target.shape:
-        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
-    pred, target = pred.reshape(-1).long(), target.reshape(-1).long()
-    if ignore_index is not None:
-        keep = target != ignore_index
-        pred, target = pred[keep], target[keep]
-    for name, x in (("prediction", pred), ("target", target)):
-        if len(x) and (x.min() < 0 or x.max() >= num_classes):
-            raise ValueError(f"{name} classes must be in [0, {num_classes}), got {x.min()}..{x.max()}")
-    return torch.bincount(target * num_classes + pred, minlength=num_classes**2).reshape(
-        num_classes, num_classes
-    )
+    """(..., H, W) integer maps -> (K, K) int64 counts, rows = truth, columns = prediction: the
+    classifiers' `confusion_matrix` over every pixel (prediction first here)."""
+    return classification.confusion_matrix(target, pred, num_classes, ignore_index)
 
 
 def segmentation_scores(confusion: torch.Tensor) -> dict[str, float | list[float]]:
