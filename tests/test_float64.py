@@ -293,6 +293,17 @@ def test_the_idn_contrastive_term_keeps_float64():
     assert all(v.dtype == torch.float64 for k, v in terms.items() if v.is_floating_point()), terms
 
 
+@pytest.mark.parametrize("arch", ["lstm", "trn", "idn"])
+def test_a_float64_online_detectors_stream_probabilities_are_its_softmax_in_float64(arch):
+    torch.manual_seed(0)
+    config = OnlineConfig(arch=arch, input_dim=6, num_classes=3, embed=8, hidden=8, window=4, dropout=0.0)
+    model = online_detector(config).double().eval()
+    x = torch.randn(2, 9, 6, dtype=torch.float64)
+    probabilities = model.stream_probabilities(x, chunk=4)
+    assert probabilities.dtype == torch.float64
+    torch.testing.assert_close(probabilities, model(x)[0].softmax(-1), rtol=0, atol=1e-14)
+
+
 def test_a_float64_mask_rcnn_keeps_float64_in_every_loss_term():
     """Along the heads' output layers (classify, regress, the mask logits): past every ReLU, and
     the proposals, matches and samples do not move."""

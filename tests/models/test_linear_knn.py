@@ -179,6 +179,18 @@ def test_vectorized_distances_equal_torch_cdist():
     torch.testing.assert_close(pairwise_distances(a, b, "l1"), torch.cdist(a, b, p=1))
 
 
+@pytest.mark.parametrize("distance", ["l2", "l1"])
+def test_float64_rows_are_compared_in_float64(distance):
+    """Rows 1 + i 1e-6 (labels alternating) and queries 1e-8 from each: float64 finds each query's
+    own row; float32 (spacing 1.2e-7 at 1, and the expanded squared distance's rounding of 1e-7
+    against distances of 1e-12) cannot."""
+    train = (1 + 1e-6 * torch.arange(40, dtype=torch.float64)).view(40, 1, 1, 1).expand(40, 1, 2, 2)
+    labels = torch.arange(40) % 2
+    knn = KNN(KNNConfig(k=1, distance=distance, num_classes=2)).fit(train, labels)
+    assert knn.train_x.dtype == torch.float64
+    assert torch.equal(knn(train + 1e-8).argmax(1), labels)
+
+
 def test_vote_tie_goes_to_the_class_seen_first():
     neighbours = torch.tensor([[3, 1, 1, 3], [2, 5, 5, 2]])  # nearest first, 2-2 ties
     assert vote(neighbours, 4, 6).argmax(1).tolist() == [3, 2]

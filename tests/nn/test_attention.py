@@ -115,6 +115,27 @@ def test_rope_rotates_pairs_by_position_times_frequency():
     torch.testing.assert_close(default, torch.stack([angles.cos(), angles.sin()], dim=1).flatten())
 
 
+@pytest.mark.parametrize("pairs", ["interleaved", "halves"])
+def test_rope_rotates_float64_inputs_by_float64_angles(pairs):
+    """cos and sin of m theta_i in float64 (a float32 table would be off by ~1e-8), also past the
+    first table's end."""
+    rope = RotaryEmbedding(8, max_len=16, pairs=pairs)
+    x = torch.randn(1, 2, 40, 8, dtype=torch.float64)
+    theta = 10000.0 ** (-torch.arange(0, 8, 2, dtype=torch.float64) / 8)
+    angles = torch.arange(40, dtype=torch.float64)[:, None] * theta  # (T, 4)
+    if pairs == "interleaved":
+        first, second = x[..., 0::2], x[..., 1::2]
+    else:
+        first, second = x[..., :4], x[..., 4:]
+    out_first = first * angles.cos() - second * angles.sin()
+    out_second = first * angles.sin() + second * angles.cos()
+    out = rope(x)
+    assert out.dtype == torch.float64
+    got_first, got_second = (out[..., 0::2], out[..., 1::2]) if pairs == "interleaved" else out.chunk(2, -1)
+    torch.testing.assert_close(got_first, out_first, rtol=0, atol=1e-14)
+    torch.testing.assert_close(got_second, out_second, rtol=0, atol=1e-14)
+
+
 def test_rope_on_halves_is_the_llama_form_and_the_interleaved_one_on_permuted_features():
     """pairs="halves" rotates (x_i, x_i+d/2) by m theta_i: q cos + rotate_half(q) sin with
     cos = cat(cos(m theta), cos(m theta)), the GPT-NeoX / LLaMA form, written out here; and it is

@@ -86,7 +86,7 @@ class CharLSTM(nn.Module):
         logits, state = self(prompt)
         out = [prompt]
         for _ in range(length):
-            probs = torch.softmax(logits[:, -1].float() / temperature, dim=-1)
+            probs = torch.softmax(upcast(logits[:, -1]) / temperature, dim=-1)
             token = torch.multinomial(probs, 1, generator=generator)
             out.append(token)
             logits, state = self(token, state)

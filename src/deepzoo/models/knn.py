@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from deepzoo.config import Count, Index, Range, Sizes, ranged
+from deepzoo.nn.precision import upcast
 from deepzoo.nn.preprocess import PCA
 
 Folds = ranged(int, Range(2))
@@ -42,7 +43,8 @@ class KNNConfig:
 
 
 def pairwise_distances(queries: torch.Tensor, train: torch.Tensor, distance: str) -> torch.Tensor:
-    """(Q, D), (N, D) -> (Q, N) L2 (squared) or L1 distances, always in float32."""
+    """(Q, D), (N, D) -> (Q, N) L2 (squared) or L1 distances, in the rows' dtype (`embed` gives
+    float32, or float64 for float64 inputs)."""
     with torch.autocast(queries.device.type, enabled=False):
         if distance == "l2":
             sq = queries.pow(2).sum(1, keepdim=True) + train.pow(2).sum(1) - 2 * queries @ train.T
@@ -123,7 +125,7 @@ class KNN(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, *) -> the rows distances are measured between: (B, D) pixels or (B, pca)."""
-        return self.pca(x) if self.pca is not None else x.flatten(1).float()
+        return self.pca(x) if self.pca is not None else upcast(x.flatten(1))
 
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> KNN:
         """Store the training set; choose k by cross-validation if it is not set yet."""

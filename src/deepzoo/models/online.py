@@ -106,7 +106,7 @@ class OnlineDetector(nn.Module):
         state, pieces = None, []
         for start in range(0, x.shape[1], chunk):
             logits, state = self(x[:, start : start + chunk], state)
-            pieces.append(logits.float().softmax(-1))
+            pieces.append(upcast(logits).softmax(-1))
         return torch.cat(pieces, 1)
 
 
