@@ -127,13 +127,15 @@ def test_the_perceptual_loss_keeps_float64():
     _directional_check(lambda: loss(x, y).mean(), [x])
 
 
-@pytest.mark.parametrize("process", ["edm", "vp", "flow"])
+@pytest.mark.parametrize("process", ["edm", "vp", "flow", "ve"])
 def test_a_diffusion_model_keeps_float64_in_its_loss_its_time_features_and_its_samples(process):
     """The noise level reaches the U-Net's sinusoidal time features in float64 (it was rounded to
-    float32 and clashed with float64 weights), and sampling draws float64 noise."""
+    float32 and clashed with float64 weights), and sampling draws float64 noise. (ve: Song et al.'s
+    score objective and preconditioning.)"""
     torch.manual_seed(0)
     net = UNetConfig(channels=(8, 16), num_classes=10, heads=2, attention_levels=(1,))
-    model = Diffusion(DiffusionConfig(net=net, image_size=8, process=process, steps=2)).double()
+    song = {"objective": "score", "parameterization": "score"} if process == "ve" else {}
+    model = Diffusion(DiffusionConfig(net=net, image_size=8, process=process, steps=2, **song)).double()
     batch = {"x": torch.rand(2, 1, 8, 8, dtype=torch.float64), "y": torch.tensor([1, 2])}
     _directional_check(_seeded(model, batch), list(model.parameters()))  # SiLU and GroupNorm: smooth
     noise = torch.randn(2, 1, 8, 8, dtype=torch.float64)

@@ -1,11 +1,19 @@
+import math
+
 import pytest
 import torch
 
-from deepzoo.diffusion.losses import DDPMLoss, EDMLoss, FlowMatchingLoss, weighted_denoising_loss
+from deepzoo.diffusion.losses import (
+    DDPMLoss,
+    EDMLoss,
+    FlowMatchingLoss,
+    ScoreMatchingLoss,
+    weighted_denoising_loss,
+)
 from deepzoo.diffusion.preconditioning import Denoiser, Preconditioning
 from deepzoo.diffusion.schedules import FlowSchedule, VPSchedule
 
-KINDS = ["epsilon", "x0", "v", "edm", "velocity"]
+KINDS = ["epsilon", "x0", "v", "edm", "velocity", "score"]
 
 
 class Oracle(torch.nn.Module):
@@ -96,6 +104,11 @@ def test_noise_level_distributions():
     torch.testing.assert_close(
         torch.bincount(index, minlength=4) / n, torch.full((4,), 0.25), atol=0.01, rtol=0
     )
+    sigma = ScoreMatchingLoss().sample_sigma(n, cpu)  # EDM's VELoss: log-uniform in [0.02, 100]
+    u = (sigma / 0.02).log() / math.log(100 / 0.02)
+    assert 0 < u.min() < 0.001 and 0.999 < u.max() < 1  # P(min > 0.001) = 0.999^n = e^-100
+    assert u.mean().item() == pytest.approx(0.5, abs=0.01)  # U(0, 1): mean 1/2, sd 1/sqrt(12)
+    assert u.std().item() == pytest.approx(12**-0.5, abs=0.01)
     t = FlowMatchingLoss().sample_t(n, cpu)
     assert 0 < t.min() and 0.998 < t.max() <= 0.999  # P(max <= 0.998) = (0.998 / 0.999)^n = e^-100
     assert t.mean().item() == pytest.approx(0.4995, abs=0.01)
@@ -148,6 +161,36 @@ def test_each_objective_as_called_is_its_papers_loss():
     torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-7)
 
 
+def test_the_score_objective_is_songs_denoising_score_matching():
+    """ScoreMatchingLoss() with the score preconditioning is score_sde's VE loss (reduce_mean, no
+    likelihood weighting), ||sigma s_hat + eps||^2 with s_hat = F / sigma the network's score, at
+    sigma = sigma_min (sigma_max / sigma_min)^u; and, for any parameterization, EDM's VELoss
+    (1 / sigma^2) ||D - x0||^2, the draws being the loss's own."""
+    x0 = torch.randn(6, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    loss = ScoreMatchingLoss(sigma_min=0.01, sigma_max=50.0)
+    song = Denoiser(_network, Preconditioning("score"))
+    torch.manual_seed(5)
+    sigma = 0.01 * (50.0 / 0.01) ** torch.rand(6, dtype=torch.float64)
+    eps = torch.randn_like(x0)
+    x_hat = x0 + sigma[:, None] * eps
+    score = _network(x_hat, song.c_noise(sigma)) / sigma[:, None]
+    torch.manual_seed(5)
+    got = loss(song, x0)["loss"]
+    torch.testing.assert_close(got, (sigma[:, None] * score + eps).square().mean(), rtol=1e-12, atol=0)
+
+    edm_net = Denoiser(_network, Preconditioning("edm"))
+    torch.manual_seed(6)
+    sigma = loss.sample_sigma(6, x0.device)
+    eps = torch.randn_like(x0)
+    denoised = edm_net(x0 + sigma[:, None] * eps, sigma)
+    torch.manual_seed(6)
+    got = loss(edm_net, x0)["loss"]
+    expected = ((denoised - x0).square() / sigma[:, None] ** 2).mean()
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="sigma_min < sigma_max"):
+        ScoreMatchingLoss(sigma_min=1.0, sigma_max=1.0)
+
+
 def test_preconditioned_inputs_are_the_native_states():
     """epsilon: the network sees the VP state sqrt(abar) x_hat; velocity: (1 - t) x0 + t eps."""
     _, x0, eps, sigma = _setup("epsilon")
@@ -173,6 +216,7 @@ def test_coefficients_equal_the_closed_forms_of_the_table(sigma_data):
             "v": (sigma_data**2 / r**2, -s * sigma_data / r, 1 / r),
             "edm": (sigma_data**2 / r**2, s * sigma_data / r, 1 / r),
             "velocity": (1 / (1 + s), -s / (1 + s), 1 / (1 + s)),
+            "score": (1.0, s, 1.0),  # EDM's VEPrecond
         }
         for kind, expected in table.items():
             got = Preconditioning(kind, sigma_data).coefficients(torch.tensor([s], dtype=torch.float64))
@@ -180,7 +224,7 @@ def test_coefficients_equal_the_closed_forms_of_the_table(sigma_data):
                 assert value.item() == pytest.approx(want, rel=1e-12, abs=1e-15), (kind, name, s)
 
 
-@pytest.mark.parametrize("kind", ["epsilon", "x0", "v", "velocity"])
+@pytest.mark.parametrize("kind", ["epsilon", "x0", "v", "velocity", "score"])
 def test_the_ideal_network_output_is_the_named_target(kind):
     """F* = (x0 - c_skip x_hat) / c_out, the output that makes D exact, is the quantity the
     parameterization is named after, computed here from x0 and eps alone (v: Salimans & Ho with
@@ -194,6 +238,8 @@ def test_the_ideal_network_output_is_the_named_target(kind):
         "x0": x0,
         "v": (eps - s * x0) / (1 + s**2).sqrt(),
         "velocity": eps - x0,
+        # sigma times the score of x_hat ~ N(x0, sigma^2 I): sigma (x0 - x_hat) / sigma^2 = -eps
+        "score": s * (x0 - (x0 + s * eps)) / s**2,
     }[kind]
     torch.testing.assert_close(ideal, named, rtol=1e-9, atol=1e-9)
 
@@ -221,7 +267,9 @@ def test_c_noise_is_t_scale_times_the_schedules_time():
     torch.testing.assert_close(edm.c_noise(sigma), 2.0 * sigma.log() / 4)
 
 
-@pytest.mark.parametrize("loss", [DDPMLoss(VPSchedule()), EDMLoss(), FlowMatchingLoss()], ids=type)
+@pytest.mark.parametrize(
+    "loss", [DDPMLoss(VPSchedule()), EDMLoss(), FlowMatchingLoss(), ScoreMatchingLoss()], ids=type
+)
 def test_each_objective_hands_the_labels_to_the_network(loss):
     """Class-conditional training: the network sees the batch's labels, not None."""
     seen = []

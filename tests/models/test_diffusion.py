@@ -14,6 +14,7 @@ COMBINATIONS = [
     ("edm", "edm", "edm", "heun"),
     ("edm", "x0", "edm", "dpmpp_2m"),
     ("ve", "edm", "edm", "euler"),
+    ("ve", "score", "score", "heun"),
     ("flow", "velocity", "flow", "rectified_flow_euler"),
     ("flow", "edm", "flow", "heun"),
 ]
@@ -95,6 +96,13 @@ def test_the_network_is_told_each_processs_own_time_spread_over_hundreds_of_unit
     for model in (vp, ve, flow, edm):
         told = model.denoiser.c_noise(model.sigmas(18)[:-1])
         assert 100 < (told.max() - told.min()).item() < 1000 + 1e-6, model.config.process
+
+
+def test_the_score_objective_draws_between_the_configured_sigmas():
+    model = Diffusion(DiffusionConfig(net=NET, process="ve", parameterization="score", objective="score",
+                                      sigma_min=0.05, sigma_max=20.0))  # fmt: skip
+    assert (model.objective.sigma_min, model.objective.sigma_max) == (0.05, 20.0)
+    assert model.denoiser.precond.kind == "score"
 
 
 def test_the_objective_and_preconditioning_take_the_configured_values():

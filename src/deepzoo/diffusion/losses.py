@@ -10,6 +10,8 @@ classic objective is a (p(sigma), lambda(sigma)) pair:
     edm     ln sigma ~ N(P_mean, P_std^2);       lambda = (sigma^2 + sd^2) / (sigma sd)^2
     flow    t ~ U(0, 1) (or logit-normal), sigma = t / (1 - t);  lambda = (1 + sigma)^2 / sigma^2
                                                                 == ||u_hat - (eps - x_0)||^2
+    score   ln sigma ~ U(ln sigma_min, ln sigma_max);   lambda = 1 / sigma^2
+                                                                == ||sigma s_hat + eps||^2
 
 Each returns {"loss": mean over the batch of the per-example sum over pixels / pixels}.
 """
@@ -84,6 +86,34 @@ class EDMLoss:
     def weight(self, sigma: torch.Tensor) -> torch.Tensor:
         sd = self.sigma_data
         return (sigma.double().square() + sd**2) / (sigma.double() * sd).square()
+
+    def __call__(self, denoiser: Denoiser, x0: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
+        sigma = self.sample_sigma(len(x0), x0.device)
+        return {"loss": weighted_denoising_loss(denoiser, x0, sigma, self.weight(sigma), labels).mean()}
+
+
+@dataclass(frozen=True)
+class ScoreMatchingLoss:
+    """Song et al. (2021), the VE SDE's denoising score matching: sigma = sigma_min (sigma_max /
+    sigma_min)^u with u ~ U(0, 1) (log-uniform), lambda = 1 / sigma^2, so the loss is
+    ||sigma s_hat(x_hat; sigma) + eps||^2 with s_hat = (D - x_hat) / sigma^2 the score of the
+    denoiser (their likelihood_weighting=False, reduce_mean=True; EDM's VELoss, whose defaults
+    0.02 and 100 these are)."""
+
+    sigma_min: float = 0.02
+    sigma_max: float = 100.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.sigma_min < self.sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min:g} and {self.sigma_max:g}")
+
+    def sample_sigma(self, n: int, device: torch.device) -> torch.Tensor:
+        u = torch.rand(n, dtype=torch.float64)
+        return (self.sigma_min * (self.sigma_max / self.sigma_min) ** u).to(device)
+
+    @staticmethod
+    def weight(sigma: torch.Tensor) -> torch.Tensor:
+        return sigma.double().pow(-2)
 
     def __call__(self, denoiser: Denoiser, x0: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
         sigma = self.sample_sigma(len(x0), x0.device)

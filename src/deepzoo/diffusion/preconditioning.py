@@ -10,10 +10,13 @@ where x_hat = x_0 + sigma eps and F is the raw network. Each classic target is a
     v         alpha eps - s x_0 (Salimans)     sd^2/r^2            -sigma sd/r         1/r
     edm       EDM's mixture                    sd^2/r^2            sigma sd/r          1/r
     velocity  u = eps - x_0 (flow matching)    1/(1+sigma)         -sigma/(1+sigma)    1/(1+sigma)
+    score     sigma grad log p (Song's VE)     1                   sigma               1
 
 with r = sqrt(sigma^2 + sd^2) and sd the data's standard deviation sigma_data (for v, sd = 1 is
 the VP case). For epsilon the network sees the VP state x_t = x_hat / sqrt(1 + sigma^2); for
-velocity the flow state x_t = x_hat / (1 + sigma) = (1 - t) x_0 + t eps.
+velocity the flow state x_t = x_hat / (1 + sigma) = (1 - t) x_0 + t eps. score is EDM's VE
+preconditioning (Song et al., 2021, NCSN++ with its output divided by sigma): the network sees x_hat
+itself and F = (D - x_hat) / sigma = sigma grad_x log p(x_hat; sigma), whose ideal value is -eps.
 
 c_noise is the time the network is told: `t_scale` times the schedule's native time of sigma
 (DDPM: the step index 0..999; flow: t in [0, 1]) or EDM's ln(sigma) / 4.
@@ -29,7 +32,7 @@ import torch
 from deepzoo.diffusion.schedules import Schedule
 from deepzoo.nn.precision import compute_dtype
 
-Kind = Literal["epsilon", "x0", "v", "edm", "velocity"]
+Kind = Literal["epsilon", "x0", "v", "edm", "velocity", "score"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class Preconditioning:
             return sd**2 / (s2 + sd**2), sign * sigma * sd / root, 1 / root
         if self.kind == "velocity":
             return 1 / (1 + sigma), -sigma / (1 + sigma), 1 / (1 + sigma)
+        if self.kind == "score":
+            return torch.ones_like(sigma), sigma, torch.ones_like(sigma)
         raise ValueError(f"unknown parameterization {self.kind!r}")
 
 

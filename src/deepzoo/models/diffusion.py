@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from deepzoo.config import Count, NonNegative, Positive, Probability, Range, ranged
-from deepzoo.diffusion.losses import DDPMLoss, EDMLoss, FlowMatchingLoss
+from deepzoo.diffusion.losses import DDPMLoss, EDMLoss, FlowMatchingLoss, ScoreMatchingLoss
 from deepzoo.diffusion.preconditioning import Denoiser, Kind, Preconditioning
 from deepzoo.diffusion.samplers import SAMPLERS, guided
 from deepzoo.diffusion.schedules import (
@@ -50,9 +50,10 @@ class DiffusionConfig:
     vp_kind: Literal["linear", "cosine"] = "linear"
     """VP process: DDPM's linear betas or Nichol and Dhariwal's cosine alpha-bar."""
     parameterization: Kind = "edm"
-    """What the network predicts: epsilon, x0, v, edm or velocity."""
-    objective: Literal["ddpm", "edm", "flow"] = "edm"
-    """Training noise levels and weighting: ddpm (uniform t, eps MSE), edm (log-normal sigma), flow."""
+    """What the network predicts: epsilon, x0, v, edm, velocity or score (sigma times the score)."""
+    objective: Literal["ddpm", "edm", "flow", "score"] = "edm"
+    """Training noise levels and weighting: ddpm (uniform t, eps MSE), edm (log-normal sigma), flow,
+    score (log-uniform sigma in [sigma_min, sigma_max], Song et al.'s denoising score matching)."""
     sigma_data: Positive = 0.5
     """Standard deviation of the data, for the EDM/v preconditioning."""
     label_dropout: Probability = 0.1
@@ -66,9 +67,9 @@ class DiffusionConfig:
     spacing: Spacing = "trailing"
     """VP timestep spacing of the sampling grid."""
     sigma_min: Positive = 0.002
-    """Smallest noise level of the VE/EDM processes and their sampling grids."""
+    """Smallest noise level of the VE/EDM processes, their sampling grids and the score objective."""
     sigma_max: Positive = 80.0
-    """EDM / VE sampling grid ends (Karras rho = 7 spacing)."""
+    """EDM / VE sampling grid ends (Karras rho = 7 spacing) and the score objective's largest sigma."""
     flow_t_max: OpenUnit = FLOW_T_MAX
     """Flows start sampling at t = flow_t_max (t = 1 is sigma = inf)."""
 
@@ -98,6 +99,8 @@ class Diffusion(nn.Module):
             self.objective = EDMLoss(sigma_data=c.sigma_data)
         elif c.objective == "flow":
             self.objective = FlowMatchingLoss(t_max=c.flow_t_max)
+        elif c.objective == "score":
+            self.objective = ScoreMatchingLoss(c.sigma_min, c.sigma_max)
         else:
             raise ValueError(f"unknown objective {c.objective!r}")
 
