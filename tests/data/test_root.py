@@ -1,6 +1,7 @@
 """The checksummed fetch every dataset goes through (data/root.py), with file:// mirrors."""
 
 import gzip
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +49,25 @@ def test_when_no_mirror_serves_it_the_error_names_each_mirror_and_what_went_wron
     with pytest.raises(DatasetNotFoundError) as offline:
         fetch("blob", md5(RAW), store, mirrors, download=False)
     assert "no mirror" not in str(offline.value)  # offline, no mirror was asked
+
+
+def test_a_download_cut_while_written_leaves_nothing_a_later_fetch_would_take_for_the_file(
+    tmp_path, monkeypatch
+):
+    """The copy is written beside the target and renamed into place: a crash half-way through the
+    write leaves no NAME.gz, so the next fetch downloads again instead of failing its checksum."""
+    mirror = _mirror(tmp_path, "good", gzip.compress(RAW))
+    store = tmp_path / "root" / "set"
+    write_bytes = Path.write_bytes
+
+    def cut(self, data):
+        write_bytes(self, data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_bytes", cut)
+    with pytest.raises(KeyboardInterrupt):
+        fetch("blob", md5(RAW), store, [mirror])
+    monkeypatch.undo()
+    assert not (store / "blob.gz").exists()
+    assert fetch("blob", md5(RAW), store, [mirror]) == RAW
+    assert gzip.decompress((store / "blob.gz").read_bytes()) == RAW
