@@ -104,10 +104,18 @@ def test_resnet_stochastic_depth_follows_the_linear_rule_and_leaves_eval_alone()
     config = ResNetConfig(widths=(4, 8), blocks_per_stage=2)
     deep = ResNet(replace(config, stochastic_depth=0.5))
     assert [b.drop_prob for b in deep.modules() if isinstance(b, BasicBlock)] == [0.125, 0.25, 0.375, 0.5]
+    for block in deep.modules():  # as if trained: a new block's branch is zero (bn2 starts at 0)
+        if isinstance(block, BasicBlock):
+            torch.nn.init.ones_(block.bn2.weight)
     plain = ResNet(config)
     plain.load_state_dict(deep.state_dict())  # no new parameters or buffers
     x = torch.rand(8, 1, 28, 28)
     torch.testing.assert_close(deep.eval()(x), plain.eval()(x))
+    block = BasicBlock(3, 3, drop_prob=0.5).eval()
+    torch.nn.init.ones_(block.bn2.weight)
+    x = torch.randn(64, 3, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), torch.relu(block.residual(x) + x), rtol=0, atol=0)
 
 
 def test_a_block_under_stochastic_depth_keeps_or_drops_its_branch_per_example():
