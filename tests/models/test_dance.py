@@ -33,6 +33,13 @@ def test_codes_and_reconstructions_have_the_documented_shapes(split):
     motion = torch.randn(3, 32, 75)
     codes = model.encode(motion)
     assert codes.shape == (3, 2 if split else 1, 8) and codes.max() < 32
+    x = (motion - model.mean) / model.std  # each part's codes are its forward's
+    for i, (dims, part) in enumerate(zip(model.part_dims, model.part_vqvaes)):
+        assert torch.equal(codes[:, i], part(x[..., dims])[1].codes)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert torch.equal(model.train().encode(motion), codes)  # training mode updates nothing
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    model.eval()
     assert model.decode(codes).shape == motion.shape
     with pytest.raises(ValueError, match="divisible"):
         model.encode(torch.randn(1, 30, 75))

@@ -169,6 +169,9 @@ def test_vqgan_is_a_tokenizer_of_its_code_grid():
     images = model.decode(codes)
     assert images.shape == x.shape and 0 <= images.min() and images.max() <= 1
     assert torch.equal(model.reconstruct(x), images)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert torch.equal(model.train().encode(x), codes)  # training mode updates nothing
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
 def test_without_perceptual_weight_no_perceptual_network_is_built():

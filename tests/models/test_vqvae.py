@@ -24,6 +24,9 @@ def test_loss_is_scaled_reconstruction_plus_the_quantizer_terms(mnist_small):
     assert {"vq", "commit", "perplexity", "usage"} <= out.keys()
     assert model.encode(x).shape == (16, 7, 7)
     assert model.decode(model.encode(x)).shape == x.shape
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert torch.equal(model.train().encode(x), model.eval().encode(x))  # training mode updates nothing
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
 # every seed 0-4 in fp32; the bf16 path once, on the mode that used to collapse (bf16 autocast is

@@ -38,6 +38,22 @@ def test_layouts_quantize_each_vector_to_its_code(shape):
     torch.testing.assert_close(vq.lookup(out.codes), out.z_q)  # z + sg[e - z] = e up to rounding
 
 
+@pytest.mark.parametrize("shape", [(2, 4, 3, 5), (2, 7, 4), (9, 4)])
+@pytest.mark.parametrize("options", [{}, {"normalize": True}, {"ema": False, "dead_threshold": 2.0}])
+def test_nearest_gives_forwards_codes_and_leaves_the_quantizer_as_it_was(shape, options):
+    """Even in training mode (where forward updates the EMA codebook, restarts dead codes and
+    starts k-means): `nearest` only reads."""
+    vq = _quantizer(**({"dead_threshold": 2.0} | options))
+    z = torch.randn(shape)
+    state = {k: v.clone() for k, v in vq.state_dict().items()}
+    codes = vq.train().nearest(z)
+    assert all(torch.equal(v, state[k]) for k, v in vq.state_dict().items())
+    assert torch.equal(codes, vq.eval()(z).codes)
+    fresh = _quantizer(kmeans_init=True).train()
+    fresh.nearest(torch.randn(9, 4))
+    assert not bool(fresh.initialized)
+
+
 def test_wrong_channel_count_is_a_clear_error():
     with pytest.raises(ValueError, match="expected 4 channels"):
         _quantizer()(torch.randn(2, 5, 3, 3))

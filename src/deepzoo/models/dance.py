@@ -121,6 +121,10 @@ class PartVQVAE(nn.Module):
         q = self.quantizer(self.encoder(x.transpose(1, 2)).transpose(1, 2))  # channels last (B, T', D)
         return self.decoder(q.z_q.transpose(1, 2)).transpose(1, 2), q
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, C) -> codes (B, T'), the codebook left as it is (no decoder pass)."""
+        return self.quantizer.nearest(self.encoder(x.transpose(1, 2)).transpose(1, 2))
+
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, T') -> (B, T' 2^downsample, C)."""
         return self.decoder(self.quantizer.lookup(codes).transpose(1, 2)).transpose(1, 2)
@@ -207,12 +211,12 @@ class MotionVQVAE(nn.Module):
 
     @torch.no_grad()
     def encode(self, motion: torch.Tensor) -> torch.Tensor:
-        """motion (B, T, 75) -> codes (B, parts, T / frames_per_code)."""
+        """motion (B, T, 75) -> codes (B, parts, T / frames_per_code); the codebooks are left as
+        they are in any mode."""
         self._check(motion)
         x = (motion - self.mean) / self.std
-        return torch.stack(
-            [part(x[..., dims])[1].codes for dims, part in zip(self.part_dims, self.part_vqvaes)], 1
-        )
+        parts = zip(self.part_dims, self.part_vqvaes)
+        return torch.stack([part.encode(x[..., dims]) for dims, part in parts], 1)
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

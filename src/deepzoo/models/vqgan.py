@@ -225,8 +225,8 @@ class VQGAN(nn.Module):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, 1, S, S) in [0, 1] -> codes (B, h, w)."""
-        return self.quantizer(self.encoder(x * 2 - 1)).codes
+        """x (B, 1, S, S) in [0, 1] -> codes (B, h, w); the codebook is left as it is in any mode."""
+        return self.quantizer.nearest(self.encoder(x * 2 - 1))
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

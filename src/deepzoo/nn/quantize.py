@@ -167,6 +167,17 @@ class VectorQuantizer(nn.Module):
         e = F.embedding(codes, self.codes())
         return e.permute(0, 3, 1, 2) if codes.ndim == 3 else e
 
+    @torch.no_grad()
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """The codes `forward` would choose for z (its layouts), without touching the codebook:
+        no EMA update, restart or k-means start even in training mode (an encoder's `encode`).
+        (B, C, H, W) -> (B, H, W); (B, T, C) -> (B, T); (N, C) -> (N,)."""
+        with torch.autocast(z.device.type, enabled=False):
+            flat, grid = self._flatten(upcast(z))
+            if self.normalize:
+                flat = F.normalize(flat, dim=1)
+            return nearest_code(flat, self.codes()).reshape(grid)
+
     # ---------------------------------------------------------------- forward
     def forward(self, z: torch.Tensor) -> Quantized:
         dtype = z.dtype
