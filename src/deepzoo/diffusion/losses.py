@@ -52,8 +52,22 @@ def weighted_denoising_loss(
     return effective * (f - target).square().flatten(1).mean(1)
 
 
+class SigmaObjective:
+    """An objective of the table: sigma drawn by `sample_sigma`, weighted by `weight`."""
+
+    def sample_sigma(self, n: int, device: torch.device) -> torch.Tensor:
+        raise NotImplementedError
+
+    def weight(self, sigma: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, denoiser: Denoiser, x0: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
+        sigma = self.sample_sigma(len(x0), x0.device)
+        return {"loss": weighted_denoising_loss(denoiser, x0, sigma, self.weight(sigma), labels).mean()}
+
+
 @dataclass(frozen=True)
-class DDPMLoss:
+class DDPMLoss(SigmaObjective):
     """Ho et al. (2020): t uniform over the T steps, the epsilon MSE."""
 
     schedule: VPSchedule
@@ -66,13 +80,9 @@ class DDPMLoss:
     def weight(sigma: torch.Tensor) -> torch.Tensor:
         return sigma.double().pow(-2)
 
-    def __call__(self, denoiser: Denoiser, x0: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
-        sigma = self.sample_sigma(len(x0), x0.device)
-        return {"loss": weighted_denoising_loss(denoiser, x0, sigma, self.weight(sigma), labels).mean()}
-
 
 @dataclass(frozen=True)
-class EDMLoss:
+class EDMLoss(SigmaObjective):
     """Karras et al. (2022): ln sigma ~ N(p_mean, p_std^2), lambda = (sigma^2 + sd^2) / (sigma sd)^2
     (unit effective weight with EDM preconditioning)."""
 
@@ -87,13 +97,9 @@ class EDMLoss:
         sd = self.sigma_data
         return (sigma.double().square() + sd**2) / (sigma.double() * sd).square()
 
-    def __call__(self, denoiser: Denoiser, x0: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
-        sigma = self.sample_sigma(len(x0), x0.device)
-        return {"loss": weighted_denoising_loss(denoiser, x0, sigma, self.weight(sigma), labels).mean()}
-
 
 @dataclass(frozen=True)
-class ScoreMatchingLoss:
+class ScoreMatchingLoss(SigmaObjective):
     """Song et al. (2021), the VE SDE's denoising score matching: sigma = sigma_min (sigma_max /
     sigma_min)^u with u ~ U(0, 1) (log-uniform), lambda = 1 / sigma^2, so the loss is
     ||sigma s_hat(x_hat; sigma) + eps||^2 with s_hat = (D - x_hat) / sigma^2 the score of the
@@ -114,10 +120,6 @@ class ScoreMatchingLoss:
     @staticmethod
     def weight(sigma: torch.Tensor) -> torch.Tensor:
         return sigma.double().pow(-2)
-
-    def __call__(self, denoiser: Denoiser, x0: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
-        sigma = self.sample_sigma(len(x0), x0.device)
-        return {"loss": weighted_denoising_loss(denoiser, x0, sigma, self.weight(sigma), labels).mean()}
 
 
 @dataclass(frozen=True)
